@@ -1,0 +1,12 @@
+"""Datatype assets: thin Dagster wiring around the node functions in :mod:`dpl_assets.nodes`.
+
+Every asset is partitioned per video, takes and returns ``{video_id: value}`` dicts (see
+:mod:`dpl_assets.storage.io_manager`) and runs its videos through
+:func:`dpl_assets.assets.batch.run_videos`.
+"""
+
+from dpl_assets.assets.audio import volume, wav
+from dpl_assets.assets.sources import aac, probe, video
+from dpl_assets.assets.wav2vec import wav2vec
+
+ALL_ASSETS = [video, aac, probe, wav, volume, wav2vec]

@@ -1,0 +1,75 @@
+"""Audio assets: ``wav`` (16 kHz mono) and ``volume`` (its loudness envelope)."""
+
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from dpl_assets.assets.batch import run_videos
+from dpl_assets.assets.config import VolumeConfig, WavConfig
+from dpl_assets.assets.sources import aac, video
+from dpl_assets.nodes.audio import extract_wav, volume_envelope
+from dpl_assets.outcomes import InputRejected
+from dpl_assets.partitions import per_video_backfill, video_partitions
+from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+
+
+@dg.asset(
+    partitions_def=video_partitions,
+    backfill_policy=per_video_backfill,
+    io_manager_key="artifacts",
+    deps=[video, aac],
+    group_name="audio",
+)
+def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactStorage) -> dict:
+    """Mono 16 kHz PCM16 audio of each video (``VideoToWavNode``) or aac file (``AacToWavNode``).
+
+    All channels are mixed down; the sample count is what ffmpeg decodes. Rejects files
+    without an audio stream, empty or truncated audio, and unreadable files.
+    """
+    store = storage.store()
+
+    def extract(video_id: str, _: dict) -> np.ndarray:
+        source = store.catalog.entry(video_id).sources.get(config.source)
+        if source is None:
+            raise InputRejected(
+                f"{video_id}: no {config.source!r} file found for this video "
+                f"(give an {config.source!r} root in the inputs with the same relative path)"
+            )
+        return extract_wav(Path(source))
+
+    return run_videos(
+        context,
+        store,
+        recompute=config.recompute,
+        inputs={},
+        compute_one=extract,
+        workers=config.num_jobs,
+    )
+
+
+@dg.asset(
+    partitions_def=video_partitions,
+    backfill_policy=per_video_backfill,
+    io_manager_key="artifacts",
+    group_name="audio",
+)
+def volume(
+    context: dg.AssetExecutionContext,
+    config: VolumeConfig,
+    storage: ArtifactStorage,
+    wav: LazyArtifacts,
+) -> dict:
+    """Loudness envelope float32 (T,): mean |x| per 320-sample hop, aligned with wav2vec frames.
+
+    Needs no model weights (``VolumeNode``; ``Wav2vecNode`` also produces it).
+    """
+    return run_videos(
+        context,
+        storage.store(),
+        recompute=config.recompute,
+        inputs={"wav": wav},
+        compute_one=lambda _, inputs: volume_envelope(inputs["wav"]),
+    )

@@ -1,0 +1,141 @@
+"""The one loop every per-video asset runs: skip done videos, propagate rejections, isolate
+failures, and still record every success when some videos of the batch fail.
+
+An asset step may cover one video or many (a backfill run over a partition range). For each
+video it resolves to exactly one outcome: ``Kept`` (done before, ``recompute`` off), a
+``Rejected`` (upstream rejection or :class:`InputRejected` from the node), an artefact, or
+a failure. Failures are recorded per video; the successes of the batch are written and
+reported to Dagster as materializations before the step fails, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dagster as dg
+
+from dpl_assets.outcomes import InputRejected, Kept, Rejected
+from dpl_assets.storage.store import ArtifactStore
+
+VideoInputs = dict[str, Any]
+"""One video's inputs: input name -> loaded artefact."""
+
+ComputeOne = Callable[[str, VideoInputs], Any]
+ComputeMany = Callable[[dict[str, VideoInputs]], dict[str, Any]]
+
+
+def run_videos(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    *,
+    recompute: bool,
+    inputs: Mapping[str, Mapping[str, Any]],
+    compute_one: ComputeOne,
+    compute_many: ComputeMany | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Run one asset over the step's videos; return ``{video_id: outcome}`` for the IO manager.
+
+    Args:
+        inputs: input name -> ``{video_id: artefact}`` (lazy mappings from the IO manager).
+        compute_one: (video_id, inputs) -> artefact; raises InputRejected for bad input.
+        compute_many: optional batched version over many videos (one GPU batch); when it
+            raises, the videos are retried one by one so one bad video cannot sink the rest.
+        workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work).
+    """
+    key = context.asset_key.path[-1]
+    outcomes: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+
+    def gather(video_id: str) -> tuple[str, VideoInputs | Rejected | Kept | str]:
+        if not recompute and store.is_done(key, video_id):
+            return video_id, Kept()
+        try:
+            loaded = {name: artefacts[video_id] for name, artefacts in inputs.items()}
+        except Exception as error:  # missing or unreadable input: a failure, retried later
+            return video_id, f"cannot load inputs: {type(error).__name__}: {error}"
+        upstream = next((v for v in loaded.values() if isinstance(v, Rejected)), None)
+        return video_id, upstream if upstream is not None else loaded
+
+    todo: dict[str, VideoInputs] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for video_id, gathered in pool.map(gather, context.partition_keys):
+            if isinstance(gathered, str):
+                failures[video_id] = gathered
+            elif isinstance(gathered, Kept | Rejected):
+                outcomes[video_id] = gathered
+            else:
+                todo[video_id] = gathered
+
+    def attempt(video_id: str, compute: Callable[[], Any]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes[video_id] = compute()
+        except InputRejected as rejection:
+            outcomes[video_id] = Rejected(reason=rejection.reason, origin=key)
+            context.log.warning(f"{key}: rejected {video_id!r}: {rejection.reason}")
+        except Exception as error:
+            failures[video_id] = f"{type(error).__name__}: {error}"
+            context.log.error(f"{key}: failed on {video_id!r}:\n{traceback.format_exc()}")
+        else:
+            context.log.info(f"{key}: {video_id!r} in {time.perf_counter() - started:.2f} s")
+
+    batched: dict[str, Any] = {}
+    if compute_many is not None and len(todo) > 1:
+        try:
+            batched = compute_many(todo)
+        except Exception as error:
+            context.log.warning(f"{key}: batch failed ({error!r}); retrying videos one by one")
+    # Batched (model) work retries one video at a time; subprocess work uses the workers.
+    compute_workers = 1 if compute_many is not None else max(1, workers)
+    with ThreadPoolExecutor(max_workers=compute_workers) as pool:
+        for video_id, loaded in todo.items():
+            if video_id in batched:
+                outcomes[video_id] = batched[video_id]
+            else:
+                pool.submit(attempt, video_id, lambda v=video_id, x=loaded: compute_one(v, x))
+
+    _record_rejections(context, key, outcomes)
+    if failures:
+        _save_successes_then_fail(context, store, key, outcomes, failures)
+    return outcomes
+
+
+def _record_rejections(context: dg.AssetExecutionContext, key: str, outcomes: dict) -> None:
+    """Show each new rejection in the UI: an observation on that video's partition."""
+    for video_id, outcome in outcomes.items():
+        if isinstance(outcome, Rejected):
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=key,
+                    partition=video_id,
+                    metadata={"status": "rejected", "reason": outcome.reason,
+                              "rejected_by": outcome.origin},
+                )
+            )
+
+
+def _save_successes_then_fail(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    key: str,
+    outcomes: dict[str, Any],
+    failures: dict[str, str],
+) -> None:
+    for video_id, outcome in outcomes.items():
+        if isinstance(outcome, Kept):
+            continue
+        store.save(key, video_id, outcome)
+        context.log_event(dg.AssetMaterialization(asset_key=key, partition=video_id))
+    for video_id, error in failures.items():
+        store.record_failure(key, video_id, error)
+    listing = "\n".join(f"- {video_id}: {error}" for video_id, error in failures.items())
+    raise dg.Failure(
+        description=f"{key}: {len(failures)} of {len(context.partition_keys)} videos failed "
+        f"(the other {len(outcomes)} are saved):\n{listing}",
+        metadata={"failed_videos": sorted(failures)},
+    )

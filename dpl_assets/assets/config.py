@@ -1,0 +1,55 @@
+"""Typed node parameters (Dagster ``Config``), named as in the original tool."""
+
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from dpl_assets.nodes.wav2vec import DEFAULT_CHECKPOINT
+
+
+class NodeConfig(dg.Config):
+    """Parameters every node has."""
+
+    recompute: bool = Field(
+        default=False,
+        description="Recompute videos whose artefact (or rejection) already exists.",
+    )
+
+
+class ProbeConfig(NodeConfig):
+    pass
+
+
+class WavConfig(NodeConfig):
+    """``VideoToWavNode`` (source=video) and ``AacToWavNode`` (source=aac)."""
+
+    source: Literal["video", "aac"] = Field(
+        default="video", description="Which registered source file the audio is taken from."
+    )
+    num_jobs: int = Field(default=4, ge=1, description="ffmpeg processes run in parallel.")
+
+
+class VolumeConfig(NodeConfig):
+    pass
+
+
+class Wav2vecConfig(NodeConfig):
+    """``Wav2vecNode``."""
+
+    checkpoint: str = Field(
+        default=DEFAULT_CHECKPOINT,
+        description="Model hub id or local folder holding config.json + weights.",
+    )
+    features: str = Field(
+        default="quantized",
+        description="'quantized' (projected quantized states, (T, 256) for base) "
+        "or 'hidden:K' (transformer hidden state K; -1 = last).",
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+    batch_size: int = Field(default=8, ge=1, description="Audio windows per forward pass.")
+    num_workers: int = Field(default=4, ge=1, description="Threads reading audio files.")
+    chunk_seconds: float = Field(default=10.0, gt=0, description="Window length for long audio.")
+    context_seconds: float = Field(
+        default=1.0, ge=0, description="Context each window adds on both sides (discarded)."
+    )

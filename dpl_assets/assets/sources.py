@@ -1,0 +1,50 @@
+"""Source datatypes (the user's files) and the per-video ``probe`` record."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from dpl_assets.assets.batch import run_videos
+from dpl_assets.assets.config import ProbeConfig
+from dpl_assets.media.probe import probe_media
+from dpl_assets.partitions import per_video_backfill, video_partitions
+from dpl_assets.storage.io_manager import ArtifactStorage
+
+video = dg.AssetSpec(
+    "video",
+    partitions_def=video_partitions,
+    group_name="sources",
+    description="The user's videos, registered from the `video` input roots (see catalog.json).",
+)
+
+aac = dg.AssetSpec(
+    "aac",
+    partitions_def=video_partitions,
+    group_name="sources",
+    description="Optional AAC audio files (.m4a/.aac) matched to videos by relative path.",
+)
+
+
+@dg.asset(
+    partitions_def=video_partitions,
+    backfill_policy=per_video_backfill,
+    io_manager_key="artifacts",
+    deps=[video],
+    group_name="sources",
+)
+def probe(
+    context: dg.AssetExecutionContext, config: ProbeConfig, storage: ArtifactStorage
+) -> dict:
+    """Per-video record (JSON): source path, size, container, duration, streams, rotation.
+
+    Header values as the container states them. Rejects missing, empty and unreadable files.
+    """
+    store = storage.store()
+
+    def describe(video_id: str, _: dict) -> dict:
+        entry = store.catalog.entry(video_id)
+        record = probe_media(Path(entry.primary_source)).to_json()
+        return {"video_id": video_id, **record, "sources": entry.sources}
+
+    return run_videos(context, store, recompute=config.recompute, inputs={}, compute_one=describe)

@@ -1,0 +1,145 @@
+"""``dpl``: the seed-compatible command line.
+
+    dpl run --graph graph.json --inputs inputs.json --output_dir out
+    dpl register --inputs inputs.json --output_dir out     # partitions for the Dagster UI
+    dpl samples DIR                                         # sample media + DIR/inputs.json
+    dpl nodes                                               # node names and params
+
+Exit status of ``run``: 0 when every video ended processed or rejected with a reason,
+1 when any failed, 2 when the graph or inputs are invalid (nothing was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dpl_assets.discovery import InputsError, load_inputs_file
+from dpl_assets.graph import GraphError, load_graph_file, node_reference
+from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _say(message: str) -> None:
+    print(f"dpl: {message}", file=sys.stderr, flush=True)
+
+
+def _open_instance(output_dir: Path):
+    import dagster as dg
+
+    home = instance_dir_for(output_dir)
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():  # SQLite storage in this folder (the default); no telemetry
+        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def _add_output_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output_dir", "--output-dir", dest="output_dir", type=Path,
+        default=Path(os.environ.get("DPL_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)),
+        help=f"output root (default: $DPL_OUTPUT_DIR or {DEFAULT_OUTPUT_DIR})",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpl", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a graph on the inputs (incremental)")
+    run.add_argument("--graph", type=Path, required=True, help="graph JSON (list of nodes)")
+    run.add_argument("--inputs", type=Path, required=True, help="inputs JSON (datatype -> root)")
+    _add_output_dir(run)
+    run.add_argument("--report_name", "--report-name", default="report.json")
+    run.add_argument("--chunk_size", "--chunk-size", type=int, default=50,
+                     help="videos per Dagster run (models load once per process)")
+    run.add_argument("--retry-rejected", action="store_true",
+                     help="forget earlier rejections and try those videos again")
+    run.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+
+    register = commands.add_parser("register", help="register videos as Dagster partitions")
+    register.add_argument("--inputs", type=Path, required=True)
+    _add_output_dir(register)
+
+    samples = commands.add_parser("samples", help="make sample media and an inputs.json")
+    samples.add_argument("folder", type=Path)
+
+    commands.add_parser("nodes", help="list graph node names and their params")
+    return parser
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from dpl_assets.report import write_report
+    from dpl_assets.runner import run_plan
+
+    try:
+        plan = load_graph_file(args.graph)
+        inputs = load_inputs_file(args.inputs)
+        if args.chunk_size < 1:
+            raise GraphError("--chunk_size must be at least 1")
+        output_dir = args.output_dir.resolve()
+        instance = _open_instance(output_dir)
+        outcome = run_plan(
+            plan, inputs, output_dir, instance,
+            chunk_size=args.chunk_size,
+            retry_rejected=args.retry_rejected,
+            log_level="INFO" if args.verbose else "WARNING",
+            progress=_say,
+        )  # fmt: skip
+    except (GraphError, InputsError) as error:
+        _say(f"error: {error}")
+        return EXIT_INVALID
+    report_path = output_dir / args.report_name
+    counts = write_report(report_path, outcome.reports)
+    for report in outcome.reports:
+        if report.status != "processed":
+            _say(f"{report.status}: {report.video_id}: {report.reason}")
+    _say(f"{counts['processed']} processed, {counts['rejected']} rejected, "
+         f"{counts['failed']} failed; report: {report_path}")
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def command_register(args: argparse.Namespace) -> int:
+    from dpl_assets.runner import register_videos
+    from dpl_assets.storage.store import ArtifactStore
+
+    try:
+        inputs = load_inputs_file(args.inputs)
+    except InputsError as error:
+        _say(f"error: {error}")
+        return EXIT_INVALID
+    output_dir = args.output_dir.resolve()
+    all_ids, new_ids = register_videos(_open_instance(output_dir), ArtifactStore(output_dir), inputs)
+    _say(f"{len(all_ids)} videos registered ({len(new_ids)} new) in {output_dir}")
+    for video_id in new_ids:
+        print(video_id)
+    return EXIT_OK
+
+
+def command_samples(args: argparse.Namespace) -> int:
+    from dpl_assets.samples import make_samples
+
+    inputs = make_samples(args.folder)
+    _say(f"sample media in {args.folder}; inputs file: {inputs}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return command_run(args)
+    if args.command == "register":
+        return command_register(args)
+    if args.command == "samples":
+        return command_samples(args)
+    print(node_reference())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

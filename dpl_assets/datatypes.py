@@ -1,0 +1,129 @@
+"""The datatype registry: the one place that says what each datatype key means.
+
+A datatype key (``video``, ``wav``, ``wav2vec``, ...) names both a Dagster asset and the folder
+``{output_dir}/{key}/`` that holds its files, as in the original tool. Each datatype has a
+storage format, the file extensions accepted when users give a root folder for it, and for
+array datatypes a shape/dtype contract that every written array is checked against.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+AUDIO_SAMPLE_RATE_HZ = 16_000
+"""Every ``wav`` artefact is mono PCM16 at this rate: what wav2vec-family models expect."""
+
+
+class StorageFormat(enum.Enum):
+    """How a datatype's per-video artefact is stored on disk."""
+
+    MEDIA = "media"  # user-provided source files (videos, aac); never written by the pipeline
+    WAV = "wav"  # 16 kHz mono PCM16 WAV
+    NPY = "npy"  # one numpy array per video
+    JSON = "json"  # one JSON object per video
+
+
+@dataclass(frozen=True)
+class ArrayContract:
+    """Shape/dtype contract of an array datatype.
+
+    ``shape`` holds one entry per axis: an int fixes that axis, a str names a free axis
+    (``"T"`` = time steps). Axes named the same within one contract must agree.
+    """
+
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    def violation(self, array: np.ndarray) -> str | None:
+        """Why ``array`` breaks the contract, or None when it satisfies it."""
+        if array.dtype != np.dtype(self.dtype):
+            return f"dtype {array.dtype} where {self.dtype} is required"
+        if array.ndim != len(self.shape):
+            return f"shape {array.shape} where {self.shape} is required"
+        named: dict[str, int] = {}
+        for axis, (want, got) in enumerate(zip(self.shape, array.shape, strict=True)):
+            if isinstance(want, int) and want != got:
+                return f"axis {axis} has {got} entries where {want} are required"
+            if isinstance(want, str) and named.setdefault(want, got) != got:
+                return f"axes named {want!r} disagree in shape {array.shape}"
+        return None
+
+
+@dataclass(frozen=True)
+class Datatype:
+    """One datatype: its key, storage format and accepted extensions.
+
+    ``extensions`` are matched case-insensitively; a file belongs to the datatype when its
+    name ends with *any* of them. The first one is the extension the pipeline writes.
+    """
+
+    key: str
+    storage: StorageFormat
+    extensions: tuple[str, ...]
+    description: str
+    contract: ArrayContract | None = None
+
+    @property
+    def output_extension(self) -> str:
+        return self.extensions[0]
+
+    def matches(self, filename: str) -> bool:
+        lowered = filename.lower()
+        return any(lowered.endswith(ext) for ext in self.extensions)
+
+    def strip_extension(self, filename: str) -> str:
+        """``filename`` without the longest of this datatype's extensions it ends with."""
+        lowered = filename.lower()
+        for ext in sorted(self.extensions, key=len, reverse=True):
+            if lowered.endswith(ext):
+                return filename[: len(filename) - len(ext)]
+        raise ValueError(f"{filename!r} has none of the extensions {self.extensions} of {self.key!r}")
+
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
+
+DATATYPES: dict[str, Datatype] = {
+    dt.key: dt
+    for dt in (
+        Datatype("video", StorageFormat.MEDIA, VIDEO_EXTENSIONS, "Source talking-head videos."),
+        Datatype("aac", StorageFormat.MEDIA, (".m4a", ".aac"), "Source AAC audio tracks."),
+        Datatype(
+            "probe",
+            StorageFormat.JSON,
+            (".json",),
+            "Per-video record: source path, size, container, duration, streams, rotation.",
+        ),
+        Datatype(
+            "wav",
+            StorageFormat.WAV,
+            (".wav",),
+            f"Mono PCM16 audio at {AUDIO_SAMPLE_RATE_HZ} Hz; in memory float32 (N,) in [-1, 1].",
+            ArrayContract(("N",), "float32"),
+        ),
+        Datatype(
+            "wav2vec",
+            StorageFormat.NPY,
+            (".npy",),
+            "wav2vec 2.0 features (T, D) float32 at 50 Hz (320-sample hop at 16 kHz).",
+            ArrayContract(("T", "D"), "float32"),
+        ),
+        Datatype(
+            "volume",
+            StorageFormat.NPY,
+            (".npy",),
+            "Loudness envelope (T,) float32: mean |x| per 320-sample hop, T as for wav2vec.",
+            ArrayContract(("T",), "float32"),
+        ),
+    )
+}
+
+
+def get_datatype(key: str) -> Datatype:
+    """The datatype registered under ``key``; a KeyError lists the known keys."""
+    try:
+        return DATATYPES[key]
+    except KeyError:
+        raise KeyError(f"unknown datatype {key!r}; known: {', '.join(sorted(DATATYPES))}") from None

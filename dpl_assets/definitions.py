@@ -1,0 +1,37 @@
+"""The Dagster entry point: ``dagster dev -w workspace.yaml`` or ``-m dpl_assets``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from dpl_assets.assets import ALL_ASSETS
+from dpl_assets.partitions import video_partitions
+from dpl_assets.resources import TorchDevice, Wav2vecModels
+from dpl_assets.settings import output_dir_from_env
+from dpl_assets.storage.io_manager import ArtifactIOManager, ArtifactStorage
+
+offline_audio_job = dg.define_asset_job(
+    "offline_audio",
+    selection=dg.AssetSelection.assets("probe", "wav", "volume"),
+    partitions_def=video_partitions,
+    description="The default graph: probe, 16 kHz wav and volume; needs no model weights.",
+)
+
+
+def build_definitions(
+    output_dir: Path | str | None = None, jobs: list[dg.UnresolvedAssetJobDefinition] | None = None
+) -> dg.Definitions:
+    """All assets and resources, writing under ``output_dir`` (default: ``DPL_OUTPUT_DIR``)."""
+    storage = ArtifactStorage(output_dir=str(output_dir or output_dir_from_env()))
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        resources={
+            "storage": storage,
+            "artifacts": ArtifactIOManager(storage=storage),
+            "torch_device": TorchDevice(),
+            "wav2vec_models": Wav2vecModels(),
+        },
+        jobs=[offline_audio_job, *(jobs or [])],
+    )

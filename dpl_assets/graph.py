@@ -1,0 +1,141 @@
+"""The seed's graph format: node names and params -> an asset selection and its run config.
+
+A graph is a JSON list of ``{"name": "<NodeName>", "params": {...}}`` as in the original
+tool. Each node name maps to the asset(s) it materializes and to the typed config of its
+main asset; params are validated before any work, and errors list what is valid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pydantic
+
+from dpl_assets.assets.config import (
+    NodeConfig,
+    ProbeConfig,
+    VolumeConfig,
+    WavConfig,
+    Wav2vecConfig,
+)
+
+
+class GraphError(ValueError):
+    """The graph is invalid; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node name: its main asset, its config, fixed config values, and extra outputs.
+
+    ``also`` lists further assets the node materializes; each gets the node's params that
+    its own config accepts (e.g. ``recompute``).
+    """
+
+    asset: str
+    config: type[NodeConfig]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    also: Mapping[str, type[NodeConfig]] = field(default_factory=dict)
+    summary: str = ""
+
+    def param_names(self) -> list[str]:
+        return sorted(set(self.config.model_fields) - set(self.fixed))
+
+
+NODES: dict[str, NodeSpec] = {
+    "ProbeNode": NodeSpec("probe", ProbeConfig, summary="video -> probe (JSON record)"),
+    "VideoToWavNode": NodeSpec(
+        "wav", WavConfig, fixed={"source": "video"}, summary="video -> wav (16 kHz mono)"
+    ),
+    "AacToWavNode": NodeSpec(
+        "wav", WavConfig, fixed={"source": "aac"}, summary="aac -> wav (16 kHz mono)"
+    ),
+    "VolumeNode": NodeSpec("volume", VolumeConfig, summary="wav -> volume (T,)"),
+    "Wav2vecNode": NodeSpec(
+        "wav2vec",
+        Wav2vecConfig,
+        also={"volume": VolumeConfig},
+        summary="wav -> wav2vec (T, D), volume (T,)",
+    ),
+}
+
+
+@dataclass
+class GraphPlan:
+    """What a graph asks Dagster to do: the assets to materialize and their run config."""
+
+    assets: list[str]
+    asset_config: dict[str, dict[str, Any]]
+
+    @property
+    def recompute(self) -> bool:
+        return any(cfg.get("recompute") for cfg in self.asset_config.values())
+
+    def run_config(self) -> dict[str, Any]:
+        return {"ops": {asset: {"config": cfg} for asset, cfg in self.asset_config.items()}}
+
+
+def _node_error(index: int, name: str, message: str) -> GraphError:
+    return GraphError(f"graph node #{index} ({name}): {message}")
+
+
+def plan_graph(graph: object) -> GraphPlan:
+    """Validate a graph (parsed JSON) and turn it into a :class:`GraphPlan`."""
+    if not isinstance(graph, list) or not graph:
+        raise GraphError('a graph is a non-empty JSON list of {"name": ..., "params": {...}}')
+    plan = GraphPlan(assets=[], asset_config={})
+    producers: dict[str, str] = {}
+    for index, node in enumerate(graph):
+        if not isinstance(node, Mapping) or "name" not in node or set(node) - {"name", "params"}:
+            raise GraphError(f'graph node #{index} must be {{"name": ..., "params": {{...}}}}')
+        name, params = node["name"], node.get("params") or {}
+        if name not in NODES:
+            raise _node_error(index, str(name), f"unknown node; valid nodes: {', '.join(NODES)}")
+        if not isinstance(params, Mapping):
+            raise _node_error(index, name, "params must be a JSON object")
+        spec = NODES[name]
+        unknown = sorted(set(params) - set(spec.param_names()))
+        if unknown:
+            raise _node_error(
+                index, name, f"unknown params {unknown}; valid params: {spec.param_names()}"
+            )
+        if spec.asset in producers:
+            raise _node_error(index, name, f"{spec.asset!r} is already produced by {producers[spec.asset]}")
+        producers[spec.asset] = name
+        for asset, config_class, values in [
+            (spec.asset, spec.config, {**params, **spec.fixed}),
+            *[(a, c, {k: v for k, v in params.items() if k in c.model_fields})
+              for a, c in spec.also.items()],
+        ]:
+            try:
+                config = config_class(**values)
+            except (pydantic.ValidationError, dg.DagsterInvalidConfigError) as error:
+                raise _node_error(index, name, f"invalid params: {error}") from error
+            if asset not in plan.assets:
+                plan.assets.append(asset)
+            merged = {**plan.asset_config.get(asset, {}), **config.model_dump(exclude_unset=True)}
+            plan.asset_config[asset] = merged
+    return plan
+
+
+def load_graph_file(path: Path) -> GraphPlan:
+    try:
+        graph = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise GraphError(f"cannot read graph file {str(path)!r}: {error}") from error
+    return plan_graph(graph)
+
+
+def node_reference() -> str:
+    """Markdown table of nodes and params (kept in the README)."""
+    lines = ["| node | does | params (default) |", "|---|---|---|"]
+    for name, spec in NODES.items():
+        fields = spec.config.model_fields
+        params = ", ".join(f"`{p}` ({fields[p].default!r})" for p in spec.param_names())
+        lines.append(f"| `{name}` | {spec.summary} | {params} |")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Media access: the ffmpeg binary, container probing, audio decoding."""

@@ -1,0 +1,60 @@
+"""``report.json``: one entry per video saying what became of it, read off the store.
+
+Status per video over the datatypes a run asked for:
+- ``processed``: every artefact exists;
+- ``rejected``: some datatype was rejected (``reason`` names the file and the cause);
+- ``failed``: something is missing without a rejection (an unexpected error; retried next run).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dpl_assets.storage.atomic import atomic_write_text
+from dpl_assets.storage.store import ArtifactStore
+
+STATUSES = ("processed", "rejected", "failed")
+
+
+@dataclass
+class VideoReport:
+    video_id: str
+    source: str
+    status: str
+    reason: str | None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) -> VideoReport:
+    """The status of one video over ``datatypes`` (see the module docstring)."""
+    entry = store.catalog.entry(video_id)
+    outputs = {
+        key: str(store.artifact_path(key, video_id))
+        for key in datatypes
+        if store.artifact_path(key, video_id).exists()
+    }
+    rejections = [r for r in (store.rejection(key, video_id) for key in datatypes) if r]
+    if rejections:
+        # The first rejection in pipeline order is where the video was turned away.
+        first = next((r for r in rejections if r.origin in datatypes), rejections[0])
+        status, reason = "rejected", first.reason
+    elif len(outputs) == len(datatypes):
+        status, reason = "processed", None
+    else:
+        missing = [key for key in datatypes if key not in outputs]
+        errors = [f"{key}: {store.failure(key, video_id)}" for key in missing
+                  if store.failure(key, video_id)]
+        status = "failed"
+        reason = "; ".join(errors) or f"not produced: {', '.join(missing)} (see the run log)"
+    return VideoReport(video_id, entry.primary_source, status, reason, outputs)
+
+
+def write_report(path: Path, reports: Sequence[VideoReport]) -> dict[str, int]:
+    """Write ``report.json`` atomically; returns the count per status."""
+    counts = {status: sum(r.status == status for r in reports) for status in STATUSES}
+    document = {"summary": counts, "videos": [asdict(r) for r in reports]}
+    atomic_write_text(path, json.dumps(document, indent=1, ensure_ascii=False))
+    return counts

@@ -1,0 +1,155 @@
+"""Run a seed-style graph through Dagster on a persistent local instance.
+
+Used by ``dpl run``: register the videos as partitions, work out which (video, datatype)
+pairs are not done yet, materialize them in runs of up to ``chunk_size`` videos (models load
+once per process), then read every video's outcome off the store into ``report.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from dpl_assets.datatypes import StorageFormat, get_datatype
+from dpl_assets.definitions import build_definitions
+from dpl_assets.discovery import InputRoots
+from dpl_assets.graph import GraphError, GraphPlan, NODES
+from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN, video_partitions
+from dpl_assets.report import VideoReport, video_report
+from dpl_assets.storage.store import ArtifactStore
+
+RUN_JOB_NAME = "dpl_run"
+
+
+@dataclass
+class RunOutcome:
+    reports: list[VideoReport]
+    run_ids: list[str]
+    new_videos: list[str]
+
+
+def register_videos(
+    instance: dg.DagsterInstance, store: ArtifactStore, inputs: InputRoots
+) -> tuple[list[str], list[str]]:
+    """Add the videos under ``inputs`` to the catalog and to the instance's partitions.
+
+    Returns (all registered ids, ids new in this call).
+    """
+    registration = store.catalog.register(inputs)
+    known = set(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
+    missing = [video_id for video_id in registration.all_ids if video_id not in known]
+    if missing:
+        instance.add_dynamic_partitions(VIDEOS_PARTITION_NAME, missing)
+    return registration.all_ids, registration.new_ids
+
+
+def selected_assets(plan: GraphPlan, inputs: InputRoots) -> list[str]:
+    """The graph's assets, plus the ``probe`` record whenever videos are given."""
+    assets = list(plan.assets)
+    if "video" in inputs.roots and "probe" not in assets:
+        assets.insert(0, "probe")
+    return assets
+
+
+def check_inputs_available(
+    defs: dg.Definitions, assets: list[str], inputs: InputRoots, store: ArtifactStore
+) -> None:
+    """Fail before any work when an asset's input is neither produced nor given."""
+    graph = defs.resolve_asset_graph()
+    for asset in assets:
+        for parent in graph.get(dg.AssetKey(asset)).parent_keys:
+            key = parent.path[-1]
+            if get_datatype(key).storage is StorageFormat.MEDIA or key in assets:
+                continue
+            if key in inputs.roots or (store.output_dir / key).is_dir():
+                continue
+            producers = [name for name, spec in NODES.items() if spec.asset == key]
+            raise GraphError(
+                f"{asset!r} needs {key!r}: add {' or '.join(producers)} to the graph, "
+                f"or give a {key!r} root in the inputs"
+            )
+
+
+def pending_ranges(
+    ordered_ids: list[str], pending: set[str], chunk_size: int
+) -> list[tuple[str, str]]:
+    """Partition ranges covering exactly the pending ids, each at most ``chunk_size`` long.
+
+    Ranges are runs of consecutive pending ids in the instance's partition order, so no
+    done video is ever inside a range.
+    """
+    ranges: list[tuple[str, str]] = []
+    current: list[str] = []
+    for video_id in ordered_ids:
+        if video_id in pending and len(current) < chunk_size:
+            current.append(video_id)
+            continue
+        if current:
+            ranges.append((current[0], current[-1]))
+        current = [video_id] if video_id in pending else []
+    if current:
+        ranges.append((current[0], current[-1]))
+    return ranges
+
+
+def run_plan(
+    plan: GraphPlan,
+    inputs: InputRoots,
+    output_dir: Path,
+    instance: dg.DagsterInstance,
+    *,
+    chunk_size: int = VIDEOS_PER_RUN,
+    retry_rejected: bool = False,
+    log_level: str = "WARNING",
+    progress: Callable[[str], None] = logging.getLogger(__name__).info,
+) -> RunOutcome:
+    """Register, materialize what is missing, and report. Raises GraphError before any work."""
+    store = ArtifactStore(output_dir)
+    assets = selected_assets(plan, inputs)
+    job = dg.define_asset_job(
+        RUN_JOB_NAME, selection=dg.AssetSelection.assets(*assets), partitions_def=video_partitions
+    )
+    defs = build_definitions(output_dir, jobs=[job])
+    check_inputs_available(defs, assets, inputs, store)
+
+    all_ids, new_ids = register_videos(instance, store, inputs)
+    if retry_rejected:
+        for video_id in all_ids:
+            store.clear_rejections(video_id)
+    pending = {
+        video_id
+        for video_id in all_ids
+        if plan.recompute or not all(store.is_done(key, video_id) for key in assets)
+    }
+    ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
+    ranges = pending_ranges(list(ordered), pending, chunk_size)
+    progress(
+        f"{len(all_ids)} videos registered ({len(new_ids)} new); {len(pending)} to process "
+        f"in {len(ranges)} run(s): {', '.join(assets)}"
+    )
+    run_config = {
+        **plan.run_config(),
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    job_def = defs.resolve_job_def(RUN_JOB_NAME)
+    run_ids = []
+    for first, last in ranges:
+        result = job_def.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            raise_on_error=False,
+            tags={
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last,
+                "dpl/launched_by": "dpl run",
+            },
+        )
+        run_ids.append(result.run_id)
+        progress(f"run {result.run_id[:8]} [{first} ... {last}]: "
+                 f"{'succeeded' if result.success else 'had failures'}")
+    reports = [video_report(store, video_id, assets) for video_id in all_ids]
+    return RunOutcome(reports=reports, run_ids=run_ids, new_videos=new_ids)

@@ -1,0 +1,119 @@
+"""The artefact store: where each (datatype, video) artefact and its status records live.
+
+Layout under the output dir, as in the original tool:
+- ``{key}/{video_id}{ext}``: the artefact (complete whenever it exists: writes are atomic);
+- ``_status/{key}/{video_id}.rejected.json``: why the video cannot yield this datatype;
+- ``_status/{key}/{video_id}.failed.json``: the last unexpected error (cleared on success).
+
+A (datatype, video) pair is *done* when its artefact or its rejection exists; done pairs
+are skipped unless a node's ``recompute`` is set. User-given roots for a datatype (a
+``wav`` folder in the inputs, say) take precedence over the pipeline's own outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from dpl_assets.catalog import Catalog
+from dpl_assets.datatypes import StorageFormat, get_datatype
+from dpl_assets.outcomes import Kept, Rejected
+from dpl_assets.storage.atomic import atomic_write_text
+from dpl_assets.storage.formats import read_artifact, write_artifact
+
+STATUS_DIR = "_status"
+
+
+class MissingArtifactError(FileNotFoundError):
+    """An input artefact is neither produced yet nor given in the user's roots."""
+
+
+class ArtifactStore:
+    """Paths, reads and writes of artefacts under one output dir."""
+
+    def __init__(self, output_dir: Path | str):
+        self.output_dir = Path(output_dir).resolve()
+        self.catalog = Catalog(self.output_dir)
+
+    def artifact_path(self, key: str, video_id: str) -> Path:
+        return self.output_dir / key / (video_id + get_datatype(key).output_extension)
+
+    def _status_path(self, key: str, video_id: str, status: str) -> Path:
+        return self.output_dir / STATUS_DIR / key / f"{video_id}.{status}.json"
+
+    def user_source(self, key: str, video_id: str) -> Path | None:
+        """The user's own file for this datatype and video, when the inputs gave a root."""
+        source = self.catalog.entry(video_id).sources.get(key)
+        return Path(source) if source else None
+
+    def rejection(self, key: str, video_id: str) -> Rejected | None:
+        path = self._status_path(key, video_id, "rejected")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return Rejected(reason=record["reason"], origin=record["origin"])
+
+    def failure(self, key: str, video_id: str) -> str | None:
+        path = self._status_path(key, video_id, "failed")
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["error"])
+        except FileNotFoundError:
+            return None
+
+    def is_done(self, key: str, video_id: str) -> bool:
+        return (
+            self.artifact_path(key, video_id).exists()
+            or self._status_path(key, video_id, "rejected").exists()
+        )
+
+    def save(self, key: str, video_id: str, value: Any) -> None:
+        """Persist one outcome: an artefact, a :class:`Rejected`, or :class:`Kept` (no-op)."""
+        if isinstance(value, Kept):
+            return
+        artifact = self.artifact_path(key, video_id)
+        rejected = self._status_path(key, video_id, "rejected")
+        if isinstance(value, Rejected):
+            record = {**value.to_json(), "datatype": key, "video_id": video_id, "time": time.time()}
+            atomic_write_text(rejected, json.dumps(record, indent=1, ensure_ascii=False))
+            artifact.unlink(missing_ok=True)  # a stale artefact would contradict the record
+        else:
+            write_artifact(get_datatype(key), artifact, value)
+            rejected.unlink(missing_ok=True)
+        self._status_path(key, video_id, "failed").unlink(missing_ok=True)
+
+    def record_failure(self, key: str, video_id: str, error: str) -> None:
+        record = {"datatype": key, "video_id": video_id, "error": error, "time": time.time()}
+        atomic_write_text(
+            self._status_path(key, video_id, "failed"), json.dumps(record, ensure_ascii=False)
+        )
+
+    def clear_rejections(self, video_id: str) -> list[str]:
+        """Forget every rejection of ``video_id`` (to retry it); returns the datatypes cleared."""
+        cleared = []
+        status_root = self.output_dir / STATUS_DIR
+        for folder in sorted(status_root.iterdir()) if status_root.is_dir() else []:
+            record = folder / f"{video_id}.rejected.json"
+            if record.exists():
+                record.unlink()
+                cleared.append(folder.name)
+        return cleared
+
+    def load(self, key: str, video_id: str) -> Any:
+        """An input artefact: the user's file if given, else ours; or its :class:`Rejected`."""
+        datatype = get_datatype(key)
+        source = self.user_source(key, video_id)
+        if source is not None and datatype.storage is not StorageFormat.MEDIA:
+            return read_artifact(datatype, source)
+        rejection = self.rejection(key, video_id)
+        if rejection is not None:
+            return rejection
+        path = self.artifact_path(key, video_id)
+        if not path.exists():
+            raise MissingArtifactError(
+                f"no {key!r} for video {video_id!r}: materialize {key!r} for it first, "
+                f"or give a {key!r} root in the inputs ({path} does not exist)"
+            )
+        return read_artifact(datatype, path)
