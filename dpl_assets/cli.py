@@ -56,10 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inputs", type=Path, required=True, help="inputs JSON (datatype -> root)")
     _add_output_dir(run)
     run.add_argument("--report_name", "--report-name", default="report.json")
-    run.add_argument("--chunk_size", "--chunk-size", type=int, default=50,
-                     help="videos per Dagster run (models load once per process)")
-    run.add_argument("--retry-rejected", action="store_true",
-                     help="forget earlier rejections and try those videos again")
+    run.add_argument(
+        "--chunk_size",
+        "--chunk-size",
+        type=int,
+        default=50,
+        help="videos per Dagster run (models load once per process)",
+    )
+    run.add_argument(
+        "--retry-rejected",
+        action="store_true",
+        help="forget earlier rejections and try those videos again",
+    )
     run.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
 
     register = commands.add_parser("register", help="register videos as Dagster partitions")
@@ -99,8 +107,10 @@ def command_run(args: argparse.Namespace) -> int:
     for report in outcome.reports:
         if report.status != "processed":
             _say(f"{report.status}: {report.video_id}: {report.reason}")
-    _say(f"{counts['processed']} processed, {counts['rejected']} rejected, "
-         f"{counts['failed']} failed; report: {report_path}")
+    _say(
+        f"{counts['processed']} processed, {counts['rejected']} rejected, "
+        f"{counts['failed']} failed; report: {report_path}"
+    )
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
@@ -114,7 +124,9 @@ def command_register(args: argparse.Namespace) -> int:
         _say(f"error: {error}")
         return EXIT_INVALID
     output_dir = args.output_dir.resolve()
-    all_ids, new_ids = register_videos(_open_instance(output_dir), ArtifactStore(output_dir), inputs)
+    all_ids, new_ids = register_videos(
+        _open_instance(output_dir), ArtifactStore(output_dir), inputs
+    )
     _say(f"{len(all_ids)} videos registered ({len(new_ids)} new) in {output_dir}")
     for video_id in new_ids:
         print(video_id)

@@ -80,7 +80,9 @@ class Datatype:
         for ext in sorted(self.extensions, key=len, reverse=True):
             if lowered.endswith(ext):
                 return filename[: len(filename) - len(ext)]
-        raise ValueError(f"{filename!r} has none of the extensions {self.extensions} of {self.key!r}")
+        raise ValueError(
+            f"{filename!r} has none of the extensions {self.extensions} of {self.key!r}"
+        )
 
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")

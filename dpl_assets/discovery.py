@@ -73,7 +73,11 @@ def parse_inputs(spec: Mapping[str, object], base_dir: Path | None = None) -> In
                 f"unknown datatype {key!r} in inputs; valid keys: {', '.join(sorted(DATATYPES))}"
             )
         values = [value] if isinstance(value, str) else value
-        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) for v in values)
+        ):
             raise InputsError(f"inputs[{key!r}] must be a folder path or a list of folder paths")
         resolved = []
         for raw in values:

@@ -20,8 +20,8 @@ from dpl_assets.assets.config import (
     NodeConfig,
     ProbeConfig,
     VolumeConfig,
-    WavConfig,
     Wav2vecConfig,
+    WavConfig,
 )
 
 
@@ -105,12 +105,16 @@ def plan_graph(graph: object) -> GraphPlan:
                 index, name, f"unknown params {unknown}; valid params: {spec.param_names()}"
             )
         if spec.asset in producers:
-            raise _node_error(index, name, f"{spec.asset!r} is already produced by {producers[spec.asset]}")
+            raise _node_error(
+                index, name, f"{spec.asset!r} is already produced by {producers[spec.asset]}"
+            )
         producers[spec.asset] = name
         for asset, config_class, values in [
             (spec.asset, spec.config, {**params, **spec.fixed}),
-            *[(a, c, {k: v for k, v in params.items() if k in c.model_fields})
-              for a, c in spec.also.items()],
+            *[
+                (a, c, {k: v for k, v in params.items() if k in c.model_fields})
+                for a, c in spec.also.items()
+            ],
         ]:
             try:
                 config = config_class(**values)

@@ -45,8 +45,11 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         status, reason = "processed", None
     else:
         missing = [key for key in datatypes if key not in outputs]
-        errors = [f"{key}: {store.failure(key, video_id)}" for key in missing
-                  if store.failure(key, video_id)]
+        errors = [
+            f"{key}: {store.failure(key, video_id)}"
+            for key in missing
+            if store.failure(key, video_id)
+        ]
         status = "failed"
         reason = "; ".join(errors) or f"not produced: {', '.join(missing)} (see the run log)"
     return VideoReport(video_id, entry.primary_source, status, reason, outputs)

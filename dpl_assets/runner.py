@@ -7,7 +7,6 @@ once per process), then read every video's outcome off the store into ``report.j
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import dagster as dg
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions
 from dpl_assets.discovery import InputRoots
-from dpl_assets.graph import GraphError, GraphPlan, NODES
+from dpl_assets.graph import NODES, GraphError, GraphPlan
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN, video_partitions
 from dpl_assets.report import VideoReport, video_report
 from dpl_assets.storage.store import ArtifactStore
@@ -105,7 +104,7 @@ def run_plan(
     chunk_size: int = VIDEOS_PER_RUN,
     retry_rejected: bool = False,
     log_level: str = "WARNING",
-    progress: Callable[[str], None] = logging.getLogger(__name__).info,
+    progress: Callable[[str], None] = print,
 ) -> RunOutcome:
     """Register, materialize what is missing, and report. Raises GraphError before any work."""
     store = ArtifactStore(output_dir)
@@ -149,7 +148,9 @@ def run_plan(
             },
         )
         run_ids.append(result.run_id)
-        progress(f"run {result.run_id[:8]} [{first} ... {last}]: "
-                 f"{'succeeded' if result.success else 'had failures'}")
+        progress(
+            f"run {result.run_id[:8]} [{first} ... {last}]: "
+            f"{'succeeded' if result.success else 'had failures'}"
+        )
     reports = [video_report(store, video_id, assets) for video_id in all_ids]
     return RunOutcome(reports=reports, run_ids=run_ids, new_videos=new_ids)

@@ -5,8 +5,10 @@ Every asset is partitioned per video, takes and returns ``{video_id: value}`` di
 :func:`dpl_assets.assets.batch.run_videos`.
 """
 
+import dagster as dg
+
 from dpl_assets.assets.audio import volume, wav
 from dpl_assets.assets.sources import aac, probe, video
 from dpl_assets.assets.wav2vec import wav2vec
 
-ALL_ASSETS = [video, aac, probe, wav, volume, wav2vec]
+ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [video, aac, probe, wav, volume, wav2vec]

@@ -1,8 +1,6 @@
 """Audio assets: ``wav`` (16 kHz mono) and ``volume`` (its loudness envelope)."""
 
-
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import numpy as np

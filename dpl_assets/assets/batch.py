@@ -10,6 +10,7 @@ reported to Dagster as materializations before the step fails, so nothing is los
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -97,7 +98,7 @@ def run_videos(
             if video_id in batched:
                 outcomes[video_id] = batched[video_id]
             else:
-                pool.submit(attempt, video_id, lambda v=video_id, x=loaded: compute_one(v, x))
+                pool.submit(attempt, video_id, functools.partial(compute_one, video_id, loaded))
 
     _record_rejections(context, key, outcomes)
     if failures:
@@ -113,8 +114,11 @@ def _record_rejections(context: dg.AssetExecutionContext, key: str, outcomes: di
                 dg.AssetObservation(
                     asset_key=key,
                     partition=video_id,
-                    metadata={"status": "rejected", "reason": outcome.reason,
-                              "rejected_by": outcome.origin},
+                    metadata={
+                        "status": "rejected",
+                        "reason": outcome.reason,
+                        "rejected_by": outcome.origin,
+                    },
                 )
             )
 

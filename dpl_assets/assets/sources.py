@@ -1,6 +1,5 @@
 """Source datatypes (the user's files) and the per-video ``probe`` record."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -33,9 +32,7 @@ aac = dg.AssetSpec(
     deps=[video],
     group_name="sources",
 )
-def probe(
-    context: dg.AssetExecutionContext, config: ProbeConfig, storage: ArtifactStorage
-) -> dict:
+def probe(context: dg.AssetExecutionContext, config: ProbeConfig, storage: ArtifactStorage) -> dict:
     """Per-video record (JSON): source path, size, container, duration, streams, rotation.
 
     Header values as the container states them. Rejects missing, empty and unreadable files.

@@ -1,6 +1,5 @@
 """The ``wav2vec`` asset: wav2vec 2.0 features of each video's 16 kHz audio."""
 
-
 from typing import Any
 
 import dagster as dg

@@ -91,7 +91,7 @@ def probe_media(path: Path | str) -> MediaProbe:
     return probe
 
 
-def _describe(stream: av.stream.Stream) -> StreamInfo:
+def _describe(stream: Any) -> StreamInfo:
     codec = stream.codec_context.name if stream.codec_context else None
     info = StreamInfo(
         index=stream.index,

@@ -85,7 +85,7 @@ class Wav2vecExtractor:
         model_class = Wav2Vec2ForPreTraining if self.choice.kind == "quantized" else Wav2Vec2Model
         try:
             model = model_class.from_pretrained(checkpoint)
-        except (OSError, ValueError, EnvironmentError) as error:
+        except (OSError, ValueError) as error:
             raise ModelLoadError(load_error_message(checkpoint, error)) from error
         try:
             self.normalizer = Wav2Vec2FeatureExtractor.from_pretrained(checkpoint)
@@ -93,7 +93,7 @@ class Wav2vecExtractor:
             # Checkpoints without preprocessor_config.json: wav2vec2 models expect
             # zero-mean, unit-variance input (what facebook/wav2vec2-base's config says).
             self.normalizer = Wav2Vec2FeatureExtractor(do_normalize=True)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
         config = self.model.config
         self.kernels = tuple(config.conv_kernel)
         self.strides = tuple(config.conv_stride)
@@ -163,7 +163,8 @@ class Wav2vecExtractor:
                 )
             normalized = self._normalize(audio)
             if total <= plan.window_frames:
-                results[video_id] = self._forward(normalized[None, : self._window_samples(total)])[0]
+                # Whole clip, trailing samples included: group norm sees all of them.
+                results[video_id] = self._forward(normalized[None])[0]
                 continue
             totals[video_id] = total
             length = self._window_samples(plan.window_frames)
@@ -175,8 +176,11 @@ class Wav2vecExtractor:
             chunk = windows[begin : begin + batch_size]
             outputs.extend(self._forward(np.stack([samples for _, _, samples in chunk])))
         for video_id, total in totals.items():
-            pieces = [(first, out) for (vid, first, _), out in zip(windows, outputs, strict=True)
-                      if vid == video_id]
+            pieces = [
+                (first, out)
+                for (vid, first, _), out in zip(windows, outputs, strict=True)
+                if vid == video_id
+            ]
             results[video_id] = plan.stitch(pieces, total)
         return {video_id: results[video_id] for video_id in audios}
 
@@ -195,8 +199,10 @@ class _WindowPlan:
     @classmethod
     def from_seconds(cls, chunk_seconds: float, context_seconds: float, hop: int) -> _WindowPlan:
         frames_per_second = AUDIO_SAMPLE_RATE_HZ / hop
-        plan = cls(max(1, round(chunk_seconds * frames_per_second)),
-                   round(context_seconds * frames_per_second))
+        plan = cls(
+            max(1, round(chunk_seconds * frames_per_second)),
+            round(context_seconds * frames_per_second),
+        )
         if plan.window_frames <= 2 * plan.context_frames:
             raise ValueError("chunk_seconds must exceed twice context_seconds")
         return plan

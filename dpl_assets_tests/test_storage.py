@@ -1,0 +1,96 @@
+"""Storage: atomic writes, datatype contracts, status records, refusing pickles."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+from dpl_assets.catalog import Catalog
+from dpl_assets.discovery import parse_inputs
+from dpl_assets.outcomes import Kept, Rejected
+from dpl_assets.storage.formats import ContractError
+from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
+
+
+@pytest.fixture
+def store(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "clip.mp4").write_bytes(b"not decoded by these tests")
+    Catalog(tmp_path / "out").register(parse_inputs({"video": str(videos)}))
+    return ArtifactStore(tmp_path / "out")
+
+
+def test_a_write_killed_midway_leaves_no_file_under_the_final_name(store, monkeypatch):
+    path = store.artifact_path("volume", "clip")
+
+    def dies_after_partial_write(file, array, allow_pickle):
+        with open(file, "wb") as handle:
+            handle.write(b"\x93NUMPY partial")
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(np, "save", dies_after_partial_write)
+    with pytest.raises(KeyboardInterrupt):
+        store.save("volume", "clip", np.zeros(10, np.float32))
+    assert not path.exists()
+    assert not store.is_done("volume", "clip")
+    assert list(path.parent.iterdir()) == []  # the temp file is gone too
+
+
+def test_arrays_are_checked_against_the_datatype_contract(store):
+    with pytest.raises(ContractError, match="dtype float64"):
+        store.save("volume", "clip", np.zeros(10))
+    with pytest.raises(ContractError, match="shape"):
+        store.save("wav2vec", "clip", np.zeros(10, np.float32))
+    store.save("wav2vec", "clip", np.ones((7, 3), np.float32))
+    np.testing.assert_array_equal(np.load(store.artifact_path("wav2vec", "clip")), np.ones((7, 3)))
+
+
+def test_wav_is_16k_mono_pcm16(store):
+    samples = (np.arange(1600, dtype=np.float32) % 200 - 100) / 128
+    store.save("wav", "clip", samples)
+    info = soundfile.info(store.artifact_path("wav", "clip"))
+    assert (info.samplerate, info.channels, info.subtype) == (16_000, 1, "PCM_16")
+    back = store.load("wav", "clip")
+    np.testing.assert_allclose(back, samples, atol=1 / 32768)
+
+
+def test_rejection_replaces_artefact_and_counts_as_done(store):
+    store.save("volume", "clip", np.zeros(4, np.float32))
+    store.record_failure("volume", "clip", "earlier crash")
+    store.save("volume", "clip", Rejected("clip.mp4: no audio stream", origin="wav"))
+    assert not store.artifact_path("volume", "clip").exists()
+    assert store.is_done("volume", "clip")
+    assert store.failure("volume", "clip") is None
+    assert store.load("volume", "clip") == Rejected("clip.mp4: no audio stream", "wav")
+    assert store.clear_rejections("clip") == ["volume"]
+    assert not store.is_done("volume", "clip")
+
+
+def test_kept_writes_nothing(store):
+    store.save("volume", "clip", Kept())
+    assert not store.artifact_path("volume", "clip").exists()
+
+
+def test_missing_input_names_the_way_out(store):
+    with pytest.raises(MissingArtifactError, match="materialize 'wav'.*give a 'wav' root"):
+        store.load("wav", "clip")
+
+
+def test_user_npy_with_pickled_objects_is_refused(tmp_path):
+    videos, features = tmp_path / "videos", tmp_path / "features"
+    videos.mkdir()
+    features.mkdir()
+    (videos / "clip.mp4").write_bytes(b"x")
+    np.save(features / "clip.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    Catalog(tmp_path / "out").register(
+        parse_inputs({"video": str(videos), "wav2vec": str(features)})
+    )
+    with pytest.raises(ValueError, match="pickle"):
+        ArtifactStore(tmp_path / "out").load("wav2vec", "clip")
+
+
+def test_catalog_file_is_valid_json_with_sources(store):
+    data = json.loads((store.output_dir / "catalog.json").read_text())
+    assert data["videos"]["clip"]["sources"]["video"].endswith("clip.mp4")
