@@ -8,6 +8,7 @@ find a partition's sources from its key alone. Updates are atomic and serialized
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ class Catalog:
     def __init__(self, output_dir: Path | str):
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / CATALOG_NAME
+        self._cached: tuple[tuple[int, int, int], dict] | None = None
 
     def entries(self) -> dict[str, CatalogEntry]:
         """All registered videos in registration order (empty when nothing is registered)."""
@@ -57,13 +59,13 @@ class Catalog:
         }
 
     def entry(self, video_id: str) -> CatalogEntry:
-        entries = self.entries()
-        if video_id not in entries:
+        entry = self._read().get("videos", {}).get(video_id)
+        if entry is None:
             raise KeyError(
                 f"video id {video_id!r} is not in {self.path}; register videos first "
                 "(`dpl register --inputs inputs.json --output_dir DIR`)"
             )
-        return entries[video_id]
+        return CatalogEntry(stem=entry["stem"], sources=dict(entry["sources"]))
 
     def saved_inputs(self) -> dict[str, object] | None:
         """The inputs spec of the last registration (what a sensor rescans)."""
@@ -71,10 +73,15 @@ class Catalog:
         return dict(inputs) if isinstance(inputs, dict) else None
 
     def _read(self) -> dict:
+        """The parsed file, re-read only when it changed (a step asks once per video)."""
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
+            stat = self.path.stat()
         except FileNotFoundError:
             return {}
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # rewrites are renames
+        if self._cached is None or self._cached[0] != version:
+            self._cached = (version, json.loads(self.path.read_text(encoding="utf-8")))
+        return self._cached[1]  # shared: callers that modify it copy it first
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -89,7 +96,8 @@ class Catalog:
     def register(self, inputs: InputRoots) -> Registration:
         """Scan the input roots and add new videos; existing ids keep their files."""
         with self._locked():
-            data = self._read()
+            before = self._read()
+            data = copy.deepcopy(before)
             videos: dict[str, dict] = data.get("videos", {})
             primary = inputs.primary_key
             taken = {vid: e["sources"].get(primary, "") for vid, e in videos.items()}
@@ -108,7 +116,8 @@ class Catalog:
                         videos[video_id]["sources"][key] = str(source.path)
             data["videos"] = videos
             data["inputs"] = inputs.to_json()
-            atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False))
+            if data != before:  # an unchanged catalog is not rewritten
+                atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False))
         return Registration(
             new_ids=list(assignment.new),
             all_ids=list(videos),

@@ -137,7 +137,9 @@ def test_rerun_with_nothing_new_does_no_work_and_rewrites_nothing(tmp_path, good
     code, report = run_cli(tmp_path, graph, inputs)
     after = artefact_mtimes(out)
     assert code == 0 and report["delta"]["status"] == "processed"
-    assert {k: v for k, v in after.items() if k in before} == before
+    # The new video is added to the catalog; no earlier artefact is touched.
+    unchanged = {k: v for k, v in before.items() if not k.endswith("catalog.json")}
+    assert {k: after[k] for k in unchanged} == unchanged
     assert len(instance_for(out).get_runs()) == runs_before + 1
 
 
@@ -170,10 +172,16 @@ def test_bad_inputs_are_rejected_with_reasons_while_good_ones_succeed(tmp_path, 
     runs = len(instance_for(out).get_runs())
     assert run_cli(tmp_path, graph, {"video": str(good_videos)})[0] == 0
     assert len(instance_for(out).get_runs()) == runs
-    # ... unless asked.
+    # ... unless asked: then only the rejected videos are tried again.
+    record = out / "_status" / "wav" / "no audio.rejected.json"
+    first_attempt = json.loads(record.read_text())["time"]
+    good_mtimes = {k: v for k, v in artefact_mtimes(out).items() if "/out/wav/" in k}
+    assert len(good_mtimes) == len(GOOD)
     code, report = run_cli(tmp_path, graph, {"video": str(good_videos)}, "--retry-rejected")
-    assert len(instance_for(out).get_runs()) == runs + 1
+    assert len(instance_for(out).get_runs()) > runs
+    assert json.loads(record.read_text())["time"] > first_attempt
     assert report["no audio"]["status"] == "rejected"
+    assert {k: v for k, v in artefact_mtimes(out).items() if "/out/wav/" in k} == good_mtimes
 
 
 def test_unexpected_error_fails_one_video_and_keeps_the_others(tmp_path, good_videos, monkeypatch):

@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: test media built once per session, and a scratch media folder."""
+
+from pathlib import Path
+
+import pytest
+
+from dpl_assets_tests import media_factory
+from dpl_assets_tests.media_factory import SampleMedia
+
+
+@pytest.fixture(scope="session")
+def sample_media(tmp_path_factory: pytest.TempPathFactory) -> SampleMedia:
+    """One file of each kind of test media (good clips and bad inputs), built once.
+
+    Shared by every test of the session: treat the files as read-only; a test that needs
+    to modify or rename media should make its own in ``media_dir``.
+    """
+    return media_factory.build_sample_media(tmp_path_factory.mktemp("sample_media"))
+
+
+@pytest.fixture(scope="session")
+def sample_media_dir(sample_media: SampleMedia) -> Path:
+    """The folder that holds :func:`sample_media`'s files (read-only, see there)."""
+    return sample_media.folder
+
+
+@pytest.fixture
+def media_dir(tmp_path: Path) -> Path:
+    """An empty folder of this test's own, to build media into with ``media_factory``."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    return folder
