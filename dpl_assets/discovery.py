@@ -170,10 +170,13 @@ def readable_id(stem: str) -> str:
     return _truncate_utf8(text, MAX_ID_BYTES)
 
 
-def hashed_id(stem: str, root: Path) -> str:
-    """A collision-free id: the readable id plus a hash of the root and stem."""
-    digest = hashlib.sha1(f"{root}\0{stem}".encode(), usedforsecurity=False).hexdigest()[:8]
-    return f"{_truncate_utf8(readable_id(stem), MAX_ID_BYTES - 9)}-{digest}"
+def hashed_id(source: SourceFile) -> str:
+    """A collision-free id: the readable id plus a hash of the file's full path.
+
+    The hash covers the extension, so ``x.mp4`` and ``x.mov`` side by side differ.
+    """
+    digest = hashlib.sha1(str(source.path).encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{_truncate_utf8(readable_id(source.stem), MAX_ID_BYTES - 9)}-{digest}"
 
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
@@ -209,7 +212,7 @@ def assign_ids(files: Iterable[SourceFile], taken: Mapping[str, str]) -> IdAssig
             result.new[candidate] = members[0]
             continue
         for source in members:
-            video_id = hashed_id(source.stem, source.root)
+            video_id = hashed_id(source)
             if video_id in taken or video_id in result.new:
                 raise InputsError(f"cannot give {str(source.path)!r} a unique id")
             result.new[video_id] = source

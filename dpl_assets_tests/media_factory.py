@@ -51,7 +51,9 @@ def _run(command: list[str]) -> bytes:
 
 def _ffmpeg(*args: str) -> bytes:
     """Run the pipeline's ffmpeg binary (the one that makes the fixtures)."""
-    return _run([ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args])
+    return _run(
+        [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    )
 
 
 @functools.cache

@@ -56,7 +56,9 @@ def artefact_mtimes(out: Path) -> dict[str, int]:
     return {
         str(p): p.stat().st_mtime_ns
         for p in out.rglob("*")
-        if p.is_file() and INSTANCE_SUBDIR not in p.parts and p.name != "report.json"
+        if p.is_file()
+        and INSTANCE_SUBDIR not in p.parts
+        and p.name != "report.json"
         and not p.name.endswith(".lock")
     }
 
@@ -160,10 +162,14 @@ def test_bad_inputs_are_rejected_with_reasons_while_good_ones_succeed(tmp_path, 
 
     # Visible in Dagster: an observation on the rejected partition, with the reason.
     out = tmp_path / "out"
-    observations = instance_for(out).fetch_observations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("wav"), asset_partitions=["no audio"]),
-        limit=5,
-    ).records
+    observations = (
+        instance_for(out)
+        .fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("wav"), asset_partitions=["no audio"]),
+            limit=5,
+        )
+        .records
+    )
     assert observations
     metadata = observations[0].asset_observation.metadata
     assert "no audio stream" in metadata["reason"].value

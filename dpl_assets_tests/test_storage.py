@@ -74,7 +74,7 @@ def test_kept_writes_nothing(store):
 
 
 def test_missing_input_names_the_way_out(store):
-    with pytest.raises(MissingArtifactError, match="materialize 'wav'.*give a 'wav' root"):
+    with pytest.raises(MissingArtifactError, match=r"materialize 'wav'.*give a 'wav' root"):
         store.load("wav", "clip")
 
 

@@ -90,8 +90,9 @@ def test_windows_of_several_videos_share_batches(layer_norm_model):
     clips = {"a": speechlike(9.0, 3), "b": speechlike(7.3, 4), "c": speechlike(1.2, 5)}
     together = extractor.extract_many(clips, chunk_seconds=3.0, context_seconds=0.5, batch_size=4)
     for name, audio in clips.items():
-        np.testing.assert_allclose(together[name], reference_quantized(layer_norm_model, audio),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            together[name], reference_quantized(layer_norm_model, audio), atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("seconds", [0.03, 1.0, 2.99, 8.0])
@@ -106,7 +107,7 @@ def test_volume_has_one_value_per_wav2vec_frame(group_norm_model, seconds):
 
 
 def test_audio_shorter_than_one_frame_is_rejected(group_norm_model):
-    with pytest.raises(InputRejected, match="shorter than one wav2vec frame"):
+    with pytest.raises(InputRejected, match=r"shorter than one wav2vec frame"):
         Wav2vecExtractor(str(group_norm_model)).extract_many({"tiny": np.zeros(399, np.float32)})
 
 
@@ -122,5 +123,5 @@ def test_unloadable_checkpoint_says_how_to_use_local_weights(monkeypatch, tmp_pa
 
 def test_offline_hub_id_fails_with_the_same_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="facebook/wav2vec2-base.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(ModelLoadError, match=r"facebook/wav2vec2-base.*HF_HUB_OFFLINE=1"):
         Wav2vecExtractor("facebook/wav2vec2-base")

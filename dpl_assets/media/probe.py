@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 
+from dpl_assets.media.ffmpeg import file_url
 from dpl_assets.outcomes import InputRejected
 
 
@@ -69,7 +70,7 @@ def probe_media(path: Path | str) -> MediaProbe:
     if size == 0:
         raise InputRejected(f"{path}: zero-byte file")
     try:
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
+        container = av.open(file_url(path), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
         raise InputRejected(
             f"{path}: cannot open as a media container ({error}); header lost or file damaged"
