@@ -5,19 +5,15 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import run_videos
+from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import VolumeConfig, WavConfig
 from dpl_assets.assets.sources import aac, video
 from dpl_assets.nodes.audio import extract_wav, volume_envelope
 from dpl_assets.outcomes import InputRejected
-from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
 
-@dg.asset(
-    partitions_def=video_partitions,
-    backfill_policy=per_video_backfill,
-    io_manager_key="artifacts",
+@per_video_asset(
     deps=[video, aac],
     group_name="audio",
 )
@@ -48,10 +44,7 @@ def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactS
     )
 
 
-@dg.asset(
-    partitions_def=video_partitions,
-    backfill_policy=per_video_backfill,
-    io_manager_key="artifacts",
+@per_video_asset(
     group_name="audio",
 )
 def volume(

@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 
 from dpl_assets.outcomes import InputRejected, Kept, Rejected
+from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.store import ArtifactStore
 
 VideoInputs = dict[str, Any]
@@ -27,6 +28,16 @@ VideoInputs = dict[str, Any]
 
 ComputeOne = Callable[[str, VideoInputs], Any]
 ComputeMany = Callable[[dict[str, VideoInputs]], dict[str, Any]]
+
+
+def per_video_asset(**kwargs: Any) -> Any:
+    """``@dg.asset`` partitioned per video, batched in backfills, stored by the IO manager."""
+    return dg.asset(
+        partitions_def=video_partitions,
+        backfill_policy=per_video_backfill,
+        io_manager_key="artifacts",
+        **kwargs,
+    )
 
 
 def run_videos(

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from dpl_assets.assets.batch import run_videos
+from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import ProbeConfig
 from dpl_assets.media.probe import probe_media
-from dpl_assets.partitions import per_video_backfill, video_partitions
+from dpl_assets.partitions import video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
 
 video = dg.AssetSpec(
@@ -25,10 +25,7 @@ aac = dg.AssetSpec(
 )
 
 
-@dg.asset(
-    partitions_def=video_partitions,
-    backfill_policy=per_video_backfill,
-    io_manager_key="artifacts",
+@per_video_asset(
     deps=[video],
     group_name="sources",
 )

@@ -4,17 +4,13 @@ from typing import Any
 
 import dagster as dg
 
-from dpl_assets.assets.batch import VideoInputs, run_videos
+from dpl_assets.assets.batch import VideoInputs, per_video_asset, run_videos
 from dpl_assets.assets.config import Wav2vecConfig
-from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.resources import TorchDevice, Wav2vecModels
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
 
-@dg.asset(
-    partitions_def=video_partitions,
-    backfill_policy=per_video_backfill,
-    io_manager_key="artifacts",
+@per_video_asset(
     group_name="audio",
     pool="gpu",
 )
