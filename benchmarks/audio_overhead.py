@@ -1,8 +1,8 @@
 """Benchmark: Dagster overhead per video on the audio branch, and wav2vec throughput.
 
 Runs, in one process and one sitting, the same work two ways on the same clips:
-- direct: the node functions (extract_wav, volume_envelope, Wav2vecExtractor.extract_many)
-  called in a loop, outputs written with numpy/soundfile;
+- direct: the node functions (probe_media, extract_wav, volume_envelope,
+  Wav2vecExtractor.extract_many) called in a loop, outputs written with json/numpy/soundfile;
 - dagster: ``dpl run``'s path (run_plan -> one in-process Dagster run over all partitions,
   IO manager, status records, report).
 The model is loaded once before timing (both ways reuse it), so the difference is the
@@ -28,6 +28,7 @@ import torch
 
 from dpl_assets.discovery import parse_inputs
 from dpl_assets.graph import plan_graph
+from dpl_assets.media.probe import probe_media
 from dpl_assets.nodes.audio import extract_wav, volume_envelope
 from dpl_assets.resources import cached_wav2vec
 from dpl_assets.runner import run_plan
@@ -48,6 +49,8 @@ def run_direct(clips: list[Path], checkpoint: str, features: str, out: Path) -> 
     extractor = cached_wav2vec(checkpoint, features, "cpu")
     audios = {}
     for clip in clips:
+        record = probe_media(clip).to_json()
+        (out / f"{clip.stem}.json").write_text(json.dumps(record))
         audio = extract_wav(clip)
         soundfile.write(out / f"{clip.stem}.wav", audio, 16_000, subtype="PCM_16")
         np.save(out / f"{clip.stem}.volume.npy", volume_envelope(audio))
@@ -123,6 +126,8 @@ def main() -> None:
             results[features] = {
                 "direct_s": round(best_direct, 3),
                 "dagster_s": round(best_dagster, 3),
+                "direct_all_s": [round(t, 3) for t in direct],
+                "dagster_all_s": [round(t, 3) for t in dagster],
                 "overhead_pct": round(100 * (best_dagster - best_direct) / best_direct, 1),
                 "overhead_per_video_s": round((best_dagster - best_direct) / args.clips, 3),
                 "audio_s_per_s_direct": round(audio_seconds / best_direct, 2),

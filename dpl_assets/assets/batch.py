@@ -60,6 +60,7 @@ def run_videos(
         workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work).
     """
     key = context.asset_key.path[-1]
+    started = time.perf_counter()
     outcomes: dict[str, Any] = {}
     failures: dict[str, str] = {}
 
@@ -84,7 +85,6 @@ def run_videos(
                 todo[video_id] = gathered
 
     def attempt(video_id: str, compute: Callable[[], Any]) -> None:
-        started = time.perf_counter()
         try:
             outcomes[video_id] = compute()
         except InputRejected as rejection:
@@ -93,8 +93,6 @@ def run_videos(
         except Exception as error:
             failures[video_id] = f"{type(error).__name__}: {error}"
             context.log.error(f"{key}: failed on {video_id!r}:\n{traceback.format_exc()}")
-        else:
-            context.log.info(f"{key}: {video_id!r} in {time.perf_counter() - started:.2f} s")
 
     batched: dict[str, Any] = {}
     if compute_many is not None and len(todo) > 1:
@@ -112,6 +110,14 @@ def run_videos(
                 pool.submit(attempt, video_id, functools.partial(compute_one, video_id, loaded))
 
     _record_rejections(context, key, outcomes)
+    # One summary per step: every log line is an event row in the instance's storage.
+    elapsed = time.perf_counter() - started
+    context.log.info(
+        f"{key}: {len(context.partition_keys)} videos in {elapsed:.2f} s: {len(todo)} computed, "
+        f"{sum(isinstance(o, Kept) for o in outcomes.values())} already done, "
+        f"{sum(isinstance(o, Rejected) for o in outcomes.values())} rejected, "
+        f"{len(failures)} failed"
+    )
     if failures:
         _save_successes_then_fail(context, store, key, outcomes, failures)
     return outcomes
