@@ -80,11 +80,11 @@ def run_dagster(media: Path, checkpoint: str, features: str, out: Path) -> float
     home = out / ".dagster"  # a persistent SQLite instance, as `dpl run` uses
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    instance = dg.DagsterInstance.from_config(str(home))
     started = time.perf_counter()
-    outcome = run_plan(
-        plan, parse_inputs({"video": str(media)}), out, instance, progress=lambda _: None
-    )
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        outcome = run_plan(
+            plan, parse_inputs({"video": str(media)}), out, instance, progress=lambda _: None
+        )
     elapsed = time.perf_counter() - started
     assert all(r.status == "processed" for r in outcome.reports), outcome.reports
     return elapsed

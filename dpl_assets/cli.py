@@ -91,14 +91,14 @@ def command_run(args: argparse.Namespace) -> int:
         if args.chunk_size < 1:
             raise GraphError("--chunk_size must be at least 1")
         output_dir = args.output_dir.resolve()
-        instance = _open_instance(output_dir)
-        outcome = run_plan(
-            plan, inputs, output_dir, instance,
-            chunk_size=args.chunk_size,
-            retry_rejected=args.retry_rejected,
-            log_level="INFO" if args.verbose else "WARNING",
-            progress=_say,
-        )  # fmt: skip
+        with _open_instance(output_dir) as instance:
+            outcome = run_plan(
+                plan, inputs, output_dir, instance,
+                chunk_size=args.chunk_size,
+                retry_rejected=args.retry_rejected,
+                log_level="INFO" if args.verbose else "WARNING",
+                progress=_say,
+            )  # fmt: skip
     except (GraphError, InputsError) as error:
         _say(f"error: {error}")
         return EXIT_INVALID
