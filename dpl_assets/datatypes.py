@@ -24,6 +24,7 @@ class StorageFormat(enum.Enum):
     WAV = "wav"  # 16 kHz mono PCM16 WAV
     NPY = "npy"  # one numpy array per video
     JSON = "json"  # one JSON object per video
+    IMAGE_STACK = "image_stack"  # HDF5: one encoded JPEG/PNG per frame + timestamps
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,12 @@ DATATYPES: dict[str, Datatype] = {
             (".wav",),
             f"Mono PCM16 audio at {AUDIO_SAMPLE_RATE_HZ} Hz; in memory float32 (N,) in [-1, 1].",
             ArrayContract(("N",), "float32"),
+        ),
+        Datatype(
+            "images",
+            StorageFormat.IMAGE_STACK,
+            (".h5",),
+            "Video frames, upright, native size unless resized: HDF5 of JPEG/PNG + timestamps.",
         ),
         Datatype(
             "wav2vec",

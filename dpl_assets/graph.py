@@ -19,6 +19,7 @@ import pydantic
 from dpl_assets.assets.config import (
     NodeConfig,
     ProbeConfig,
+    VideoToImagesConfig,
     VolumeConfig,
     Wav2vecConfig,
     WavConfig,
@@ -56,6 +57,9 @@ NODES: dict[str, NodeSpec] = {
         "wav", WavConfig, fixed={"source": "aac"}, summary="aac -> wav (16 kHz mono)"
     ),
     "VolumeNode": NodeSpec("volume", VolumeConfig, summary="wav -> volume (T,)"),
+    "VideoToImagesNode": NodeSpec(
+        "images", VideoToImagesConfig, summary="video -> images (HDF5 stack + timestamps)"
+    ),
     "Wav2vecNode": NodeSpec(
         "wav2vec",
         Wav2vecConfig,

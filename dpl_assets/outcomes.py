@@ -8,6 +8,7 @@ batch goes on. Any other exception is a failure: it is reported and retried on a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class InputRejected(Exception):
@@ -36,3 +37,14 @@ class Rejected:
 @dataclass(frozen=True)
 class Kept:
     """The artefact already exists and ``recompute`` is off: the stored file stays as it is."""
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """An artefact a node streamed to a staging path; the IO manager moves it into place.
+
+    Used for outputs too large to hold in memory (image stacks). The staging folder is on
+    the output dir's file system, so the move is an atomic rename.
+    """
+
+    path: Path

@@ -9,6 +9,15 @@ import dagster as dg
 
 from dpl_assets.assets.audio import volume, wav
 from dpl_assets.assets.sources import aac, probe, video
+from dpl_assets.assets.vision import images
 from dpl_assets.assets.wav2vec import wav2vec
 
-ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [video, aac, probe, wav, volume, wav2vec]
+ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
+    video,
+    aac,
+    probe,
+    wav,
+    volume,
+    wav2vec,
+    images,
+]

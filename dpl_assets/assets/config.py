@@ -53,3 +53,19 @@ class Wav2vecConfig(NodeConfig):
     context_seconds: float = Field(
         default=1.0, ge=0, description="Context each window adds on both sides (discarded)."
     )
+
+
+class VideoToImagesConfig(NodeConfig):
+    """``VideoToImagesNode``."""
+
+    ext: Literal[".jpg", ".png"] = Field(
+        default=".jpg", description="Image format inside the stack: JPEG or lossless PNG."
+    )
+    quality: int = Field(default=95, ge=1, le=100, description="JPEG quality.")
+    fps: float | None = Field(
+        default=None, gt=0, description="Resample to this constant rate (e.g. 25); None keeps all."
+    )
+    max_side: int = Field(
+        default=0, ge=0, description="Downscale so the longer side is at most this; 0 = native."
+    )
+    num_jobs: int = Field(default=2, ge=1, description="Videos decoded in parallel.")

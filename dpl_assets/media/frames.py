@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from dpl_assets.media.ffmpeg import file_url
+from dpl_assets.media.probe import open_container
 from dpl_assets.outcomes import InputRejected
 
 
@@ -41,11 +41,7 @@ def decode_frames(path: Path | str) -> Iterator[VideoFrame]:
     Raises :class:`InputRejected` naming the file when it cannot be opened or has no
     video stream. Frames that fail to decode mid-stream end the iteration with the error.
     """
-    try:
-        container = av.open(file_url(path), mode="r", metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise InputRejected(f"{path}: cannot open as a media container ({error})") from error
-    with container:
+    with open_container(path) as container:
         if not container.streams.video:
             raise InputRejected(f"{path}: no video stream")
         stream = container.streams.video[0]

@@ -57,6 +57,21 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
+def open_container(path: Path | str) -> Any:
+    """An open PyAV input container; rejects missing, empty and unreadable files, naming them."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputRejected(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise InputRejected(f"{path}: zero-byte file")
+    try:
+        return av.open(file_url(path), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        raise InputRejected(
+            f"{path}: cannot open as a media container ({error}); header lost or file damaged"
+        ) from error
+
+
 def probe_media(path: Path | str) -> MediaProbe:
     """Open ``path`` and describe its streams.
 
@@ -64,25 +79,14 @@ def probe_media(path: Path | str) -> MediaProbe:
     opened as a media container (lost or damaged header), or holds no audio/video stream.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputRejected(f"{path}: file not found")
-    size = path.stat().st_size
-    if size == 0:
-        raise InputRejected(f"{path}: zero-byte file")
-    try:
-        container = av.open(file_url(path), mode="r", metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
-        raise InputRejected(
-            f"{path}: cannot open as a media container ({error}); header lost or file damaged"
-        ) from error
-    with container:
+    with open_container(path) as container:
         streams = [_describe(stream) for stream in container.streams]
         video = container.streams.video[0] if container.streams.video else None
         if video is not None:
             streams[video.index].rotation_deg = _first_frame_rotation(container, video)
         probe = MediaProbe(
             source=str(path),
-            size_bytes=size,
+            size_bytes=path.stat().st_size,
             container=container.format.name,
             duration_s=container.duration / av.time_base if container.duration else None,
             streams=streams,

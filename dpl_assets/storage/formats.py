@@ -6,6 +6,7 @@ Writers go through :func:`atomic_path`, so a file under its final name is always
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import soundfile
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ, Datatype, StorageFormat
 from dpl_assets.media.audio import decode_audio_mono_16k
+from dpl_assets.outcomes import StagedFile
 from dpl_assets.storage.atomic import atomic_path, atomic_write_text
 
 
@@ -43,6 +45,11 @@ def write_artifact(datatype: Datatype, path: Path, value: Any) -> None:
             np.save(temp, value, allow_pickle=False)
     elif datatype.storage is StorageFormat.JSON:
         atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
+    elif datatype.storage is StorageFormat.IMAGE_STACK:
+        if not isinstance(value, StagedFile):
+            raise TypeError(f"{path}: {datatype.key} must be a StagedFile, got {type(value)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(value.path, path)  # the stack was written completely before staging
     else:
         raise ValueError(f"{datatype.key} files are user sources; the pipeline never writes them")
 
@@ -51,7 +58,9 @@ def read_artifact(datatype: Datatype, path: Path) -> Any:
     """Read one artefact; user-given WAVs of another rate or channel count are converted.
 
     ``wav`` -> float32 (N,) in [-1, 1] at 16 kHz; ``npy`` -> the array (pickles refused);
-    ``json`` -> the object. The result is checked against the datatype's contract.
+    ``json`` -> the object; image stacks -> their path (open with
+    :class:`~dpl_assets.storage.image_stack.ImageStack`: frames are streamed, never loaded
+    whole). The result is checked against the datatype's contract.
     """
     if datatype.storage is StorageFormat.WAV:
         info = soundfile.info(path)
@@ -63,6 +72,8 @@ def read_artifact(datatype: Datatype, path: Path) -> Any:
         value = np.load(path, allow_pickle=False)
     elif datatype.storage is StorageFormat.JSON:
         value = json.loads(path.read_text(encoding="utf-8"))
+    elif datatype.storage is StorageFormat.IMAGE_STACK:
+        value = Path(path)
     else:
         raise ValueError(f"{datatype.key} files are decoded by the nodes that use them")
     check_contract(datatype, value, str(path))

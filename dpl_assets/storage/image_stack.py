@@ -92,7 +92,7 @@ class ImageStackWriter:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"frames must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
         if self._size is None:
-            self._size = rgb.shape[:2]
+            self._size = (rgb.shape[0], rgb.shape[1])
         elif rgb.shape[:2] != self._size:
             raise ValueError(f"frame {self._count} is {rgb.shape[:2]}, the stack is {self._size}")
         if self._count == self._images.shape[0]:

@@ -3,7 +3,8 @@
 Layout under the output dir, as in the original tool:
 - ``{key}/{video_id}{ext}``: the artefact (complete whenever it exists: writes are atomic);
 - ``_status/{key}/{video_id}.rejected.json``: why the video cannot yield this datatype;
-- ``_status/{key}/{video_id}.failed.json``: the last unexpected error (cleared on success).
+- ``_status/{key}/{video_id}.failed.json``: the last unexpected error (cleared on success);
+- ``_staging/{key}/``: large artefacts being streamed (image stacks); never read as done.
 
 A (datatype, video) pair is *done* when its artefact or its rejection exists; done pairs
 are skipped unless a node's ``recompute`` is set. User-given roots for a datatype (a
@@ -24,6 +25,7 @@ from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.formats import read_artifact, write_artifact
 
 STATUS_DIR = "_status"
+STAGING_DIR = "_staging"
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -39,6 +41,12 @@ class ArtifactStore:
 
     def artifact_path(self, key: str, video_id: str) -> Path:
         return self.output_dir / key / (video_id + get_datatype(key).output_extension)
+
+    def staging_path(self, key: str, video_id: str) -> Path:
+        """Where a node streams a large artefact before the IO manager moves it into place."""
+        path = self.output_dir / STAGING_DIR / key / (video_id + get_datatype(key).output_extension)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _status_path(self, key: str, video_id: str, status: str) -> Path:
         return self.output_dir / STATUS_DIR / key / f"{video_id}.{status}.json"
