@@ -6,13 +6,15 @@ cd "$(dirname "$0")/.."
 
 # ffmpeg/ffprobe are the tests' independent reference (the pipeline itself runs the ffmpeg
 # binary bundled by imageio-ffmpeg); espeak-ng speaks the sample and test clips.
+# OpenCV (brought by mediapipe) loads libGL and glib at import.
 missing=()
 for tool in ffmpeg ffprobe espeak-ng; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for lib in libGL.so.1 libglib-2.0.so.0; do ldconfig -p | grep -q "$lib" || missing+=("$lib"); done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -q
-  $sudo apt-get install -y -q --no-install-recommends ffmpeg espeak-ng
+  $sudo apt-get install -y -q --no-install-recommends ffmpeg espeak-ng libgl1 libglib2.0-0
 fi
 
 python=${PYTHON:-python3}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -60,12 +60,44 @@ def run_videos(
         workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work).
     """
     key = context.asset_key.path[-1]
+
+    def one(video_id: str, loaded: VideoInputs) -> dict[str, Any]:
+        return {key: compute_one(video_id, loaded)}
+
+    def many(todo: dict[str, VideoInputs]) -> dict[str, Any]:
+        assert compute_many is not None
+        return {video_id: {key: value} for video_id, value in compute_many(todo).items()}
+
+    per_output = run_videos_multi(
+        context, store, outputs=[key], recompute=recompute, inputs=inputs, compute_one=one,
+        compute_many=many if compute_many is not None else None, workers=workers,
+    )  # fmt: skip
+    return per_output[key]
+
+
+def run_videos_multi(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    *,
+    outputs: Sequence[str],
+    recompute: bool,
+    inputs: Mapping[str, Mapping[str, Any]],
+    compute_one: Callable[[str, VideoInputs], dict[str, Any]],
+    compute_many: Callable[[dict[str, VideoInputs]], dict[str, dict[str, Any]]] | None = None,
+    workers: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """:func:`run_videos` for a node with several outputs (a multi-asset).
+
+    ``compute_one`` returns ``{output_key: artefact}``; a video is done when every output
+    is; a rejection rejects every output. Returns ``{output_key: {video_id: outcome}}``.
+    """
+    name = "+".join(outputs)
     started = time.perf_counter()
-    outcomes: dict[str, Any] = {}
+    outcomes: dict[str, Any] = {}  # video_id -> Kept | Rejected | {output_key: artefact}
     failures: dict[str, str] = {}
 
     def gather(video_id: str) -> tuple[str, VideoInputs | Rejected | Kept | str]:
-        if not recompute and store.is_done(key, video_id):
+        if not recompute and all(store.is_done(key, video_id) for key in outputs):
             return video_id, Kept()
         try:
             loaded = {name: artefacts[video_id] for name, artefacts in inputs.items()}
@@ -88,18 +120,18 @@ def run_videos(
         try:
             outcomes[video_id] = compute()
         except InputRejected as rejection:
-            outcomes[video_id] = Rejected(reason=rejection.reason, origin=key)
-            context.log.warning(f"{key}: rejected {video_id!r}: {rejection.reason}")
+            outcomes[video_id] = Rejected(reason=rejection.reason, origin=outputs[0])
+            context.log.warning(f"{name}: rejected {video_id!r}: {rejection.reason}")
         except Exception as error:
             failures[video_id] = f"{type(error).__name__}: {error}"
-            context.log.error(f"{key}: failed on {video_id!r}:\n{traceback.format_exc()}")
+            context.log.error(f"{name}: failed on {video_id!r}:\n{traceback.format_exc()}")
 
     batched: dict[str, Any] = {}
     if compute_many is not None and len(todo) > 1:
         try:
             batched = compute_many(todo)
         except Exception as error:
-            context.log.warning(f"{key}: batch failed ({error!r}); retrying videos one by one")
+            context.log.warning(f"{name}: batch failed ({error!r}); retrying videos one by one")
     # Batched (model) work retries one video at a time; subprocess work uses the workers.
     compute_workers = 1 if compute_many is not None else max(1, workers)
     with ThreadPoolExecutor(max_workers=compute_workers) as pool:
@@ -109,18 +141,26 @@ def run_videos(
             else:
                 pool.submit(attempt, video_id, functools.partial(compute_one, video_id, loaded))
 
-    _record_rejections(context, key, outcomes)
+    per_output = {
+        key: {
+            video_id: outcome if isinstance(outcome, Kept | Rejected) else outcome[key]
+            for video_id, outcome in outcomes.items()
+        }
+        for key in outputs
+    }
+    for key in outputs:
+        _record_rejections(context, key, per_output[key])
     # One summary per step: every log line is an event row in the instance's storage.
     elapsed = time.perf_counter() - started
     context.log.info(
-        f"{key}: {len(context.partition_keys)} videos in {elapsed:.2f} s: {len(todo)} computed, "
+        f"{name}: {len(context.partition_keys)} videos in {elapsed:.2f} s: {len(todo)} computed, "
         f"{sum(isinstance(o, Kept) for o in outcomes.values())} already done, "
         f"{sum(isinstance(o, Rejected) for o in outcomes.values())} rejected, "
         f"{len(failures)} failed"
     )
     if failures:
-        _save_successes_then_fail(context, store, key, outcomes, failures)
-    return outcomes
+        _save_successes_then_fail(context, store, per_output, failures)
+    return per_output
 
 
 def _record_rejections(context: dg.AssetExecutionContext, key: str, outcomes: dict) -> None:
@@ -143,20 +183,21 @@ def _record_rejections(context: dg.AssetExecutionContext, key: str, outcomes: di
 def _save_successes_then_fail(
     context: dg.AssetExecutionContext,
     store: ArtifactStore,
-    key: str,
-    outcomes: dict[str, Any],
+    per_output: dict[str, dict[str, Any]],
     failures: dict[str, str],
 ) -> None:
-    for video_id, outcome in outcomes.items():
-        if isinstance(outcome, Kept):
-            continue
-        store.save(key, video_id, outcome)
-        context.log_event(dg.AssetMaterialization(asset_key=key, partition=video_id))
-    for video_id, error in failures.items():
-        store.record_failure(key, video_id, error)
+    for key, outcomes in per_output.items():
+        for video_id, outcome in outcomes.items():
+            if isinstance(outcome, Kept):
+                continue
+            store.save(key, video_id, outcome)
+            context.log_event(dg.AssetMaterialization(asset_key=key, partition=video_id))
+        for video_id, error in failures.items():
+            store.record_failure(key, video_id, error)
     listing = "\n".join(f"- {video_id}: {error}" for video_id, error in failures.items())
+    saved = len(context.partition_keys) - len(failures)
     raise dg.Failure(
-        description=f"{key}: {len(failures)} of {len(context.partition_keys)} videos failed "
-        f"(the other {len(outcomes)} are saved):\n{listing}",
+        description=f"{'+'.join(per_output)}: {len(failures)} of {len(context.partition_keys)} "
+        f"videos failed (the other {saved} are saved):\n{listing}",
         metadata={"failed_videos": sorted(failures)},
     )

@@ -1,0 +1,72 @@
+"""Head pose from 68-point landmarks: rotation (yaw, pitch, roll in degrees) and translation.
+
+A perspective-n-point fit (OpenCV ``solvePnP``) of six landmarks to a generic 3D face
+(nose tip, chin, outer eye corners, mouth corners; the widely used model from OpenCV head
+pose tutorials, in millimetre-like units), with a pinhole camera whose focal length is the
+frame width and whose principal point is the frame centre. Euler angles come from
+pytorch3d's ``matrix_to_euler_angles`` when it is importable (GPU installs), else from
+SciPy's ``Rotation``: both use the same intrinsic X-Y-Z convention here.
+
+Output ``head_pose`` float32 (N, 6): ``[yaw, pitch, roll, tx, ty, tz]``; degrees, and the
+translation in the generic model's units (camera frame). NaN where the frame has no face.
+Sign conventions (image seen as printed): roll > 0 when the face is turned counter-
+clockwise; yaw flips sign when the image is mirrored.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# 68-layout indices and a generic 3D face (x right, y up, z towards the camera).
+_PNP_INDICES = [30, 8, 36, 45, 48, 54]
+_GENERIC_FACE_3D = np.array(
+    [
+        (0.0, 0.0, 0.0),  # nose tip
+        (0.0, -330.0, -65.0),  # chin
+        (-225.0, 170.0, -135.0),  # outer corner of the image-left eye
+        (225.0, 170.0, -135.0),  # outer corner of the image-right eye
+        (-150.0, -150.0, -125.0),  # image-left mouth corner
+        (150.0, -150.0, -125.0),  # image-right mouth corner
+    ]
+)
+
+
+def _euler_xyz_degrees(matrix: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> (3,) angles about x (pitch), y (yaw), z (roll) in degrees."""
+    try:
+        import torch
+        from pytorch3d.transforms import matrix_to_euler_angles
+
+        angles = matrix_to_euler_angles(torch.from_numpy(matrix), "XYZ").numpy()
+    except ImportError:
+        from scipy.spatial.transform import Rotation
+
+        angles = Rotation.from_matrix(matrix).as_euler("XYZ")
+    return np.degrees(angles)
+
+
+def head_pose(landmarks: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """Per-frame head pose from landmarks (N, 68, 2) in pixels; ``frame_size`` = (width, height).
+
+    Returns float32 (N, 6) ``[yaw, pitch, roll, tx, ty, tz]`` (degrees; model units).
+    """
+    width, height = frame_size
+    camera = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], np.float64)
+    # The model's y axis points up, the image's down: flip y so both agree.
+    model = _GENERIC_FACE_3D * np.array([1.0, -1.0, -1.0])
+    poses = np.full((landmarks.shape[0], 6), np.nan, dtype=np.float32)
+    for index, points in enumerate(landmarks):
+        image_points = points[_PNP_INDICES].astype(np.float64)
+        if not np.isfinite(image_points).all():
+            continue
+        ok, rotation_vector, translation = cv2.solvePnP(
+            model, image_points, camera, np.zeros(4), flags=cv2.SOLVEPNP_ITERATIVE
+        )
+        if not ok:
+            continue
+        matrix, _ = cv2.Rodrigues(rotation_vector)
+        pitch, yaw, roll = _euler_xyz_degrees(matrix)
+        # Image y points down, so a counter-clockwise turn on screen is a negative z angle.
+        poses[index] = [yaw, pitch, -roll, *translation.ravel()]
+    return poses
