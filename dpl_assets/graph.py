@@ -8,7 +8,7 @@ main asset; params are validated before any work, and errors list what is valid.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,11 @@ import dagster as dg
 import pydantic
 
 from dpl_assets.assets.config import (
+    BboxesConfig,
+    BlinksConfig,
+    CropConfig,
+    FaceAlignmentConfig,
+    HeadPoseConfig,
     NodeConfig,
     ProbeConfig,
     VideoToImagesConfig,
@@ -24,6 +29,7 @@ from dpl_assets.assets.config import (
     Wav2vecConfig,
     WavConfig,
 )
+from dpl_assets.assets.faces import FACE_OUTPUTS
 
 
 class GraphError(ValueError):
@@ -60,6 +66,34 @@ NODES: dict[str, NodeSpec] = {
     "VideoToImagesNode": NodeSpec(
         "images", VideoToImagesConfig, summary="video -> images (HDF5 stack + timestamps)"
     ),
+    "FaceAlignmentNode": NodeSpec(
+        "landmarks",
+        FaceAlignmentConfig,
+        also={name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != "landmarks"},
+        summary="images -> landmarks (N, 68, 2), raw_bboxes (N, 5), landmarks_mesh, "
+        "face_mask, faces",
+    ),
+    "FaceDetectionNode": NodeSpec(
+        "raw_bboxes",
+        FaceAlignmentConfig,
+        also={name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != "raw_bboxes"},
+        summary="images -> raw_bboxes (N, 5) and the same face outputs",
+    ),
+    "TransformRawBboxesNode": NodeSpec(
+        "bboxes",
+        BboxesConfig,
+        fixed={"method": "transform_raw"},
+        summary="raw_bboxes -> bboxes (N, 4)",
+    ),
+    "FixedBboxesNode": NodeSpec(
+        "bboxes", BboxesConfig, fixed={"method": "fixed"}, summary="landmarks -> bboxes (N, 4)"
+    ),
+    "EmocaLikeBboxesNode": NodeSpec(
+        "bboxes", BboxesConfig, fixed={"method": "emoca_like"}, summary="landmarks -> bboxes (N, 4)"
+    ),
+    "CropNode": NodeSpec("crops", CropConfig, summary="images, bboxes -> crops (HDF5 stack)"),
+    "HeadPoseNode": NodeSpec("head_pose", HeadPoseConfig, summary="landmarks -> head_pose (N, 6)"),
+    "BlinksNode": NodeSpec("blinks", BlinksConfig, summary="landmarks -> blinks (N, 3)"),
     "Wav2vecNode": NodeSpec(
         "wav2vec",
         Wav2vecConfig,
@@ -80,8 +114,13 @@ class GraphPlan:
     def recompute(self) -> bool:
         return any(cfg.get("recompute") for cfg in self.asset_config.values())
 
-    def run_config(self) -> dict[str, Any]:
-        return {"ops": {asset: {"config": cfg} for asset, cfg in self.asset_config.items()}}
+    def run_config(self, op_of: Callable[[str], str] = lambda asset: asset) -> dict[str, Any]:
+        """Dagster run config; ``op_of`` names the op computing an asset (a multi-asset's
+        op computes several assets, which then share one config)."""
+        ops: dict[str, dict[str, Any]] = {}
+        for asset, config in self.asset_config.items():
+            ops.setdefault(op_of(asset), {}).update(config)
+        return {"ops": {op: {"config": config} for op, config in ops.items()}}
 
 
 def _node_error(index: int, name: str, message: str) -> GraphError:

@@ -131,7 +131,7 @@ def run_plan(
         f"in {len(ranges)} run(s): {', '.join(assets)}"
     )
     run_config = {
-        **plan.run_config(),
+        **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     job_def = defs.resolve_job_def(RUN_JOB_NAME)

@@ -8,6 +8,8 @@ Every asset is partitioned per video, takes and returns ``{video_id: value}`` di
 import dagster as dg
 
 from dpl_assets.assets.audio import volume, wav
+from dpl_assets.assets.crops import bboxes, crops
+from dpl_assets.assets.faces import blinks, face_alignment, head_pose
 from dpl_assets.assets.sources import aac, probe, video
 from dpl_assets.assets.vision import images
 from dpl_assets.assets.wav2vec import wav2vec
@@ -20,4 +22,9 @@ ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     volume,
     wav2vec,
     images,
+    face_alignment,
+    bboxes,
+    crops,
+    head_pose,
+    blinks,
 ]

@@ -40,6 +40,16 @@ def per_video_asset(**kwargs: Any) -> Any:
     )
 
 
+def per_video_multi_asset(outputs: Sequence[str], **kwargs: Any) -> Any:
+    """``@dg.multi_asset`` whose outputs are per-video datatypes stored by the IO manager."""
+    return dg.multi_asset(
+        outs={key: dg.AssetOut(io_manager_key="artifacts") for key in outputs},
+        partitions_def=video_partitions,
+        backfill_policy=per_video_backfill,
+        **kwargs,
+    )
+
+
 def run_videos(
     context: dg.AssetExecutionContext,
     store: ArtifactStore,

@@ -69,3 +69,53 @@ class VideoToImagesConfig(NodeConfig):
         default=0, ge=0, description="Downscale so the longer side is at most this; 0 = native."
     )
     num_jobs: int = Field(default=2, ge=1, description="Videos decoded in parallel.")
+
+
+class FaceAlignmentConfig(NodeConfig):
+    """``FaceAlignmentNode`` / ``FaceDetectionNode`` (mediapipe, offline)."""
+
+    filter_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Minimum face detection confidence."
+    )
+    max_gap_frames: int = Field(
+        default=5, ge=0, description="Gaps without a face up to this long are interpolated."
+    )
+    min_face_coverage: float = Field(
+        default=0.5, ge=0, le=1, description="Reject clips with a face in fewer frames."
+    )
+    min_track_frames: int = Field(
+        default=3, ge=1, description="A face must persist this many frames to count."
+    )
+    num_workers: int = Field(default=2, ge=1, description="Videos analysed in parallel.")
+
+
+class BboxesConfig(NodeConfig):
+    """``TransformRawBboxesNode``, ``FixedBboxesNode``, ``EmocaLikeBboxesNode``."""
+
+    method: Literal["transform_raw", "fixed", "emoca_like"] = "fixed"
+    extend_factor: float = Field(default=0.1, description="transform_raw: padding factor.")
+    scale: float = Field(default=1.25, gt=0, description="fixed / emoca_like: box scale.")
+    window_size: int = Field(default=5, ge=1, description="emoca_like: sliding window (frames).")
+    use_smoothing: bool = Field(default=True, description="emoca_like: Savitzky-Golay smoothing.")
+    equal_size: bool = Field(default=True, description="emoca_like: one size for the clip.")
+    size_quantile: float = Field(default=0.75, ge=0, le=1, description="emoca_like: that size.")
+
+
+class CropConfig(NodeConfig):
+    """``CropNode``."""
+
+    size_hw: list[int] = Field(default=[256, 256], description="Crop (height, width) in pixels.")
+    output_ext: Literal[".jpg", ".png"] = Field(default=".jpg", description="Crop image format.")
+    quality: int = Field(default=95, ge=1, le=100, description="JPEG quality.")
+    pad_mode: Literal["constant", "edge"] = Field(
+        default="constant", description="Fill where a box runs past the frame edge."
+    )
+    num_jobs: int = Field(default=2, ge=1, description="Videos cropped in parallel.")
+
+
+class HeadPoseConfig(NodeConfig):
+    pass
+
+
+class BlinksConfig(NodeConfig):
+    pass

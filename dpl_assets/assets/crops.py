@@ -1,0 +1,77 @@
+"""Crop assets: square boxes per frame, then face crops as an HDF5 image stack."""
+
+from typing import Any
+
+import dagster as dg
+
+from dpl_assets.assets.batch import per_video_asset, run_videos
+from dpl_assets.assets.config import BboxesConfig, CropConfig
+from dpl_assets.nodes.bboxes import emoca_like_bboxes, fixed_bboxes, transform_raw_bboxes
+from dpl_assets.nodes.crops import crop_frames
+from dpl_assets.nodes.frames import IMAGE_FORMAT_BY_EXT
+from dpl_assets.outcomes import StagedFile
+from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
+from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+
+
+def compute_bboxes(config: BboxesConfig, inputs: dict[str, Any]) -> Any:
+    """Dispatch to the box rule the node name chose (``method``)."""
+    if config.method == "transform_raw":
+        return transform_raw_bboxes(inputs["raw_bboxes"], config.extend_factor)
+    if config.method == "fixed":
+        return fixed_bboxes(inputs["landmarks"], config.scale)
+    return emoca_like_bboxes(
+        inputs["landmarks"], config.scale, config.window_size, config.use_smoothing,
+        config.equal_size, config.size_quantile,
+    )  # fmt: skip
+
+
+@per_video_asset(group_name="crops")
+def bboxes(
+    context: dg.AssetExecutionContext,
+    config: BboxesConfig,
+    storage: ArtifactStorage,
+    raw_bboxes: LazyArtifacts,
+    landmarks: LazyArtifacts,
+) -> dict:
+    """Square crop boxes (N, 4) int64 (``TransformRawBboxesNode``, ``FixedBboxesNode``,
+    ``EmocaLikeBboxesNode``); only the input the chosen rule needs is read."""
+    needed = (
+        {"raw_bboxes": raw_bboxes} if config.method == "transform_raw" else {"landmarks": landmarks}
+    )
+    return run_videos(
+        context, storage.store(), recompute=config.recompute, inputs=needed,
+        compute_one=lambda _, inputs: compute_bboxes(config, inputs),
+    )  # fmt: skip
+
+
+@per_video_asset(group_name="crops")
+def crops(
+    context: dg.AssetExecutionContext,
+    config: CropConfig,
+    storage: ArtifactStorage,
+    images: LazyArtifacts,
+    bboxes: LazyArtifacts,
+) -> dict:
+    """Square face crops per frame (``CropNode``): HDF5 stack like ``images``, Lanczos
+    resampling, padded (never shifted) where a box runs past the frame edge."""
+    store = storage.store()
+    height, width = (config.size_hw * 2)[:2] if len(config.size_hw) == 1 else config.size_hw
+
+    def crop(video_id: str, inputs: dict) -> StagedFile:
+        staging = store.staging_path("crops", video_id)
+        image_format = IMAGE_FORMAT_BY_EXT[config.output_ext]
+        with ImageStack(inputs["images"], "images") as frames:
+            fps = float(frames.attrs["fps"]) or None
+            with ImageStackWriter(staging, "crops", image_format, config.quality, fps) as out:
+                cropped = crop_frames(
+                    iter(frames), inputs["bboxes"], (height, width), config.pad_mode
+                )
+                for time_s, crop_rgb in zip(frames.timestamps, cropped, strict=True):
+                    out.append(crop_rgb, float(time_s))
+        return StagedFile(staging)
+
+    return run_videos(
+        context, store, recompute=config.recompute,
+        inputs={"images": images, "bboxes": bboxes}, compute_one=crop, workers=config.num_jobs,
+    )  # fmt: skip

@@ -1,0 +1,102 @@
+"""Face assets: detection, tracking and landmarks (one node), then per-frame geometry."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from dpl_assets.assets.batch import (
+    per_video_asset,
+    per_video_multi_asset,
+    run_videos,
+    run_videos_multi,
+)
+from dpl_assets.assets.config import BlinksConfig, FaceAlignmentConfig, HeadPoseConfig
+from dpl_assets.nodes.blinks import eye_openness
+from dpl_assets.nodes.faces import FaceAnalyzer, check_coverage, fill_gaps
+from dpl_assets.nodes.head_pose import head_pose as estimate_head_pose
+from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+
+FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces")
+
+# face_mask codes
+NO_FACE, DETECTED, GAP_FILLED = 0, 1, 2
+
+
+def _frames(stack: ImageStack) -> Iterator[np.ndarray]:
+    yield from stack
+
+
+@per_video_multi_asset(FACE_OUTPUTS, group_name="faces", ins={"images": dg.AssetIn()})
+def face_alignment(
+    context: dg.AssetExecutionContext,
+    config: FaceAlignmentConfig,
+    storage: ArtifactStorage,
+    images: LazyArtifacts,
+) -> Any:
+    """Faces of each video (``FaceAlignmentNode``, ``FaceDetectionNode``), offline (mediapipe).
+
+    Tracks every face across frames and follows one identity (the largest, most persistent
+    track); fills gaps up to ``max_gap_frames``; rejects clips without a face or with face
+    coverage under ``min_face_coverage``. Outputs ``raw_bboxes`` (N, 5), ``landmarks``
+    (N, 68, 2), ``landmarks_mesh`` (N, 478, 3), ``face_mask`` (N,) and the ``faces`` record.
+    """
+    store = storage.store()
+
+    def analyze(video_id: str, inputs: dict) -> dict[str, Any]:
+        with ImageStack(inputs["images"], "images") as stack:
+            with FaceAnalyzer(filter_threshold=config.filter_threshold) as analyzer:
+                result = analyzer.analyze(_frames(stack))
+            width, height = int(stack.attrs["width"]), int(stack.attrs["height"])
+        result = fill_gaps(result, config.max_gap_frames)
+        check_coverage(result, config.min_face_coverage, config.min_track_frames)
+        mask = np.where(result.detected, DETECTED, np.where(result.valid, GAP_FILLED, NO_FACE))
+        return {
+            "raw_bboxes": result.raw_bboxes.astype(np.float32),
+            "landmarks": result.landmarks.astype(np.float32),
+            "landmarks_mesh": result.landmarks_mesh.astype(np.float32),
+            "face_mask": mask.astype(np.uint8),
+            "faces": {**result.info, "frame_width": width, "frame_height": height},
+        }
+
+    per_output = run_videos_multi(
+        context, store, outputs=FACE_OUTPUTS, recompute=config.recompute,
+        inputs={"images": images}, compute_one=analyze, workers=config.num_workers,
+    )  # fmt: skip
+    for key in FACE_OUTPUTS:
+        yield dg.Output(per_output[key], output_name=key)
+
+
+@per_video_asset(group_name="faces")
+def head_pose(
+    context: dg.AssetExecutionContext,
+    config: HeadPoseConfig,
+    storage: ArtifactStorage,
+    landmarks: LazyArtifacts,
+    faces: LazyArtifacts,
+) -> dict:
+    """Head pose (N, 6) float32 ``[yaw, pitch, roll]`` degrees + translation (``HeadPoseNode``)."""
+    return run_videos(
+        context, storage.store(), recompute=config.recompute,
+        inputs={"landmarks": landmarks, "faces": faces},
+        compute_one=lambda _, x: estimate_head_pose(
+            x["landmarks"], (x["faces"]["frame_width"], x["faces"]["frame_height"])
+        ),
+    )  # fmt: skip
+
+
+@per_video_asset(group_name="faces")
+def blinks(
+    context: dg.AssetExecutionContext,
+    config: BlinksConfig,
+    storage: ArtifactStorage,
+    landmarks: LazyArtifacts,
+) -> dict:
+    """Eye opening (N, 3) float32 ``[left, right, average]`` (``BlinksNode``)."""
+    return run_videos(
+        context, storage.store(), recompute=config.recompute,
+        inputs={"landmarks": landmarks},
+        compute_one=lambda _, x: eye_openness(x["landmarks"]),
+    )  # fmt: skip

@@ -1,0 +1,422 @@
+"""Faces: a real face photo (skimage's astronaut) moved, hidden, doubled and turned over.
+
+References independent of the module: the face's known place in the photo, the geometry
+of the clips built here (shifts, pastes, rotations), and mediapipe's FaceMesh called
+directly on a whole frame. Clips are numpy frames fed straight to ``analyze`` (fast), plus
+one real mp4 decoded by :func:`dpl_assets.media.frames.decode_frames`.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dpl_assets.media.ffmpeg import ffmpeg_executable
+from dpl_assets.media.frames import decode_frames
+from dpl_assets.nodes import faces
+from dpl_assets.nodes.faces import (
+    MEDIAPIPE_TO_68,
+    FaceAnalyzer,
+    FaceTrackResult,
+    check_coverage,
+    fill_gaps,
+    plausible_mesh,
+)
+from dpl_assets.outcomes import InputRejected
+from dpl_assets_tests import media_factory as media
+
+skimage_data = pytest.importorskip("skimage.data")
+
+WIDTH, HEIGHT = 480, 360
+# The astronaut's face in the 512 x 512 photo: x 178..273, y 83..178 (pixels).
+FACE_CENTRE = np.array([225.5, 130.5])
+GRAY = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
+
+
+@functools.cache
+def astronaut() -> np.ndarray:
+    return np.ascontiguousarray(skimage_data.astronaut())
+
+
+def window_origin(index: int) -> tuple[int, int]:
+    """Top-left (x, y) in the photo of frame ``index``'s window: a slow drift right/down."""
+    return 10 + index, 8 + index % 5
+
+
+def moving_clip(count: int) -> list[np.ndarray]:
+    """``count`` frames of WIDTH x HEIGHT cut from the photo by a window that drifts."""
+    photo = astronaut()
+    frames = []
+    for index in range(count):
+        x0, y0 = window_origin(index)
+        frames.append(np.ascontiguousarray(photo[y0 : y0 + HEIGHT, x0 : x0 + WIDTH]))
+        assert frames[-1].shape == (HEIGHT, WIDTH, 3), "the window left the photo"
+    return frames
+
+
+def face_patch(scale: float) -> np.ndarray:
+    """The face with some hair and shoulders (photo x 140..310, y 40..230), resized."""
+    patch = astronaut()[40:230, 140:310]
+    size = (round(patch.shape[1] * scale), round(patch.shape[0] * scale))
+    return cv2.resize(patch, size, interpolation=cv2.INTER_AREA)
+
+
+def paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    canvas[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
+
+
+def colour_bars() -> np.ndarray:
+    colours = np.array(
+        [[192, 192, 192], [192, 192, 0], [0, 192, 192], [0, 192, 0], [192, 0, 192],
+         [192, 0, 0], [0, 0, 192], [16, 16, 16]], np.uint8,
+    )  # fmt: skip
+    columns = np.arange(WIDTH) * len(colours) // WIDTH
+    return np.ascontiguousarray(np.broadcast_to(colours[columns], (HEIGHT, WIDTH, 3)))
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[FaceAnalyzer]:
+    with FaceAnalyzer() as shared:
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def moving_result(analyzer: FaceAnalyzer) -> FaceTrackResult:
+    return analyzer.analyze(iter(moving_clip(20)))
+
+
+# --------------------------------------------------------------------------------------
+# One face, every frame
+# --------------------------------------------------------------------------------------
+
+
+def test_every_frame_has_the_face_box_68_points_and_mesh(moving_result: FaceTrackResult):
+    result = moving_result
+    n = 20
+    assert result.raw_bboxes.shape == (n, 5) and result.raw_bboxes.dtype == np.float32
+    assert result.landmarks.shape == (n, 68, 2) and result.landmarks.dtype == np.float32
+    assert result.landmarks_mesh.shape == (n, 478, 3)
+    assert result.landmarks_mesh.dtype == np.float32
+    assert result.detected.all() and result.valid.all()
+    assert np.isfinite(result.raw_bboxes).all() and np.isfinite(result.landmarks_mesh).all()
+
+    boxes = result.raw_bboxes
+    size = (boxes[:, 2:4] - boxes[:, 0:2])[:, None, :]
+    margin = 0.1 * size
+    assert (result.landmarks >= boxes[:, None, 0:2] - margin).all()
+    assert (result.landmarks <= boxes[:, None, 2:4] + margin).all()
+    assert (boxes[:, 4] >= 0.5).all() and (boxes[:, 4] <= 1).all()
+    # The box sits on the face's known place in the photo, shifted with the window.
+    origins = np.array([window_origin(i) for i in range(n)], float)
+    centres = (boxes[:, 0:2] + boxes[:, 2:4]) / 2 + origins
+    assert np.abs(centres - FACE_CENTRE).max() < 15
+    assert 80 < float(np.median(size)) < 130
+
+    info = result.info
+    assert info["frames"] == n and info["frames_with_face"] == n and info["coverage"] == 1.0
+    assert info["tracks_seen"] == 1 and info["max_faces_in_a_frame"] == 1
+    assert info["chosen_track"]["frames"] == n
+    assert info["chosen_track"]["implausible_frames"] == 0
+    assert 80 < info["chosen_track"]["mean_box_size_px"] < 130
+    check_coverage(result)  # accepted
+
+
+def test_landmarks_follow_the_window_shift(moving_result: FaceTrackResult):
+    """The photo does not move: landmarks plus the window origin stay put (a few px)."""
+    origins = np.array([window_origin(i) for i in range(20)], float)
+    in_photo = moving_result.landmarks + origins[:, None, :]
+    spread = np.abs(in_photo - np.median(in_photo, axis=0)).max(axis=(0, 1))
+    assert (spread < 4).all(), spread
+
+
+def test_68_point_layout_on_the_photo(analyzer: FaceAnalyzer):
+    points = analyzer.analyze([astronaut()]).landmarks[0]
+    x, y = points[:, 0], points[:, 1]
+    assert x[36] < x[39] < x[42] < x[45]  # eye corners, image left to right
+    assert x[48] < x[54]  # mouth corners
+    assert int(np.argmax(y[0:17])) == 8  # chin is the lowest jaw point
+    assert x[0] < x[8] < x[16]
+    assert x[39] < x[30] < x[42]  # nose tip between the eyes ...
+    assert y[30] > max(y[36:48])  # ... and below them
+    assert max(y[17:27]) < min(y[36:48])  # brows above the eyes
+    assert max(y[36:48]) < min(y[48:68])  # eyes above the mouth
+    assert y[51] < y[62] < y[66] < y[57]  # upper lip, inner lips, lower lip
+    # Inside the face's known region of the photo (x 178..273, y 83..178), with margin.
+    assert (x > 160).all() and (x < 290).all() and (y > 80).all() and (y < 200).all()
+
+
+def test_mapping_matches_a_direct_whole_frame_facemesh_call(analyzer: FaceAnalyzer):
+    import mediapipe as mp
+
+    photo = astronaut()
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=1, refine_landmarks=True
+    ) as direct:
+        found = direct.process(photo).multi_face_landmarks
+    assert found
+    height, width = photo.shape[:2]
+    mesh = np.array([(p.x * width, p.y * height) for p in found[0].landmark])
+    reference = mesh[list(MEDIAPIPE_TO_68)]
+    ours = analyzer.analyze([photo]).landmarks[0]
+    error = np.linalg.norm(ours - reference, axis=1)
+    assert error.mean() < 3 and error.max() < 7, error
+
+
+# --------------------------------------------------------------------------------------
+# Gaps
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gap_result(analyzer: FaceAnalyzer) -> FaceTrackResult:
+    frames = moving_clip(20)
+    for index in range(8, 12):  # 4 frames without a face
+        frames[index] = GRAY
+    return analyzer.analyze(frames)
+
+
+def test_a_stretch_without_face_is_not_detected(gap_result: FaceTrackResult):
+    expected = np.ones(20, bool)
+    expected[8:12] = False
+    assert (gap_result.detected == expected).all()
+    assert (gap_result.valid == expected).all()
+    assert np.isnan(gap_result.landmarks[8:12]).all()
+    assert gap_result.info["tracks_seen"] == 1  # the same face picked up after the gap
+
+
+def test_a_short_enough_gap_is_filled_between_its_neighbours(gap_result: FaceTrackResult):
+    filled = fill_gaps(gap_result, max_gap_frames=4)
+    assert filled.valid.all()
+    assert (filled.detected == gap_result.detected).all()
+    assert filled.info["filled_frames"] == 4 and filled.info["coverage"] == 1.0
+    for array in (filled.raw_bboxes, filled.landmarks, filled.landmarks_mesh):
+        assert np.isfinite(array).all()
+        before, after = array[7], array[12]
+        for step, index in enumerate(range(8, 12), start=1):
+            expected = before + (after - before) * step / 5
+            np.testing.assert_allclose(array[index], expected, rtol=0, atol=1e-3)
+    # The input is left as it was.
+    assert not gap_result.valid[8:12].any() and np.isnan(gap_result.raw_bboxes[8:12]).all()
+
+
+def test_a_longer_gap_stays_empty(gap_result: FaceTrackResult):
+    kept = fill_gaps(gap_result, max_gap_frames=3)
+    assert (kept.valid == gap_result.detected).all()
+    assert np.isnan(kept.landmarks[8:12]).all() and kept.info["filled_frames"] == 0
+
+
+def synthetic_result(detected: list[bool]) -> FaceTrackResult:
+    """A result whose face moves +1 px per frame (box, 68 points, mesh), NaN where absent."""
+    n = len(detected)
+    mask = np.array(detected)
+    t = np.arange(n, dtype=np.float32)
+    boxes = np.stack([t, t, t + 10, t + 10, np.full(n, 0.9, np.float32)], axis=1)
+    landmarks = np.broadcast_to(t[:, None, None], (n, 68, 2)).copy()
+    mesh = np.broadcast_to(t[:, None, None], (n, 478, 3)).copy()
+    for array in (boxes, landmarks, mesh):
+        array[~mask] = np.nan
+    info = {"frames": n, "chosen_track": {"frames": int(mask.sum()), "implausible_frames": 0}}
+    return FaceTrackResult(boxes, landmarks, mesh, mask, mask.copy(), info)
+
+
+def test_fill_gaps_leaves_leading_and_trailing_gaps_and_long_runs():
+    #                  0      1      2     3      4      5     6      7      8     9
+    pattern = [False, False, True, False, False, True, False, False, False, True, False]
+    result = fill_gaps(synthetic_result(pattern), max_gap_frames=2)
+    assert result.valid.tolist() == [False, False, True, True, True, True,
+                                     False, False, False, True, False]  # fmt: skip
+    assert result.detected.tolist() == pattern
+    # Interpolation of a linear motion is exact.
+    np.testing.assert_allclose(result.raw_bboxes[3, :4], [3, 3, 13, 13])
+    np.testing.assert_allclose(result.landmarks[4], 4.0)
+    np.testing.assert_allclose(result.landmarks_mesh[3], 3.0)
+    assert np.isnan(result.raw_bboxes[[0, 1, 6, 7, 8, 10]]).all()
+    assert result.info["filled_frames"] == 2
+    again = fill_gaps(result, max_gap_frames=2)  # idempotent
+    assert (again.valid == result.valid).all() and again.info["filled_frames"] == 2
+    assert (fill_gaps(result, max_gap_frames=0).valid == result.valid).all()
+
+
+# --------------------------------------------------------------------------------------
+# Several faces: one identity
+# --------------------------------------------------------------------------------------
+
+
+def two_face_clip(count: int, big_frames: range | None = None) -> list[np.ndarray]:
+    """A small face (left) and a big face (right), both drifting; the big one only in
+    ``big_frames`` when given."""
+    small, big = face_patch(0.6), face_patch(1.0)
+    frames = []
+    for index in range(count):
+        canvas = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
+        paste(canvas, small, 30 + index, 120)
+        if big_frames is None or index in big_frames:
+            paste(canvas, big, 260 - index, 60 + index % 3)
+        frames.append(canvas)
+    return frames
+
+
+def test_the_larger_of_two_faces_is_followed_in_every_frame(analyzer: FaceAnalyzer):
+    result = analyzer.analyze(two_face_clip(12))
+    assert result.detected.all()
+    centres_x = (result.raw_bboxes[:, 0] + result.raw_bboxes[:, 2]) / 2
+    assert (centres_x > WIDTH / 2).all(), centres_x  # always the big face on the right
+    assert np.abs(np.diff(centres_x)).max() < 5  # never jumps
+    assert result.info["tracks_seen"] == 2 and result.info["max_faces_in_a_frame"] == 2
+    assert result.info["chosen_track"]["mean_box_size_px"] > 80
+
+
+def test_a_persistent_face_beats_a_big_face_seen_briefly(analyzer: FaceAnalyzer):
+    """Summed box area: the small face (0.36 x 12 frames) outweighs the big (1 x 3)."""
+    result = analyzer.analyze(two_face_clip(12, big_frames=range(4, 7)))
+    assert result.detected.all()
+    centres_x = (result.raw_bboxes[:, 0] + result.raw_bboxes[:, 2]) / 2
+    assert (centres_x < WIDTH / 2).all(), centres_x
+    assert result.info["tracks_seen"] == 2
+
+
+def test_tracks_link_by_overlap_skip_frames_and_resume():
+    def face(x: float) -> faces._Face:
+        return faces._Face(np.array([x, 0, x + 50, 50, 0.9], np.float32), np.zeros((6, 2)))
+
+    tracks: list[faces._Track] = []
+    faces._link(tracks, 0, [face(0), face(200)])
+    faces._link(tracks, 1, [face(205), face(3)])  # order does not matter
+    faces._link(tracks, 4, [face(6)])  # skipped 2 frames: still the same track
+    faces._link(tracks, 30, [face(10)])  # long absence, overlap 0.67 >= resume IoU
+    faces._link(tracks, 60, [face(30)])  # long absence, overlap 0.25 < resume IoU: new
+    assert [sorted(t.faces) for t in tracks] == [[0, 1, 4, 30], [0, 1], [60]]
+    assert float(tracks[0].faces[30].box[0]) == 10
+
+
+# --------------------------------------------------------------------------------------
+# Rejections
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gray", "bars", "noise"])
+def test_frames_without_a_face_are_rejected(analyzer: FaceAnalyzer, kind: str):
+    rng = np.random.default_rng(0)
+    frame = {
+        "gray": GRAY,
+        "bars": colour_bars(),
+        "noise": rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8),
+    }[kind]
+    result = analyzer.analyze([frame] * 6)
+    assert not result.detected.any() and np.isnan(result.raw_bboxes).all()
+    assert result.info["tracks_seen"] == 0 and result.info["chosen_track"] is None
+    with pytest.raises(InputRejected, match="no face"):
+        check_coverage(fill_gaps(result, 5))
+
+
+def test_a_face_in_too_few_frames_is_rejected_with_its_percentage(analyzer: FaceAnalyzer):
+    frames = moving_clip(6) + [GRAY] * 14
+    result = fill_gaps(analyzer.analyze(frames), max_gap_frames=5)
+    assert result.detected.sum() == 6
+    with pytest.raises(InputRejected, match=r"face in 30% of frames"):
+        check_coverage(result, min_face_coverage=0.5)
+    check_coverage(result, min_face_coverage=0.3)  # 30 % is enough when 30 % is asked
+
+
+def test_a_face_in_too_few_frames_for_a_track_is_no_face():
+    result = synthetic_result([True, True] + [False] * 8)
+    with pytest.raises(InputRejected, match="no face"):
+        check_coverage(result, min_face_coverage=0.1, min_track_frames=3)
+    check_coverage(result, min_face_coverage=0.1, min_track_frames=2)
+
+
+def test_upside_down_frames_are_not_faces(analyzer: FaceAnalyzer):
+    frames = [np.ascontiguousarray(np.rot90(frame, 2)) for frame in moving_clip(6)]
+    result = analyzer.analyze(frames)
+    assert not result.valid.any() and np.isnan(result.landmarks).all()
+    with pytest.raises(InputRejected):
+        check_coverage(result)
+
+
+class TurnedDetector(FaceAnalyzer):
+    """A detector that does find upside-down faces (the real one turns the frame back)."""
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        height, width = rgb.shape[:2]
+        turned = []
+        for box, keypoints in super().detect(np.ascontiguousarray(np.rot90(rgb, 2))):
+            box = np.array([width - box[2], height - box[3], width - box[0], height - box[1],
+                            box[4]], np.float32)  # fmt: skip
+            turned.append((box, np.array([width, height]) - keypoints))
+        return turned
+
+
+def test_the_sanity_check_rejects_meshes_of_upside_down_faces():
+    frames = [np.ascontiguousarray(np.rot90(frame, 2)) for frame in moving_clip(6)]
+    with TurnedDetector() as turned:
+        result = turned.analyze(frames)
+    chosen = result.info["chosen_track"]
+    assert chosen["frames"] == 6 and chosen["implausible_frames"] == 6  # found, not accepted
+    assert not result.detected.any() and np.isnan(result.raw_bboxes).all()
+    with pytest.raises(InputRejected, match="implausible"):
+        check_coverage(result)
+
+
+def test_the_sanity_check_on_one_face(analyzer: FaceAnalyzer):
+    photo = astronaut()
+    [(box, keypoints)] = analyzer.detect(photo)
+    mesh = analyzer.mesh(photo, box)
+    assert mesh is not None and mesh.shape == (478, 3)
+    assert plausible_mesh(mesh, box, keypoints)
+    flipped = keypoints.copy()
+    flipped[:, 1] = 2 * keypoints[:, 1].mean() - keypoints[:, 1]  # detector says: mouth up
+    assert not plausible_mesh(mesh, box, flipped)
+    elsewhere = box + np.array([200, 0, 200, 0, 0], np.float32)  # mesh outside the box
+    assert not plausible_mesh(mesh, elsewhere, keypoints + [200, 0])
+    upside_down = mesh.copy()
+    upside_down[:, 1] = 512 - upside_down[:, 1]
+    assert not plausible_mesh(upside_down, box, keypoints)  # roll 180 and disagreement
+
+
+def test_frames_must_be_rgb_uint8(analyzer: FaceAnalyzer):
+    with pytest.raises(ValueError, match="uint8"):
+        analyzer.analyze([np.zeros((32, 32), np.uint8)])
+    with pytest.raises(ValueError, match="filter_threshold"):
+        FaceAnalyzer(filter_threshold=1.5)
+
+
+# --------------------------------------------------------------------------------------
+# Through a real video file
+# --------------------------------------------------------------------------------------
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    """Encode RGB frames to an mp4 with the pipeline's ffmpeg (raw video on stdin)."""
+    height, width = frames[0].shape[:2]
+    command = [
+        ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
+        "-i", "pipe:0", *media._video_codec_args(), "-f", "mp4", media._url(path),
+    ]  # fmt: skip
+    subprocess.run(command, input=b"".join(f.tobytes() for f in frames), check=True)
+    return path
+
+
+def test_a_decoded_mp4_gives_the_same_face(
+    analyzer: FaceAnalyzer, moving_result: FaceTrackResult, media_dir: Path
+):
+    path = write_mp4(media_dir / "astronaut.mp4", moving_clip(20))
+    result = analyzer.analyze(frame.rgb for frame in decode_frames(path))
+    assert len(result) == 20 and result.detected.all()
+    assert np.abs(result.raw_bboxes[:, :4] - moving_result.raw_bboxes[:, :4]).max() < 6
+    assert np.abs(result.landmarks - moving_result.landmarks).max() < 6
+    check_coverage(fill_gaps(result, 5))
+
+
+def test_a_test_pattern_video_has_no_face(analyzer: FaceAnalyzer, media_dir: Path):
+    path = media.make_video_only(media_dir / "pattern.mp4", seconds=1.0)
+    result = analyzer.analyze(frame.rgb for frame in decode_frames(path))
+    assert len(result) == 25 and not result.detected.any()
+    with pytest.raises(InputRejected, match="no face"):
+        check_coverage(result)
