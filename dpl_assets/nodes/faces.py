@@ -47,6 +47,7 @@ for every symmetric group) is bytedance/LatentSync's ``landmark_points_68``
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -324,9 +325,10 @@ class FaceAnalyzer:
         """
         rgb = _as_rgb(rgb)
         _, mesh_model = self._models()
-        side = max(int(round(MESH_CROP_SCALE * float(max(box[2] - box[0], box[3] - box[1])))), 8)
-        x0 = int(round((box[0] + box[2]) / 2 - side / 2))
-        y0 = int(round((box[1] + box[3]) / 2 - side / 2))
+        longer = float(max(box[2] - box[0], box[3] - box[1]))
+        side = max(round(MESH_CROP_SCALE * longer), 8)
+        x0 = round(float(box[0] + box[2]) / 2 - side / 2)
+        y0 = round(float(box[1] + box[3]) / 2 - side / 2)
         crop = _square_crop(rgb, x0, y0, side)
         scale = 1.0
         if side > MESH_CROP_MAX_SIDE:
@@ -442,7 +444,7 @@ def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
     )
     detected_at = np.flatnonzero(out.detected)
     filled = 0
-    for before, after in zip(detected_at[:-1], detected_at[1:], strict=True):
+    for before, after in itertools.pairwise(detected_at):
         gap = after - before - 1
         if gap == 0 or gap > max_gap_frames or out.valid[before + 1 : after].all():
             continue
