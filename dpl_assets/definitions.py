@@ -19,6 +19,13 @@ offline_audio_job = dg.define_asset_job(
     description="The default graph: probe, 16 kHz wav and volume; needs no model weights.",
 )
 
+offline_default_job = dg.define_asset_job(
+    "offline_default",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("wav2vec"),
+    partitions_def=video_partitions,
+    description="Everything that needs no downloaded weights (the default graph).",
+)
+
 
 def build_definitions(
     output_dir: Path | str | None = None, jobs: list[dg.UnresolvedAssetJobDefinition] | None = None
@@ -33,5 +40,5 @@ def build_definitions(
             "torch_device": TorchDevice(),
             "wav2vec_models": Wav2vecModels(),
         },
-        jobs=[offline_audio_job, *(jobs or [])],
+        jobs=[offline_audio_job, offline_default_job, *(jobs or [])],
     )

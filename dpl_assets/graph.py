@@ -49,9 +49,11 @@ class NodeSpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     also: Mapping[str, type[NodeConfig]] = field(default_factory=dict)
     summary: str = ""
+    only: tuple[str, ...] = ()  # when set: the params this node takes (besides recompute)
 
     def param_names(self) -> list[str]:
-        return sorted(set(self.config.model_fields) - set(self.fixed))
+        names = set(self.only) | {"recompute"} if self.only else set(self.config.model_fields)
+        return sorted(names - set(self.fixed))
 
 
 NODES: dict[str, NodeSpec] = {
@@ -83,13 +85,22 @@ NODES: dict[str, NodeSpec] = {
         "bboxes",
         BboxesConfig,
         fixed={"method": "transform_raw"},
+        only=("extend_factor",),
         summary="raw_bboxes -> bboxes (N, 4)",
     ),
     "FixedBboxesNode": NodeSpec(
-        "bboxes", BboxesConfig, fixed={"method": "fixed"}, summary="landmarks -> bboxes (N, 4)"
+        "bboxes",
+        BboxesConfig,
+        fixed={"method": "fixed"},
+        only=("scale",),
+        summary="landmarks -> bboxes (N, 4)",
     ),
     "EmocaLikeBboxesNode": NodeSpec(
-        "bboxes", BboxesConfig, fixed={"method": "emoca_like"}, summary="landmarks -> bboxes (N, 4)"
+        "bboxes",
+        BboxesConfig,
+        fixed={"method": "emoca_like"},
+        only=("scale", "window_size", "use_smoothing", "equal_size", "size_quantile"),
+        summary="landmarks -> bboxes (N, 4)",
     ),
     "CropNode": NodeSpec("crops", CropConfig, summary="images, bboxes -> crops (HDF5 stack)"),
     "HeadPoseNode": NodeSpec("head_pose", HeadPoseConfig, summary="landmarks -> head_pose (N, 6)"),
