@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import subprocess
 import tempfile
 import time
@@ -70,17 +69,27 @@ def timed(fn) -> tuple[float, Any]:
     return time.perf_counter() - started, result
 
 
+def peak_rss_mb() -> float:
+    """This process's resident high-water mark (VmHWM). Unlike ``ru_maxrss``, which Linux
+    carries over from the parent across exec, it starts afresh in a spawned child."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def images_stage_peak_rss(clip: str, out: str, queue) -> None:
     from dpl_assets.nodes.frames import extract_frames
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mb()  # after importing everything the pipeline imports
     info = extract_frames(Path(clip), Path(out))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak_rss_mb()
     queue.put(
         {
             "frames": info.frames,
-            "peak_rss_mb": round(after / 1024, 1),
-            "rss_growth_mb": round((after - before) / 1024, 1),
+            "peak_rss_mb": after,
+            "peak_before_first_frame_mb": before,
+            "growth_mb": round(after - before, 1),
         }
     )
 

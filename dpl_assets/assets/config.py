@@ -104,7 +104,10 @@ class BboxesConfig(NodeConfig):
 class CropConfig(NodeConfig):
     """``CropNode``."""
 
-    size_hw: list[int] = Field(default=[256, 256], description="Crop (height, width) in pixels.")
+    size_hw: list[int] = Field(
+        default=[256, 256], min_length=1, max_length=2,
+        description="Crop (height, width) in pixels; one number for a square.",
+    )  # fmt: skip
     output_ext: Literal[".jpg", ".png"] = Field(default=".jpg", description="Crop image format.")
     quality: int = Field(default=95, ge=1, le=100, description="JPEG quality.")
     pad_mode: Literal["constant", "edge"] = Field(

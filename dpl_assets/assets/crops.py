@@ -56,7 +56,7 @@ def crops(
     """Square face crops per frame (``CropNode``): HDF5 stack like ``images``, Lanczos
     resampling, padded (never shifted) where a box runs past the frame edge."""
     store = storage.store()
-    height, width = (config.size_hw * 2)[:2] if len(config.size_hw) == 1 else config.size_hw
+    height, width = (config.size_hw * 2)[:2]  # [side] or [height, width]
 
     def crop(video_id: str, inputs: dict) -> StagedFile:
         staging = store.staging_path("crops", video_id)

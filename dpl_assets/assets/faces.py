@@ -1,6 +1,5 @@
 """Face assets: detection, tracking and landmarks (one node), then per-frame geometry."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -25,10 +24,6 @@ FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces
 NO_FACE, DETECTED, GAP_FILLED = 0, 1, 2
 
 
-def _frames(stack: ImageStack) -> Iterator[np.ndarray]:
-    yield from stack
-
-
 @per_video_multi_asset(FACE_OUTPUTS, group_name="faces", ins={"images": dg.AssetIn()})
 def face_alignment(
     context: dg.AssetExecutionContext,
@@ -48,7 +43,7 @@ def face_alignment(
     def analyze(video_id: str, inputs: dict) -> dict[str, Any]:
         with ImageStack(inputs["images"], "images") as stack:
             with FaceAnalyzer(filter_threshold=config.filter_threshold) as analyzer:
-                result = analyzer.analyze(_frames(stack))
+                result = analyzer.analyze(iter(stack))
             width, height = int(stack.attrs["width"]), int(stack.attrs["height"])
         result = fill_gaps(result, config.max_gap_frames)
         check_coverage(result, config.min_face_coverage, config.min_track_frames)
