@@ -81,6 +81,14 @@ NODES: dict[str, NodeSpec] = {
         also={name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != "raw_bboxes"},
         summary="images -> raw_bboxes (N, 5) and the same face outputs",
     ),
+    # The original's FaceLandmarksNode took given boxes; here detection, tracking and
+    # landmarks are one computation, so a graph naming both nodes runs it once.
+    "FaceLandmarksNode": NodeSpec(
+        "landmarks_mesh",
+        FaceAlignmentConfig,
+        also={name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != "landmarks_mesh"},
+        summary="images -> landmarks (N, 68, 2), landmarks_mesh (N, 478, 3) and the face outputs",
+    ),
     "TransformRawBboxesNode": NodeSpec(
         "bboxes",
         BboxesConfig,

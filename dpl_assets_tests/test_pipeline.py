@@ -302,3 +302,24 @@ def test_dagster_cli_materializes_a_registered_partition(tmp_path, good_videos):
     assert soundfile.info(wav).samplerate == 16_000
     assert not (out / "wav" / "alpha.wav").exists()
     assert not list(tmp_path.rglob("pwned"))
+
+
+def test_original_face_graph_runs_the_face_node_once():
+    """FaceDetectionNode + FaceLandmarksNode (the original's pairing) share one computation."""
+    from dpl_assets.graph import plan_graph
+
+    plan = plan_graph(
+        [
+            {"name": "VideoToImagesNode", "params": {}},
+            {"name": "FaceDetectionNode", "params": {"filter_threshold": 0.9}},
+            {"name": "FaceLandmarksNode", "params": {}},
+            {"name": "TransformRawBboxesNode", "params": {"extend_factor": 0.2}},
+        ]
+    )
+    ops = plan.run_config(lambda asset: "face_alignment" if asset in FACE_ASSETS else asset)
+    assert set(ops["ops"]) == {"images", "face_alignment", "bboxes"}
+    assert ops["ops"]["face_alignment"]["config"]["filter_threshold"] == 0.9
+    assert ops["ops"]["bboxes"]["config"] == {"method": "transform_raw", "extend_factor": 0.2}
+
+
+FACE_ASSETS = {"raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces"}
