@@ -67,11 +67,6 @@ class Catalog:
             )
         return CatalogEntry(stem=entry["stem"], sources=dict(entry["sources"]))
 
-    def saved_inputs(self) -> dict[str, object] | None:
-        """The inputs spec of the last registration (what a sensor rescans)."""
-        inputs = self._read().get("inputs")
-        return dict(inputs) if isinstance(inputs, dict) else None
-
     def _read(self) -> dict:
         """The parsed file, re-read only when it changed (a step asks once per video)."""
         try:
