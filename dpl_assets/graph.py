@@ -56,6 +56,12 @@ class NodeSpec:
         return sorted(names - set(self.fixed))
 
 
+def _face_node(main: str, summary: str) -> NodeSpec:
+    """A node name for the one face computation, whose main output is ``main``."""
+    also = {name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != main}
+    return NodeSpec(main, FaceAlignmentConfig, also=also, summary=summary)
+
+
 NODES: dict[str, NodeSpec] = {
     "ProbeNode": NodeSpec("probe", ProbeConfig, summary="video -> probe (JSON record)"),
     "VideoToWavNode": NodeSpec(
@@ -68,26 +74,18 @@ NODES: dict[str, NodeSpec] = {
     "VideoToImagesNode": NodeSpec(
         "images", VideoToImagesConfig, summary="video -> images (HDF5 stack + timestamps)"
     ),
-    "FaceAlignmentNode": NodeSpec(
+    "FaceAlignmentNode": _face_node(
         "landmarks",
-        FaceAlignmentConfig,
-        also={name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != "landmarks"},
-        summary="images -> landmarks (N, 68, 2), raw_bboxes (N, 5), landmarks_mesh, "
-        "face_mask, faces",
+        "images -> landmarks (N, 68, 2), raw_bboxes (N, 5), landmarks_mesh, face_mask, faces",
     ),
-    "FaceDetectionNode": NodeSpec(
-        "raw_bboxes",
-        FaceAlignmentConfig,
-        also={name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != "raw_bboxes"},
-        summary="images -> raw_bboxes (N, 5) and the same face outputs",
+    "FaceDetectionNode": _face_node(
+        "raw_bboxes", "images -> raw_bboxes (N, 5) and the same face outputs"
     ),
     # The original's FaceLandmarksNode took given boxes; here detection, tracking and
     # landmarks are one computation, so a graph naming both nodes runs it once.
-    "FaceLandmarksNode": NodeSpec(
+    "FaceLandmarksNode": _face_node(
         "landmarks_mesh",
-        FaceAlignmentConfig,
-        also={name: FaceAlignmentConfig for name in FACE_OUTPUTS if name != "landmarks_mesh"},
-        summary="images -> landmarks (N, 68, 2), landmarks_mesh (N, 478, 3) and the face outputs",
+        "images -> landmarks (N, 68, 2), landmarks_mesh (N, 478, 3) and the face outputs",
     ),
     "TransformRawBboxesNode": NodeSpec(
         "bboxes",
