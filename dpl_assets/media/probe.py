@@ -72,8 +72,11 @@ def open_container(path: Path | str) -> Any:
         ) from error
 
 
-def probe_media(path: Path | str) -> MediaProbe:
+def probe_media(path: Path | str, read_rotation: bool = True) -> MediaProbe:
     """Open ``path`` and describe its streams.
+
+    ``read_rotation`` decodes the first video frame for its display rotation; callers that
+    only need the audio side skip that decode.
 
     Raises :class:`InputRejected` naming the file when it is missing, empty, or cannot be
     opened as a media container (lost or damaged header), or holds no audio/video stream.
@@ -82,7 +85,7 @@ def probe_media(path: Path | str) -> MediaProbe:
     with open_container(path) as container:
         streams = [_describe(stream) for stream in container.streams]
         video = container.streams.video[0] if container.streams.video else None
-        if video is not None:
+        if video is not None and read_rotation:
             streams[video.index].rotation_deg = _first_frame_rotation(container, video)
         probe = MediaProbe(
             source=str(path),

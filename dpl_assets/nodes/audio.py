@@ -33,7 +33,7 @@ def extract_wav(source: Path) -> np.ndarray:
     Rejects (:class:`InputRejected`) a file that is empty, cannot be opened, has no audio
     stream, decodes to no samples, or decodes to clearly less audio than its header states.
     """
-    probe = probe_media(source)
+    probe = probe_media(source, read_rotation=False)  # no video decode for audio
     audio = probe.first("audio")
     if audio is None:
         raise InputRejected(f"{source}: no audio stream")
