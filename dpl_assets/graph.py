@@ -81,11 +81,13 @@ NODES: dict[str, NodeSpec] = {
     "FaceDetectionNode": _face_node(
         "raw_bboxes", "images -> raw_bboxes (N, 5) and the same face outputs"
     ),
-    # The original's FaceLandmarksNode took given boxes; here detection, tracking and
-    # landmarks are one computation, so a graph naming both nodes runs it once.
+    # Detection, tracking and landmarks are one computation (a graph naming several of
+    # these nodes runs it once); where the inputs give a video's raw_bboxes, landmarks are
+    # found in those boxes without detection, as the original FaceLandmarksNode did.
     "FaceLandmarksNode": _face_node(
         "landmarks_mesh",
-        "images -> landmarks (N, 68, 2), landmarks_mesh (N, 478, 3) and the face outputs",
+        "images, raw_bboxes (given or detected) -> landmarks (N, 68, 2), landmarks_mesh "
+        "(N, 478, 3) and the face outputs",
     ),
     "TransformRawBboxesNode": NodeSpec(
         "bboxes",

@@ -27,7 +27,9 @@ from dpl_assets.nodes.faces import (
     FaceTrackResult,
     check_coverage,
     fill_gaps,
-    plausible_mesh,
+    landmarks_in_boxes,
+    mesh_to_68,
+    plausible_landmarks,
 )
 from dpl_assets.outcomes import InputRejected
 from dpl_assets_tests import media_factory as media
@@ -344,10 +346,11 @@ def test_upside_down_frames_are_not_faces(analyzer: FaceAnalyzer):
 class TurnedDetector(FaceAnalyzer):
     """A detector that does find upside-down faces (the real one turns the frame back)."""
 
-    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         height, width = rgb.shape[:2]
-        turned = []
+        turned: list[tuple[np.ndarray, np.ndarray | None]] = []
         for box, keypoints in super().detect(np.ascontiguousarray(np.rot90(rgb, 2))):
+            assert keypoints is not None
             box = np.array([width - box[2], height - box[3], width - box[0], height - box[1],
                             box[4]], np.float32)  # fmt: skip
             turned.append((box, np.array([width, height]) - keypoints))
@@ -365,9 +368,14 @@ def test_the_sanity_check_rejects_meshes_of_upside_down_faces():
         check_coverage(result)
 
 
+def plausible_mesh(mesh: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None) -> bool:
+    return plausible_landmarks(mesh_to_68(mesh), box, keypoints)
+
+
 def test_the_sanity_check_on_one_face(analyzer: FaceAnalyzer):
     photo = astronaut()
     [(box, keypoints)] = analyzer.detect(photo)
+    assert keypoints is not None
     mesh = analyzer.mesh(photo, box)
     assert mesh is not None and mesh.shape == (478, 3)
     assert plausible_mesh(mesh, box, keypoints)
@@ -379,6 +387,10 @@ def test_the_sanity_check_on_one_face(analyzer: FaceAnalyzer):
     upside_down = mesh.copy()
     upside_down[:, 1] = 512 - upside_down[:, 1]
     assert not plausible_mesh(upside_down, box, keypoints)  # roll 180 and disagreement
+    # Without detector keypoints (given boxes, FAN) the roll and box checks still apply.
+    assert plausible_mesh(mesh, box, None)
+    assert not plausible_mesh(upside_down, box, None)
+    assert not plausible_mesh(mesh, elsewhere, None)
 
 
 def test_frames_must_be_rgb_uint8(analyzer: FaceAnalyzer):
@@ -429,3 +441,36 @@ def test_a_test_pattern_video_has_no_face(analyzer: FaceAnalyzer, media_dir: Pat
     assert len(result) == 25 and not result.detected.any()
     with pytest.raises(InputRejected, match="no face"):
         check_coverage(result)
+
+
+# --------------------------------------------------------------------------------------
+# Landmarks in given boxes (FaceLandmarksNode with a raw_bboxes input)
+# --------------------------------------------------------------------------------------
+
+
+def test_landmarks_in_given_boxes_equal_those_in_detected_boxes(
+    analyzer: FaceAnalyzer, moving_result: FaceTrackResult
+):
+    """The mesh runs on a crop made from the box, so the same box gives the same points."""
+    boxes = moving_result.raw_bboxes.copy()
+    boxes[7] = np.nan  # the user's file says: no face in frame 7
+    result = landmarks_in_boxes(analyzer, moving_clip(20), boxes[:, :4])
+    expected = moving_result.landmarks.copy()
+    expected[7] = np.nan
+    np.testing.assert_array_equal(result.landmarks, expected)
+    assert result.detected.sum() == 19 and not result.detected[7]
+    np.testing.assert_array_equal(result.raw_bboxes[:, 4][result.detected], 1.0)  # no score given
+    assert result.info["bboxes"] == "given" and result.info["backend"] == "mediapipe"
+    filled = fill_gaps(result, 1)
+    assert filled.valid.all() and filled.info["filled_frames"] == 1
+
+
+def test_given_boxes_on_the_wrong_place_or_of_the_wrong_count(analyzer: FaceAnalyzer):
+    frames = moving_clip(4)
+    away = np.tile(np.array([[330.0, 200.0, 420.0, 300.0]], np.float32), (4, 1))  # no face
+    result = landmarks_in_boxes(analyzer, frames, away)
+    assert not result.detected.any()
+    with pytest.raises(InputRejected, match="given boxes cover 5 frames, the video has 4"):
+        landmarks_in_boxes(analyzer, frames, np.zeros((5, 4), np.float32))
+    with pytest.raises(InputRejected, match=r"\(N, 4\) or \(N, 5\)"):
+        landmarks_in_boxes(analyzer, frames, np.zeros((4, 3), np.float32))

@@ -24,5 +24,8 @@ python=${PYTHON:-python3}
 # torch requirement would pull a multi-GB CUDA build. GPU users: install your CUDA torch
 # before running this script; the project accepts any torch>=2.1 already installed.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q -e ".[dev,face-alignment]"
+# The optional face-alignment backend (tested on stand-in weights); --no-deps: see pyproject.
+.venv/bin/python -c "import face_alignment" 2>/dev/null \
+  || .venv/bin/pip install -q --no-deps "face-alignment==1.5.0"
 echo "setup: ready (.venv)"

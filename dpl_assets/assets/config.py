@@ -72,7 +72,16 @@ class VideoToImagesConfig(NodeConfig):
 
 
 class FaceAlignmentConfig(NodeConfig):
-    """``FaceAlignmentNode`` / ``FaceDetectionNode`` (mediapipe, offline)."""
+    """``FaceAlignmentNode`` / ``FaceDetectionNode`` / ``FaceLandmarksNode``."""
+
+    backend: Literal["mediapipe", "face_alignment"] = Field(
+        default="mediapipe",
+        description="'mediapipe' (bundled, offline, adds the 478-point mesh) or "
+        "'face_alignment' (the original's S3FD + FAN; needs its weights, see README).",
+    )
+    device: str = Field(
+        default="auto", description="face_alignment backend: 'auto', 'cpu' or 'cuda:N'."
+    )
 
     filter_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Minimum face detection confidence."

@@ -1,5 +1,7 @@
 """Face assets: detection, tracking and landmarks (one node), then per-frame geometry."""
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -13,8 +15,17 @@ from dpl_assets.assets.batch import (
 )
 from dpl_assets.assets.config import BlinksConfig, FaceAlignmentConfig, HeadPoseConfig
 from dpl_assets.nodes.blinks import eye_openness
-from dpl_assets.nodes.faces import FaceAnalyzer, check_coverage, fill_gaps
+from dpl_assets.nodes.faces import (
+    FaceAnalyzer,
+    FaceModel,
+    check_coverage,
+    fill_gaps,
+    landmarks_in_boxes,
+    track_faces,
+)
+from dpl_assets.nodes.fan_faces import FanFaceModel
 from dpl_assets.nodes.head_pose import head_pose as estimate_head_pose
+from dpl_assets.resources import TorchDevice
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
@@ -24,26 +35,50 @@ FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces
 NO_FACE, DETECTED, GAP_FILLED = 0, 1, 2
 
 
+def face_model_factory(config: FaceAlignmentConfig, device: str) -> Callable[[], FaceModel]:
+    """A constructor of the configured face model (one instance per worker thread)."""
+    if config.backend == "face_alignment":
+        return lambda: FanFaceModel(config.filter_threshold, device=device)
+    return lambda: FaceAnalyzer(config.filter_threshold)
+
+
 @per_video_multi_asset(FACE_OUTPUTS, group_name="faces", ins={"images": dg.AssetIn()})
 def face_alignment(
     context: dg.AssetExecutionContext,
     config: FaceAlignmentConfig,
     storage: ArtifactStorage,
+    torch_device: TorchDevice,
     images: LazyArtifacts,
 ) -> Any:
-    """Faces of each video (``FaceAlignmentNode``, ``FaceDetectionNode``), offline (mediapipe).
+    """Faces of each video (``FaceAlignmentNode``, ``FaceDetectionNode``, ``FaceLandmarksNode``).
 
     Tracks every face across frames and follows one identity (the largest, most persistent
-    track); fills gaps up to ``max_gap_frames``; rejects clips without a face or with face
-    coverage under ``min_face_coverage``. Outputs ``raw_bboxes`` (N, 5), ``landmarks``
-    (N, 68, 2), ``landmarks_mesh`` (N, 478, 3), ``face_mask`` (N,) and the ``faces`` record.
+    track); where the inputs give a video's ``raw_bboxes``, landmarks are found in those
+    boxes instead (no detection). Fills gaps up to ``max_gap_frames``; rejects clips
+    without a face or with face coverage under ``min_face_coverage``. Outputs
+    ``raw_bboxes`` (N, 5), ``landmarks`` (N, 68, 2), ``landmarks_mesh`` (N, 478, 3; NaN
+    with the face_alignment backend), ``face_mask`` (N,) and the ``faces`` record.
     """
     store = storage.store()
+    device = torch_device.for_node(config.device) if config.backend != "mediapipe" else "cpu"
+    new_model = face_model_factory(config, device)
+    per_thread = threading.local()
+    opened: list[FaceModel] = []
+
+    def model() -> FaceModel:  # models are not thread-safe: one per worker thread
+        if not hasattr(per_thread, "model"):
+            per_thread.model = new_model()
+            opened.append(per_thread.model)
+        return per_thread.model
 
     def analyze(video_id: str, inputs: dict) -> dict[str, Any]:
+        given = store.user_source("raw_bboxes", video_id) is not None
         with ImageStack(inputs["images"], "images") as stack:
-            with FaceAnalyzer(filter_threshold=config.filter_threshold) as analyzer:
-                result = analyzer.analyze(iter(stack))
+            if given:  # the user's boxes (store.load reads their file first)
+                boxes = store.load("raw_bboxes", video_id)
+                result = landmarks_in_boxes(model(), iter(stack), boxes)
+            else:
+                result = track_faces(model(), iter(stack))
             width, height = int(stack.attrs["width"]), int(stack.attrs["height"])
         result = fill_gaps(result, config.max_gap_frames)
         check_coverage(result, config.min_face_coverage, config.min_track_frames)
@@ -56,10 +91,14 @@ def face_alignment(
             "faces": {**result.info, "frame_width": width, "frame_height": height},
         }
 
-    per_output = run_videos_multi(
-        context, store, outputs=FACE_OUTPUTS, recompute=config.recompute,
-        inputs={"images": images}, compute_one=analyze, workers=config.num_workers,
-    )  # fmt: skip
+    try:
+        per_output = run_videos_multi(
+            context, store, outputs=FACE_OUTPUTS, recompute=config.recompute,
+            inputs={"images": images}, compute_one=analyze, workers=config.num_workers,
+        )  # fmt: skip
+    finally:
+        for opened_model in opened:
+            opened_model.close()
     for key in FACE_OUTPUTS:
         yield dg.Output(per_output[key], output_name=key)
 

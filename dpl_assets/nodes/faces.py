@@ -1,6 +1,10 @@
 """Faces family: RGB frames -> one tracked face per frame: box, 68 landmarks, 478-point mesh.
 
-Everything runs offline on the models bundled in the ``mediapipe`` wheel (legacy
+The tracking (:func:`track_faces`) and the given-box path (:func:`landmarks_in_boxes`) work
+with any :class:`FaceModel`; :class:`FaceAnalyzer` is the default one, and the optional
+``face-alignment`` backend is :class:`dpl_assets.nodes.fan_faces.FanFaceModel`.
+
+The default runs offline on the models bundled in the ``mediapipe`` wheel (legacy
 ``solutions`` API; the Tasks API's FaceLandmarker needs a downloaded ``.task`` file):
 
 1. **Detection** of *every* face in each frame: BlazeFace full range
@@ -30,13 +34,13 @@ Conventions: pixels of the frame given, ``x`` right, ``y`` down, pixel ``(x, y)`
 detector's and may reach past the frame. Mesh ``z`` is mediapipe's relative depth scaled
 like ``x`` (pixels; smaller is nearer the camera, origin near the head's centre).
 
-Landmark sanity: a mesh run on an upside-down face returns points without any error, so
-each face's mesh must agree with the detector: the eyes-to-mouth direction of the mesh
-within :data:`MAX_AXIS_DISAGREEMENT_DEG` of the detector keypoints' and the roll (that
-direction against the image's down) within +-:data:`MAX_ROLL_DEG`, and the mesh centre
-inside the detector box. A face failing this (or for which the mesh finds no face) still
-counts for tracking, but its frame has no face in the result (``implausible_frames`` in
-``info``).
+Landmark sanity: a landmark model run on an upside-down face (or on no face) returns
+points without any error, so each face's 68 points must agree with the detection: the
+eyes-to-mouth direction within :data:`MAX_AXIS_DISAGREEMENT_DEG` of the detector
+keypoints' (when the detector gives keypoints), the roll (that direction against the
+image's down) within +-:data:`MAX_ROLL_DEG`, and the eye/mouth centre inside the box.
+A face failing this (or for which the model finds no landmarks) still counts for
+tracking, but its frame has no face in the result (``implausible_frames`` in ``info``).
 
 The 478 -> 68 mapping (:data:`MEDIAPIPE_TO_68`, iBUG 300-W order, the image-left side first
 for every symmetric group) is bytedance/LatentSync's ``landmark_points_68``
@@ -51,7 +55,7 @@ import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -127,6 +131,36 @@ def mesh_to_68(mesh: np.ndarray) -> np.ndarray:
     return mesh[..., MEDIAPIPE_TO_68, :2]
 
 
+@dataclass(frozen=True)
+class FaceLandmarks:
+    """Landmarks of one face in one frame: ``points`` float32 (68, 2) px (iBUG order) and,
+    from models that have it, the dense ``mesh`` float32 (478, 3) px (else None)."""
+
+    points: np.ndarray
+    mesh: np.ndarray | None = None
+
+
+class FaceModel(Protocol):
+    """A face detector + landmark model, run one frame at a time (see :func:`track_faces`).
+
+    Implemented by :class:`FaceAnalyzer` (mediapipe, offline) and
+    :class:`dpl_assets.nodes.fan_faces.FanFaceModel` (the ``face-alignment`` package).
+    """
+
+    name: str
+    filter_threshold: float
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Faces in an RGB uint8 (H, W, 3) frame, largest first: ``(box (5,), keypoints)``."""
+        ...
+
+    def landmarks(self, rgb: np.ndarray, box: np.ndarray) -> FaceLandmarks | None:
+        """Landmarks of the face in ``box`` ``[x1, y1, x2, y2, ...]`` px, or None."""
+        ...
+
+    def close(self) -> None: ...
+
+
 # --------------------------------------------------------------------------------------
 # Geometry helpers
 # --------------------------------------------------------------------------------------
@@ -161,24 +195,26 @@ def _angle_deg(u: np.ndarray, v: np.ndarray) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 
-def plausible_mesh(mesh: np.ndarray, box: np.ndarray, keypoints: np.ndarray) -> bool:
-    """Whether a mesh (478, >=2) px agrees with its detection (box (>=4,), keypoints (6, 2)).
+def plausible_landmarks(
+    points: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None
+) -> bool:
+    """Whether 68 landmarks (68, 2) px agree with their face box (>=4,) and keypoints.
 
-    Keypoints are the detector's (image-left eye, image-right eye, nose tip, mouth centre,
-    two ear tragions). True when the mesh's eyes-to-mouth direction is within
-    :data:`MAX_AXIS_DISAGREEMENT_DEG` of the keypoints', the roll (that direction against
-    the image's down) is within +-:data:`MAX_ROLL_DEG`, and the mesh's eye/mouth centre
-    lies inside the box.
+    Keypoints (6, 2), when the detector gives them, are its image-left eye, image-right eye,
+    nose tip, mouth centre and two ear tragions. True when the landmarks' eyes-to-mouth
+    direction is within :data:`MAX_AXIS_DISAGREEMENT_DEG` of the keypoints' (skipped
+    without keypoints), the roll (that direction against the image's down) is within
+    +-:data:`MAX_ROLL_DEG`, and the eye/mouth centre lies inside the box.
     """
-    points = mesh_to_68(mesh)
     eyes = points[EYES_68].mean(axis=0)
     mouth = points[MOUTH_68].mean(axis=0)
     axis = mouth - eyes
-    detector_axis = keypoints[3] - keypoints[:2].mean(axis=0)
     if not np.isfinite(axis).all() or np.linalg.norm(axis) < 1e-3:
         return False
-    if _angle_deg(axis, detector_axis) > MAX_AXIS_DISAGREEMENT_DEG:
-        return False
+    if keypoints is not None:
+        detector_axis = keypoints[3] - keypoints[:2].mean(axis=0)
+        if _angle_deg(axis, detector_axis) > MAX_AXIS_DISAGREEMENT_DEG:
+            return False
     if _angle_deg(axis, np.array([0.0, 1.0])) > MAX_ROLL_DEG:
         return False
     centre = (eyes + mouth) / 2
@@ -192,11 +228,12 @@ def plausible_mesh(mesh: np.ndarray, box: np.ndarray, keypoints: np.ndarray) -> 
 
 @dataclass
 class _Face:
-    """One detection in one frame: box (5,) px + score, keypoints (6, 2) px, mesh or None."""
+    """One face in one frame: box (5,) px + score, detector keypoints (6, 2) px or None,
+    and the landmarks found in the box (None until run, or when the model found none)."""
 
     box: np.ndarray
-    keypoints: np.ndarray
-    mesh: np.ndarray | None = None
+    keypoints: np.ndarray | None
+    landmarks: FaceLandmarks | None = None
 
 
 @dataclass
@@ -246,7 +283,7 @@ def _link(tracks: list[_Track], frame: int, faces: list[_Face]) -> None:
 
 
 class FaceAnalyzer:
-    """Detect, track and landmark faces in a stream of frames (mediapipe, CPU, offline).
+    """The offline face model: mediapipe's detector and 478-point mesh (CPU).
 
     ``with FaceAnalyzer(filter_threshold=0.5) as analyzer: result = analyzer.analyze(frames)``
 
@@ -255,10 +292,10 @@ class FaceAnalyzer:
     fork after using it.
     """
 
+    name = "mediapipe"
+
     def __init__(self, filter_threshold: float = DEFAULT_FILTER_THRESHOLD):
-        if not 0.0 <= filter_threshold <= 1.0:
-            raise ValueError(f"filter_threshold must be in [0, 1], not {filter_threshold}")
-        self.filter_threshold = filter_threshold
+        self.filter_threshold = check_threshold(filter_threshold)
         self._detector: Any = None
         self._mesh: Any = None
 
@@ -291,18 +328,18 @@ class FaceAnalyzer:
 
     # -- per frame -----------------------------------------------------------------------
 
-    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """All faces in one RGB uint8 (H, W, 3) frame, largest first.
 
         Returns ``(box, keypoints)`` pairs: box float32 (5,) ``[x1, y1, x2, y2, score]`` px,
         keypoints float32 (6, 2) px (image-left eye, image-right eye, nose tip, mouth
         centre, image-left ear, image-right ear).
         """
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         height, width = rgb.shape[:2]
         detector, _ = self._models()
         found = detector.process(rgb).detections or []
-        faces = []
+        faces: list[tuple[np.ndarray, np.ndarray | None]] = []
         for detection in found:
             score = float(detection.score[0])
             if score < self.filter_threshold:
@@ -314,8 +351,7 @@ class FaceAnalyzer:
                 (k.x * width, k.y * height) for k in detection.location_data.relative_keypoints
             ]
             faces.append((np.array(box, np.float32), np.array(keypoints, np.float32)))
-        faces.sort(key=lambda f: -float((f[0][2] - f[0][0]) * (f[0][3] - f[0][1])))
-        return faces
+        return largest_first(faces)
 
     def mesh(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray | None:
         """The 478-point mesh float32 (478, 3) px of the face in ``box``, or None if not found.
@@ -323,7 +359,7 @@ class FaceAnalyzer:
         Runs on a square crop of :data:`MESH_CROP_SCALE` x the box's longer side around its
         centre; ``z`` is scaled like ``x``.
         """
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         _, mesh_model = self._models()
         longer = float(max(box[2] - box[0], box[3] - box[1]))
         side = max(round(MESH_CROP_SCALE * longer), 8)
@@ -344,53 +380,113 @@ class FaceAnalyzer:
         points[:, 1] += y0
         return points.astype(np.float32)
 
+    def landmarks(self, rgb: np.ndarray, box: np.ndarray) -> FaceLandmarks | None:
+        """The mesh of the face in ``box`` and its 68 points, or None."""
+        mesh = self.mesh(rgb, box)
+        return None if mesh is None else FaceLandmarks(mesh_to_68(mesh).copy(), mesh)
+
     # -- a clip --------------------------------------------------------------------------
 
     def analyze(self, frames: Iterable[np.ndarray]) -> FaceTrackResult:
-        """Follow the main face through ``frames`` (RGB uint8 (H, W, 3)), one pass, streamed.
-
-        Every face is detected, meshed and tracked; the track with the largest summed box
-        area is returned (see the module docstring). ``valid`` equals ``detected`` here:
-        :func:`fill_gaps` fills short gaps afterwards.
-        """
-        tracks: list[_Track] = []
-        count = 0
-        max_faces = 0
-        for index, frame in enumerate(frames):
-            rgb = _as_rgb(frame)
-            detections = self.detect(rgb)
-            max_faces = max(max_faces, len(detections))
-            faces = [_Face(box, keypoints) for box, keypoints in detections[:MAX_FACES_PER_FRAME]]
-            for face in faces:
-                face.mesh = self.mesh(rgb, face.box)
-            _link(tracks, index, faces)
-            count = index + 1
-        return _assemble(tracks, count, max_faces, self.filter_threshold)
+        """:func:`track_faces` with this model."""
+        return track_faces(self, frames)
 
 
-def _as_rgb(frame: np.ndarray) -> np.ndarray:
+def check_threshold(filter_threshold: float) -> float:
+    if not 0.0 <= filter_threshold <= 1.0:
+        raise ValueError(f"filter_threshold must be in [0, 1], not {filter_threshold}")
+    return filter_threshold
+
+
+def largest_first(
+    faces: list[tuple[np.ndarray, np.ndarray | None]],
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Detections sorted by box area, largest first."""
+    return sorted(faces, key=lambda f: -float((f[0][2] - f[0][0]) * (f[0][3] - f[0][1])))
+
+
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    """``frame`` as a C-contiguous RGB uint8 (H, W, 3) array; ValueError for anything else."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frames must be RGB uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
     return np.ascontiguousarray(frame)
 
 
-def _assemble(
-    tracks: list[_Track], count: int, max_faces: int, filter_threshold: float
+def track_faces(model: FaceModel, frames: Iterable[np.ndarray]) -> FaceTrackResult:
+    """Follow the main face through ``frames`` (RGB uint8 (H, W, 3)), one pass, streamed.
+
+    Every face is detected, landmarked and tracked; the track with the largest summed box
+    area is returned (see the module docstring). ``valid`` equals ``detected`` here:
+    :func:`fill_gaps` fills short gaps afterwards.
+    """
+    tracks: list[_Track] = []
+    count = 0
+    max_faces = 0
+    for index, frame in enumerate(frames):
+        rgb = as_rgb(frame)
+        detections = model.detect(rgb)
+        max_faces = max(max_faces, len(detections))
+        faces = [_Face(box, keypoints) for box, keypoints in detections[:MAX_FACES_PER_FRAME]]
+        for face in faces:
+            face.landmarks = model.landmarks(rgb, face.box)
+        _link(tracks, index, faces)
+        count = index + 1
+    track = max(tracks, key=lambda t: t.area_sum) if tracks else None
+    result = _assemble(track, count, model)
+    result.info.update(tracks_seen=len(tracks), max_faces_in_a_frame=max_faces)
+    return result
+
+
+def landmarks_in_boxes(
+    model: FaceModel, frames: Iterable[np.ndarray], boxes: np.ndarray
 ) -> FaceTrackResult:
-    """The chosen track's faces as frame-indexed arrays, with the ``info`` record."""
+    """Landmarks of the face in given boxes (N, 4|5) px, one row per frame, NaN = no face.
+
+    No detection and no tracking: the boxes say where the followed face is (the original's
+    ``FaceLandmarksNode``). A box without a score gets score 1. Raises
+    :class:`InputRejected` when the number of boxes is not the number of frames.
+    """
+    boxes = np.asarray(boxes, np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5):
+        raise InputRejected(f"given boxes must be (N, 4) or (N, 5), not {boxes.shape}")
+    if boxes.shape[1] == 4:
+        boxes = np.concatenate([boxes, np.ones((len(boxes), 1), np.float32)], axis=1)
+    track = _Track()
+    count = 0
+    for index, frame in enumerate(frames):
+        count = index + 1
+        if index >= len(boxes):
+            continue  # only counted, for the message below
+        rgb = as_rgb(frame)
+        if np.isfinite(boxes[index, :4]).all():
+            face = _Face(boxes[index], None)
+            face.landmarks = model.landmarks(rgb, face.box)
+            track.add(index, face)
+    if count != len(boxes):
+        raise InputRejected(f"given boxes cover {len(boxes)} frames, the video has {count}")
+    result = _assemble(track if track.faces else None, count, model)
+    result.info.update(tracks_seen=None, max_faces_in_a_frame=None, bboxes="given")
+    return result
+
+
+def _assemble(track: _Track | None, count: int, model: FaceModel) -> FaceTrackResult:
+    """The followed track's faces as frame-indexed arrays, with the ``info`` record."""
     raw_bboxes = np.full((count, 5), np.nan, np.float32)
+    landmarks = np.full((count, 68, 2), np.nan, np.float32)
     mesh = np.full((count, MESH_POINTS, 3), np.nan, np.float32)
     detected = np.zeros(count, bool)
     chosen: dict[str, Any] | None = None
-    if tracks:
-        track = max(tracks, key=lambda t: t.area_sum)
+    if track is not None:
         implausible = 0
         for frame, face in track.faces.items():
-            if face.mesh is None or not plausible_mesh(face.mesh, face.box, face.keypoints):
+            found = face.landmarks
+            if found is None or not plausible_landmarks(found.points, face.box, face.keypoints):
                 implausible += 1
                 continue
             raw_bboxes[frame] = face.box
-            mesh[frame] = face.mesh
+            landmarks[frame] = found.points
+            if found.mesh is not None:
+                mesh[frame] = found.mesh
             detected[frame] = True
         boxes = np.array([face.box for face in track.faces.values()], np.float64)
         sizes = ((boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1])) / 2
@@ -402,16 +498,14 @@ def _assemble(
             "mean_score": round(float(boxes[:, 4].mean()), 4),
             "implausible_frames": implausible,
         }
-    landmarks = mesh_to_68(mesh).copy()
     info = {
+        "backend": model.name,
         "frames": count,
         "frames_with_face": int(detected.sum()),
         "coverage": _fraction(detected),
-        "tracks_seen": len(tracks),
-        "max_faces_in_a_frame": max_faces,
         "chosen_track": chosen,
         "filled_frames": 0,
-        "filter_threshold": filter_threshold,
+        "filter_threshold": model.filter_threshold,
     }
     return FaceTrackResult(raw_bboxes, landmarks, mesh, detected, detected.copy(), info)
 
