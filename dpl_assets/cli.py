@@ -103,15 +103,18 @@ def command_run(args: argparse.Namespace) -> int:
         _say(f"error: {error}")
         return EXIT_INVALID
     report_path = output_dir / args.report_name
-    counts = write_report(report_path, outcome.reports)
+    counts = write_report(report_path, outcome.reports, outcome.dataset_outputs)
     for report in outcome.reports:
         if report.status != "processed":
             _say(f"{report.status}: {report.video_id}: {report.reason}")
+        for key, problems in report.failed_checks.items():
+            _say(f"check failed: {report.video_id}: {key}: {'; '.join(problems)}")
     _say(
         f"{counts['processed']} processed, {counts['rejected']} rejected, "
-        f"{counts['failed']} failed; report: {report_path}"
+        f"{counts['failed']} failed, {counts['failed_checks']} with failed output checks; "
+        f"report: {report_path}"
     )
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+    return EXIT_FAILED if counts["failed"] or counts["failed_checks"] else EXIT_OK
 
 
 def command_register(args: argparse.Namespace) -> int:

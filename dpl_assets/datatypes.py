@@ -25,6 +25,7 @@ class StorageFormat(enum.Enum):
     NPY = "npy"  # one numpy array per video
     JSON = "json"  # one JSON object per video
     IMAGE_STACK = "image_stack"  # HDF5: one encoded JPEG/PNG per frame + timestamps
+    FILE = "file"  # any other file a node writes whole (packed HDF5, mp4, png): read as a path
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,36 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Loudness envelope (T,) float32: mean |x| per 320-sample hop, T as for wav2vec.",
             ArrayContract(("T",), "float32"),
+        ),
+        Datatype(
+            "h5_dataset",
+            StorageFormat.FILE,
+            (".h5",),
+            "Training file per video (H5DatasetNode): the chosen datatypes, images as JPEG/PNG.",
+        ),
+        Datatype(
+            "source_sequence",
+            StorageFormat.FILE,
+            (".h5",),
+            "Training file per video (SourceSequenceNode): frames, boxes, crops, landmarks...",
+        ),
+        Datatype(
+            "vid2vid_audio",
+            StorageFormat.FILE,
+            (".h5",),
+            "Training file per video (Vid2vidAudioNode): crops + audio features per frame.",
+        ),
+        Datatype(
+            "preview",
+            StorageFormat.FILE,
+            (".mp4",),
+            "Preview video: frames with box, landmarks and head-pose axes, 16 kHz audio.",
+        ),
+        Datatype(
+            "contact_sheet",
+            StorageFormat.FILE,
+            (".png",),
+            "Contact sheet PNG: evenly spaced frames with the face overlays.",
         ),
     )
 }

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from dpl_assets.assets import ALL_ASSETS
+from dpl_assets.checks import OUTPUT_CHECKS
 from dpl_assets.partitions import video_partitions
 from dpl_assets.resources import TorchDevice, Wav2vecModels
 from dpl_assets.settings import output_dir_from_env
@@ -34,6 +35,7 @@ def build_definitions(
     storage = ArtifactStorage(output_dir=str(output_dir or output_dir_from_env()))
     return dg.Definitions(
         assets=ALL_ASSETS,
+        asset_checks=OUTPUT_CHECKS,
         resources={
             "storage": storage,
             "artifacts": ArtifactIOManager(storage=storage),

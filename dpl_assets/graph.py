@@ -127,7 +127,8 @@ class GraphPlan:
     """What a graph asks Dagster to do: the assets to materialize and their run config."""
 
     assets: list[str]
-    asset_config: dict[str, dict[str, Any]]
+    asset_config: dict[str, dict[str, Any]]  # the params given (run config)
+    full_config: dict[str, dict[str, Any]] = field(default_factory=dict)  # with defaults
 
     @property
     def recompute(self) -> bool:
@@ -186,6 +187,7 @@ def plan_graph(graph: object) -> GraphPlan:
                 plan.assets.append(asset)
             merged = {**plan.asset_config.get(asset, {}), **config.model_dump(exclude_unset=True)}
             plan.asset_config[asset] = merged
+            plan.full_config[asset] = {**config.model_dump(), **merged}
     return plan
 
 

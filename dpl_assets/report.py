@@ -4,12 +4,15 @@ Status per video over the datatypes a run asked for:
 - ``processed``: every artefact exists;
 - ``rejected``: some datatype was rejected (``reason`` names the file and the cause);
 - ``failed``: something is missing without a rejection (an unexpected error; retried next run).
+
+``failed_checks`` lists, per datatype, the problems its output check found (see
+:mod:`dpl_assets.checks`); the summary counts the videos with any.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +29,7 @@ class VideoReport:
     status: str
     reason: str | None
     outputs: dict[str, str] = field(default_factory=dict)
+    failed_checks: dict[str, list[str]] = field(default_factory=dict)
 
 
 def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) -> VideoReport:
@@ -52,12 +56,25 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         ]
         status = "failed"
         reason = "; ".join(errors) or f"not produced: {', '.join(missing)} (see the run log)"
-    return VideoReport(video_id, entry.primary_source, status, reason, outputs)
+    failed_checks = {
+        key: problems for key in outputs if (problems := store.check_problems(key, video_id))
+    }
+    return VideoReport(video_id, entry.primary_source, status, reason, outputs, failed_checks)
 
 
-def write_report(path: Path, reports: Sequence[VideoReport]) -> dict[str, int]:
-    """Write ``report.json`` atomically; returns the count per status."""
+def write_report(
+    path: Path, reports: Sequence[VideoReport], dataset: Mapping[str, str] | None = None
+) -> dict[str, int]:
+    """Write ``report.json`` atomically; returns the count per status.
+
+    ``dataset`` names the dataset-level outputs (asset -> folder), listed under "dataset".
+    """
     counts = {status: sum(r.status == status for r in reports) for status in STATUSES}
-    document = {"summary": counts, "videos": [asdict(r) for r in reports]}
+    counts["failed_checks"] = sum(bool(r.failed_checks) for r in reports)
+    document = {
+        "summary": counts,
+        "dataset": dict(dataset or {}),
+        "videos": [asdict(r) for r in reports],
+    }
     atomic_write_text(path, json.dumps(document, indent=1, ensure_ascii=False))
     return counts

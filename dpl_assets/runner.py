@@ -8,20 +8,22 @@ once per process), then read every video's outcome off the store into ``report.j
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
+from dpl_assets.assets import DATASET_LEVEL_ASSETS
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions
 from dpl_assets.discovery import InputRoots
 from dpl_assets.graph import NODES, GraphError, GraphPlan
-from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN, video_partitions
+from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN
 from dpl_assets.report import VideoReport, video_report
 from dpl_assets.storage.store import ArtifactStore
 
 RUN_JOB_NAME = "dpl_run"
+DATASET_JOB_NAME = "dpl_run_dataset"
 
 
 @dataclass
@@ -29,6 +31,7 @@ class RunOutcome:
     reports: list[VideoReport]
     run_ids: list[str]
     new_videos: list[str]
+    dataset_outputs: dict[str, str] = field(default_factory=dict)  # asset -> folder
 
 
 def register_videos(
@@ -54,14 +57,32 @@ def selected_assets(plan: GraphPlan, inputs: InputRoots) -> list[str]:
     return assets
 
 
+OPTIONAL_INPUTS = "dpl/optional_inputs"
+"""Asset metadata: upstream datatypes an asset uses when present (a preview draws the
+landmarks if there are any); the runner does not require them."""
+
+CONFIGURED_INPUTS = "dpl/configured_inputs"
+"""Asset metadata: the name of the config field listing the datatypes it reads (packers)."""
+
+
+def required_inputs(defs: dg.Definitions, asset: str, config: dict) -> list[str]:
+    """The datatypes ``asset`` cannot run without, given its full config."""
+    node = defs.resolve_asset_graph().get(dg.AssetKey(asset))
+    metadata = node.metadata or {}
+    field = metadata.get(CONFIGURED_INPUTS)
+    if field:
+        return list(config.get(field, []))
+    optional = set(metadata.get(OPTIONAL_INPUTS, []))
+    return [p.path[-1] for p in node.parent_keys if p.path[-1] not in optional]
+
+
 def check_inputs_available(
-    defs: dg.Definitions, assets: list[str], inputs: InputRoots, store: ArtifactStore
-) -> None:
+    defs: dg.Definitions, plan: GraphPlan, assets: list[str], inputs: InputRoots,
+    store: ArtifactStore,
+) -> None:  # fmt: skip
     """Fail before any work when an asset's input is neither produced nor given."""
-    graph = defs.resolve_asset_graph()
     for asset in assets:
-        for parent in graph.get(dg.AssetKey(asset)).parent_keys:
-            key = parent.path[-1]
+        for key in required_inputs(defs, asset, plan.full_config.get(asset, {})):
             if get_datatype(key).storage is StorageFormat.MEDIA or key in assets:
                 continue
             if key in inputs.roots or (store.output_dir / key).is_dir():
@@ -106,14 +127,22 @@ def run_plan(
     log_level: str = "WARNING",
     progress: Callable[[str], None] = print,
 ) -> RunOutcome:
-    """Register, materialize what is missing, and report. Raises GraphError before any work."""
+    """Register, materialize what is missing, and report. Raises GraphError before any work.
+
+    Per-video assets run in partition-range runs of up to ``chunk_size`` videos; dataset-level
+    assets (a dataset pack, the summary) then run once over everything.
+    """
     store = ArtifactStore(output_dir)
     assets = selected_assets(plan, inputs)
-    job = dg.define_asset_job(
-        RUN_JOB_NAME, selection=dg.AssetSelection.assets(*assets), partitions_def=video_partitions
-    )
-    defs = build_definitions(output_dir, jobs=[job])
-    check_inputs_available(defs, assets, inputs, store)
+    per_video = [asset for asset in assets if asset not in DATASET_LEVEL_ASSETS]
+    dataset_level = [asset for asset in assets if asset in DATASET_LEVEL_ASSETS]
+    jobs = [
+        dg.define_asset_job(name, selection=dg.AssetSelection.assets(*selection))
+        for name, selection in ((RUN_JOB_NAME, per_video), (DATASET_JOB_NAME, dataset_level))
+        if selection
+    ]
+    defs = build_definitions(output_dir, jobs=jobs)
+    check_inputs_available(defs, plan, assets, inputs, store)
 
     all_ids, new_ids = register_videos(instance, store, inputs)
     if retry_rejected:
@@ -122,10 +151,10 @@ def run_plan(
     pending = {
         video_id
         for video_id in all_ids
-        if plan.recompute or not all(store.is_done(key, video_id) for key in assets)
+        if plan.recompute or not all(store.is_done(key, video_id) for key in per_video)
     }
     ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
-    ranges = pending_ranges(list(ordered), pending, chunk_size)
+    ranges = pending_ranges(list(ordered), pending, chunk_size) if per_video else []
     progress(
         f"{len(all_ids)} videos registered ({len(new_ids)} new); {len(pending)} to process "
         f"in {len(ranges)} run(s): {', '.join(assets)}"
@@ -134,11 +163,10 @@ def run_plan(
         **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    job_def = defs.resolve_job_def(RUN_JOB_NAME)
     run_ids = []
     for first, last in ranges:
-        result = job_def.execute_in_process(
-            run_config=run_config,
+        result = defs.resolve_job_def(RUN_JOB_NAME).execute_in_process(
+            run_config=_ops_in(run_config, per_video, defs),
             instance=instance,
             raise_on_error=False,
             tags={
@@ -152,5 +180,31 @@ def run_plan(
             f"run {result.run_id[:8]} [{first} ... {last}]: "
             f"{'succeeded' if result.success else 'had failures'}"
         )
-    reports = [video_report(store, video_id, assets) for video_id in all_ids]
-    return RunOutcome(reports=reports, run_ids=run_ids, new_videos=new_ids)
+    if dataset_level:
+        result = defs.resolve_job_def(DATASET_JOB_NAME).execute_in_process(
+            run_config=_ops_in(run_config, dataset_level, defs),
+            instance=instance,
+            raise_on_error=False,
+            tags={"dpl/launched_by": "dpl run"},
+        )
+        run_ids.append(result.run_id)
+        progress(
+            f"run {result.run_id[:8]} [{', '.join(dataset_level)}]: "
+            f"{'succeeded' if result.success else 'had failures'}"
+        )
+    reports = [video_report(store, video_id, per_video) for video_id in all_ids]
+    dataset_outputs = {
+        asset: str(path) for asset in dataset_level if (path := store.output_dir / asset).exists()
+    }
+    return RunOutcome(
+        reports=reports, run_ids=run_ids, new_videos=new_ids, dataset_outputs=dataset_outputs
+    )
+
+
+def _ops_in(run_config: dict, assets: list[str], defs: dg.Definitions) -> dict:
+    """``run_config`` keeping only the ops of ``assets`` (a job rejects config of others)."""
+    ops = {defs.get_assets_def(asset).node_def.name for asset in assets}
+    return {
+        **run_config,
+        "ops": {op: cfg for op, cfg in run_config.get("ops", {}).items() if op in ops},
+    }

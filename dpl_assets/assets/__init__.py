@@ -28,3 +28,11 @@ ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     head_pose,
     blinks,
 ]
+
+DATASET_LEVEL_ASSETS: frozenset[str] = frozenset(
+    key.path[-1]
+    for asset in ALL_ASSETS
+    if isinstance(asset, dg.AssetsDefinition) and asset.partitions_def is None
+    for key in asset.keys
+)
+"""Assets computed once over all videos (not partitioned): dataset packs, the summary."""

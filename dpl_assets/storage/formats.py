@@ -45,11 +45,11 @@ def write_artifact(datatype: Datatype, path: Path, value: Any) -> None:
             np.save(temp, value, allow_pickle=False)
     elif datatype.storage is StorageFormat.JSON:
         atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
-    elif datatype.storage is StorageFormat.IMAGE_STACK:
+    elif datatype.storage in (StorageFormat.IMAGE_STACK, StorageFormat.FILE):
         if not isinstance(value, StagedFile):
             raise TypeError(f"{path}: {datatype.key} must be a StagedFile, got {type(value)}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(value.path, path)  # the stack was written completely before staging
+        os.replace(value.path, path)  # the file was written completely before staging
     else:
         raise ValueError(f"{datatype.key} files are user sources; the pipeline never writes them")
 
@@ -58,7 +58,7 @@ def read_artifact(datatype: Datatype, path: Path) -> Any:
     """Read one artefact; user-given WAVs of another rate or channel count are converted.
 
     ``wav`` -> float32 (N,) in [-1, 1] at 16 kHz; ``npy`` -> the array (pickles refused);
-    ``json`` -> the object; image stacks -> their path (open with
+    ``json`` -> the object; image stacks and other files -> their path (open stacks with
     :class:`~dpl_assets.storage.image_stack.ImageStack`: frames are streamed, never loaded
     whole). The result is checked against the datatype's contract.
     """
@@ -72,7 +72,7 @@ def read_artifact(datatype: Datatype, path: Path) -> Any:
         value = np.load(path, allow_pickle=False)
     elif datatype.storage is StorageFormat.JSON:
         value = json.loads(path.read_text(encoding="utf-8"))
-    elif datatype.storage is StorageFormat.IMAGE_STACK:
+    elif datatype.storage in (StorageFormat.IMAGE_STACK, StorageFormat.FILE):
         value = Path(path)
     else:
         raise ValueError(f"{datatype.key} files are decoded by the nodes that use them")

@@ -4,7 +4,8 @@ Layout under the output dir, as in the original tool:
 - ``{key}/{video_id}{ext}``: the artefact (complete whenever it exists: writes are atomic);
 - ``_status/{key}/{video_id}.rejected.json``: why the video cannot yield this datatype;
 - ``_status/{key}/{video_id}.failed.json``: the last unexpected error (cleared on success);
-- ``_staging/{key}/``: large artefacts being streamed (image stacks); never read as done.
+- ``_staging/{key}/``: large artefacts being streamed (image stacks); never read as done;
+- ``_checks/{key}/{video_id}.json``: the last output check of the artefact (problems found).
 
 A (datatype, video) pair is *done* when its artefact or its rejection exists; done pairs
 are skipped unless a node's ``recompute`` is set. User-given roots for a datatype (a
@@ -26,6 +27,7 @@ from dpl_assets.storage.formats import read_artifact, write_artifact
 
 STATUS_DIR = "_status"
 STAGING_DIR = "_staging"
+CHECKS_DIR = "_checks"
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -91,12 +93,29 @@ class ArtifactStore:
             write_artifact(get_datatype(key), artifact, value)
             rejected.unlink(missing_ok=True)
         self._status_path(key, video_id, "failed").unlink(missing_ok=True)
+        self._check_path(key, video_id).unlink(missing_ok=True)  # it checked the old file
 
     def record_failure(self, key: str, video_id: str, error: str) -> None:
         record = {"datatype": key, "video_id": video_id, "error": error, "time": time.time()}
         atomic_write_text(
             self._status_path(key, video_id, "failed"), json.dumps(record, ensure_ascii=False)
         )
+
+    def _check_path(self, key: str, video_id: str) -> Path:
+        return self.output_dir / CHECKS_DIR / key / f"{video_id}.json"
+
+    def save_check(self, key: str, video_id: str, problems: list[str]) -> None:
+        """Record the output check of one artefact (an empty list: it passed)."""
+        record = {"datatype": key, "video_id": video_id, "problems": problems, "time": time.time()}
+        atomic_write_text(self._check_path(key, video_id), json.dumps(record, ensure_ascii=False))
+
+    def check_problems(self, key: str, video_id: str) -> list[str] | None:
+        """The problems the last output check found (None: never checked)."""
+        try:
+            record = json.loads(self._check_path(key, video_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return list(record["problems"])
 
     def clear_rejections(self, video_id: str) -> list[str]:
         """Forget every rejection of ``video_id`` (to retry it); returns the datatypes cleared."""

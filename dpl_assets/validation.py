@@ -1,0 +1,229 @@
+"""Output checks: does each stored artefact have the shape, values and length it promises?
+
+Writers already enforce the registry's array contracts, so these checks catch what a
+contract cannot see or what happened after writing: a damaged or hand-edited file, a
+user-given root of the wrong kind, NaN where none is allowed, boxes that miss the frame,
+and per-frame datatypes whose frame counts disagree with the video's ``images``.
+
+:func:`check_artifact` reads the file under its final name directly (never through the
+contract-checking reader, which would stop at the first problem) and returns every problem
+as a sentence; an empty list means the artefact passed. Rules per datatype:
+
+- every array datatype: shape and dtype against its :class:`~dpl_assets.datatypes.ArrayContract`;
+- ``wav``: a 16 kHz mono PCM16 file, at least one sample;
+- ``wav2vec`` / ``volume``: finite; T = the wav2vec frame count of the video's wav
+  (``floor((N - 400) / 320) + 1`` for N >= 400 samples); volume >= 0;
+- per-frame arrays (``raw_bboxes``, ``landmarks``, ``landmarks_mesh``, ``face_mask``,
+  ``bboxes``, ``head_pose``, ``blinks``): N = the frame count of ``images``; NaN only as
+  whole rows (a frame has a face or not), never in ``face_mask`` or ``bboxes``;
+- boxes: ``x1 < x2``, ``y1 < y2``; each box overlaps the frame and runs past it by at most
+  its own size (the crop pads at most that much); ``bboxes`` square; scores in [0, 1];
+- ``face_mask`` codes in {0, 1, 2}; landmarks within the frame widened by half its size;
+- image stacks (``images``, ``crops``): ``count`` attribute, entries and timestamps agree,
+  timestamps strictly increasing, the first image decodes at the stated size; ``crops``
+  has the frame count of ``images``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import soundfile
+
+from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ, StorageFormat, get_datatype
+from dpl_assets.storage.image_stack import decode_image
+
+PER_FRAME = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "bboxes", "head_pose",
+             "blinks")  # fmt: skip
+"""Arrays with one row per video frame (first axis N = the ``images`` frame count)."""
+
+NAN_ROWS_ALLOWED = ("raw_bboxes", "landmarks", "landmarks_mesh", "head_pose", "blinks")
+"""Per-frame arrays where a frame without a face is a NaN row."""
+
+AUDIO_RATE = ("wav2vec", "volume")
+"""Arrays at the wav2vec step rate (50 Hz)."""
+
+CHECKED = ("wav", "images", "crops", *PER_FRAME, *AUDIO_RATE)
+"""Datatypes with output checks."""
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    """What the checks compare an artefact with: the video's frame count and size (from its
+    ``images`` stack) and its wav length in samples; None where that artefact is absent."""
+
+    frame_count: int | None = None
+    frame_size: tuple[int, int] | None = None  # (width, height) px
+    wav_samples: int | None = None
+
+    @classmethod
+    def read(cls, images: Path | None, wav: Path | None) -> VideoFacts:
+        frame_count = frame_size = wav_samples = None
+        if images is not None and images.exists():
+            # a damaged stack is reported by the images check itself
+            with contextlib.suppress(OSError, KeyError), h5py.File(images, "r") as file:
+                frame_count = int(file["images"].shape[0])
+                frame_size = (int(file.attrs["width"]), int(file.attrs["height"]))
+        if wav is not None and wav.exists():
+            with contextlib.suppress(RuntimeError, soundfile.LibsndfileError):
+                wav_samples = int(soundfile.info(wav).frames)  # else the wav check reports it
+        return cls(frame_count, frame_size, wav_samples)
+
+
+def check_artifact(key: str, path: Path, facts: VideoFacts) -> list[str]:
+    """Every problem of the artefact ``path`` of datatype ``key`` (empty list: it passed)."""
+    datatype = get_datatype(key)
+    if datatype.storage is StorageFormat.WAV:
+        return _check_wav(path)
+    if datatype.storage is StorageFormat.IMAGE_STACK:
+        return _check_image_stack(key, path, facts)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        return [f"unreadable .npy file: {error}"]
+    assert datatype.contract is not None
+    violation = datatype.contract.violation(array)
+    if violation:
+        return [f"{violation} (contract {datatype.contract.shape} {datatype.contract.dtype})"]
+    if key in AUDIO_RATE:
+        return _check_audio_rate(key, array, facts)
+    return _check_per_frame(key, array, facts)
+
+
+def _check_wav(path: Path) -> list[str]:
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        return [f"unreadable wav: {error}"]
+    problems = []
+    if info.samplerate != AUDIO_SAMPLE_RATE_HZ:
+        problems.append(f"sample rate {info.samplerate} Hz where {AUDIO_SAMPLE_RATE_HZ} Hz")
+    if info.channels != 1:
+        problems.append(f"{info.channels} channels where 1 (mono)")
+    if info.subtype != "PCM_16":
+        problems.append(f"sample format {info.subtype} where PCM_16")
+    if info.frames == 0:
+        problems.append("no samples")
+    return problems
+
+
+def _check_audio_rate(key: str, array: np.ndarray, facts: VideoFacts) -> list[str]:
+    problems = []
+    if not np.isfinite(array).all():
+        problems.append(f"{int((~np.isfinite(array)).sum())} non-finite values")
+    if key == "volume" and (array < 0).any():
+        problems.append("negative volume values")
+    if facts.wav_samples is not None:
+        expected = wav2vec_steps(facts.wav_samples)
+        if array.shape[0] != expected:
+            problems.append(
+                f"{array.shape[0]} steps where the wav's {facts.wav_samples} samples give "
+                f"{expected}"
+            )
+    return problems
+
+
+def _check_per_frame(key: str, array: np.ndarray, facts: VideoFacts) -> list[str]:
+    problems = []
+    if facts.frame_count is not None and array.shape[0] != facts.frame_count:
+        problems.append(f"{array.shape[0]} rows where images has {facts.frame_count} frames")
+    values = array.reshape(array.shape[0], -1).astype(np.float64)
+    finite = np.isfinite(values)
+    if key in NAN_ROWS_ALLOWED:
+        partial = int((finite.any(axis=1) & ~finite.all(axis=1)).sum())
+        if partial:
+            problems.append(f"{partial} frames partly NaN (a frame has a whole face or none)")
+    elif not finite.all():
+        problems.append(f"{int((~finite).sum())} non-finite values")
+    rows = values[finite.all(axis=1)]
+    if key == "face_mask":
+        codes = set(np.unique(array).tolist()) - {0, 1, 2}
+        if codes:
+            problems.append(f"unknown face_mask codes {sorted(codes)} (0, 1, 2 allowed)")
+    elif key in ("raw_bboxes", "bboxes"):
+        problems += _check_boxes(key, rows, facts.frame_size)
+    elif key == "landmarks" and facts.frame_size is not None and rows.size:
+        width, height = facts.frame_size
+        points = rows.reshape(-1, 2)
+        outside = (
+            (points[:, 0] < -width / 2) | (points[:, 0] > 1.5 * width)
+            | (points[:, 1] < -height / 2) | (points[:, 1] > 1.5 * height)
+        )  # fmt: skip
+        if outside.any():
+            problems.append(f"{int(outside.sum())} landmark points far outside the frame")
+    return problems
+
+
+def _check_boxes(key: str, boxes: np.ndarray, frame_size: tuple[int, int] | None) -> list[str]:
+    problems: list[str] = []
+    if not boxes.size:
+        return problems
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    empty = (x2 <= x1) | (y2 <= y1)
+    if empty.any():
+        problems.append(f"{int(empty.sum())} boxes with x2 <= x1 or y2 <= y1")
+    if key == "bboxes":
+        not_square = np.abs((x2 - x1) - (y2 - y1)) > 1
+        if not_square.any():
+            problems.append(f"{int(not_square.sum())} crop boxes not square")
+    else:
+        scores = boxes[:, 4]
+        if ((scores < 0) | (scores > 1)).any():
+            problems.append("detection scores outside [0, 1]")
+    if frame_size is not None:
+        width, height = frame_size
+        box_w, box_h = x2 - x1, y2 - y1
+        misses = (x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height)
+        beyond = (x1 < -box_w) | (y1 < -box_h) | (x2 > width + box_w) | (y2 > height + box_h)
+        if misses.any():
+            problems.append(f"{int(misses.sum())} boxes miss the {width}x{height} frame")
+        if (beyond & ~misses).any():
+            problems.append(
+                f"{int((beyond & ~misses).sum())} boxes run past the frame by more than "
+                "their own size"
+            )
+    return problems
+
+
+def _check_image_stack(key: str, path: Path, facts: VideoFacts) -> list[str]:
+    problems = []
+    try:
+        with h5py.File(path, "r") as file:
+            images, timestamps = file[key], file["timestamps"]
+            count = int(images.shape[0])
+            stated = int(file.attrs.get("count", -1))
+            if stated != count or timestamps.shape[0] != count:
+                problems.append(
+                    f"{count} images, {timestamps.shape[0]} timestamps, count attribute "
+                    f"{stated}: they must agree"
+                )
+            times = np.asarray(timestamps[:], np.float64)
+            if times.size > 1 and not (np.diff(times) > 0).all():
+                problems.append("timestamps not strictly increasing")
+            if count:
+                first = decode_image(images[0])
+                size = (int(file.attrs["width"]), int(file.attrs["height"]))
+                if (first.shape[1], first.shape[0]) != size:
+                    problems.append(
+                        f"first image is {first.shape[1]}x{first.shape[0]}, attributes say "
+                        f"{size[0]}x{size[1]}"
+                    )
+            else:
+                problems.append("no images")
+    except (OSError, KeyError, ValueError) as error:
+        return [f"unreadable image stack: {error}"]
+    if key != "images" and facts.frame_count is not None and count != facts.frame_count:
+        problems.append(f"{count} {key} where images has {facts.frame_count} frames")
+    return problems
+
+
+def wav2vec_steps(num_samples: int) -> int:
+    """Steps of a 400-sample window moved by 320 samples over ``num_samples`` (0 if short).
+
+    Written out here rather than taken from the feature code, so the check is independent.
+    """
+    return (num_samples - 400) // 320 + 1 if num_samples >= 400 else 0

@@ -1,0 +1,167 @@
+"""Output checks: each passes on a good artefact and fails on a deliberately broken one.
+
+Good artefacts are written here with plain numpy / soundfile / h5py (not through the
+pipeline's writers), with lengths computed from first principles: 16 kHz samples -> wav2vec
+steps ``(N - 400) // 320 + 1``; per-frame arrays one row per image of the stack.
+"""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import soundfile
+
+from dpl_assets.checks import CHECK_NAME
+from dpl_assets.storage.image_stack import ImageStackWriter
+from dpl_assets.validation import VideoFacts, check_artifact
+from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.test_pipeline import instance_for, run_cli
+
+FRAMES, WIDTH, HEIGHT = 6, 64, 48
+SAMPLES = 16_000  # one second at 16 kHz -> (16000 - 400) // 320 + 1 = 49 wav2vec steps
+STEPS = 49
+
+
+def good_arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    landmarks = (rng.uniform(10, 40, (FRAMES, 68, 2))).astype(np.float32)
+    landmarks[3] = np.nan  # a frame without a face: a whole NaN row is allowed
+    raw = np.tile(np.array([[10, 8, 40, 38, 0.9]], np.float32), (FRAMES, 1))
+    raw[3] = np.nan
+    return {
+        "landmarks": landmarks,
+        "raw_bboxes": raw,
+        "landmarks_mesh": np.zeros((FRAMES, 478, 3), np.float32),
+        "face_mask": np.array([1, 1, 1, 0, 1, 2], np.uint8),
+        "bboxes": np.tile(np.array([[-10, -8, 50, 52]], np.int64), (FRAMES, 1)),
+        "head_pose": np.zeros((FRAMES, 6), np.float32),
+        "blinks": np.full((FRAMES, 3), 0.3, np.float32),
+        "wav2vec": rng.normal(size=(STEPS, 8)).astype(np.float32),
+        "volume": np.abs(rng.normal(size=STEPS)).astype(np.float32),
+    }
+
+
+@pytest.fixture
+def video(tmp_path: Path) -> dict[str, Path]:
+    """One video's artefacts, all good: key -> path."""
+    paths = {}
+    for key in ("images", "crops"):
+        paths[key] = tmp_path / f"{key}.h5"
+        with ImageStackWriter(paths[key], key) as stack:
+            for index in range(FRAMES):
+                stack.append(np.full((HEIGHT, WIDTH, 3), index * 20, np.uint8), index / 25)
+    paths["wav"] = tmp_path / "a.wav"
+    soundfile.write(paths["wav"], np.zeros(SAMPLES, np.float32), 16_000, subtype="PCM_16")
+    for key, array in good_arrays().items():
+        paths[key] = tmp_path / f"{key}.npy"
+        np.save(paths[key], array)
+    return paths
+
+
+def problems_of(key: str, video: dict[str, Path]) -> list[str]:
+    return check_artifact(key, video[key], VideoFacts.read(video["images"], video["wav"]))
+
+
+def test_good_artefacts_pass(video):
+    facts = VideoFacts.read(video["images"], video["wav"])
+    assert facts == VideoFacts(FRAMES, (WIDTH, HEIGHT), SAMPLES)
+    for key in video:
+        assert problems_of(key, video) == [], key
+
+
+def save_broken(video: dict[str, Path], key: str, array: np.ndarray) -> None:
+    np.save(video[key], array)
+
+
+BROKEN_ARRAYS = {
+    "wrong dtype": ("landmarks", lambda a: a.astype(np.float64), "dtype float64"),
+    "wrong shape": ("head_pose", lambda a: a[:, :5], "axis 1 has 5"),
+    "frame count": ("blinks", lambda a: a[:-1], "5 rows where images has 6"),
+    "partial NaN": ("landmarks", lambda a: _set(a, (0, 5, 0), np.nan), "partly NaN"),
+    "unknown face_mask code": ("face_mask", lambda a: _set(a, 0, 7), "codes [7]"),
+    "box misses the frame": ("bboxes", lambda a: a + 500, "miss the 64x48 frame"),
+    "box not square": ("bboxes", lambda a: _set(a, (0, 2), 30), "not square"),
+    "box inverted": ("raw_bboxes", lambda a: a[:, [2, 1, 0, 3, 4]], "x2 <= x1"),
+    "score": ("raw_bboxes", lambda a: _set(a, (0, 4), 1.5), "scores outside"),
+    "landmarks far away": ("landmarks", lambda a: _set(a, (1,), 1e4), "far outside"),
+    "wav2vec NaN": ("wav2vec", lambda a: _set(a, (2, 2), np.nan), "non-finite"),
+    "wav2vec length": ("wav2vec", lambda a: a[:-3], "46 steps where the wav's 16000"),
+    "negative volume": ("volume", lambda a: -a - 1, "negative"),
+}
+
+
+def _set(array: np.ndarray, index, value) -> np.ndarray:
+    array = array.copy()
+    array[index] = value
+    return array
+
+
+@pytest.mark.parametrize("case", BROKEN_ARRAYS)
+def test_each_broken_array_fails_its_check(video, case):
+    key, breaks, message = BROKEN_ARRAYS[case]
+    save_broken(video, key, breaks(np.load(video[key])))
+    problems = problems_of(key, video)
+    assert problems and any(message in p for p in problems), problems
+
+
+def test_broken_wav_and_image_stacks_fail(video, tmp_path):
+    stereo_48k = tmp_path / "stereo.wav"
+    soundfile.write(stereo_48k, np.zeros((4800, 2), np.float32), 48_000, subtype="FLOAT")
+    problems = check_artifact("wav", stereo_48k, VideoFacts())
+    assert any("48000 Hz" in p for p in problems)
+    assert any("2 channels" in p for p in problems) and any("FLOAT" in p for p in problems)
+
+    short_crops = tmp_path / "short.h5"
+    with ImageStackWriter(short_crops, "crops") as stack:
+        for index in range(FRAMES - 2):
+            stack.append(np.zeros((32, 32, 3), np.uint8), index / 25)
+    facts = VideoFacts.read(video["images"], None)
+    assert any(
+        "4 crops where images has 6" in p for p in check_artifact("crops", short_crops, facts)
+    )
+
+    import h5py
+
+    with h5py.File(video["images"], "r+") as file:
+        file["timestamps"][2] = 0.0  # time runs backwards
+        file.attrs["width"] = WIDTH + 1
+    problems = problems_of("images", video)
+    assert any("not strictly increasing" in p for p in problems)
+    assert any("attributes say 65x48" in p for p in problems)
+    video["images"].write_bytes(b"garbage")
+    assert "unreadable image stack" in problems_of("images", video)[0]
+
+
+def test_checks_run_with_dpl_run_and_a_broken_file_shows_in_the_ui_record(tmp_path):
+    """After a run, the checks passed; a file broken later fails its check when re-run."""
+    media.make_talking_clip(tmp_path / "videos" / "clip.mp4", seconds=1.0)
+    graph = [{"name": "VideoToWavNode", "params": {}}, {"name": "VolumeNode", "params": {}}]
+    code, report = run_cli(tmp_path, graph, {"video": "videos"})
+    assert code == 0 and report["clip"]["failed_checks"] == {}
+    out = tmp_path / "out"
+    assert json.loads((out / "_checks" / "volume" / "clip.json").read_text())["problems"] == []
+
+    volume_file = out / "volume" / "clip.npy"
+    np.save(volume_file, np.load(volume_file)[:-2])  # damaged after the run
+    from dpl_assets.definitions import build_definitions
+
+    job = dg.define_asset_job(
+        "check_volume", selection=dg.AssetSelection.checks_for_assets("volume")
+    )
+    defs = build_definitions(out, jobs=[job])
+    result = defs.resolve_job_def("check_volume").execute_in_process(
+        # a checks-only job cannot validate a partition_key argument: tag the run instead
+        instance=instance_for(out),
+        tags={"dagster/partition": "clip"},
+    )
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == CHECK_NAME and not evaluation.passed
+    assert evaluation.partition == "clip"
+    assert "clip" in evaluation.metadata["failures"].value
+    # ... and report.json shows it, with a non-zero exit, on the next dpl run.
+    code, report = run_cli(tmp_path, graph, {"video": "videos"})
+    assert code == 1
+    [problem] = report["clip"]["failed_checks"]["volume"]
+    assert "steps where the wav's" in problem
