@@ -19,11 +19,16 @@ import pydantic
 from dpl_assets.assets.config import (
     BboxesConfig,
     BlinksConfig,
+    ContactSheetConfig,
     CropConfig,
     FaceAlignmentConfig,
+    H5DatasetConfig,
     HeadPoseConfig,
     NodeConfig,
+    PreviewConfig,
     ProbeConfig,
+    SourceSequenceConfig,
+    Vid2vidAudioConfig,
     VideoToImagesConfig,
     VolumeConfig,
     Wav2vecConfig,
@@ -113,6 +118,25 @@ NODES: dict[str, NodeSpec] = {
     "CropNode": NodeSpec("crops", CropConfig, summary="images, bboxes -> crops (HDF5 stack)"),
     "HeadPoseNode": NodeSpec("head_pose", HeadPoseConfig, summary="landmarks -> head_pose (N, 6)"),
     "BlinksNode": NodeSpec("blinks", BlinksConfig, summary="landmarks -> blinks (N, 3)"),
+    "H5DatasetNode": NodeSpec(
+        "h5_dataset", H5DatasetConfig, summary="datatypes -> h5_dataset (HDF5 per video)"
+    ),
+    "SourceSequenceNode": NodeSpec(
+        "source_sequence",
+        SourceSequenceConfig,
+        summary="images, bboxes, crops, landmarks, head_pose, blinks -> source_sequence (HDF5)",
+    ),
+    "Vid2vidAudioNode": NodeSpec(
+        "vid2vid_audio",
+        Vid2vidAudioConfig,
+        summary="crops, wav2vec, volume, blinks -> vid2vid_audio (HDF5, audio on frames)",
+    ),
+    "PreviewNode": NodeSpec(
+        "preview", PreviewConfig, summary="images (+ faces, pose, wav) -> preview (mp4)"
+    ),
+    "ContactSheetNode": NodeSpec(
+        "contact_sheet", ContactSheetConfig, summary="images (+ faces, pose) -> contact_sheet (png)"
+    ),
     "Wav2vecNode": NodeSpec(
         "wav2vec",
         Wav2vecConfig,

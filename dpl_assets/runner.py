@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from dpl_assets.assets import DATASET_LEVEL_ASSETS
+from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions
 from dpl_assets.discovery import InputRoots
@@ -55,25 +56,6 @@ def selected_assets(plan: GraphPlan, inputs: InputRoots) -> list[str]:
     if "video" in inputs.roots and "probe" not in assets:
         assets.insert(0, "probe")
     return assets
-
-
-OPTIONAL_INPUTS = "dpl/optional_inputs"
-"""Asset metadata: upstream datatypes an asset uses when present (a preview draws the
-landmarks if there are any); the runner does not require them."""
-
-CONFIGURED_INPUTS = "dpl/configured_inputs"
-"""Asset metadata: the name of the config field listing the datatypes it reads (packers)."""
-
-
-def required_inputs(defs: dg.Definitions, asset: str, config: dict) -> list[str]:
-    """The datatypes ``asset`` cannot run without, given its full config."""
-    node = defs.resolve_asset_graph().get(dg.AssetKey(asset))
-    metadata = node.metadata or {}
-    field = metadata.get(CONFIGURED_INPUTS)
-    if field:
-        return list(config.get(field, []))
-    optional = set(metadata.get(OPTIONAL_INPUTS, []))
-    return [p.path[-1] for p in node.parent_keys if p.path[-1] not in optional]
 
 
 def check_inputs_available(

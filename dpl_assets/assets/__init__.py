@@ -10,8 +10,10 @@ import dagster as dg
 from dpl_assets.assets.audio import volume, wav
 from dpl_assets.assets.crops import bboxes, crops
 from dpl_assets.assets.faces import blinks, face_alignment, head_pose
+from dpl_assets.assets.packing import h5_dataset, source_sequence, vid2vid_audio
 from dpl_assets.assets.sources import aac, probe, video
 from dpl_assets.assets.vision import images
+from dpl_assets.assets.visualize import contact_sheet, preview
 from dpl_assets.assets.wav2vec import wav2vec
 
 ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
@@ -27,6 +29,11 @@ ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     crops,
     head_pose,
     blinks,
+    h5_dataset,
+    source_sequence,
+    vid2vid_audio,
+    preview,
+    contact_sheet,
 ]
 
 DATASET_LEVEL_ASSETS: frozenset[str] = frozenset(

@@ -3,7 +3,7 @@
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from dpl_assets.nodes.wav2vec import DEFAULT_CHECKPOINT
 
@@ -131,3 +131,90 @@ class HeadPoseConfig(NodeConfig):
 
 class BlinksConfig(NodeConfig):
     pass
+
+
+PACKABLE = (
+    "images", "crops", "raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "bboxes",
+    "head_pose", "blinks", "wav2vec", "volume",
+)  # fmt: skip
+"""Datatypes a packer can include: image stacks, per-frame arrays, audio-rate features.
+(Dagster config cannot take a list of Literals, so ``datatypes`` is checked by a validator.)"""
+
+
+class H5DatasetConfig(NodeConfig):
+    """``H5DatasetNode``: one training HDF5 file per video with the chosen datatypes."""
+
+    datatypes: list[str] = Field(
+        default=["images", "crops", "landmarks", "bboxes", "head_pose", "blinks", "volume"],
+        min_length=1,
+        description="Datatypes to include; audio features are resampled onto the frames.",
+    )
+    image_format: Literal["jpeg", "png"] = Field(default="jpeg", description="Stored images.")
+    jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality.")
+    layout: Literal["vlen", "filter32019"] = Field(
+        default="vlen",
+        description="'vlen' (plain h5py) or 'filter32019' (the original's jpegHDF5 files).",
+    )
+    window_size: int = Field(
+        default=0, ge=0, description="Moving average (frames) over resampled audio; 0 = none."
+    )
+    fps: float | None = Field(
+        default=None, gt=0, description="Frame times i / fps instead of the frames' timestamps."
+    )
+    audio_blink_feature: bool = Field(
+        default=False,
+        description="Add audio_blink_feature (N, D + 3): wav2vec, volume, left and right eye "
+        "opening per frame (needs wav2vec, volume and blinks in datatypes).",
+    )
+    num_jobs: int = Field(default=2, ge=1, description="Videos packed in parallel.")
+
+    @field_validator("datatypes")
+    @classmethod
+    def _packable(cls, datatypes: list[str]) -> list[str]:
+        unknown = [key for key in datatypes if key not in PACKABLE]
+        if unknown:
+            raise ValueError(f"cannot pack {unknown}; packable datatypes: {', '.join(PACKABLE)}")
+        return datatypes
+
+    @model_validator(mode="after")
+    def _feature_inputs(self) -> "H5DatasetConfig":
+        missing = {"wav2vec", "volume", "blinks"} - set(self.datatypes)
+        if self.audio_blink_feature and missing:
+            raise ValueError(f"audio_blink_feature needs {sorted(missing)} in datatypes")
+        return self
+
+
+class SourceSequenceConfig(H5DatasetConfig):
+    """``SourceSequenceNode``: frames, boxes, crops, landmarks, blinks, pose (3D keys: issue 6)."""
+
+    datatypes: list[str] = Field(
+        default=["images", "bboxes", "crops", "landmarks", "head_pose", "blinks"], min_length=1
+    )
+
+
+class Vid2vidAudioConfig(H5DatasetConfig):
+    """``Vid2vidAudioNode``: crops + wav2vec/volume on the crop frames, smoothed, and
+    ``audio_blink_feature`` (N, D + 3) = wav2vec, volume, left and right eye opening."""
+
+    datatypes: list[str] = Field(default=["crops", "wav2vec", "volume", "blinks"], min_length=1)
+    window_size: int = Field(
+        default=16, ge=0, description="Moving average (frames) over resampled audio; 0 = none."
+    )
+    audio_blink_feature: bool = Field(
+        default=True, description="Add audio_blink_feature (N, D + 3) (see H5DatasetNode)."
+    )
+
+
+class PreviewConfig(NodeConfig):
+    """``PreviewNode``: an mp4 per video with the face overlays and the 16 kHz audio."""
+
+    num_jobs: int = Field(default=2, ge=1, description="Videos rendered in parallel.")
+
+
+class ContactSheetConfig(NodeConfig):
+    """``ContactSheetNode``: a PNG grid of evenly spaced frames with the face overlays."""
+
+    count: int = Field(default=12, ge=1, description="Frames shown.")
+    columns: int = Field(default=4, ge=1, description="Frames per row.")
+    tile_width: int = Field(default=256, ge=16, description="Width of each frame, px.")
+    num_jobs: int = Field(default=2, ge=1, description="Videos drawn in parallel.")

@@ -1,0 +1,25 @@
+"""Which upstream datatypes an asset needs before it can run (checked by ``dpl run``).
+
+By default every parent in the asset graph is required. Two metadata keys relax that:
+an asset lists parents it only uses when present (a preview draws landmarks if there are
+any), or names the config field listing the datatypes it reads (the packers).
+"""
+
+import dagster as dg
+
+OPTIONAL_INPUTS = "dpl/optional_inputs"
+"""Asset metadata: upstream datatypes used when present, never required."""
+
+CONFIGURED_INPUTS = "dpl/configured_inputs"
+"""Asset metadata: the config field whose value lists the datatypes the asset reads."""
+
+
+def required_inputs(defs: dg.Definitions, asset: str, config: dict) -> list[str]:
+    """The datatypes ``asset`` cannot run without, given its full config."""
+    node = defs.resolve_asset_graph().get(dg.AssetKey(asset))
+    metadata = node.metadata or {}
+    field = metadata.get(CONFIGURED_INPUTS)
+    if field:
+        return list(config.get(field, []))
+    optional = set(metadata.get(OPTIONAL_INPUTS, []))
+    return [p.path[-1] for p in node.parent_keys if p.path[-1] not in optional]

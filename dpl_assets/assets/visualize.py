@@ -1,0 +1,145 @@
+"""Per-video visualizations: a preview video and a contact sheet with the face overlays.
+
+Both need only ``images``; boxes, landmarks, head pose, the face mask and the wav are drawn
+(or muxed) when the video has them, so they also show what went wrong for a clip whose
+faces were rejected. Each new file is announced on its partition in the Dagster UI (an
+observation with the file's path and a markdown line).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from dpl_assets.assets.batch import per_video_asset, run_videos
+from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
+from dpl_assets.assets.dependencies import OPTIONAL_INPUTS
+from dpl_assets.outcomes import Kept, Rejected, StagedFile
+from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets.storage.io_manager import ArtifactStorage
+from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
+from dpl_assets.visualize.contact_sheet import contact_sheet as draw_contact_sheet
+from dpl_assets.visualize.contact_sheet import write_png
+from dpl_assets.visualize.overlay import Overlays
+from dpl_assets.visualize.preview import write_preview
+
+OVERLAY_INPUTS = ("raw_bboxes", "bboxes", "landmarks", "head_pose", "face_mask")
+DRAWN_WHEN_PRESENT = (*OVERLAY_INPUTS, "wav")
+
+
+def _optional(store: ArtifactStore, key: str, video_id: str) -> Any:
+    """The artefact, or None when it is rejected or not produced for this video."""
+    try:
+        value = store.load(key, video_id)
+    except MissingArtifactError:
+        return None
+    return None if isinstance(value, Rejected) else value
+
+
+def overlays_for(store: ArtifactStore, video_id: str) -> Overlays:
+    """The video's annotations that exist: detector boxes (else crop boxes), landmarks..."""
+    found = {key: _optional(store, key, video_id) for key in OVERLAY_INPUTS}
+    boxes = found["raw_bboxes"] if found["raw_bboxes"] is not None else found["bboxes"]
+    return Overlays(
+        boxes=boxes,
+        landmarks=found["landmarks"],
+        head_pose=found["head_pose"],
+        face_mask=found["face_mask"],
+    )
+
+
+def wav_path(store: ArtifactStore, video_id: str) -> Path | None:
+    """The video's 16 kHz wav file (the user's or ours), if any."""
+    given = store.user_source("wav", video_id)
+    ours = store.artifact_path("wav", video_id)
+    return given if given is not None else (ours if ours.exists() else None)
+
+
+def announce(context: dg.AssetExecutionContext, store: ArtifactStore, outcomes: dict) -> None:
+    """An observation on each partition that got a new file: its path, as a UI link."""
+    key = context.asset_key.path[-1]
+    for video_id, outcome in outcomes.items():
+        if isinstance(outcome, Kept | Rejected):
+            continue
+        path = store.artifact_path(key, video_id)
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=key,
+                partition=video_id,
+                metadata={
+                    "path": dg.MetadataValue.path(str(path)),
+                    "open": dg.MetadataValue.md(f"[{path.name}]({path.as_uri()})"),
+                },
+            )
+        )
+
+
+def _images(store: ArtifactStore, video_id: str) -> Path | Rejected:
+    return store.load("images", video_id)
+
+
+@per_video_asset(
+    group_name="visualize",
+    deps=["images", *DRAWN_WHEN_PRESENT],
+    metadata={OPTIONAL_INPUTS: list(DRAWN_WHEN_PRESENT)},
+)
+def preview(
+    context: dg.AssetExecutionContext, config: PreviewConfig, storage: ArtifactStorage
+) -> dict:
+    """Preview mp4 per video (``PreviewNode``): every frame with box, landmarks and head-pose
+    axes, the 16 kHz audio muxed in as AAC."""
+    store = storage.store()
+
+    def render(video_id: str, _: dict) -> Any:
+        images = _images(store, video_id)
+        if isinstance(images, Rejected):
+            return images
+        staged = store.staging_path("preview", video_id)
+        with ImageStack(images, "images") as stack:
+            fps = float(stack.attrs["fps"]) or 25.0
+            write_preview(
+                staged, iter(stack), fps=fps, wav=wav_path(store, video_id),
+                overlays=overlays_for(store, video_id),
+            )  # fmt: skip
+        return StagedFile(staged)
+
+    outcomes = run_videos(
+        context, store, recompute=config.recompute, inputs={}, compute_one=render,
+        workers=config.num_jobs,
+    )  # fmt: skip
+    announce(context, store, outcomes)
+    return outcomes
+
+
+@per_video_asset(
+    group_name="visualize",
+    deps=["images", *OVERLAY_INPUTS],
+    metadata={OPTIONAL_INPUTS: list(OVERLAY_INPUTS)},
+)
+def contact_sheet(
+    context: dg.AssetExecutionContext, config: ContactSheetConfig, storage: ArtifactStorage
+) -> dict:
+    """Contact sheet PNG per video (``ContactSheetNode``): ``count`` evenly spaced frames."""
+    store = storage.store()
+
+    def draw(video_id: str, _: dict) -> Any:
+        images = _images(store, video_id)
+        if isinstance(images, Rejected):
+            return images
+        with ImageStack(images, "images") as stack:
+            sheet = draw_contact_sheet(
+                stack, count=config.count, columns=config.columns,
+                tile_width=config.tile_width, overlays=overlays_for(store, video_id),
+                timestamps=np.asarray(stack.timestamps), title=video_id,
+            )  # fmt: skip
+        staged = store.staging_path("contact_sheet", video_id)
+        write_png(staged, sheet)
+        return StagedFile(staged)
+
+    outcomes = run_videos(
+        context, store, recompute=config.recompute, inputs={}, compute_one=draw,
+        workers=config.num_jobs,
+    )  # fmt: skip
+    announce(context, store, outcomes)
+    return outcomes

@@ -1,0 +1,309 @@
+"""One training file per video: images, frame-indexed arrays and audio features on frames.
+
+Layout of a per-video pack (HDF5), every dataset indexed by frame (first axis N):
+
+- ``timestamps``: float64 (N,), seconds (the frames' presentation times);
+- one image dataset per image-stack key (``images``, ``crops``, ...), in the chosen layout
+  (:mod:`dpl_assets.packing.layouts`: ``vlen`` needs no plugin; ``filter32019`` is the
+  original tool's JPEG-filter layout);
+- one gzip-compressed dataset per array key (``landmarks`` (N, 68, 2), ``bboxes`` (N, 4),
+  ...), dtype as given;
+- one float32 dataset per audio feature key (``wav2vec`` (N, D), ``volume`` (N,)),
+  linearly resampled from 50 Hz steps onto the frame times, optionally smoothed;
+- file attributes ``video_id``, ``fps``, ``frame_count``, ``layout``, ``image_format``,
+  ``jpeg_quality``, ``smooth_window``, ``image_keys``/``array_keys``/``audio_keys``,
+  ``pack_version``, plus the caller's; each dataset has a ``kind`` attribute
+  (``timestamps`` | ``images`` | ``array`` | ``audio``).
+
+Images are streamed from the source image stacks (a block of encoded frames in memory at a
+time) and their bytes are copied as they are when the format and JPEG quality already
+match, so the common case never decodes a frame. The file is written under a temp name and
+renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from dpl_assets.packing.layouts import LAYOUTS, ImageDatasetReader, ImageDatasetWriter, open_images
+from dpl_assets.packing.resample import (
+    WAV2VEC_WINDOW_SAMPLES,
+    feature_times,
+    moving_average,
+    resample_to_frames,
+)
+from dpl_assets.storage.atomic import atomic_path
+from dpl_assets.storage.image_stack import IMAGE_FORMATS
+
+PACK_VERSION = 1
+TIMESTAMPS_KEY = "timestamps"
+# The volume envelope averages |x| over one 320-sample hop, not wav2vec's 400-sample
+# window, so its steps are centred 2.5 ms earlier (see resample.feature_times).
+_FEATURE_WINDOW_SAMPLES = {"volume": 320}
+_ARRAY_CHUNK_BYTES = 64 * 1024  # gzip chunk size: a 16-frame window touches 1-2 chunks
+_RESERVED_ATTRS = frozenset(
+    {
+        "video_id", "fps", "frame_count", "layout", "image_format", "jpeg_quality",
+        "smooth_window", "image_keys", "array_keys", "audio_keys", "pack_version",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """How a video is packed.
+
+    ``image_format``: what image entries are stored as; ``jpeg_quality``: 1..100, used when
+    frames are (re-)encoded as JPEG and recorded in the attributes; ``layout``: ``vlen``
+    (plugin-free) or ``filter32019`` (the original tool's, JPEG only); ``smooth_window``:
+    frames of the moving average applied to resampled audio features (0 or 1 = none; the
+    original Vid2vidAudioNode used 16).
+    """
+
+    image_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = 95
+    layout: Literal["vlen", "filter32019"] = "vlen"
+    smooth_window: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}")
+        if self.layout == "filter32019" and self.image_format != "jpeg":
+            raise ValueError("the filter32019 layout stores JPEG only")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, not {self.jpeg_quality}")
+        if self.smooth_window < 0:
+            raise ValueError(f"smooth_window must be >= 0, not {self.smooth_window}")
+
+
+@dataclass(frozen=True)
+class PackSummary:
+    """What :func:`pack_video` wrote.
+
+    ``datasets``: key -> shape as read back (images as (N, H, W, 3) whatever the layout);
+    ``bytes``: size of the file; ``copied``: image keys whose encoded frames were copied
+    unchanged; ``reencoded``: image keys that were decoded and encoded again.
+    """
+
+    path: Path
+    video_id: str
+    frames: int
+    datasets: Mapping[str, tuple[int, ...]]
+    bytes: int
+    copied: tuple[str, ...] = field(default=())
+    reencoded: tuple[str, ...] = field(default=())
+
+
+def pack_video(
+    path: Path,
+    *,
+    video_id: str,
+    frame_times: np.ndarray,
+    image_stacks: Mapping[str, Path],
+    arrays: Mapping[str, np.ndarray],
+    audio_features: Mapping[str, np.ndarray],
+    options: PackOptions,
+    attrs: Mapping[str, Any] | None = None,
+) -> PackSummary:
+    """Write one video's pack file at ``path`` (atomically) and return what it holds.
+
+    ``frame_times``: (N,) seconds, non-decreasing, N >= 1: the frames every dataset is
+    indexed by. ``image_stacks``: datatype key -> image-stack ``.h5`` file (as written by
+    ``ImageStackWriter``; the dataset named by the key, or the file's only image dataset),
+    N frames each. ``arrays``: key -> array with first axis N (numeric or bool).
+    ``audio_features``: key -> (T, ...) at wav2vec's step rate (step ``t`` at
+    ``feature_times(t)`` seconds on the frames' clock). ``attrs``: extra file attributes.
+
+    Every input is checked before anything is written: a length that disagrees with
+    ``len(frame_times)`` raises ValueError naming the key, as do clashing or invalid keys.
+    """
+    times = np.asarray(frame_times, dtype=np.float64)
+    count = _check_frame_times(times)
+    extra = dict(attrs or {})
+    if clash := sorted(_RESERVED_ATTRS & set(extra)):
+        raise ValueError(f"attrs {clash} are written by pack_video itself")
+    _check_keys(image_stacks, arrays, audio_features)
+    arrays = {key: _check_array(key, value, count) for key, value in arrays.items()}
+    audio = {key: _check_audio(key, value) for key, value in audio_features.items()}
+
+    with contextlib.ExitStack() as sources:
+        readers: dict[str, ImageDatasetReader] = {}
+        for key, stack_path in image_stacks.items():
+            source = sources.enter_context(h5py.File(stack_path, "r"))
+            readers[key] = open_images(_stack_dataset(source, key, Path(stack_path)))
+            if len(readers[key]) != count:
+                raise ValueError(
+                    f"{key}: image stack {stack_path} has {len(readers[key])} frames, "
+                    f"frame_times has {count}"
+                )
+
+        shapes: dict[str, tuple[int, ...]] = {TIMESTAMPS_KEY: (count,)}
+        copied: list[str] = []
+        reencoded: list[str] = []
+        with atomic_path(Path(path)) as temp, h5py.File(temp, "w") as out:
+            stamps = out.create_dataset(TIMESTAMPS_KEY, data=times)
+            stamps.attrs["kind"] = "timestamps"
+            for key, reader in readers.items():
+                did_copy = _pack_images(reader, out, key, options)
+                (copied if did_copy else reencoded).append(key)
+                shapes[key] = (count, *reader.frame_shape)
+            for key, value in arrays.items():
+                _write_array(out, key, value).attrs["kind"] = "array"
+                shapes[key] = value.shape
+            for key, steps in audio.items():
+                resampled = resample_audio_feature(key, steps, times, options.smooth_window)
+                dset = _write_array(out, key, resampled)
+                dset.attrs.update(
+                    {
+                        "kind": "audio",
+                        "source_steps": steps.shape[0],
+                        "window_samples": _window_samples(key),
+                        "smooth_window": options.smooth_window,
+                    }
+                )
+                shapes[key] = resampled.shape
+            out.attrs.update(
+                {
+                    "video_id": video_id,
+                    "fps": _fps(times),
+                    "frame_count": count,
+                    "layout": options.layout,
+                    "image_format": options.image_format,
+                    "jpeg_quality": options.jpeg_quality,
+                    "smooth_window": options.smooth_window,
+                    "image_keys": _str_array(readers),
+                    "array_keys": _str_array(arrays),
+                    "audio_keys": _str_array(audio),
+                    "pack_version": PACK_VERSION,
+                    **extra,
+                }
+            )
+    return PackSummary(
+        path=Path(path),
+        video_id=video_id,
+        frames=count,
+        datasets=shapes,
+        bytes=Path(path).stat().st_size,
+        copied=tuple(copied),
+        reencoded=tuple(reencoded),
+    )
+
+
+def _check_frame_times(times: np.ndarray) -> int:
+    if times.ndim != 1 or times.size == 0:
+        raise ValueError(f"frame_times must be (N,) with N >= 1, got {times.shape}")
+    if not np.all(np.isfinite(times)):
+        raise ValueError("frame_times must be finite")
+    if np.any(np.diff(times) < 0):
+        raise ValueError("frame_times must be non-decreasing")
+    return int(times.size)
+
+
+def _check_keys(*groups: Mapping[str, Any]) -> None:
+    seen: set[str] = {TIMESTAMPS_KEY}
+    for group in groups:
+        for key in group:
+            if not key or "/" in key or key == "." or "\x00" in key:
+                raise ValueError(f"{key!r} is not a valid dataset name")
+            if key in seen:
+                raise ValueError(f"{key!r} is given twice (or clashes with {TIMESTAMPS_KEY!r})")
+            seen.add(key)
+
+
+def _check_array(key: str, value: np.ndarray, count: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim == 0 or array.shape[0] != count:
+        raise ValueError(f"{key}: first axis has shape {array.shape}, frame_times has {count}")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{key}: dtype {array.dtype} is not numeric")
+    return array
+
+
+def _check_audio(key: str, value: np.ndarray) -> np.ndarray:
+    steps = np.asarray(value)
+    if steps.ndim == 0 or steps.shape[0] == 0:
+        raise ValueError(f"{key}: audio features {steps.shape} have no steps")
+    if steps.dtype.kind not in "biuf":
+        raise ValueError(f"{key}: dtype {steps.dtype} is not numeric")
+    return steps
+
+
+def _stack_dataset(source: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """The image dataset of an image-stack file: the one named ``key``, else the only one."""
+    if key in source and isinstance(source[key], h5py.Dataset):
+        return source[key]
+    names = [
+        name
+        for name, item in source.items()
+        if isinstance(item, h5py.Dataset) and name != TIMESTAMPS_KEY
+    ]
+    if len(names) != 1:
+        raise ValueError(f"{key}: {path} has no dataset {key!r} (datasets: {names})")
+    return source[names[0]]
+
+
+def _pack_images(
+    reader: ImageDatasetReader, out: h5py.File, key: str, options: PackOptions
+) -> bool:
+    """Stream one stack into ``out[key]``; True when the bytes were copied, not re-encoded."""
+    same_format = reader.format == options.image_format
+    copy = same_format and (options.image_format == "png" or reader.quality == options.jpeg_quality)
+    writer = ImageDatasetWriter(
+        out, key, layout=options.layout, image_format=options.image_format,
+        quality=options.jpeg_quality, frame_shape=reader.frame_shape,
+    )  # fmt: skip
+    frames = reader.iter_encoded() if copy else iter(reader)
+    for frame in frames:
+        writer.append(frame)
+    writer.finish().attrs["kind"] = "images"
+    return copy
+
+
+def _write_array(out: h5py.File, key: str, array: np.ndarray) -> h5py.Dataset:
+    if array.size == 0:
+        return out.create_dataset(key, data=array)
+    row_bytes = max(1, array.nbytes // array.shape[0])
+    rows = int(np.clip(_ARRAY_CHUNK_BYTES // row_bytes, 1, array.shape[0]))
+    # Chunks span whole rows (frames) so a window of frames decompresses 1-2 chunks;
+    # shuffle groups bytes of equal significance, which helps gzip on floats.
+    return out.create_dataset(
+        key, data=array, chunks=(rows, *array.shape[1:]), compression="gzip",
+        compression_opts=4, shuffle=True,
+    )  # fmt: skip
+
+
+def resample_audio_feature(
+    key: str, steps: np.ndarray, frame_times: np.ndarray, smooth_window: int = 0
+) -> np.ndarray:
+    """Audio feature ``key`` (T, ...) at wav2vec's step rate -> float32 (N, ...) on the
+    frames at ``frame_times`` (N,) seconds, smoothed over ``smooth_window`` frames when > 1.
+
+    Exactly what :func:`pack_video` stores under ``key`` (``volume`` steps are centred as
+    its 320-sample hops, every other feature as wav2vec's 400-sample windows).
+    """
+    step_times = feature_times(steps.shape[0], window_samples=_window_samples(key))
+    return moving_average(resample_to_frames(steps, step_times, frame_times), smooth_window)
+
+
+def _window_samples(key: str) -> int:
+    return _FEATURE_WINDOW_SAMPLES.get(key, WAV2VEC_WINDOW_SAMPLES)
+
+
+def _fps(times: np.ndarray) -> float:
+    """Nominal rate: the inverse of the median frame interval (0.0 for one frame)."""
+    steps = np.diff(times)
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if steps.size else 0.0
+
+
+def _str_array(keys: Mapping[str, Any]) -> np.ndarray:
+    return np.array(list(keys), dtype=h5py.string_dtype())

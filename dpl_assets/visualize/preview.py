@@ -1,0 +1,176 @@
+"""Preview videos: a clip's frames with their overlays, as H.264 + AAC in an mp4.
+
+One ffmpeg process (the pipeline's binary, :func:`~dpl_assets.media.ffmpeg.ffmpeg_executable`)
+does everything: raw RGB frames are piped to its stdin one at a time, so memory stays at
+one frame whatever the clip's length, and the 16 kHz wav is its second input, read as a
+``file:`` URL. The output is H.264 (yuv420p, so odd frame sizes are padded by one black
+pixel on the right / bottom), with ``+faststart`` so browsers play it while loading.
+
+The preview has exactly as many video frames as were given. Audio is fitted to the video:
+when the frame count is known up front (``len(frames)`` or the overlays' N) the audio is
+padded with silence or cut to exactly ``frames / fps`` seconds; otherwise it is padded
+and ffmpeg's ``-shortest`` ends it with the video (within about a frame).
+
+The file is written under a temp name and renamed only when ffmpeg succeeded, so a crash
+or an error never leaves a partial preview under the final name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sized
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from dpl_assets.media.ffmpeg import FFmpegError, ffmpeg_executable, file_url
+from dpl_assets.storage.atomic import atomic_path
+from dpl_assets.visualize.overlay import Overlays
+
+VIDEO_CODEC_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")
+AUDIO_CODEC_ARGS = ("-c:a", "aac", "-b:a", "64k")
+_STDERR_TAIL_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class PreviewSummary:
+    """What :func:`write_preview` wrote: ``frames`` video frames lasting ``seconds``
+    (``frames / fps``), with an AAC audio stream when ``has_audio``."""
+
+    frames: int
+    seconds: float
+    has_audio: bool
+
+
+def write_preview(
+    path: Path,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: float,
+    wav: Path | None = None,
+    overlays: Overlays | None = None,
+) -> PreviewSummary:
+    """Encode ``frames`` (RGB uint8 (H, W, 3), all the same size) as an mp4 at ``path``.
+
+    ``fps`` frames per second (the clip's nominal rate); ``wav`` a mono 16 kHz wav muxed as
+    AAC (None: no audio); ``overlays`` per-frame annotations drawn on each frame (their
+    N must be the number of frames). Raises ValueError naming ``path`` for bad frames (empty
+    input, wrong dtype, a changing size, a count that disagrees with the overlays) and
+    :class:`~dpl_assets.media.ffmpeg.FFmpegError` with the tail of ffmpeg's stderr when
+    ffmpeg fails; either way no file appears at ``path``.
+    """
+    path = Path(path)
+    if not fps > 0:
+        raise ValueError(f"{path}: fps must be positive, not {fps}")
+    if wav is not None and not Path(wav).is_file():
+        raise FileNotFoundError(f"{path}: the audio file {wav} does not exist")
+    expected = _known_frame_count(path, frames, overlays)
+    stream = iter(frames)
+    first = next(stream, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    shape = _check_frame(path, 0, first, None)
+    rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 2997/100, 25.0 -> 25
+    command = [
+        ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        *_arguments((shape[1], shape[0]), rate, wav, expected),
+    ]  # fmt: skip
+
+    with atomic_path(path) as temp, tempfile.TemporaryFile() as stderr:
+        command.append(file_url(temp))
+        # stderr goes to a file, not a pipe: a chatty ffmpeg can never block on it.
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        assert process.stdin is not None
+        count, broken_pipe = 0, False
+        try:
+            for index, rgb in enumerate(itertools.chain([first], stream)):
+                _check_frame(path, index, rgb, shape)
+                drawn = overlays.draw(index, rgb) if overlays is not None else rgb
+                process.stdin.write(np.ascontiguousarray(drawn).tobytes())
+                count = index + 1
+            process.stdin.close()
+        except BrokenPipeError:
+            broken_pipe = True  # ffmpeg exited early; its stderr says why
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        returncode = process.wait()
+        if returncode != 0 or broken_pipe:
+            raise FFmpegError(
+                f"ffmpeg failed writing the preview {path} (exit {returncode}): {_tail(stderr)}"
+            )
+        if expected is not None and count != expected:
+            raise ValueError(f"{path}: {count} frames given where {expected} were announced")
+    return PreviewSummary(frames=count, seconds=float(count / rate), has_audio=wav is not None)
+
+
+def _known_frame_count(
+    path: Path, frames: Iterable[np.ndarray], overlays: Overlays | None
+) -> int | None:
+    """The frame count known before streaming: ``len(frames)``, else the overlays' N."""
+    counts = {
+        int(n)
+        for n in (
+            len(frames) if isinstance(frames, Sized) else None,
+            overlays.frame_count if overlays is not None else None,
+        )
+        if n is not None
+    }
+    if len(counts) > 1:
+        raise ValueError(f"{path}: the frames and the overlays disagree on the count: {counts}")
+    return counts.pop() if counts else None
+
+
+def _check_frame(
+    path: Path, index: int, rgb: np.ndarray, shape: tuple[int, ...] | None
+) -> tuple[int, ...]:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3:
+        raise ValueError(f"{path}: frame {index} is not an RGB uint8 (H, W, 3) array")
+    if rgb.shape[2] != 3 or (shape is not None and rgb.shape != shape):
+        raise ValueError(f"{path}: frame {index} has shape {rgb.shape}, the preview {shape}")
+    return tuple(rgb.shape)
+
+
+def _arguments(
+    size: tuple[int, int], rate: Fraction, wav: Path | None, expected: int | None
+) -> list[str]:
+    """ffmpeg arguments after the global options, up to (not including) the output URL."""
+    width, height = size
+    args = [
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
+        "-framerate", str(rate), "-i", "pipe:0",
+    ]  # fmt: skip
+    if wav is not None:
+        args += ["-i", file_url(wav)]
+    args += ["-map", "0:v:0"]
+    if width % 2 or height % 2:
+        # yuv420p halves the chroma planes: both sides must be even.
+        args += ["-vf", f"pad={width + width % 2}:{height + height % 2}:0:0"]
+    args += [*VIDEO_CODEC_ARGS, "-pix_fmt", "yuv420p"]
+    if wav is not None:
+        args += ["-map", "1:a:0", *_audio_fit(rate, expected), *AUDIO_CODEC_ARGS]
+    return [*args, "-movflags", "+faststart", "-f", "mp4"]
+
+
+def _audio_fit(rate: Fraction, expected: int | None) -> list[str]:
+    """Audio filter (and options) making the audio last as long as the video."""
+    if expected is not None:
+        seconds = f"{float(expected / rate):.6f}"
+        return ["-af", f"apad=whole_dur={seconds},atrim=duration={seconds}"]
+    # Length unknown until the last frame: pad forever and stop with the video. -shortest
+    # never cuts the video here (the padded audio is endless); the small sync buffer
+    # keeps the audio's end within about a frame of the video's (the default 10 s does not).
+    return ["-af", "apad", "-shortest", "-shortest_buf_duration", f"{float(1 / rate):.4f}"]
+
+
+def _tail(stderr: IO[bytes]) -> str:
+    stderr.seek(0)
+    return stderr.read().decode("utf-8", errors="replace").strip()[-_STDERR_TAIL_CHARS:]
