@@ -21,10 +21,11 @@ from dpl_assets.assets.config import (
     BlinksConfig,
     ContactSheetConfig,
     CropConfig,
+    DatasetPackConfig,
+    DatasetSummaryConfig,
     FaceAlignmentConfig,
     H5DatasetConfig,
     HeadPoseConfig,
-    NodeConfig,
     PreviewConfig,
     ProbeConfig,
     SourceSequenceConfig,
@@ -50,14 +51,15 @@ class NodeSpec:
     """
 
     asset: str
-    config: type[NodeConfig]
+    config: type[dg.Config]  # NodeConfig for per-video nodes (they take ``recompute``)
     fixed: Mapping[str, Any] = field(default_factory=dict)
-    also: Mapping[str, type[NodeConfig]] = field(default_factory=dict)
+    also: Mapping[str, type[dg.Config]] = field(default_factory=dict)
     summary: str = ""
     only: tuple[str, ...] = ()  # when set: the params this node takes (besides recompute)
 
     def param_names(self) -> list[str]:
-        names = set(self.only) | {"recompute"} if self.only else set(self.config.model_fields)
+        fields = set(self.config.model_fields)
+        names = (set(self.only) | {"recompute"}) & fields if self.only else fields
         return sorted(names - set(self.fixed))
 
 
@@ -136,6 +138,16 @@ NODES: dict[str, NodeSpec] = {
     ),
     "ContactSheetNode": NodeSpec(
         "contact_sheet", ContactSheetConfig, summary="images (+ faces, pose) -> contact_sheet (png)"
+    ),
+    "DatasetPackNode": NodeSpec(
+        "dataset_pack",
+        DatasetPackConfig,
+        summary="packed files of all videos -> dataset_pack (sharded HDF5 + index)",
+    ),
+    "DatasetSummaryNode": NodeSpec(
+        "dataset_summary",
+        DatasetSummaryConfig,
+        summary="all videos -> dataset_summary (plots + markdown)",
     ),
     "Wav2vecNode": NodeSpec(
         "wav2vec",

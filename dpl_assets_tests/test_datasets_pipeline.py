@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import dagster as dg
 import h5py
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from dpl_assets import cli
 from dpl_assets.samples import make_clip
 from dpl_assets.storage.image_stack import ImageStack, decode_image
 from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.test_pipeline import instance_for
 from dpl_assets_tests.tiny_wav2vec import PROJECTED_DIM, build_tiny_wav2vec
 
 SECONDS = 2.0
@@ -42,6 +44,8 @@ def run(tmp_path_factory) -> dict:
         {"name": "Vid2vidAudioNode", "params": {"window_size": 4}},
         {"name": "PreviewNode", "params": {}},
         {"name": "ContactSheetNode", "params": {"count": 6, "columns": 3, "tile_width": 128}},
+        {"name": "DatasetPackNode", "params": {"source": "h5_dataset"}},
+        {"name": "DatasetSummaryNode", "params": {}},
     ]
     (root / "graph.json").write_text(json.dumps(graph))
     (root / "inputs.json").write_text(json.dumps({"video": "videos"}))
@@ -154,11 +158,49 @@ def test_contact_sheet_is_a_png_of_the_asked_grid(run):
         assert image.width == 3 * 128 and image.height > 2 * 128  # 2 rows + a title band
 
 
-def test_a_rerun_does_nothing_new(run, tmp_path):
+def test_dataset_pack_and_summary_cover_the_video(run):
+    out = run["out"]
+    assert set(run["report"]["dataset"]) == {"dataset_pack", "dataset_summary"}
+    folder = out / "dataset_pack" / "h5_dataset"
+    index = json.loads((folder / "index.json").read_text())
+    assert list(index["videos"]) == ["talk one"]
+    count, _ = frames_of(out)
+    with h5py.File(folder / "dataset.h5", "r") as linked:
+        [group] = linked["videos"].values()  # through the external link into the shard
+        assert group["images"].shape[0] == count
+        np.testing.assert_array_equal(
+            group["landmarks"][:], np.load(out / "landmarks" / "talk one.npy")
+        )
+    # What the UI shows: the digest on the summary's materialization, a link per preview.
+    instance = instance_for(out)
+    [record] = instance.fetch_materializations(dg.AssetKey("dataset_summary"), limit=1).records
+    markdown = record.asset_materialization.metadata["summary"].value
+    assert "processed" in markdown and ".png" in markdown
+    observed = instance.fetch_observations(dg.AssetKey("preview"), limit=5).records
+    assert any(
+        r.asset_observation.partition == "talk one" and "path" in r.asset_observation.metadata
+        for r in observed
+    )
+    plots = sorted(p.name for p in (out / "dataset_summary").glob("*.png"))
+    assert plots and all(
+        (out / "dataset_summary" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in plots
+    )
+
+
+def test_a_rerun_does_nothing_new_and_a_new_video_is_appended(run):
     out = run["out"]
     before = {p: p.stat().st_mtime_ns for p in (out / "h5_dataset").iterdir()}
+    first_shard = out / "dataset_pack" / "h5_dataset" / "shard-00000.h5"
+    shard_before = first_shard.read_bytes()
     root = out.parent
-    code = cli.main(["run", "--graph", str(root / "graph.json"), "--inputs",
-                     str(root / "inputs.json"), "--output_dir", str(out)])  # fmt: skip
-    assert code == 0
+    arguments = ["run", "--graph", str(root / "graph.json"), "--inputs",
+                 str(root / "inputs.json"), "--output_dir", str(out)]  # fmt: skip
+    assert cli.main(arguments) == 0
     assert before == {p: p.stat().st_mtime_ns for p in (out / "h5_dataset").iterdir()}
+
+    make_clip(root / "videos" / "talk two.mp4", "A second speaker.", seconds=1.0)
+    assert cli.main(arguments) == 0
+    index = json.loads((out / "dataset_pack" / "h5_dataset" / "index.json").read_text())
+    assert list(index["videos"]) == ["talk one", "talk two"]
+    assert index["videos"]["talk two"]["shard"] != "shard-00000.h5"
+    assert first_shard.read_bytes() == shard_before  # appending never rewrites a shard

@@ -9,6 +9,7 @@ import dagster as dg
 
 from dpl_assets.assets.audio import volume, wav
 from dpl_assets.assets.crops import bboxes, crops
+from dpl_assets.assets.dataset import dataset_pack, dataset_summary
 from dpl_assets.assets.faces import blinks, face_alignment, head_pose
 from dpl_assets.assets.packing import h5_dataset, source_sequence, vid2vid_audio
 from dpl_assets.assets.sources import aac, probe, video
@@ -34,6 +35,8 @@ ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     vid2vid_audio,
     preview,
     contact_sheet,
+    dataset_pack,
+    dataset_summary,
 ]
 
 DATASET_LEVEL_ASSETS: frozenset[str] = frozenset(

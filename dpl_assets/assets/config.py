@@ -218,3 +218,17 @@ class ContactSheetConfig(NodeConfig):
     columns: int = Field(default=4, ge=1, description="Frames per row.")
     tile_width: int = Field(default=256, ge=16, description="Width of each frame, px.")
     num_jobs: int = Field(default=2, ge=1, description="Videos drawn in parallel.")
+
+
+class DatasetPackConfig(dg.Config):
+    """``DatasetPackNode``: append every video's packed file to one sharded dataset."""
+
+    source: Literal["h5_dataset", "source_sequence", "vid2vid_audio"] = Field(
+        default="h5_dataset", description="Which per-video packed files to collect."
+    )
+    max_videos_per_shard: int = Field(default=1000, ge=1, description="Videos per shard file.")
+    max_shard_gb: float = Field(default=4.0, gt=0, description="Shard size limit, GB.")
+
+
+class DatasetSummaryConfig(dg.Config):
+    """``DatasetSummaryNode``: plots and a markdown digest over every registered video."""

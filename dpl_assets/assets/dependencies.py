@@ -20,6 +20,7 @@ def required_inputs(defs: dg.Definitions, asset: str, config: dict) -> list[str]
     metadata = node.metadata or {}
     field = metadata.get(CONFIGURED_INPUTS)
     if field:
-        return list(config.get(field, []))
+        value = config.get(field, [])
+        return [value] if isinstance(value, str) else list(value)
     optional = set(metadata.get(OPTIONAL_INPUTS, []))
     return [p.path[-1] for p in node.parent_keys if p.path[-1] not in optional]

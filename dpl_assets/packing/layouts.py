@@ -424,12 +424,20 @@ class ImageDatasetReader:
             yield self._decode(data, index)
 
     def _chunk(self, index: int) -> tuple[int, bytes]:
+        """(filter mask, stored bytes) of frame ``index``'s chunk."""
         offset = (index,) + (0,) * (self.dset.ndim - 1)
         try:
             mask, data = self.dset.id.read_direct_chunk(offset)
+            data = bytes(data)
+            # With h5py 3.16 on HDF5 2.0, read_direct_chunk reports mask 0 even for chunks
+            # stored unfiltered; get_chunk_info_by_coord reports it right. Ask it only
+            # when the bytes could be raw pixels (not JPEG, or exactly a frame's size).
+            raw_size = self.height * self.width * self.channels
+            if not data.startswith(_JPEG_MAGIC) or len(data) == raw_size:
+                mask = self.dset.id.get_chunk_info_by_coord(offset).filter_mask
         except (OSError, RuntimeError, KeyError, ValueError) as error:
             raise ValueError(f"frame {index} of {self.dset.name} has no stored chunk") from error
-        return int(mask), bytes(data)
+        return int(mask), data
 
     def _raw_chunk(self, index: int, data: bytes) -> np.ndarray:
         # Filter 32019 is registered optional: a writer without the plugin stores the chunk

@@ -164,7 +164,8 @@ class PackedWindows(Dataset):
             # A forked worker: the parent's handles are not safe to use here. Keep them
             # referenced instead of closing them, so this process never runs HDF5's close
             # (which would release the parent's file locks) on them.
-            self._inherited.append((self._files, self._images))
+            if self._files:
+                self._inherited.append((self._files, self._images))
             self._files, self._images, self._pid = {}, {}, pid
         handle = self._files.get(path)
         if handle is None:

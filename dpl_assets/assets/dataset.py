@@ -1,0 +1,92 @@
+"""Dataset-level assets, computed once over every registered video (not partitioned).
+
+- ``dataset_pack``: the per-video packed files of one packer appended to a sharded dataset
+  (:class:`~dpl_assets.packing.dataset_pack.DatasetPack`: ``index.json``, ``shard-*.h5``,
+  and ``dataset.h5`` linking every video); only videos not yet in it are copied, and
+  existing shards are never rewritten.
+- ``dataset_summary``: durations, face coverage, rejections by reason and feature
+  statistics as PNG plots plus a markdown digest shown on the materialization in the UI.
+"""
+
+from dataclasses import asdict
+
+import dagster as dg
+
+from dpl_assets.assets.config import DatasetPackConfig, DatasetSummaryConfig
+from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, OPTIONAL_INPUTS
+from dpl_assets.datatypes import DATATYPES, StorageFormat
+from dpl_assets.packing.dataset_pack import DatasetPack
+from dpl_assets.report import video_report
+from dpl_assets.storage.io_manager import ArtifactStorage
+from dpl_assets.visualize.summary import collect_summary_inputs, summarize
+
+PACKED_SOURCES = ["h5_dataset", "source_sequence", "vid2vid_audio"]
+SUMMARY_INPUTS = ["probe", "faces", "volume", "wav2vec"]
+
+
+@dg.asset(
+    group_name="datasets",
+    deps=PACKED_SOURCES,
+    metadata={CONFIGURED_INPUTS: "source"},
+)
+def dataset_pack(
+    context: dg.AssetExecutionContext, config: DatasetPackConfig, storage: ArtifactStorage
+) -> dg.MaterializeResult:
+    """Every video's ``source`` file in one appendable, sharded HDF5 dataset
+    (``dataset_pack/{source}/``; ``DatasetPackNode``)."""
+    store = storage.store()
+    pack = DatasetPack(
+        store.output_dir / "dataset_pack" / config.source,
+        max_videos_per_shard=config.max_videos_per_shard,
+        max_shard_bytes=int(config.max_shard_gb * 1024**3),
+    )
+    packed = {
+        video_id: path
+        for video_id in store.catalog.entries()
+        if (path := store.artifact_path(config.source, video_id)).exists()
+    }
+    added = pack.append(packed)
+    context.log.info(f"dataset_pack: {len(added)} videos added, {len(pack)} in the pack")
+    return dg.MaterializeResult(
+        metadata={
+            "videos_added": len(added),
+            "videos": len(pack),
+            "shards": len(pack.shards),
+            "index": dg.MetadataValue.path(str(pack.index_path)),
+            "one_file": dg.MetadataValue.path(str(pack.links_path)),
+        }
+    )
+
+
+def per_video_keys_present(output_dir) -> list[str]:
+    """Per-video datatypes with a folder in the output dir (what the summary reports on)."""
+    return [
+        key
+        for key, datatype in DATATYPES.items()
+        if datatype.storage is not StorageFormat.MEDIA and (output_dir / key).is_dir()
+    ]
+
+
+@dg.asset(
+    group_name="datasets",
+    deps=SUMMARY_INPUTS,
+    metadata={OPTIONAL_INPUTS: SUMMARY_INPUTS},
+)
+def dataset_summary(
+    context: dg.AssetExecutionContext, config: DatasetSummaryConfig, storage: ArtifactStorage
+) -> dg.MaterializeResult:
+    """Plots and a digest over every registered video (``dataset_summary/``;
+    ``DatasetSummaryNode``): durations, face coverage, rejections by reason, features."""
+    store = storage.store()
+    keys = per_video_keys_present(store.output_dir)
+    reports = [asdict(video_report(store, vid, keys)) for vid in store.catalog.entries()]
+    folder = store.output_dir / "dataset_summary"
+    markdown = summarize(collect_summary_inputs(store.output_dir, reports), folder)
+    context.log.info(f"dataset_summary: {len(reports)} videos")
+    return dg.MaterializeResult(
+        metadata={
+            "summary": dg.MetadataValue.md(markdown),
+            "videos": len(reports),
+            "folder": dg.MetadataValue.path(str(folder)),
+        }
+    )

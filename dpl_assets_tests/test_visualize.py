@@ -1,0 +1,494 @@
+"""Visualizations on a real face clip: overlays, preview mp4, contact sheet, dataset summary.
+
+The clip is the astronaut photo moving slightly (as in test_vision_pipeline), encoded with
+ffmpeg and decoded back by the pipeline; the overlays come from the real face model and
+head_pose. The system ffprobe (not the pipeline's ffmpeg) is the reference for previews.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from dpl_assets.media.ffmpeg import FFmpegError
+from dpl_assets.media.frames import decode_frames
+from dpl_assets.nodes.faces import FaceAnalyzer
+from dpl_assets.nodes.head_pose import _GENERIC_FACE_3D, _PNP_INDICES, _euler_xyz_degrees, head_pose
+from dpl_assets.storage.atomic import TEMP_PREFIX
+from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
+from dpl_assets.visualize.contact_sheet import contact_sheet, pick_indices, title_height, write_png
+from dpl_assets.visualize.overlay import (
+    DETECTED_COLOR,
+    GAP_FILLED_COLOR,
+    NOSE_TIP,
+    Overlays,
+    draw_overlay,
+    pose_axes_px,
+    project,
+    rotation_matrix,
+)
+from dpl_assets.visualize.preview import write_preview
+from dpl_assets.visualize.summary import (
+    PLOT_FILES,
+    collect_summary_inputs,
+    normalize_reason,
+    summarize,
+)
+from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.test_vision_pipeline import moving_astronaut, rotate, write_clip
+
+FPS = 25
+FRAMES = 25
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NO_FACE_FRAME, FILLED_FRAME = 5, 6  # frames whose overlays the fixture edits
+
+
+@dataclass
+class FaceClip:
+    source: Path  # the encoded clip
+    frames: list[np.ndarray]  # decoded back, 320x320 RGB
+    timestamps: np.ndarray
+    boxes: np.ndarray  # (N, 5) detector boxes
+    landmarks: np.ndarray  # (N, 68, 2)
+    head_pose: np.ndarray  # (N, 6)
+    overlays: Overlays  # the above with one no-face and one gap-filled frame
+    short_wav: Path  # 0.6 s: shorter than the clip
+    long_wav: Path  # 2.0 s: longer than the clip
+
+
+def write_wav(path: Path, seconds: float, frequency: float = 440.0) -> Path:
+    time = np.arange(round(seconds * 16_000)) / 16_000
+    soundfile.write(path, 0.3 * np.sin(2 * np.pi * frequency * time), 16_000, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> FaceClip:
+    folder = tmp_path_factory.mktemp("face clip")
+    source = write_clip(folder / "real face.mp4", moving_astronaut(FRAMES), fps=FPS)
+    decoded = list(decode_frames(source))
+    frames = [frame.rgb for frame in decoded]
+    with FaceAnalyzer() as analyzer:
+        result = analyzer.analyze(frames)
+    assert result.detected.all()
+    poses = head_pose(result.landmarks, (320, 320))
+    mask = np.ones(FRAMES, np.uint8)
+    boxes, landmarks, pose_rows = result.raw_bboxes.copy(), result.landmarks.copy(), poses.copy()
+    for array in (boxes, landmarks, pose_rows):
+        array[NO_FACE_FRAME] = np.nan
+    mask[NO_FACE_FRAME], mask[FILLED_FRAME] = 0, 2
+    return FaceClip(
+        source=source,
+        frames=frames,
+        timestamps=np.array([frame.time_s for frame in decoded]),
+        boxes=result.raw_bboxes,
+        landmarks=result.landmarks,
+        head_pose=poses,
+        overlays=Overlays(boxes=boxes, landmarks=landmarks, head_pose=pose_rows, face_mask=mask),
+        short_wav=write_wav(folder / "short.wav", 0.6),
+        long_wav=write_wav(folder / "long.wav", 2.0),
+    )
+
+
+def ffprobe_streams(path: Path) -> dict[str, dict]:
+    """The system ffprobe's first video and audio stream, frames counted by decoding."""
+    out = subprocess.run(
+        [media._system_binary("ffprobe"), "-v", "error", "-count_frames", "-print_format",
+         "json", "-show_streams", "file:" + str(path.absolute())],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    streams = json.loads(out)["streams"]
+    return {kind: next((s for s in streams if s["codec_type"] == kind), {}) for kind in
+            ("video", "audio")}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# Preview
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("known_length", [True, False], ids=["list", "generator"])
+@pytest.mark.parametrize("audio", ["short", "long"])
+def test_preview_has_the_source_frames_and_fitted_audio(clip, tmp_path, known_length, audio):
+    wav = clip.short_wav if audio == "short" else clip.long_wav
+    frames = clip.frames if known_length else (frame for frame in clip.frames)
+    # Overlays would give the length away: the generator case runs without them.
+    overlays = clip.overlays if known_length else None
+    out = tmp_path / "preview.mp4"
+
+    summary = write_preview(out, frames, fps=FPS, wav=wav, overlays=overlays)
+
+    source, preview = ffprobe_streams(clip.source), ffprobe_streams(out)
+    assert summary.frames == FRAMES and summary.seconds == pytest.approx(1.0)
+    assert summary.has_audio
+    assert int(preview["video"]["nb_read_frames"]) == int(source["video"]["nb_read_frames"])
+    assert float(preview["video"]["duration"]) == pytest.approx(
+        float(source["video"]["duration"]), abs=1e-3
+    )
+    assert preview["video"]["codec_name"] == "h264"
+    assert preview["video"]["pix_fmt"] == "yuv420p"
+    assert preview["audio"]["codec_name"] == "aac"
+    assert int(preview["audio"]["sample_rate"]) == 16_000
+    # Padded or cut to the video: exact when the length is known, else within ~a frame
+    # plus one AAC frame (1024 samples = 64 ms).
+    tolerance = 0.002 if known_length else 0.11
+    assert float(preview["audio"]["duration"]) == pytest.approx(1.0, abs=tolerance)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_preview_pads_odd_sizes_by_one_pixel(clip, tmp_path):
+    odd = [np.ascontiguousarray(frame[:317, :319]) for frame in clip.frames]
+    out = tmp_path / "odd.mp4"
+
+    summary = write_preview(out, odd, fps=FPS)
+
+    video = ffprobe_streams(out)["video"]
+    assert (int(video["width"]), int(video["height"])) == (320, 318)
+    assert int(video["nb_read_frames"]) == FRAMES == summary.frames
+    assert not summary.has_audio and not ffprobe_streams(out)["audio"]
+
+
+def test_preview_frames_carry_the_overlay(clip, tmp_path):
+    out = tmp_path / "preview.mp4"
+    write_preview(out, clip.frames, fps=FPS, overlays=clip.overlays)
+    decoded = [frame.rgb for frame in decode_frames(out)]
+    assert len(decoded) == FRAMES
+
+    def change(index: int, points: np.ndarray) -> float:
+        x, y = np.floor(points).astype(int).T
+        diff = np.abs(decoded[index].astype(int) - clip.frames[index].astype(int)).sum(axis=2)
+        return float(diff[y, x].mean())
+
+    points = clip.landmarks[0]
+    far = np.array([[20.0, 300.0], [300.0, 300.0], [160.0, 310.0], [300.0, 200.0]])
+    assert change(0, points) > 60  # the dots, after H.264
+    assert change(0, far) < 15  # compression noise only
+    assert change(NO_FACE_FRAME, points) < 15  # no face: nothing drawn there
+
+
+def test_preview_failure_leaves_the_previous_file_and_no_temp(clip, tmp_path):
+    out = tmp_path / "preview.mp4"
+    out.write_bytes(b"previous")
+    changing = [clip.frames[0], clip.frames[1][:200]]
+    with pytest.raises(ValueError, match=r"preview\.mp4: frame 1 has shape \(200, 320, 3\)"):
+        write_preview(out, changing, fps=FPS)
+
+    not_audio = tmp_path / "not audio.wav"
+    not_audio.write_bytes(b"this is not a wav file" * 100)
+    with pytest.raises(FFmpegError, match=r"preview\.mp4") as failure:
+        write_preview(out, clip.frames, fps=FPS, wav=not_audio)
+    assert "not audio.wav" in str(failure.value)  # ffmpeg's own stderr tail is included
+
+    with pytest.raises(IndexError):  # more frames than overlays
+        write_preview(out, (f for f in clip.frames + clip.frames[:1]), fps=FPS,
+                      overlays=clip.overlays)  # fmt: skip
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not audio.wav", "preview.mp4"]
+
+
+def test_preview_of_a_new_file_that_fails_leaves_nothing(clip, tmp_path):
+    out = tmp_path / "new.mp4"
+    with pytest.raises(ValueError):
+        write_preview(out, [clip.frames[0], clip.frames[1][:, :100]], fps=FPS)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------
+# Overlay
+# --------------------------------------------------------------------------------------
+
+
+def changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    return (before != after).any(axis=2)
+
+
+def test_overlay_marks_the_landmarks_and_stays_near_the_face(clip):
+    frame = clip.frames[0]
+    box, points = clip.boxes[0], clip.landmarks[0]
+    drawn = draw_overlay(frame, box=box, landmarks=points, head_pose=clip.head_pose[0],
+                         face_mask_code=1)  # fmt: skip
+
+    mask = changed(frame, drawn)
+    x, y = np.floor(points).astype(int).T
+    assert mask[y, x].all()  # every landmark's pixel is painted
+    assert np.abs(drawn[y, x].astype(int) - DETECTED_COLOR).sum(axis=1).mean() < 150
+    ys, xs = np.nonzero(mask)
+    margin = 4  # line width and anti-aliasing around the box
+    assert xs.min() >= box[0] - margin and xs.max() <= box[2] + margin
+    assert ys.min() >= box[1] - margin and ys.max() <= box[3] + margin
+    assert frame is not drawn and not changed(frame, clip.frames[0].copy()).any()
+
+
+def test_gap_filled_frames_use_another_colour(clip):
+    frame, points = clip.frames[0], clip.landmarks[0]
+    detected = draw_overlay(frame, landmarks=points, face_mask_code=1)
+    filled = draw_overlay(frame, landmarks=points, face_mask_code=2)
+    x, y = np.floor(points).astype(int).T
+
+    def distance(image: np.ndarray, color: tuple[int, int, int]) -> float:
+        return float(np.abs(image[y, x].astype(int) - color).sum(axis=1).mean())
+
+    assert distance(filled, GAP_FILLED_COLOR) < distance(filled, DETECTED_COLOR)
+    assert distance(detected, DETECTED_COLOR) < distance(detected, GAP_FILLED_COLOR)
+    assert changed(filled, detected)[:40, :100].any()  # the "gap filled" label
+
+
+def test_nan_overlays_draw_only_a_small_label(clip):
+    frame = clip.frames[0]
+    nothing = draw_overlay(frame)
+    assert not changed(frame, nothing).any()
+
+    nan = draw_overlay(frame, box=np.full(5, np.nan), landmarks=np.full((68, 2), np.nan),
+                       head_pose=np.full(6, np.nan), face_mask_code=0)  # fmt: skip
+    ys, xs = np.nonzero(changed(frame, nan))
+    assert xs.size > 0 and xs.max() < 120 and ys.max() < 40  # "no face", top-left
+
+    # Partial NaN: the finite points are drawn, broken contours do not crash.
+    partial = clip.landmarks[0].copy()
+    partial[::3] = np.nan
+    drawn = draw_overlay(frame, landmarks=partial, head_pose=np.array([5, 0, 0, *[np.nan] * 3]))
+    x, y = np.floor(partial[1::3]).astype(int).T
+    assert changed(frame, drawn)[y, x].all()
+
+
+def test_overlays_check_their_shapes():
+    with pytest.raises(ValueError, match="disagree"):
+        Overlays(boxes=np.zeros((3, 4)), face_mask=np.zeros(4))
+    with pytest.raises(ValueError, match="landmarks"):
+        Overlays(landmarks=np.zeros((3, 5, 2)))
+    assert Overlays().frame_count is None
+
+
+# --------------------------------------------------------------------------------------
+# Head-pose axes
+# --------------------------------------------------------------------------------------
+
+
+def test_rotation_matrix_inverts_head_poses_angle_conversion():
+    rng = np.random.default_rng(7)
+    for yaw, pitch, roll in zip(
+        rng.uniform(-85, 85, 50),
+        rng.uniform(-170, 170, 50),
+        rng.uniform(-170, 170, 50),
+        strict=True,
+    ):
+        matrix = rotation_matrix(yaw, pitch, roll)
+        np.testing.assert_allclose(matrix @ matrix.T, np.eye(3), atol=1e-12)
+        pitch_back, yaw_back, roll_z = _euler_xyz_degrees(matrix)
+        # head_pose stores [yaw, pitch, -roll_z].
+        np.testing.assert_allclose([yaw_back, pitch_back, -roll_z], [yaw, pitch, roll],
+                                   atol=1e-9)  # fmt: skip
+
+
+def reprojection_error_px(landmarks: np.ndarray, pose: np.ndarray, roll_sign: float = 1) -> float:
+    """Mean distance between the PnP landmarks and the generic face placed by ``pose``."""
+    model = _GENERIC_FACE_3D * np.array([1.0, -1.0, -1.0])  # as head_pose flips it
+    rotation = rotation_matrix(pose[0], pose[1], roll_sign * pose[2])
+    pixels = project(model @ rotation.T + pose[3:], (320, 320))
+    return float(np.linalg.norm(pixels - landmarks[_PNP_INDICES], axis=1).mean())
+
+
+def test_pose_places_the_generic_face_on_the_real_landmarks(clip):
+    # Same camera and conventions as head_pose: its fit lands back on the landmarks.
+    assert reprojection_error_px(clip.landmarks[0], clip.head_pose[0].astype(float)) < 6
+    # On a face rolled 20 degrees, the wrong roll sign would miss by far.
+    turned = np.ascontiguousarray(rotate(clip.frames[0], 20))
+    with FaceAnalyzer() as analyzer:
+        landmarks = analyzer.analyze([turned]).landmarks
+    pose = head_pose(landmarks, (320, 320))[0].astype(float)
+    assert pose[2] > 10
+    assert reprojection_error_px(landmarks[0], pose) < 6
+    assert reprojection_error_px(landmarks[0], pose, roll_sign=-1) > 20
+
+
+def test_axes_follow_the_pose_on_screen():
+    size = (320, 240)
+    frontal = pose_axes_px(np.array([0, 0, 0, 0, 0, 2000.0]), size)
+    assert frontal is not None
+    origin, x_end, y_end, z_end = frontal
+    np.testing.assert_allclose(origin, [160, 120])  # the principal point
+    assert x_end[0] > origin[0] + 10 and x_end[1] == pytest.approx(origin[1])  # right
+    assert y_end[1] < origin[1] - 10 and y_end[0] == pytest.approx(origin[0])  # up
+    np.testing.assert_allclose(z_end, origin, atol=1e-9)  # straight at the camera
+
+    # roll > 0 turns the face counter-clockwise on screen: its x axis rises.
+    rolled = pose_axes_px(np.array([0, 0, 30, 0, 0, 2000.0]), size)
+    assert rolled is not None
+    dx, dy = rolled[1] - rolled[0]
+    assert np.degrees(np.arctan2(-dy, dx)) == pytest.approx(30, abs=0.5)
+    # Anchored at a landmark; orthographic without translation; None without angles.
+    anchored = pose_axes_px(np.array([0, 0, 0, 0, 0, 2000.0]), size, anchor=np.array([50, 60]))
+    assert anchored is not None
+    np.testing.assert_allclose(anchored[0], [50, 60])
+    ortho = pose_axes_px(np.array([0, 0, 0, *[np.nan] * 3]), size, anchor=np.array([50, 60]))
+    assert ortho is not None and ortho[1][0] > 50
+    assert pose_axes_px(np.full(6, np.nan), size) is None
+
+
+def test_axes_start_at_the_nose_tip(clip):
+    frame, points = clip.frames[0], clip.landmarks[0]
+    axes = pose_axes_px(clip.head_pose[0], (320, 320), anchor=points[NOSE_TIP])
+    assert axes is not None
+    drawn = draw_overlay(frame, head_pose=clip.head_pose[0], landmarks=points)
+    for end in axes[1:3]:  # x and y ends (z points near the camera: short)
+        x, y = np.floor((axes[0] + 0.8 * (end - axes[0]))).astype(int)
+        assert changed(frame, drawn)[y, x]
+
+
+# --------------------------------------------------------------------------------------
+# Contact sheet
+# --------------------------------------------------------------------------------------
+
+
+def test_pick_indices_are_evenly_spaced_and_distinct():
+    assert pick_indices(100, 4).tolist() == [12, 37, 62, 87]
+    assert pick_indices(3, 12).tolist() == [0, 1, 2]
+    for total in range(1, 40):
+        picked = pick_indices(total, 12)
+        assert len(set(picked.tolist())) == picked.size == min(12, total)
+        assert picked.min() >= 0 and picked.max() < total
+
+
+def test_contact_sheet_from_an_image_stack_is_a_valid_png(clip, tmp_path):
+    stack_path = tmp_path / "images" / "real face.h5"
+    with ImageStackWriter(stack_path, "images", fps=FPS) as writer:
+        for frame, time_s in zip(clip.frames, clip.timestamps, strict=True):
+            writer.append(frame, float(time_s))
+    tile = 128
+    with ImageStack(stack_path) as stack:
+        sheet = contact_sheet(stack, count=6, columns=4, tile_width=tile,
+                              overlays=clip.overlays, title="real face")  # fmt: skip
+    # 6 tiles, 4 per row -> 2 rows of square tiles, under the title band.
+    assert sheet.shape == (title_height(tile) + 2 * tile, 4 * tile, 3)
+    assert sheet.dtype == np.uint8
+    out = tmp_path / "sheets" / "real face.png"
+    write_png(out, sheet)
+
+    data = out.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert image.size == (4 * tile, title_height(tile) + 2 * tile)
+        np.testing.assert_array_equal(np.asarray(image), sheet)  # lossless
+    assert [p.name for p in out.parent.iterdir()] == ["real face.png"]
+
+
+def test_contact_sheet_labels_and_overlays_its_tiles(clip):
+    plain = contact_sheet(clip.frames, count=4, columns=2, tile_width=160)
+    drawn = contact_sheet(clip.frames, count=4, columns=2, tile_width=160,
+                          overlays=clip.overlays, timestamps=clip.timestamps)  # fmt: skip
+    assert plain.shape == drawn.shape == (320, 320, 3)  # 2 x 2 tiles, half size, no title
+    # Frame 3 (top-left tile): its landmarks, halved, are painted.
+    x, y = np.floor(clip.landmarks[pick_indices(FRAMES, 4)[0]] / 2).astype(int).T
+    assert changed(plain, drawn)[y, x].mean() > 0.9
+    # The time label is longer than the index label.
+    assert changed(plain, drawn)[150:160, 40:100].any()
+
+
+# --------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------
+
+
+def test_normalize_reason_groups_causes():
+    assert normalize_reason("face in 37% of frames (min_face_coverage 50%)") == (
+        "face in N% of frames"
+    )
+    assert normalize_reason("face in 12% of frames (min_face_coverage 50%)") == (
+        "face in N% of frames"
+    )
+    assert normalize_reason("/v/a b.mp4: truncated: the header promises 4.00 s") == "truncated"
+    assert (
+        normalize_reason(
+            "/v/x.mp4: cannot open as a media container (Invalid data: x); header lost"
+        )
+        == "cannot open as a media container; header lost"
+    )
+    assert normalize_reason("no face: no face detected in any frame") == "no face"
+    assert normalize_reason("clip 7: 12 samples is shorter than one wav2vec frame (400)",
+                            subjects=["clip 7"]) == "N samples is shorter than one wav2vec frame"  # fmt: skip
+
+
+def write_outputs(out: Path, video_id: str, duration: float, coverage: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    (out / "probe").mkdir(parents=True, exist_ok=True)
+    (out / "faces").mkdir(exist_ok=True)
+    (out / "volume").mkdir(exist_ok=True)
+    (out / "wav2vec").mkdir(exist_ok=True)
+    (out / "probe" / f"{video_id}.json").write_text(json.dumps({"duration_s": duration}))
+    (out / "faces" / f"{video_id}.json").write_text(json.dumps({"coverage": coverage}))
+    volume = rng.uniform(0, 0.2, 100).astype(np.float32)
+    features = rng.normal(size=(100, 16)).astype(np.float32)
+    np.save(out / "volume" / f"{video_id}.npy", volume)
+    np.save(out / "wav2vec" / f"{video_id}.npy", features)
+    return {"volume": volume, "wav2vec": features}
+
+
+def test_summary_reads_the_outputs_and_writes_plots(tmp_path):
+    out = tmp_path / "out"
+    arrays = write_outputs(out, "a", 12.5, 0.96, 1)
+    write_outputs(out, "b", 30.0, 1.0, 2)
+    (out / "probe" / "broken.json").write_text("{not json")
+    report = {
+        "summary": {},
+        "videos": [
+            {"video_id": "a", "source": "/in/a.mp4", "status": "processed", "reason": None,
+             "outputs": {"volume": str(out / "volume" / "a.npy")}},
+            {"video_id": "b", "source": "/in/b.mp4", "status": "processed", "reason": None,
+             "outputs": {}},
+            {"video_id": "c", "source": "/in/c.mp4", "status": "rejected", "outputs": {},
+             "reason": "face in 37% of frames (min_face_coverage 50%)"},
+            {"video_id": "d", "source": "/in/d.mp4", "status": "rejected", "outputs": {},
+             "reason": "face in 12% of frames (min_face_coverage 50%)"},
+            {"video_id": "e", "source": "/in/e.mp4", "status": "rejected", "outputs": {},
+             "reason": "/in/e.mp4: no audio stream"},
+            {"video_id": "broken", "source": "/in/broken.mp4", "status": "failed",
+             "reason": "not produced: wav (see the run log)", "outputs": {}},
+        ],
+    }  # fmt: skip
+
+    records = collect_summary_inputs(out, report)
+
+    by_id = {r["video_id"]: r for r in records}
+    assert by_id["a"]["duration_s"] == 12.5 and by_id["a"]["face_coverage"] == 0.96
+    assert by_id["a"]["volume_mean"] == pytest.approx(arrays["volume"].mean(), rel=1e-6)
+    assert by_id["a"]["volume_std"] == pytest.approx(arrays["volume"].std(), rel=1e-5)
+    norms = np.linalg.norm(arrays["wav2vec"].astype(np.float64), axis=1)
+    assert by_id["a"]["wav2vec_norm_mean"] == pytest.approx(norms.mean())
+    assert by_id["a"]["wav2vec_norm_std"] == pytest.approx(norms.std())
+    assert by_id["c"]["face_coverage"] == pytest.approx(0.37)  # from the reason
+    assert by_id["e"]["duration_s"] is None and by_id["e"]["volume_mean"] is None
+    assert by_id["broken"]["duration_s"] is None
+    assert by_id["broken"]["unreadable"] == [str(out / "probe" / "broken.json")]
+
+    plots = tmp_path / "summary"
+    markdown = summarize(records, plots)
+
+    assert sorted(p.name for p in plots.iterdir()) == sorted(PLOT_FILES.values())
+    for name in PLOT_FILES.values():
+        data = (plots / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            assert image.size[0] > 300 and image.size[1] > 200
+    assert "| processed | 2 |" in markdown and "| rejected | 3 |" in markdown
+    assert "| failed | 1 |" in markdown and "| **total** | 6 |" in markdown
+    assert "| face in N% of frames | 2 |" in markdown
+    assert "| no audio stream | 1 |" in markdown
+    for name in PLOT_FILES.values():
+        assert (plots / name).resolve().as_uri() in markdown
+    assert "1 output file(s) could not be read" in markdown
+
+
+def test_summary_of_nothing_still_writes_every_plot(tmp_path):
+    markdown = summarize([], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLOT_FILES.values())
+    assert "| **total** | 0 |" in markdown
