@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dpl_assets.assets import ALL_ASSETS
+from dpl_assets.assets import ALL_ASSETS, DATASET_LEVEL_ASSETS
 from dpl_assets.checks import OUTPUT_CHECKS
 from dpl_assets.partitions import video_partitions
 from dpl_assets.resources import TorchDevice, Wav2vecModels
@@ -22,9 +22,16 @@ offline_audio_job = dg.define_asset_job(
 
 offline_default_job = dg.define_asset_job(
     "offline_default",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.assets("wav2vec"),
-    partitions_def=video_partitions,
-    description="Everything that needs no downloaded weights (the default graph).",
+    selection=dg.AssetSelection.all()
+    - dg.AssetSelection.assets("wav2vec").downstream()
+    - dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS),
+    description="Every per-video asset that needs no downloaded weights (the default graph).",
+)
+
+dataset_job = dg.define_asset_job(
+    "dataset_level",
+    selection=dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS),
+    description="The dataset pack and summary over every registered video (not partitioned).",
 )
 
 
@@ -42,5 +49,5 @@ def build_definitions(
             "torch_device": TorchDevice(),
             "wav2vec_models": Wav2vecModels(),
         },
-        jobs=[offline_audio_job, offline_default_job, *(jobs or [])],
+        jobs=[offline_audio_job, offline_default_job, dataset_job, *(jobs or [])],
     )
