@@ -21,7 +21,11 @@ as a sentence; an empty list means the artefact passed. Rules per datatype:
 - ``face_mask`` codes in {0, 1, 2}; landmarks within the frame widened by half its size;
 - image stacks (``images``, ``crops``): ``count`` attribute, entries and timestamps agree,
   timestamps strictly increasing, the first image decodes at the stated size; ``crops``
-  has the frame count of ``images``.
+  has the frame count of ``images``;
+- training files: every dataset (resampled audio features included) has the file's frame
+  count, which is that of ``images``; the first image of each image dataset decodes;
+- ``preview``: one video stream with one packet per frame of ``images``, and an audio
+  stream when the video has a wav; ``contact_sheet``: a PNG that decodes.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+import cv2
 import h5py
 import numpy as np
 import soundfile
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ, StorageFormat, get_datatype
+from dpl_assets.packing.layouts import open_images
 from dpl_assets.storage.image_stack import decode_image
 
 PER_FRAME = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "bboxes", "head_pose",
@@ -47,8 +54,14 @@ NAN_ROWS_ALLOWED = ("raw_bboxes", "landmarks", "landmarks_mesh", "head_pose", "b
 AUDIO_RATE = ("wav2vec", "volume")
 """Arrays at the wav2vec step rate (50 Hz)."""
 
-CHECKED = ("wav", "images", "crops", *PER_FRAME, *AUDIO_RATE)
+PACKED = ("h5_dataset", "source_sequence", "vid2vid_audio")
+"""Per-video training files (:mod:`dpl_assets.packing.video_pack`)."""
+
+CHECKED = ("wav", "images", "crops", *PER_FRAME, *AUDIO_RATE, *PACKED, "preview",
+           "contact_sheet")  # fmt: skip
 """Datatypes with output checks."""
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,12 @@ class VideoFacts:
 def check_artifact(key: str, path: Path, facts: VideoFacts) -> list[str]:
     """Every problem of the artefact ``path`` of datatype ``key`` (empty list: it passed)."""
     datatype = get_datatype(key)
+    if key in PACKED:
+        return _check_packed(path, facts)
+    if key == "preview":
+        return _check_preview(path, facts)
+    if key == "contact_sheet":
+        return _check_png(path)
     if datatype.storage is StorageFormat.WAV:
         return _check_wav(path)
     if datatype.storage is StorageFormat.IMAGE_STACK:
@@ -227,3 +246,51 @@ def wav2vec_steps(num_samples: int) -> int:
     Written out here rather than taken from the feature code, so the check is independent.
     """
     return (num_samples - 400) // 320 + 1 if num_samples >= 400 else 0
+
+
+def _check_packed(path: Path, facts: VideoFacts) -> list[str]:
+    """Every dataset of a training file has the file's frame count; images decode."""
+    problems = []
+    try:
+        with h5py.File(path, "r") as file:
+            count = int(file.attrs["frame_count"])
+            if facts.frame_count is not None and count != facts.frame_count:
+                problems.append(f"{count} frames where images has {facts.frame_count}")
+            for key, dataset in file.items():
+                if dataset.shape[0] != count:
+                    problems.append(f"{key} has {dataset.shape[0]} rows, the file {count} frames")
+            for key in file.attrs.get("image_keys", []):
+                images = open_images(file[key])
+                if count and images[0].shape[:2] != images.frame_shape[:2]:
+                    problems.append(f"{key}: first image does not have the stated size")
+    except (OSError, KeyError, ValueError) as error:
+        return [f"unreadable training file: {error}"]
+    return problems
+
+
+def _check_preview(path: Path, facts: VideoFacts) -> list[str]:
+    """One video packet per frame of ``images``, and an audio stream when there is a wav."""
+    try:
+        with av.open(str(path)) as container:
+            videos = [s for s in container.streams if s.type == "video"]
+            audios = [s for s in container.streams if s.type == "audio"]
+            if len(videos) != 1:
+                return [f"{len(videos)} video streams where 1"]
+            packets = sum(1 for p in container.demux(videos[0]) if p.size)
+    except (av.FFmpegError, OSError) as error:
+        return [f"unreadable preview: {error}"]
+    problems = []
+    if facts.frame_count is not None and packets != facts.frame_count:
+        problems.append(f"{packets} frames where images has {facts.frame_count}")
+    if facts.wav_samples and not audios:
+        problems.append("no audio stream although the video has a wav")
+    return problems
+
+
+def _check_png(path: Path) -> list[str]:
+    with path.open("rb") as file:
+        signature = file.read(len(PNG_SIGNATURE))
+    if signature != PNG_SIGNATURE:
+        return ["not a PNG file"]
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return [] if image is not None and image.size else ["PNG does not decode"]

@@ -165,3 +165,37 @@ def test_checks_run_with_dpl_run_and_a_broken_file_shows_in_the_ui_record(tmp_pa
     assert code == 1
     [problem] = report["clip"]["failed_checks"]["volume"]
     assert "steps where the wav's" in problem
+
+
+def test_training_file_preview_and_contact_sheet_checks(video, tmp_path):
+    import h5py
+
+    from dpl_assets.packing.video_pack import PackOptions, pack_video
+    from dpl_assets.visualize.preview import write_preview
+
+    facts = VideoFacts.read(video["images"], video["wav"])
+    packed = tmp_path / "packed.h5"
+    with h5py.File(video["images"], "r") as file:
+        times = file["timestamps"][:]
+    pack_video(
+        packed, video_id="v", frame_times=times, image_stacks={"images": video["images"]},
+        arrays={"landmarks": np.load(video["landmarks"])},
+        audio_features={"volume": np.load(video["volume"])}, options=PackOptions(),
+    )  # fmt: skip
+    assert check_artifact("h5_dataset", packed, facts) == []
+    with h5py.File(packed, "r+") as file:
+        file.create_dataset("extra", data=np.zeros(FRAMES + 2))
+    assert any("extra has 8 rows" in p for p in check_artifact("h5_dataset", packed, facts))
+
+    frames = [np.full((HEIGHT, WIDTH, 3), 90, np.uint8)] * FRAMES
+    preview = tmp_path / "preview.mp4"
+    write_preview(preview, frames, fps=25, wav=video["wav"])
+    assert check_artifact("preview", preview, facts) == []
+    write_preview(preview, frames[:-1], fps=25, wav=None)
+    problems = check_artifact("preview", preview, facts)
+    assert any("5 frames where images has 6" in p for p in problems)
+    assert any("no audio stream" in p for p in problems)
+
+    sheet = tmp_path / "sheet.png"
+    sheet.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really")
+    assert check_artifact("contact_sheet", sheet, facts) == ["PNG does not decode"]
