@@ -115,16 +115,18 @@ def ffprobe_streams(path: Path) -> dict[str, dict]:
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("known_length", [True, False], ids=["list", "generator"])
+@pytest.mark.parametrize("length", ["list", "frame_count", "generator"])
 @pytest.mark.parametrize("audio", ["short", "long"])
-def test_preview_has_the_source_frames_and_fitted_audio(clip, tmp_path, known_length, audio):
+def test_preview_has_the_source_frames_and_fitted_audio(clip, tmp_path, length, audio):
     wav = clip.short_wav if audio == "short" else clip.long_wav
-    frames = clip.frames if known_length else (frame for frame in clip.frames)
+    frames = clip.frames if length == "list" else (frame for frame in clip.frames)
     # Overlays would give the length away: the generator case runs without them.
-    overlays = clip.overlays if known_length else None
+    overlays = None if length == "generator" else clip.overlays
+    frame_count = FRAMES if length == "frame_count" else None
     out = tmp_path / "preview.mp4"
 
-    summary = write_preview(out, frames, fps=FPS, wav=wav, overlays=overlays)
+    summary = write_preview(out, frames, fps=FPS, wav=wav, overlays=overlays,
+                            frame_count=frame_count)  # fmt: skip
 
     source, preview = ffprobe_streams(clip.source), ffprobe_streams(out)
     assert summary.frames == FRAMES and summary.seconds == pytest.approx(1.0)
@@ -137,11 +139,19 @@ def test_preview_has_the_source_frames_and_fitted_audio(clip, tmp_path, known_le
     assert preview["video"]["pix_fmt"] == "yuv420p"
     assert preview["audio"]["codec_name"] == "aac"
     assert int(preview["audio"]["sample_rate"]) == 16_000
-    # Padded or cut to the video: exact when the length is known, else within ~a frame
-    # plus one AAC frame (1024 samples = 64 ms).
-    tolerance = 0.002 if known_length else 0.11
-    assert float(preview["audio"]["duration"]) == pytest.approx(1.0, abs=tolerance)
+    # Known length: padded or cut to the video exactly. Unknown: the wav as it is.
+    wav_seconds = soundfile.info(wav).duration
+    expected = wav_seconds if length == "generator" else 1.0
+    assert float(preview["audio"]["duration"]) == pytest.approx(expected, abs=0.002)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_frame_count_must_agree(clip, tmp_path):
+    with pytest.raises(ValueError, match="disagree"):
+        write_preview(tmp_path / "p.mp4", clip.frames, fps=FPS, frame_count=FRAMES + 1)
+    with pytest.raises(ValueError, match=f"{FRAMES - 1} frames given where {FRAMES}"):
+        write_preview(tmp_path / "p.mp4", iter(clip.frames[1:]), fps=FPS, frame_count=FRAMES)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_preview_pads_odd_sizes_by_one_pixel(clip, tmp_path):
@@ -163,15 +173,20 @@ def test_preview_frames_carry_the_overlay(clip, tmp_path):
     assert len(decoded) == FRAMES
 
     def change(index: int, points: np.ndarray) -> float:
+        """Mean |preview - source| (summed over RGB) at these pixels of frame ``index``."""
         x, y = np.floor(points).astype(int).T
         diff = np.abs(decoded[index].astype(int) - clip.frames[index].astype(int)).sum(axis=2)
         return float(diff[y, x].mean())
 
-    points = clip.landmarks[0]
     far = np.array([[20.0, 300.0], [300.0, 300.0], [160.0, 310.0], [300.0, 200.0]])
-    assert change(0, points) > 60  # the dots, after H.264
-    assert change(0, far) < 15  # compression noise only
-    assert change(NO_FACE_FRAME, points) < 15  # no face: nothing drawn there
+    label = np.array([[x, y] for x in range(4, 80, 2) for y in range(4, 24, 2)], float)
+    marked = change(0, clip.landmarks[0])
+    assert marked > 150  # the dots survive H.264 (measured ~300)
+    assert change(0, far) < 20  # compression noise only (measured ~12)
+    # The no-face frame: the face is unmarked (H.264 leaves some of the neighbours'
+    # dots: measured ~60 at 25 fps) and the "no face" label is there.
+    assert change(NO_FACE_FRAME, clip.landmarks[NO_FACE_FRAME]) < marked / 3
+    assert change(NO_FACE_FRAME, label) > 2 * change(0, label)
 
 
 def test_preview_failure_leaves_the_previous_file_and_no_temp(clip, tmp_path):
@@ -299,14 +314,15 @@ def reprojection_error_px(landmarks: np.ndarray, pose: np.ndarray, roll_sign: fl
 def test_pose_places_the_generic_face_on_the_real_landmarks(clip):
     # Same camera and conventions as head_pose: its fit lands back on the landmarks.
     assert reprojection_error_px(clip.landmarks[0], clip.head_pose[0].astype(float)) < 6
-    # On a face rolled 20 degrees, the wrong roll sign would miss by far.
-    turned = np.ascontiguousarray(rotate(clip.frames[0], 20))
+    # On a face rolled 30 degrees, the wrong roll sign would miss by far.
+    turned = np.ascontiguousarray(rotate(clip.frames[0], 30))
     with FaceAnalyzer() as analyzer:
         landmarks = analyzer.analyze([turned]).landmarks
     pose = head_pose(landmarks, (320, 320))[0].astype(float)
-    assert pose[2] > 10
-    assert reprojection_error_px(landmarks[0], pose) < 6
-    assert reprojection_error_px(landmarks[0], pose, roll_sign=-1) > 20
+    assert pose[2] > 20
+    right = reprojection_error_px(landmarks[0], pose)
+    assert right < 6
+    assert reprojection_error_px(landmarks[0], pose, roll_sign=-1) > max(15, 3 * right)
 
 
 def test_axes_follow_the_pose_on_screen():
@@ -339,7 +355,7 @@ def test_axes_start_at_the_nose_tip(clip):
     assert axes is not None
     drawn = draw_overlay(frame, head_pose=clip.head_pose[0], landmarks=points)
     for end in axes[1:3]:  # x and y ends (z points near the camera: short)
-        x, y = np.floor((axes[0] + 0.8 * (end - axes[0]))).astype(int)
+        x, y = np.floor(axes[0] + 0.8 * (end - axes[0])).astype(int)
         assert changed(frame, drawn)[y, x]
 
 
@@ -413,8 +429,10 @@ def test_normalize_reason_groups_causes():
         == "cannot open as a media container; header lost"
     )
     assert normalize_reason("no face: no face detected in any frame") == "no face"
-    assert normalize_reason("clip 7: 12 samples is shorter than one wav2vec frame (400)",
-                            subjects=["clip 7"]) == "N samples is shorter than one wav2vec frame"  # fmt: skip
+    wav2vec = "clip 7: 12 samples is shorter than one wav2vec frame (400 samples)"
+    assert normalize_reason(wav2vec, subjects=["clip 7"]) == (
+        "N samples is shorter than one wav2vec frame"
+    )
 
 
 def write_outputs(out: Path, video_id: str, duration: float, coverage: float, seed: int) -> dict:

@@ -99,7 +99,7 @@ def preview(
         with ImageStack(images, "images") as stack:
             fps = float(stack.attrs["fps"]) or 25.0
             write_preview(
-                staged, iter(stack), fps=fps, wav=wav_path(store, video_id),
+                staged, stack, fps=fps, wav=wav_path(store, video_id),
                 overlays=overlays_for(store, video_id),
             )  # fmt: skip
         return StagedFile(staged)

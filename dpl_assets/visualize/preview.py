@@ -6,10 +6,13 @@ one frame whatever the clip's length, and the 16 kHz wav is its second input, re
 ``file:`` URL. The output is H.264 (yuv420p, so odd frame sizes are padded by one black
 pixel on the right / bottom), with ``+faststart`` so browsers play it while loading.
 
-The preview has exactly as many video frames as were given. Audio is fitted to the video:
-when the frame count is known up front (``len(frames)`` or the overlays' N) the audio is
-padded with silence or cut to exactly ``frames / fps`` seconds; otherwise it is padded
-and ffmpeg's ``-shortest`` ends it with the video (within about a frame).
+The preview has exactly as many video frames as were given. Audio is fitted to the video
+when the frame count is known up front (``frame_count``, ``len(frames)`` or the overlays'
+N): padded with silence or cut to exactly ``frames / fps`` seconds. Otherwise it is muxed
+as it is (a shorter track just ends early, a longer one outlasts the last frame): ffmpeg's
+``-shortest`` is not used, because with padded audio where it stops depends on timing
+(measured: audio cut at 0.5 s of a 1 s clip), and without padding it would cut the video
+when the audio is shorter.
 
 The file is written under a temp name and renamed only when ffmpeg succeeded, so a crash
 or an error never leaves a partial preview under the final name.
@@ -17,6 +20,7 @@ or an error never leaves a partial preview under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import subprocess
 import tempfile
@@ -54,13 +58,16 @@ def write_preview(
     fps: float,
     wav: Path | None = None,
     overlays: Overlays | None = None,
+    frame_count: int | None = None,
 ) -> PreviewSummary:
     """Encode ``frames`` (RGB uint8 (H, W, 3), all the same size) as an mp4 at ``path``.
 
     ``fps`` frames per second (the clip's nominal rate); ``wav`` a mono 16 kHz wav muxed as
     AAC (None: no audio); ``overlays`` per-frame annotations drawn on each frame (their
-    N must be the number of frames). Raises ValueError naming ``path`` for bad frames (empty
-    input, wrong dtype, a changing size, a count that disagrees with the overlays) and
+    N must be the number of frames); ``frame_count`` the number of frames when ``frames``
+    is an iterator without ``len`` (it lets the audio be fitted exactly, see the module
+    docstring). Raises ValueError naming ``path`` for bad frames (empty input, wrong dtype,
+    a changing size, a count that disagrees with the overlays or ``frame_count``) and
     :class:`~dpl_assets.media.ffmpeg.FFmpegError` with the tail of ffmpeg's stderr when
     ffmpeg fails; either way no file appears at ``path``.
     """
@@ -69,7 +76,7 @@ def write_preview(
         raise ValueError(f"{path}: fps must be positive, not {fps}")
     if wav is not None and not Path(wav).is_file():
         raise FileNotFoundError(f"{path}: the audio file {wav} does not exist")
-    expected = _known_frame_count(path, frames, overlays)
+    expected = _known_frame_count(path, frames, overlays, frame_count)
     stream = iter(frames)
     first = next(stream, None)
     if first is None:
@@ -93,13 +100,15 @@ def write_preview(
             for index, rgb in enumerate(itertools.chain([first], stream)):
                 _check_frame(path, index, rgb, shape)
                 drawn = overlays.draw(index, rgb) if overlays is not None else rgb
-                process.stdin.write(np.ascontiguousarray(drawn).tobytes())
+                process.stdin.write(drawn.tobytes())  # C order, whatever the strides
                 count = index + 1
             process.stdin.close()
         except BrokenPipeError:
             broken_pipe = True  # ffmpeg exited early; its stderr says why
+            _close_quietly(process.stdin)
         except BaseException:
             process.kill()
+            _close_quietly(process.stdin)
             process.wait()
             raise
         returncode = process.wait()
@@ -113,19 +122,22 @@ def write_preview(
 
 
 def _known_frame_count(
-    path: Path, frames: Iterable[np.ndarray], overlays: Overlays | None
+    path: Path, frames: Iterable[np.ndarray], overlays: Overlays | None, given: int | None
 ) -> int | None:
-    """The frame count known before streaming: ``len(frames)``, else the overlays' N."""
+    """The frame count known before streaming (``given``, ``len(frames)``, the overlays')."""
     counts = {
         int(n)
         for n in (
+            given,
             len(frames) if isinstance(frames, Sized) else None,
             overlays.frame_count if overlays is not None else None,
         )
         if n is not None
     }
     if len(counts) > 1:
-        raise ValueError(f"{path}: the frames and the overlays disagree on the count: {counts}")
+        raise ValueError(
+            f"{path}: frame_count, the frames and the overlays disagree on the count: {counts}"
+        )
     return counts.pop() if counts else None
 
 
@@ -156,19 +168,19 @@ def _arguments(
         args += ["-vf", f"pad={width + width % 2}:{height + height % 2}:0:0"]
     args += [*VIDEO_CODEC_ARGS, "-pix_fmt", "yuv420p"]
     if wav is not None:
-        args += ["-map", "1:a:0", *_audio_fit(rate, expected), *AUDIO_CODEC_ARGS]
+        args += ["-map", "1:a:0"]
+        if expected is not None:
+            # Pad with silence to at least the video's length, then cut to exactly it.
+            seconds = f"{float(expected / rate):.6f}"
+            args += ["-af", f"apad=whole_dur={seconds},atrim=duration={seconds}"]
+        args += [*AUDIO_CODEC_ARGS]
     return [*args, "-movflags", "+faststart", "-f", "mp4"]
 
 
-def _audio_fit(rate: Fraction, expected: int | None) -> list[str]:
-    """Audio filter (and options) making the audio last as long as the video."""
-    if expected is not None:
-        seconds = f"{float(expected / rate):.6f}"
-        return ["-af", f"apad=whole_dur={seconds},atrim=duration={seconds}"]
-    # Length unknown until the last frame: pad forever and stop with the video. -shortest
-    # never cuts the video here (the padded audio is endless); the small sync buffer
-    # keeps the audio's end within about a frame of the video's (the default 10 s does not).
-    return ["-af", "apad", "-shortest", "-shortest_buf_duration", f"{float(1 / rate):.4f}"]
+def _close_quietly(pipe: IO[bytes]) -> None:
+    """Close a pipe whose reader may be gone (the unflushed rest is dropped, no warning)."""
+    with contextlib.suppress(BrokenPipeError):
+        pipe.close()
 
 
 def _tail(stderr: IO[bytes]) -> str:
