@@ -3,6 +3,12 @@
 Stored as ``{output_dir}/catalog.json``. It is what makes ids stable across runs (an id once
 given to a file stays with it) and lets any process (the CLI, ``dagster dev``, a sensor)
 find a partition's sources from its key alone. Updates are atomic and serialized by a lock.
+
+Each entry keeps a fingerprint of each source file (size and modification time in ns, as
+make and rsync judge change) so a rescan tells new, changed and removed files apart. A
+removed file's entry stays (marked ``removed``; its id is kept should it come back). The
+catalog also keeps the last inputs and graph that ``dpl run`` was given, which the sensor,
+the schedule and ``dpl backfill`` replay.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import contextlib
 import copy
 import fcntl
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +42,29 @@ class CatalogEntry:
 
 @dataclass
 class Registration:
-    """What one :func:`register_sources` call changed."""
+    """What one :meth:`Catalog.register` call found.
+
+    ``all_ids``: the videos whose files exist (registration order); ``new_ids``: added now;
+    ``changed_ids``: a source file's size or modification time differs from the last scan;
+    ``removed_ids``: the main source file is gone (since this scan); ``restored_ids``:
+    came back after being removed.
+    """
 
     new_ids: list[str]
     all_ids: list[str]
     disambiguated: list[str]
+    changed_ids: list[str] = field(default_factory=list)
+    removed_ids: list[str] = field(default_factory=list)
+    restored_ids: list[str] = field(default_factory=list)
+
+
+def fingerprint(path: str | Path) -> list[int] | None:
+    """``[size, mtime_ns]`` of a file, or None when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 class Catalog:
@@ -50,13 +75,31 @@ class Catalog:
         self.path = self.output_dir / CATALOG_NAME
         self._cached: tuple[tuple[int, int, int], dict] | None = None
 
-    def entries(self) -> dict[str, CatalogEntry]:
-        """All registered videos in registration order (empty when nothing is registered)."""
+    def entries(self, include_removed: bool = False) -> dict[str, CatalogEntry]:
+        """Registered videos in registration order (empty when nothing is registered);
+        videos whose source file was removed only with ``include_removed``."""
         data = self._read()
         return {
             video_id: CatalogEntry(stem=entry["stem"], sources=dict(entry["sources"]))
             for video_id, entry in data.get("videos", {}).items()
+            if include_removed or not entry.get("removed")
         }
+
+    def saved_inputs(self) -> dict | None:
+        """The inputs spec of the last registration (JSON), or None."""
+        return self._read().get("inputs")
+
+    def saved_graph(self) -> list | None:
+        """The graph (seed JSON) ``dpl run`` last ran, or None."""
+        return self._read().get("graph")
+
+    def save_graph(self, graph: list) -> None:
+        """Remember ``graph`` for the sensor, the schedule and ``dpl backfill``."""
+        with self._locked():
+            data = copy.deepcopy(self._read())
+            if data.get("graph") != graph:
+                data["graph"] = graph
+                atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False))
 
     def entry(self, video_id: str) -> CatalogEntry:
         entry = self._read().get("videos", {}).get(video_id)
@@ -89,7 +132,12 @@ class Catalog:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def register(self, inputs: InputRoots) -> Registration:
-        """Scan the input roots and add new videos; existing ids keep their files."""
+        """Scan the input roots: add new videos, notice changed and removed files.
+
+        Existing ids keep their files. Fingerprints are updated, so a change is reported
+        once; the caller must then discard that video's outputs (see
+        :meth:`dpl_assets.storage.store.ArtifactStore.forget`).
+        """
         with self._locked():
             before = self._read()
             data = copy.deepcopy(before)
@@ -109,12 +157,46 @@ class Catalog:
                 for source in find_source_files(inputs, key):
                     for video_id in by_stem.get(source.stem, []):
                         videos[video_id]["sources"][key] = str(source.path)
+            changed, removed, restored = _update_fingerprints(videos, primary, assignment.new)
             data["videos"] = videos
             data["inputs"] = inputs.to_json()
             if data != before:  # an unchanged catalog is not rewritten
                 atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False))
         return Registration(
             new_ids=list(assignment.new),
-            all_ids=list(videos),
+            all_ids=[vid for vid, entry in videos.items() if not entry.get("removed")],
             disambiguated=[str(s.path) for s in assignment.disambiguated],
+            changed_ids=changed,
+            removed_ids=removed,
+            restored_ids=restored,
         )
+
+
+def _update_fingerprints(
+    videos: dict[str, dict], primary: str, new: Mapping[str, object]
+) -> tuple[list[str], list[str], list[str]]:
+    """Refresh every entry's fingerprints in place; return (changed, removed, restored).
+
+    A video is removed when its main file no longer exists (a file only excluded by a
+    filter is not removed), changed when any source's fingerprint differs from the one
+    recorded (entries from before fingerprints were kept just get one).
+    """
+    changed: list[str] = []
+    removed: list[str] = []
+    restored: list[str] = []
+    for video_id, entry in videos.items():
+        prints = entry.setdefault("fingerprints", {})
+        current = {key: fingerprint(path) for key, path in entry["sources"].items()}
+        if current.get(primary) is None:
+            if not entry.get("removed"):
+                entry["removed"] = True
+                removed.append(video_id)
+            continue
+        if entry.pop("removed", False):
+            restored.append(video_id)
+        if video_id not in new and any(
+            key in prints and prints[key] != value for key, value in current.items()
+        ):
+            changed.append(video_id)
+        entry["fingerprints"] = {k: v for k, v in current.items() if v is not None}
+    return changed, removed, restored

@@ -17,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dpl_assets.discovery import InputsError, load_inputs_file
-from dpl_assets.graph import GraphError, load_graph_file, node_reference
+from dpl_assets.catalog import Catalog
+from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
+from dpl_assets.graph import GraphError, GraphPlan, load_graph_file, node_reference, plan_graph
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -52,23 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a graph on the inputs (incremental)")
-    run.add_argument("--graph", type=Path, required=True, help="graph JSON (list of nodes)")
-    run.add_argument("--inputs", type=Path, required=True, help="inputs JSON (datatype -> root)")
-    _add_output_dir(run)
-    run.add_argument("--report_name", "--report-name", default="report.json")
-    run.add_argument(
-        "--chunk_size",
-        "--chunk-size",
-        type=int,
-        default=50,
-        help="videos per Dagster run (models load once per process)",
+    backfill = commands.add_parser(
+        "backfill",
+        help="rescan the last run's inputs and run its graph on what is missing or failed "
+        "(what the backfill schedule does)",
     )
-    run.add_argument(
-        "--retry-rejected",
-        action="store_true",
-        help="forget earlier rejections and try those videos again",
-    )
-    run.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+    for parser_ in (run, backfill):
+        required = parser_ is run
+        parser_.add_argument(
+            "--graph", type=Path, required=required,
+            help="graph JSON (list of nodes)" + ("" if required else "; default: the last run's"),
+        )  # fmt: skip
+        parser_.add_argument(
+            "--inputs", type=Path, required=required,
+            help="inputs JSON (datatype -> root)" + ("" if required else "; default: the last"),
+        )  # fmt: skip
+        _add_output_dir(parser_)
+        parser_.add_argument("--report_name", "--report-name", default="report.json")
+        parser_.add_argument(
+            "--chunk_size", "--chunk-size", type=int, default=50,
+            help="videos per Dagster run (models load once per process)",
+        )  # fmt: skip
+        parser_.add_argument(
+            "--retry-rejected", action="store_true",
+            help="forget earlier rejections and try those videos again",
+        )  # fmt: skip
+        parser_.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
 
     register = commands.add_parser("register", help="register videos as Dagster partitions")
     register.add_argument("--inputs", type=Path, required=True)
@@ -85,12 +95,12 @@ def command_run(args: argparse.Namespace) -> int:
     from dpl_assets.report import write_report
     from dpl_assets.runner import run_plan
 
+    output_dir = args.output_dir.resolve()
     try:
-        plan = load_graph_file(args.graph)
-        inputs = load_inputs_file(args.inputs)
+        plan, inputs = _graph_and_inputs(args, Catalog(output_dir))
         if args.chunk_size < 1:
             raise GraphError("--chunk_size must be at least 1")
-        output_dir = args.output_dir.resolve()
+        Catalog(output_dir).save_graph(plan.source)
         with _open_instance(output_dir) as instance:
             outcome = run_plan(
                 plan, inputs, output_dir, instance,
@@ -117,6 +127,23 @@ def command_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if counts["failed"] or counts["failed_checks"] else EXIT_OK
 
 
+def _graph_and_inputs(args: argparse.Namespace, catalog: Catalog) -> tuple[GraphPlan, InputRoots]:
+    """The graph and inputs named on the command line, else the ones the last run saved."""
+    if args.graph is not None:
+        plan = load_graph_file(args.graph)
+    elif (saved_graph := catalog.saved_graph()) is not None:
+        plan = plan_graph(saved_graph)
+    else:
+        raise GraphError(f"no --graph given and no earlier run in {catalog.output_dir}")
+    if args.inputs is not None:
+        inputs = load_inputs_file(args.inputs)
+    elif (saved_inputs := catalog.saved_inputs()) is not None:
+        inputs = parse_inputs(saved_inputs)
+    else:
+        raise InputsError(f"no --inputs given and no earlier run in {catalog.output_dir}")
+    return plan, inputs
+
+
 def command_register(args: argparse.Namespace) -> int:
     from dpl_assets.runner import register_videos
     from dpl_assets.storage.store import ArtifactStore
@@ -127,11 +154,13 @@ def command_register(args: argparse.Namespace) -> int:
         _say(f"error: {error}")
         return EXIT_INVALID
     output_dir = args.output_dir.resolve()
-    all_ids, new_ids = register_videos(
-        _open_instance(output_dir), ArtifactStore(output_dir), inputs
+    registration = register_videos(_open_instance(output_dir), ArtifactStore(output_dir), inputs)
+    _say(
+        f"{len(registration.all_ids)} videos registered ({len(registration.new_ids)} new, "
+        f"{len(registration.changed_ids)} changed, {len(registration.removed_ids)} removed) "
+        f"in {output_dir}"
     )
-    _say(f"{len(all_ids)} videos registered ({len(new_ids)} new) in {output_dir}")
-    for video_id in new_ids:
+    for video_id in registration.new_ids:
         print(video_id)
     return EXIT_OK
 
@@ -146,7 +175,7 @@ def command_samples(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "backfill"):
         return command_run(args)
     if args.command == "register":
         return command_register(args)

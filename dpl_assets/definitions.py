@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from dpl_assets.assets import ALL_ASSETS, DATASET_LEVEL_ASSETS
+from dpl_assets.automation import SCHEDULES, SENSORS
 from dpl_assets.checks import OUTPUT_CHECKS
 from dpl_assets.partitions import video_partitions
 from dpl_assets.resources import TorchDevice, Wav2vecModels
@@ -50,4 +51,6 @@ def build_definitions(
             "wav2vec_models": Wav2vecModels(),
         },
         jobs=[offline_audio_job, offline_default_job, dataset_job, *(jobs or [])],
+        sensors=SENSORS,
+        schedules=SCHEDULES,
     )

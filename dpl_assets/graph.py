@@ -165,6 +165,7 @@ class GraphPlan:
     assets: list[str]
     asset_config: dict[str, dict[str, Any]]  # the params given (run config)
     full_config: dict[str, dict[str, Any]] = field(default_factory=dict)  # with defaults
+    source: list[Any] = field(default_factory=list)  # the graph JSON it was planned from
 
     @property
     def recompute(self) -> bool:
@@ -187,7 +188,7 @@ def plan_graph(graph: object) -> GraphPlan:
     """Validate a graph (parsed JSON) and turn it into a :class:`GraphPlan`."""
     if not isinstance(graph, list) or not graph:
         raise GraphError('a graph is a non-empty JSON list of {"name": ..., "params": {...}}')
-    plan = GraphPlan(assets=[], asset_config={})
+    plan = GraphPlan(assets=[], asset_config={}, source=list(graph))
     producers: dict[str, str] = {}
     for index, node in enumerate(graph):
         if not isinstance(node, Mapping) or "name" not in node or set(node) - {"name", "params"}:

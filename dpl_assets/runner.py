@@ -15,11 +15,13 @@ import dagster as dg
 
 from dpl_assets.assets import DATASET_LEVEL_ASSETS
 from dpl_assets.assets.dependencies import required_inputs
+from dpl_assets.catalog import Registration
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions
 from dpl_assets.discovery import InputRoots
 from dpl_assets.graph import NODES, GraphError, GraphPlan
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN
+from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.report import VideoReport, video_report
 from dpl_assets.storage.store import ArtifactStore
 
@@ -37,17 +39,18 @@ class RunOutcome:
 
 def register_videos(
     instance: dg.DagsterInstance, store: ArtifactStore, inputs: InputRoots
-) -> tuple[list[str], list[str]]:
-    """Add the videos under ``inputs`` to the catalog and to the instance's partitions.
-
-    Returns (all registered ids, ids new in this call).
-    """
-    registration = store.catalog.register(inputs)
+) -> Registration:
+    """Scan ``inputs`` (see :func:`sync_videos`) and bring the instance's partitions in line:
+    every existing video is a partition, a removed file's partition is deleted."""
+    registration = sync_videos(store, inputs)
     known = set(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
     missing = [video_id for video_id in registration.all_ids if video_id not in known]
     if missing:
         instance.add_dynamic_partitions(VIDEOS_PARTITION_NAME, missing)
-    return registration.all_ids, registration.new_ids
+    for video_id in registration.removed_ids:
+        if video_id in known:
+            instance.delete_dynamic_partition(VIDEOS_PARTITION_NAME, video_id)
+    return registration
 
 
 def selected_assets(plan: GraphPlan, inputs: InputRoots) -> list[str]:
@@ -74,28 +77,6 @@ def check_inputs_available(
                 f"{asset!r} needs {key!r}: add {' or '.join(producers)} to the graph, "
                 f"or give a {key!r} root in the inputs"
             )
-
-
-def pending_ranges(
-    ordered_ids: list[str], pending: set[str], chunk_size: int
-) -> list[tuple[str, str]]:
-    """Partition ranges covering exactly the pending ids, each at most ``chunk_size`` long.
-
-    Ranges are runs of consecutive pending ids in the instance's partition order, so no
-    done video is ever inside a range.
-    """
-    ranges: list[tuple[str, str]] = []
-    current: list[str] = []
-    for video_id in ordered_ids:
-        if video_id in pending and len(current) < chunk_size:
-            current.append(video_id)
-            continue
-        if current:
-            ranges.append((current[0], current[-1]))
-        current = [video_id] if video_id in pending else []
-    if current:
-        ranges.append((current[0], current[-1]))
-    return ranges
 
 
 def run_plan(
@@ -126,20 +107,23 @@ def run_plan(
     defs = build_definitions(output_dir, jobs=jobs)
     check_inputs_available(defs, plan, assets, inputs, store)
 
-    all_ids, new_ids = register_videos(instance, store, inputs)
+    registration = register_videos(instance, store, inputs)
+    all_ids, new_ids = registration.all_ids, registration.new_ids
     if retry_rejected:
         for video_id in all_ids:
             store.clear_rejections(video_id)
-    pending = {
-        video_id
-        for video_id in all_ids
-        if plan.recompute or not all(store.is_done(key, video_id) for key in per_video)
-    }
+    pending = pending_videos(store, all_ids, per_video, recompute=plan.recompute)
     ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
     ranges = pending_ranges(list(ordered), pending, chunk_size) if per_video else []
+    changes = "".join(
+        f", {len(ids)} {what}"
+        for what, ids in (("changed", registration.changed_ids),
+                          ("removed", registration.removed_ids))
+        if ids
+    )  # fmt: skip
     progress(
-        f"{len(all_ids)} videos registered ({len(new_ids)} new); {len(pending)} to process "
-        f"in {len(ranges)} run(s): {', '.join(assets)}"
+        f"{len(all_ids)} videos registered ({len(new_ids)} new{changes}); {len(pending)} to "
+        f"process in {len(ranges)} run(s): {', '.join(assets)}"
     )
     run_config = {
         **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),

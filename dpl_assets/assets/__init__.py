@@ -46,3 +46,11 @@ DATASET_LEVEL_ASSETS: frozenset[str] = frozenset(
     for key in asset.keys
 )
 """Assets computed once over all videos (not partitioned): dataset packs, the summary."""
+
+OP_OF: dict[str, str] = {
+    key.path[-1]: asset.node_def.name
+    for asset in ALL_ASSETS
+    if isinstance(asset, dg.AssetsDefinition)
+    for key in asset.keys
+}
+"""Asset key -> the op computing it (a multi-asset's outputs share one op and its config)."""

@@ -330,14 +330,16 @@ class ImageDatasetReader:
         self.layout = _detect_layout(dset)
         attrs = _image_attrs(dset)
         if self.layout == "vlen":
-            first = _as_bytes(dset[0]) if dset.shape[0] else None
-            header = image_header(first) if first is not None else None
+            # Attributes first; the first entry's header fills in what they do not say
+            # (image-stack files have no ``channels``).
+            missing = {"format", "width", "height", "channels"} - set(attrs)
+            header = image_header(dset[0]) if missing and dset.shape[0] else None
             self.format = str(attrs.get("format", header.format if header else "jpeg"))
             self.width = int(attrs.get("width", header.width if header else 0))
             self.height = int(attrs.get("height", header.height if header else 0))
             self.channels = int(attrs.get("channels", header.channels if header else 3))
             self.quality = int(attrs.get("quality", 0))
-            self._filter_bit = 0
+            self._filter_bit = 0  # unused: vlen entries have no filter
         else:
             self.format = "jpeg" if self.layout == "filter32019" else "raw"
             self.height, self.width = int(dset.shape[1]), int(dset.shape[2])

@@ -126,13 +126,15 @@ def pack_video(
     Every input is checked before anything is written: a length that disagrees with
     ``len(frame_times)`` raises ValueError naming the key, as do clashing or invalid keys.
     """
+    if not isinstance(video_id, str) or not video_id:
+        raise ValueError(f"video_id must be a non-empty string, not {video_id!r}")
     times = np.asarray(frame_times, dtype=np.float64)
     count = _check_frame_times(times)
     extra = dict(attrs or {})
     if clash := sorted(_RESERVED_ATTRS & set(extra)):
         raise ValueError(f"attrs {clash} are written by pack_video itself")
     _check_keys(image_stacks, arrays, audio_features)
-    arrays = {key: _check_array(key, value, count) for key, value in arrays.items()}
+    frame_arrays = {key: _check_array(key, value, count) for key, value in arrays.items()}
     audio = {key: _check_audio(key, value) for key, value in audio_features.items()}
 
     with contextlib.ExitStack() as sources:
@@ -156,7 +158,7 @@ def pack_video(
                 did_copy = _pack_images(reader, out, key, options)
                 (copied if did_copy else reencoded).append(key)
                 shapes[key] = (count, *reader.frame_shape)
-            for key, value in arrays.items():
+            for key, value in frame_arrays.items():
                 _write_array(out, key, value).attrs["kind"] = "array"
                 shapes[key] = value.shape
             for key, steps in audio.items():
@@ -181,7 +183,7 @@ def pack_video(
                     "jpeg_quality": options.jpeg_quality,
                     "smooth_window": options.smooth_window,
                     "image_keys": _str_array(readers),
-                    "array_keys": _str_array(arrays),
+                    "array_keys": _str_array(frame_arrays),
                     "audio_keys": _str_array(audio),
                     "pack_version": PACK_VERSION,
                     **extra,

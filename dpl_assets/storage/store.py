@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dpl_assets.catalog import Catalog
-from dpl_assets.datatypes import StorageFormat, get_datatype
+from dpl_assets.datatypes import DATATYPES, StorageFormat, get_datatype
 from dpl_assets.outcomes import Kept, Rejected
 from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.formats import read_artifact, write_artifact
@@ -116,6 +116,23 @@ class ArtifactStore:
         except FileNotFoundError:
             return None
         return list(record["problems"])
+
+    def forget(self, video_id: str) -> list[str]:
+        """Delete every artefact and record of ``video_id`` (its source changed, so they are
+        stale); returns the datatypes that had an artefact. Each deletion is atomic, and a
+        crash midway leaves only fewer outputs, never stale ones counted as done."""
+        removed = []
+        for key, datatype in DATATYPES.items():
+            if datatype.storage is StorageFormat.MEDIA:
+                continue
+            artifact = self.artifact_path(key, video_id)
+            if artifact.exists():
+                artifact.unlink()
+                removed.append(key)
+            for status in ("rejected", "failed"):
+                self._status_path(key, video_id, status).unlink(missing_ok=True)
+            self._check_path(key, video_id).unlink(missing_ok=True)
+        return removed
 
     def clear_rejections(self, video_id: str) -> list[str]:
         """Forget every rejection of ``video_id`` (to retry it); returns the datatypes cleared."""

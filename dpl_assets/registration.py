@@ -1,0 +1,70 @@
+"""Keeping the set of videos in step with the input folders, and finding what is left to do.
+
+Shared by ``dpl run``, the new-video sensor and the backfill schedule, so all three agree on
+which videos exist, which changed (their outputs are discarded: never stale), and which
+(video, datatype) pairs are still to compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dpl_assets.catalog import Registration
+from dpl_assets.discovery import InputRoots
+from dpl_assets.storage.store import ArtifactStore
+
+
+def sync_videos(store: ArtifactStore, inputs: InputRoots) -> Registration:
+    """Scan ``inputs`` into the catalog and discard the outputs of videos whose files changed."""
+    registration = store.catalog.register(inputs)
+    for video_id in registration.changed_ids:
+        store.forget(video_id)
+    return registration
+
+
+def pending_videos(
+    store: ArtifactStore,
+    video_ids: Iterable[str],
+    assets: Sequence[str],
+    *,
+    recompute: bool = False,
+    include_rejected: bool = False,
+) -> list[str]:
+    """The videos some of ``assets`` is not done for (missing or failed), in order.
+
+    Done = the artefact exists, or a rejection is recorded (unless ``include_rejected``).
+    """
+
+    def done(key: str, video_id: str) -> bool:
+        if store.artifact_path(key, video_id).exists():
+            return True
+        return not include_rejected and store.rejection(key, video_id) is not None
+
+    return [
+        video_id
+        for video_id in video_ids
+        if recompute or not all(done(key, video_id) for key in assets)
+    ]
+
+
+def pending_ranges(
+    ordered_ids: Sequence[str], pending: Iterable[str], chunk_size: int
+) -> list[tuple[str, str]]:
+    """Partition ranges covering exactly the pending ids, each at most ``chunk_size`` long.
+
+    Ranges are runs of consecutive pending ids in the instance's partition order, so no
+    done video is ever inside a range.
+    """
+    wanted = set(pending)
+    ranges: list[tuple[str, str]] = []
+    current: list[str] = []
+    for video_id in ordered_ids:
+        if video_id in wanted and len(current) < chunk_size:
+            current.append(video_id)
+            continue
+        if current:
+            ranges.append((current[0], current[-1]))
+        current = [video_id] if video_id in wanted else []
+    if current:
+        ranges.append((current[0], current[-1]))
+    return ranges

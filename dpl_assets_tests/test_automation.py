@@ -1,0 +1,152 @@
+"""The new-video sensor, the backfill schedule and ``dpl backfill``, on a real instance.
+
+Sensor and schedule are evaluated as the daemon would (``build_sensor_context`` /
+``build_schedule_context``), and their run requests are executed in process with the
+requested config, tags and asset selection, so a request that Dagster would refuse fails.
+References: the files put in the input folder and what lands on disk.
+"""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from dpl_assets import cli
+from dpl_assets.automation import backfill_schedule, new_videos_sensor
+from dpl_assets.definitions import build_definitions
+from dpl_assets.partitions import VIDEOS_PARTITION_NAME
+from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.test_pipeline import instance_for
+
+GRAPH = [{"name": "VideoToWavNode", "params": {}}, {"name": "VolumeNode", "params": {}}]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Two clips registered with `dpl run` (graph saved), the env a code location has."""
+    videos = tmp_path / "videos"
+    media.make_talking_clip(videos / "a.mp4", seconds=1.0)
+    media.make_talking_clip(videos / "b.mp4", seconds=1.0)
+    media.make_talking_clip(videos / "skip" / "c.mp4", seconds=1.0)
+    (tmp_path / "graph.json").write_text(json.dumps(GRAPH))
+    spec = {"video": "videos", "filters": {"exclude": ["skip/*"]}}
+    (tmp_path / "inputs.json").write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    code = cli.main(["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
+                     str(tmp_path / "inputs.json"), "--output_dir", str(out)])  # fmt: skip
+    assert code == 0
+    monkeypatch.setenv("DPL_OUTPUT_DIR", str(out))
+    return {"videos": videos, "out": out, "instance": instance_for(out)}
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    result = new_videos_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    for request in result.dynamic_partitions_requests or []:  # what the daemon applies
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+    return result
+
+
+def execute(request: dg.RunRequest, out: Path, instance: dg.DagsterInstance) -> None:
+    job = dg.define_asset_job("requested", selection=request.asset_selection)
+    result = (
+        build_definitions(out, jobs=[job])
+        .resolve_job_def("requested")
+        .execute_in_process(run_config=request.run_config, tags=request.tags, instance=instance)
+    )
+    assert result.success
+
+
+def partitions(instance: dg.DagsterInstance) -> list[str]:
+    return list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
+
+
+def test_sensor_new_unchanged_changed_removed_and_filtered_files(setup):
+    videos, out, instance = setup["videos"], setup["out"], setup["instance"]
+    first = tick(instance, None)
+    assert first.run_requests == []  # everything was registered and run by dpl run
+    assert partitions(instance) == ["a", "b"]  # skip/c.mp4 is excluded by the filters
+
+    media.make_talking_clip(videos / "new one.mp4", seconds=1.0)
+    media.make_talking_clip(videos / "skip" / "d.mp4", seconds=1.0)
+    result = tick(instance, first.cursor)
+    assert partitions(instance) == ["a", "b", "new one"]
+    [request] = result.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "new one"
+    assert request.tags["dagster/asset_partition_range_end"] == "new one"
+    assert {key.path[-1] for key in request.asset_selection} == {"probe", "wav", "volume"}
+    execute(request, out, instance)
+    assert (out / "wav" / "new one.wav").exists() and (out / "volume" / "new one.npy").exists()
+
+    unchanged = tick(instance, result.cursor)
+    assert unchanged.run_requests == []
+
+    old_wav = (out / "wav" / "a.wav").read_bytes()
+    media.make_talking_clip(videos / "a.mp4", seconds=2.0, audio="speech")  # new content
+    changed = tick(instance, unchanged.cursor)
+    [request] = changed.run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "a"
+    assert not (out / "wav" / "a.wav").exists()  # stale output discarded at once
+    execute(request, out, instance)
+    assert (out / "wav" / "a.wav").read_bytes() != old_wav
+
+    (videos / "b.mp4").unlink()
+    removed = tick(instance, changed.cursor)
+    assert removed.run_requests == [] and partitions(instance) == ["a", "new one"]
+    assert json.loads(removed.cursor)["removed"] == 1
+
+
+def test_first_tick_runs_videos_registered_but_never_run(tmp_path, monkeypatch):
+    media.make_talking_clip(tmp_path / "videos" / "x.mp4", seconds=1.0)
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
+    out = tmp_path / "out"
+    assert cli.main(["register", "--inputs", str(tmp_path / "inputs.json"),
+                     "--output_dir", str(out)]) == 0  # fmt: skip
+    monkeypatch.setenv("DPL_OUTPUT_DIR", str(out))
+    instance = instance_for(out)
+    [request] = tick(instance, None).run_requests  # no graph saved: the default graph
+    assert "crops" in {key.path[-1] for key in request.asset_selection}
+    assert request.tags["dagster/asset_partition_range_start"] == "x"
+
+
+def test_schedule_requests_missing_and_failed_but_not_rejected(setup, monkeypatch):
+    out, instance = setup["out"], setup["instance"]
+    context = dg.build_schedule_context(instance=instance)
+    assert isinstance(backfill_schedule(context), dg.SkipReason)  # all done
+
+    (out / "volume" / "b.npy").unlink()  # lost
+    (out / "_status" / "volume").mkdir(parents=True, exist_ok=True)
+    (out / "_status" / "wav").mkdir(parents=True, exist_ok=True)
+    (out / "wav" / "a.wav").unlink()
+    (out / "_status" / "wav" / "a.rejected.json").write_text(
+        json.dumps({"status": "rejected", "reason": "test", "origin": "wav"})
+    )
+    [request] = backfill_schedule(context)
+    assert request.tags["dagster/asset_partition_range_start"] == "b"
+    assert request.tags["dagster/asset_partition_range_end"] == "b"
+    execute(request, out, instance)
+    assert (out / "volume" / "b.npy").exists()
+
+    monkeypatch.setenv("DPL_RETRY_REJECTED", "1")
+    [request] = backfill_schedule(context)
+    assert request.tags["dagster/asset_partition_range_start"] == "a"
+    execute(request, out, instance)
+    assert (out / "wav" / "a.wav").exists()
+
+
+def test_dpl_backfill_replays_the_last_run(setup):
+    videos, out = setup["videos"], setup["out"]
+    media.make_talking_clip(videos / "late.mp4", seconds=1.0)
+    assert cli.main(["backfill", "--output_dir", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {v["video_id"]: v["status"] for v in report["videos"]} == {
+        "a": "processed", "b": "processed", "late": "processed"
+    }  # fmt: skip
+    assert np.load(out / "volume" / "late.npy").ndim == 1
