@@ -523,3 +523,19 @@ def test_dataset_pack_refuses_a_file_of_another_video(tmp_path):
     source = make_video_pack(tmp_path / "v.h5", "real id", 3)
     with pytest.raises(ValueError, match="real id"):
         DatasetPack(tmp_path / "pack").append({"other id": source})
+
+
+def test_a_re_processed_video_replaces_its_copy_through_a_new_shard(tmp_path):
+    source = make_video_pack(tmp_path / "src" / "v.h5", "v", 5, seed=1)
+    pack = DatasetPack(tmp_path / "pack")
+    assert pack.append({"v": source}) == ["v"]
+    first = tmp_path / "pack" / "shard-00000.h5"
+    first_bytes = first.read_bytes()
+    assert pack.append({"v": source}) == []  # unchanged: skipped
+
+    make_video_pack(source, "v", 7, seed=3)  # the video was processed again (source changed)
+    assert pack.append({"v": source}) == ["v"]
+    assert pack.entry("v").shard == "shard-00001.h5" and pack.entry("v").frame_count == 7
+    assert first.read_bytes() == first_bytes  # the old shard is never rewritten
+    with h5py.File(tmp_path / "pack" / "dataset.h5", "r") as links:
+        assert links["videos"][group_name("v")]["landmarks"].shape[0] == 7

@@ -71,6 +71,7 @@ class VideoEntry:
     group: str
     frame_count: int
     keys: tuple[str, ...]
+    source: tuple[int, int] | None = None  # (size, mtime_ns) of the file it was copied from
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +79,13 @@ class VideoEntry:
             "group": self.group,
             "frame_count": self.frame_count,
             "keys": list(self.keys),
+            "source": list(self.source) if self.source else None,
         }
+
+
+def _file_fingerprint(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 class DatasetPack:
@@ -135,6 +142,7 @@ class DatasetPack:
                 group=item["group"],
                 frame_count=int(item["frame_count"]),
                 keys=tuple(item["keys"]),
+                source=tuple(item["source"]) if item.get("source") else None,
             )
             for video_id, item in index["videos"].items()
         }
@@ -167,13 +175,16 @@ class DatasetPack:
 
     def append(self, packed: Mapping[str, Path]) -> list[str]:
         """Add per-video pack files (video id -> path) not yet in the pack; return the ids
-        added, in order. Ids already present are skipped. Each file's ``video_id``
-        attribute must equal its key."""
+        added, in order. An id already present is skipped unless its file changed since it
+        was copied (the video was re-processed): then the new copy goes into a new shard
+        and the index points at it (the old copy stays, unreferenced, in its shard). Each
+        file's ``video_id`` attribute must equal its key."""
         self.reload()
         todo: list[tuple[str, Path, int]] = []
         for video_id, path in packed.items():
             group_name(video_id)  # validates the id
-            if video_id in self._entries:
+            known = self._entries.get(video_id)
+            if known is not None and known.source in (None, _file_fingerprint(Path(path))):
                 continue
             with h5py.File(path, "r") as source:
                 stored = source.attrs.get("video_id")
@@ -235,8 +246,9 @@ class DatasetPack:
                 keys = tuple(sorted(k for k, v in group.items() if isinstance(v, h5py.Dataset)))
                 frame_count = int(group.attrs.get("frame_count", group["timestamps"].shape[0]))
                 entries[video_id] = VideoEntry(
-                    video_id, shard, f"/{VIDEOS_GROUP}/{name}", frame_count, keys
-                )
+                    video_id, shard, f"/{VIDEOS_GROUP}/{name}", frame_count, keys,
+                    _file_fingerprint(Path(path)),
+                )  # fmt: skip
         return entries
 
     def _write_index(self) -> None:
