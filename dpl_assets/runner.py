@@ -23,6 +23,7 @@ from dpl_assets.graph import NODES, GraphError, GraphPlan
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.report import VideoReport, video_report
+from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
 
 RUN_JOB_NAME = "dpl_run"
@@ -107,6 +108,9 @@ def run_plan(
     defs = build_definitions(output_dir, jobs=jobs)
     check_inputs_available(defs, plan, assets, inputs, store)
 
+    leftovers = remove_dead_temps(store.output_dir)
+    if leftovers:
+        progress(f"removed {len(leftovers)} temp file(s) left by a killed run")
     registration = register_videos(instance, store, inputs)
     all_ids, new_ids = registration.all_ids, registration.new_ids
     if retry_rejected:

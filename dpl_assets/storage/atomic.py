@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temp name in the same folder, fsync, then rename.
 
 A killed run therefore leaves either the previous complete file or none, never a partial
-file under the final name; leftover temp files start with ``.tmp-`` and are never read.
+file under the final name; leftover temp files start with ``.tmp-{pid}-`` (the writer's
+process id), are never read, and :func:`remove_dead_temps` deletes those whose writer is
+gone.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     suffix (soundfile, numpy) still work.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=final.suffix, dir=final.parent)
+    prefix = f"{TEMP_PREFIX}{os.getpid()}-"
+    fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=final.suffix, dir=final.parent)
     os.close(fd)
     temp = Path(temp_name)
     try:
@@ -42,3 +45,33 @@ def atomic_write_bytes(final: Path, data: bytes) -> None:
 
 def atomic_write_text(final: Path, text: str) -> None:
     atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_dead_temps(root: Path, skip: tuple[str, ...] = (".dagster",)) -> list[Path]:
+    """Delete temp files under ``root`` left by writers that no longer run (killed runs).
+
+    Only names ``.tmp-{pid}-...`` whose process is gone are removed, so concurrent writers
+    are never disturbed. Folders named in ``skip`` are not entered. Returns what was removed.
+    """
+    removed = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in skip]
+        for name in files:
+            if not name.startswith(TEMP_PREFIX):
+                continue
+            pid = name[len(TEMP_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                path = Path(folder) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

@@ -1,0 +1,275 @@
+"""The Dagster web UI in a real browser, on the instance a real ``dpl run`` left behind.
+
+A tiny run (two 1 s clips, ``VideoToWavNode`` + ``VolumeNode``) registers partitions and
+records materializations with metadata and asset check results in ``{out}/.dagster``. Then
+``dagster-webserver`` serves ``workspace.yaml`` on a free loopback port, pointed at that
+instance the way the README's "The Dagster way" says (``DAGSTER_HOME``, ``DPL_OUTPUT_DIR``),
+and headless Debian Chromium (driven by Selenium through ``/usr/bin/chromedriver``) waits
+for what a user should see: the assets in their group's lineage graph, the partitions of
+the registered videos and their status, the latest materialization's metadata, and the
+``output_valid`` check's result.
+
+The browser resolves no host but 127.0.0.1, so the test never touches the network.
+Skipped only where ``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` is missing
+(``scripts/setup.sh`` installs both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dpl_assets import cli
+from dpl_assets.settings import INSTANCE_SUBDIR
+from dpl_assets_tests import media_factory as media
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ["clip one", "clip_two"]  # a space in a partition key, on purpose
+SERVER_START_TIMEOUT_S = 90
+UI_TIMEOUT_S = 60
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    reason=f"the web UI test needs {CHROMIUM} and {CHROMEDRIVER} "
+    "(Debian packages chromium and chromium-driver; scripts/setup.sh installs them)",
+)
+
+
+# --------------------------------------------------------------------------------------
+# A real run, a real webserver, a real browser
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def output_dir(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("web_ui_run")
+    videos = base / "videos"
+    for name in VIDEOS:
+        media.make_talking_clip(videos / f"{name}.mp4", seconds=1.0)
+    graph = base / "graph.json"
+    graph.write_text(
+        json.dumps([{"name": "VideoToWavNode", "params": {}}, {"name": "VolumeNode", "params": {}}])
+    )
+    inputs = base / "inputs.json"
+    inputs.write_text(json.dumps({"video": str(videos)}))
+    out = base / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("DAGSTER_HOME", raising=False)  # the instance goes to {out}/.dagster
+        code = cli.main(
+            ["run", "--graph", str(graph), "--inputs", str(inputs), "--output_dir", str(out)]
+        )
+    assert code == 0, (out / "report.json").read_text() if (out / "report.json").exists() else ""
+    # As after a user dismissed it once: the "Join the Dagster community" dialog (an iframe
+    # from dagster.io) would otherwise cover every page served on 127.0.0.1.
+    nux = out / INSTANCE_SUBDIR / ".nux" / "nux.yaml"
+    nux.parent.mkdir(parents=True, exist_ok=True)
+    nux.write_text("seen: 1\n", encoding="utf-8")
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _log_tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-chars:] if log.exists() else ""
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop the process group this test started (the webserver and its code server)."""
+    for sig, grace_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def webserver(output_dir, tmp_path_factory) -> Iterator[str]:
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("web_ui_server") / "webserver.log"
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(output_dir / INSTANCE_SUBDIR),
+        DPL_OUTPUT_DIR=str(output_dir),
+    )
+    executable = Path(sys.executable).parent / "dagster-webserver"
+    command = [str(executable), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped as a whole below
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"dagster-webserver exited with {process.returncode}:\n{_log_tail(log)}"
+                )
+            try:
+                with urllib.request.urlopen(f"{base_url}/server_info", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"dagster-webserver did not answer {base_url}/server_info within "
+                    f"{SERVER_START_TIMEOUT_S} s:\n{_log_tail(log)}"
+                )
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        _stop_group(process)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        "--window-size=1600,1200",
+        # Loopback only: any other host fails to resolve, so nothing leaves the machine.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}",
+    ):
+        options.add_argument(argument)
+    # An explicit driver path: Selenium Manager never looks for (or downloads) a driver.
+    driver = webdriver.Chrome(
+        service=Service(executable_path=str(CHROMEDRIVER)), options=options
+    )
+    try:
+        driver.set_page_load_timeout(UI_TIMEOUT_S)
+        yield driver
+    finally:
+        driver.quit()
+
+
+# --------------------------------------------------------------------------------------
+# Waiting for what the page shows
+# --------------------------------------------------------------------------------------
+
+
+def _page_text(driver: webdriver.Chrome) -> str:
+    try:
+        return driver.find_element(By.TAG_NAME, "body").text
+    except WebDriverException:
+        return ""
+
+
+def expect_page(
+    driver: webdriver.Chrome,
+    url: str,
+    screenshot: Path,
+    lines: Sequence[str] = (),
+    fragments: Sequence[str] = (),
+) -> str:
+    """Open ``url`` and wait until the page shows every one of ``lines`` as a whole line
+    of text (so ``wav`` is not found inside ``wav2vec``) and every one of ``fragments``
+    anywhere. Saves a screenshot either way; on timeout fails with what is missing and the
+    page's text."""
+    driver.get(url)
+
+    def missing() -> list[str]:
+        text = _page_text(driver)
+        shown = {line.strip() for line in text.splitlines()}
+        return [f"line {w!r}" for w in lines if w not in shown] + [
+            f"text {w!r}" for w in fragments if w not in text
+        ]
+
+    try:
+        WebDriverWait(driver, UI_TIMEOUT_S, poll_frequency=0.5).until(lambda _: not missing())
+    except TimeoutException:
+        driver.save_screenshot(str(screenshot))
+        pytest.fail(
+            f"{url} did not show {', '.join(missing())} within {UI_TIMEOUT_S} s "
+            f"(screenshot: {screenshot}); page text:\n{_page_text(driver)[-5000:]}"
+        )
+    driver.save_screenshot(str(screenshot))
+    return _page_text(driver)
+
+
+# --------------------------------------------------------------------------------------
+# What a user sees
+# --------------------------------------------------------------------------------------
+
+
+def test_asset_group_graph_lists_the_assets(webserver, browser, tmp_path):
+    # The lineage graph of the `audio` group (the global catalog at /assets is a virtual
+    # list that renders only the rows in view, so it is not a reliable place to look).
+    expect_page(
+        browser,
+        f"{webserver}/locations/dpl_assets/asset-groups/audio",
+        tmp_path / "asset_group_audio.png",
+        lines=["audio", "wav", "volume", "wav2vec"],
+        fragments=["100% filled"],  # wav and volume: every registered video materialized
+    )
+
+
+def test_partitions_of_the_registered_videos_show_their_status(webserver, browser, tmp_path):
+    expect_page(
+        browser,
+        f"{webserver}/assets/wav?view=partitions",
+        tmp_path / "wav_partitions.png",
+        lines=[*VIDEOS, "Materialized (2)", "Missing (0)", "Failed (0)"],
+    )
+
+
+def test_latest_materialization_metadata_renders(webserver, browser, tmp_path, output_dir):
+    expect_page(
+        browser,
+        f"{webserver}/assets/wav?view=events",
+        tmp_path / "wav_events.png",
+        lines=["Metadata", "videos", "written", "folder", str(output_dir / "wav")],
+        fragments=["materialized in run"],
+    )
+
+
+def test_asset_check_result_shows(webserver, browser, tmp_path):
+    expect_page(
+        browser,
+        f"{webserver}/assets/volume?view=checks",
+        tmp_path / "volume_checks.png",
+        lines=["output_valid", "Passed"],
+        fragments=["videos_checked", "videos_failed"],
+    )
