@@ -100,7 +100,6 @@ def command_run(args: argparse.Namespace) -> int:
         plan, inputs = _graph_and_inputs(args, Catalog(output_dir))
         if args.chunk_size < 1:
             raise GraphError("--chunk_size must be at least 1")
-        Catalog(output_dir).save_graph(plan.source)
         with _open_instance(output_dir) as instance:
             outcome = run_plan(
                 plan, inputs, output_dir, instance,

@@ -107,6 +107,7 @@ def run_plan(
     ]
     defs = build_definitions(output_dir, jobs=jobs)
     check_inputs_available(defs, plan, assets, inputs, store)
+    store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
 
     leftovers = remove_dead_temps(store.output_dir)
     if leftovers:

@@ -16,6 +16,7 @@ Skipped only where ``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` is missing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -97,10 +98,8 @@ def _log_tail(log: Path, chars: int = 4000) -> str:
 def _stop_group(process: subprocess.Popen) -> None:
     """Stop the process group this test started (the webserver and its code server)."""
     for sig, grace_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the whole group has already exited
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(timeout=grace_s)
             return
@@ -130,15 +129,17 @@ def webserver(output_dir, tmp_path_factory) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, stopped as a whole below
         )
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no $http_proxy
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while True:
             if process.poll() is not None:
                 pytest.fail(
-                    f"dagster-webserver exited with {process.returncode}:\n{_log_tail(log)}"
+                    f"dagster-webserver exited with {process.returncode}:\n{_log_tail(log)}",
+                    pytrace=False,
                 )
             try:
-                with urllib.request.urlopen(f"{base_url}/server_info", timeout=5) as answer:
+                with direct.open(f"{base_url}/server_info", timeout=5) as answer:
                     if answer.status == 200:
                         break
             except OSError:
@@ -146,7 +147,8 @@ def webserver(output_dir, tmp_path_factory) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(
                     f"dagster-webserver did not answer {base_url}/server_info within "
-                    f"{SERVER_START_TIMEOUT_S} s:\n{_log_tail(log)}"
+                    f"{SERVER_START_TIMEOUT_S} s:\n{_log_tail(log)}",
+                    pytrace=False,
                 )
             time.sleep(0.5)
         yield base_url
@@ -168,6 +170,7 @@ def browser(tmp_path_factory) -> Iterator[webdriver.Chrome]:
         "--disable-sync",
         "--no-first-run",
         "--disable-quic",
+        "--no-proxy-server",
         "--window-size=1600,1200",
         # Loopback only: any other host fails to resolve, so nothing leaves the machine.
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
@@ -175,9 +178,7 @@ def browser(tmp_path_factory) -> Iterator[webdriver.Chrome]:
     ):
         options.add_argument(argument)
     # An explicit driver path: Selenium Manager never looks for (or downloads) a driver.
-    driver = webdriver.Chrome(
-        service=Service(executable_path=str(CHROMEDRIVER)), options=options
-    )
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
         driver.set_page_load_timeout(UI_TIMEOUT_S)
         yield driver
@@ -219,13 +220,16 @@ def expect_page(
 
     try:
         WebDriverWait(driver, UI_TIMEOUT_S, poll_frequency=0.5).until(lambda _: not missing())
+        shown_in_time = True
     except TimeoutException:
-        driver.save_screenshot(str(screenshot))
+        shown_in_time = False
+    driver.save_screenshot(str(screenshot))
+    if not shown_in_time:
         pytest.fail(
             f"{url} did not show {', '.join(missing())} within {UI_TIMEOUT_S} s "
-            f"(screenshot: {screenshot}); page text:\n{_page_text(driver)[-5000:]}"
+            f"(screenshot: {screenshot}); page text:\n{_page_text(driver)[-5000:]}",
+            pytrace=False,
         )
-    driver.save_screenshot(str(screenshot))
     return _page_text(driver)
 
 

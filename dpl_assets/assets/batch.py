@@ -10,7 +10,9 @@ reported to Dagster as materializations before the step fails, so nothing is los
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -18,8 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
+import h5py
+import numpy as np
+import torch
 
-from dpl_assets.outcomes import InputRejected, Kept, Rejected
+from dpl_assets.outcomes import InputRejected, Kept, Rejected, StagedFile
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.store import ArtifactStore
 
@@ -30,8 +35,30 @@ ComputeOne = Callable[[str, VideoInputs], Any]
 ComputeMany = Callable[[dict[str, VideoInputs]], dict[str, Any]]
 
 
+TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""Steps that failed on a transient error (out of memory, a lost GPU) are run again; the
+videos already saved are kept, so a retry redoes only the failed ones."""
+
+PROGRESS_EVERY_S = 30.0
+"""Seconds between progress lines in a step's log (each line is an event row)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Out of memory or a lost/busy GPU: worth retrying, unlike a bug or a bad input."""
+    if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        marker in text
+        for marker in ("out of memory", "CUDA error", "CUDA-capable device", "NCCL error")
+    )
+
+
 def per_video_asset(**kwargs: Any) -> Any:
     """``@dg.asset`` partitioned per video, batched in backfills, stored by the IO manager."""
+    kwargs.setdefault("retry_policy", TRANSIENT_RETRY_POLICY)
     return dg.asset(
         partitions_def=video_partitions,
         backfill_policy=per_video_backfill,
@@ -42,6 +69,7 @@ def per_video_asset(**kwargs: Any) -> Any:
 
 def per_video_multi_asset(outputs: Sequence[str], **kwargs: Any) -> Any:
     """``@dg.multi_asset`` whose outputs are per-video datatypes stored by the IO manager."""
+    kwargs.setdefault("retry_policy", TRANSIENT_RETRY_POLICY)
     return dg.multi_asset(
         outs={key: dg.AssetOut(io_manager_key="artifacts") for key in outputs},
         partitions_def=video_partitions,
@@ -126,6 +154,9 @@ def run_videos_multi(
             else:
                 todo[video_id] = gathered
 
+    transient: set[str] = set()
+    progress = _Progress(context, name, len(todo))
+
     def attempt(video_id: str, compute: Callable[[], Any]) -> None:
         try:
             outcomes[video_id] = compute()
@@ -134,7 +165,10 @@ def run_videos_multi(
             context.log.warning(f"{name}: rejected {video_id!r}: {rejection.reason}")
         except Exception as error:
             failures[video_id] = f"{type(error).__name__}: {error}"
+            if is_transient(error):
+                transient.add(video_id)
             context.log.error(f"{name}: failed on {video_id!r}:\n{traceback.format_exc()}")
+        progress.done(video_id, outcomes.get(video_id))
 
     batched: dict[str, Any] = {}
     if compute_many is not None and len(todo) > 1:
@@ -148,6 +182,7 @@ def run_videos_multi(
         for video_id, loaded in todo.items():
             if video_id in batched:
                 outcomes[video_id] = batched[video_id]
+                progress.done(video_id, outcomes[video_id])
             else:
                 pool.submit(attempt, video_id, functools.partial(compute_one, video_id, loaded))
 
@@ -168,9 +203,65 @@ def run_videos_multi(
         f"{sum(isinstance(o, Rejected) for o in outcomes.values())} rejected, "
         f"{len(failures)} failed"
     )
+    for key in outputs:
+        context.add_output_metadata(
+            progress.metadata(elapsed), output_name=_output_name(context, key)
+        )
     if failures:
-        _save_successes_then_fail(context, store, per_output, failures)
+        _save_successes_then_fail(context, store, per_output, failures, retry=bool(transient))
     return per_output
+
+
+def _output_name(context: dg.AssetExecutionContext, key: str) -> str:
+    return context.assets_def.get_output_name_for_asset_key(dg.AssetKey(key))
+
+
+class _Progress:
+    """Videos done / total, videos and frames per second and ETA, logged at most every
+    :data:`PROGRESS_EVERY_S` seconds; totals become the step's materialization metadata."""
+
+    def __init__(self, context: dg.AssetExecutionContext, name: str, total: int):
+        self.context, self.name, self.total = context, name, total
+        self.count = self.frames = 0
+        self.started = self.last_log = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def done(self, video_id: str, outcome: Any) -> None:
+        with self.lock:
+            self.count += 1
+            self.frames += _frames_of(outcome)
+            now = time.perf_counter()
+            if now - self.last_log < PROGRESS_EVERY_S or self.count == self.total:
+                return
+            self.last_log = now
+            rate = self.count / (now - self.started)
+            eta = (self.total - self.count) / rate if rate else float("inf")
+            fps = self.frames / (now - self.started)
+        self.context.log.info(
+            f"{self.name}: {self.count}/{self.total} videos, {rate:.2f} videos/s, "
+            f"{fps:.0f} frames/s, ETA {eta:.0f} s"
+        )
+
+    def metadata(self, elapsed: float) -> dict[str, Any]:
+        return {
+            "duration_s": round(elapsed, 3),
+            "computed": self.count,
+            "frames": self.frames,
+            "frames_per_s": round(self.frames / elapsed, 1) if elapsed > 0 else 0.0,
+        }
+
+
+def _frames_of(outcome: Any) -> int:
+    """Frames (rows) in a computed outcome's per-frame arrays, for rates (0 if none)."""
+    if not isinstance(outcome, dict):
+        outcome = {"": outcome}
+    for value in outcome.values():
+        if isinstance(value, np.ndarray) and value.ndim >= 1:
+            return int(value.shape[0])
+        if isinstance(value, StagedFile) and value.path.suffix == ".h5":
+            with contextlib.suppress(OSError, KeyError), h5py.File(value.path, "r") as file:
+                return int(next(iter(file.values())).shape[0])
+    return 0
 
 
 def _record_rejections(context: dg.AssetExecutionContext, key: str, outcomes: dict) -> None:
@@ -195,7 +286,10 @@ def _save_successes_then_fail(
     store: ArtifactStore,
     per_output: dict[str, dict[str, Any]],
     failures: dict[str, str],
+    retry: bool,
 ) -> None:
+    """Save and announce every success, record the failures, then fail the step; with
+    ``retry`` (a transient error) the retry policy runs it again (failed videos only)."""
     for key, outcomes in per_output.items():
         for video_id, outcome in outcomes.items():
             if isinstance(outcome, Kept):
@@ -210,4 +304,5 @@ def _save_successes_then_fail(
         description=f"{'+'.join(per_output)}: {len(failures)} of {len(context.partition_keys)} "
         f"videos failed (the other {saved} are saved):\n{listing}",
         metadata={"failed_videos": sorted(failures)},
+        allow_retries=retry,
     )
