@@ -7,11 +7,13 @@ once per process), then read every video's outcome off the store into ``report.j
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from tqdm import tqdm
 
 from dpl_assets.assets import DATASET_LEVEL_ASSETS
 from dpl_assets.assets.dependencies import required_inputs
@@ -117,7 +119,7 @@ def run_plan(
     if retry_rejected:
         for video_id in all_ids:
             store.clear_rejections(video_id)
-    pending = pending_videos(store, all_ids, per_video, recompute=plan.recompute)
+    pending = set(pending_videos(store, all_ids, per_video, recompute=plan.recompute))
     ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
     ranges = pending_ranges(list(ordered), pending, chunk_size) if per_video else []
     changes = "".join(
@@ -135,6 +137,9 @@ def run_plan(
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     run_ids = []
+    position = {video_id: index for index, video_id in enumerate(ordered)}
+    # A progress bar on a terminal (tqdm turns itself off when stderr is not one).
+    bar = tqdm(total=len(pending), unit="video", desc="dpl run", disable=None, file=sys.stderr)
     for first, last in ranges:
         result = defs.resolve_job_def(RUN_JOB_NAME).execute_in_process(
             run_config=_ops_in(run_config, per_video, defs),
@@ -147,10 +152,16 @@ def run_plan(
             },
         )
         run_ids.append(result.run_id)
+        bar.update(
+            sum(1 for vid in ordered[position[first] : position[last] + 1] if vid in pending)
+        )
+        bar.clear()
         progress(
             f"run {result.run_id[:8]} [{first} ... {last}]: "
             f"{'succeeded' if result.success else 'had failures'}"
         )
+        bar.refresh()
+    bar.close()
     if dataset_level:
         result = defs.resolve_job_def(DATASET_JOB_NAME).execute_in_process(
             run_config=_ops_in(run_config, dataset_level, defs),

@@ -176,6 +176,10 @@ def test_dataset_pack_and_summary_cover_the_video(run):
     [record] = instance.fetch_materializations(dg.AssetKey("dataset_summary"), limit=1).records
     markdown = record.asset_materialization.metadata["summary"].value
     assert "processed" in markdown and ".png" in markdown
+    [images] = instance.fetch_materializations(dg.AssetKey("images"), limit=1).records
+    metadata = images.asset_materialization.metadata
+    assert metadata["frames"].value == frames_of(out)[0] and metadata["duration_s"].value > 0
+    assert metadata["frames_per_s"].value > 0 and metadata["written"].value == 1
     observed = instance.fetch_observations(dg.AssetKey("preview"), limit=5).records
     assert any(
         r.asset_observation.partition == "talk one" and "path" in r.asset_observation.metadata
