@@ -91,6 +91,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _loopback_unproxied(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with 127.0.0.1 and localhost in ``no_proxy``: an ``$http_proxy`` of the machine
+    must not carry the test's loopback traffic (to the webserver, to chromedriver)."""
+    hosts = [h for h in env.get("no_proxy", env.get("NO_PROXY", "")).split(",") if h.strip()]
+    value = ",".join([*hosts, "127.0.0.1", "localhost"])
+    return {**env, "no_proxy": value, "NO_PROXY": value}
+
+
 def _log_tail(log: Path, chars: int = 4000) -> str:
     return log.read_text(encoding="utf-8", errors="replace")[-chars:] if log.exists() else ""
 
@@ -112,10 +120,12 @@ def webserver(output_dir, tmp_path_factory) -> Iterator[str]:
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("web_ui_server") / "webserver.log"
-    env = dict(
-        os.environ,
-        DAGSTER_HOME=str(output_dir / INSTANCE_SUBDIR),
-        DPL_OUTPUT_DIR=str(output_dir),
+    env = _loopback_unproxied(
+        dict(
+            os.environ,
+            DAGSTER_HOME=str(output_dir / INSTANCE_SUBDIR),
+            DPL_OUTPUT_DIR=str(output_dir),
+        )
     )
     executable = Path(sys.executable).parent / "dagster-webserver"
     command = [str(executable), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
@@ -177,8 +187,13 @@ def browser(tmp_path_factory) -> Iterator[webdriver.Chrome]:
         f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}",
     ):
         options.add_argument(argument)
-    # An explicit driver path: Selenium Manager never looks for (or downloads) a driver.
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    with pytest.MonkeyPatch.context() as patch:  # Selenium reads no_proxy when connecting
+        for name, value in _loopback_unproxied(dict(os.environ)).items():
+            patch.setenv(name, value)
+        # An explicit driver path: Selenium Manager never looks for (or downloads) a driver.
+        driver = webdriver.Chrome(
+            service=Service(executable_path=str(CHROMEDRIVER)), options=options
+        )
     try:
         driver.set_page_load_timeout(UI_TIMEOUT_S)
         yield driver

@@ -6,15 +6,19 @@ cd "$(dirname "$0")/.."
 
 # ffmpeg/ffprobe are the tests' independent reference (the pipeline itself runs the ffmpeg
 # binary bundled by imageio-ffmpeg); espeak-ng speaks the sample and test clips.
-# OpenCV (brought by mediapipe) loads libGL and glib at import.
+# OpenCV (brought by mediapipe) loads libGL and glib at import. Chromium and its driver run
+# the web UI test (dpl_assets_tests/test_web_ui.py) in a headless browser.
 missing=()
-for tool in ffmpeg ffprobe espeak-ng; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in ffmpeg ffprobe espeak-ng chromium chromedriver; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
 for lib in libGL.so.1 libglib-2.0.so.0; do ldconfig -p | grep -q "$lib" || missing+=("$lib"); done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -q
-  $sudo apt-get install -y -q --no-install-recommends ffmpeg espeak-ng libgl1 libglib2.0-0
+  $sudo apt-get install -y -q --no-install-recommends ffmpeg espeak-ng libgl1 libglib2.0-0 \
+    chromium chromium-driver
 fi
 
 python=${PYTHON:-python3}
