@@ -31,13 +31,17 @@ from dpl_assets.assets import DATASET_LEVEL_ASSETS, OP_OF
 from dpl_assets.catalog import fingerprint
 from dpl_assets.discovery import parse_inputs
 from dpl_assets.graph import GraphPlan, plan_graph
-from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN
+from dpl_assets.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    VIDEOS_PARTITION_NAME,
+    VIDEOS_PER_RUN,
+)
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.settings import output_dir_from_env
 from dpl_assets.storage.store import ArtifactStore
 
 PER_VIDEO_ASSETS = dg.AssetSelection.all() - dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS)
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def default_graph() -> list:
@@ -66,7 +70,7 @@ def run_request(
         run_key=run_key,
         asset_selection=[dg.AssetKey(asset) for asset in assets],
         run_config={"ops": {op: c for op, c in config["ops"].items() if op in ops}},
-        tags={RANGE_START: first, RANGE_END: last, "dpl/launched_by": why},
+        tags={RANGE_START_TAG: first, RANGE_END_TAG: last, "dpl/launched_by": why},
     )
 
 

@@ -5,14 +5,22 @@ to a job) and can be run on its own from the UI. It applies
 :func:`dpl_assets.validation.check_artifact` to every video of the step that has the
 artefact (rejected and missing videos are skipped), records each video's problems under
 ``_checks/`` (read into ``report.json``) and reports one result for the step: passed when
-every video passed, with the failing videos and their problems as metadata. Dagster
-attaches a check result to a partition only in single-partition runs; batched runs carry
-the video ids in the metadata.
+every video passed, with the failing videos and their problems as metadata.
+
+The checks are not partitioned: Dagster 1.13 attaches a partitioned check's result to a
+partition only in single-partition runs, so batched runs would show every video as
+"skipped". Unpartitioned, the UI shows the latest verdict over the run's videos (read from
+the run's partition tags), and a check launched on its own checks every registered video.
 """
 
 import dagster as dg
 
-from dpl_assets.partitions import video_partitions
+from dpl_assets.partitions import (
+    PARTITION_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    VIDEOS_PARTITION_NAME,
+)
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.validation import CHECKED, VideoFacts, check_artifact
@@ -37,6 +45,19 @@ def check_videos(store: ArtifactStore, key: str, video_ids: list[str]) -> dict[s
     return results
 
 
+def step_videos(context: dg.AssetCheckExecutionContext, store: ArtifactStore) -> list[str]:
+    """The videos of the run (its partition or partition range; every registered video
+    when the check runs on its own, unpartitioned, e.g. from the UI)."""
+    tags = context.run.tags
+    if PARTITION_TAG in tags:
+        return [tags[PARTITION_TAG]]
+    first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if first and last:
+        ordered = list(context.instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
+        return ordered[ordered.index(first) : ordered.index(last) + 1]
+    return list(store.catalog.entries())
+
+
 def _markdown_table(failures: dict[str, list[str]]) -> str:
     lines = ["| video | problems |", "|---|---|"]
     for video_id, problems in list(failures.items())[:MAX_LISTED]:
@@ -53,12 +74,12 @@ def output_check(key: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=key,
         name=CHECK_NAME,
-        partitions_def=video_partitions,
         description=f"Every {key} file has the shape, values and frame count it promises "
         "(dpl_assets/validation.py).",
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage):
-        results = check_videos(storage.store(), key, list(context.partition_keys))
+        store = storage.store()
+        results = check_videos(store, key, step_videos(context, store))
         failures = {video_id: problems for video_id, problems in results.items() if problems}
         metadata: dict[str, dg.MetadataValue] = {
             "videos_checked": dg.MetadataValue.int(len(results)),

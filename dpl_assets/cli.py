@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 from dpl_assets.catalog import Catalog
@@ -30,13 +31,21 @@ def _say(message: str) -> None:
 
 
 def _open_instance(output_dir: Path):
+    """The persistent instance in ``instance_dir_for(output_dir)``.
+
+    A new instance dir gets the shipped ``dpl_assets/configs/dagster.yaml`` (SQLite storage
+    in that folder, no telemetry, the run queue and pools); an existing one is left as is.
+    """
     import dagster as dg
 
     home = instance_dir_for(output_dir)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():  # SQLite storage in this folder (the default); no telemetry
-        config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    if not config.exists():
+        shipped = resources.files("dpl_assets").joinpath("configs", "dagster.yaml")
+        partial = home / f".dagster.yaml.{os.getpid()}.tmp"
+        partial.write_bytes(shipped.read_bytes())
+        partial.replace(config)  # atomic: a concurrent `dpl` never reads half a file
     return dg.DagsterInstance.from_config(str(home))
 
 

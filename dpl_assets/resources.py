@@ -2,6 +2,7 @@
 
 Models are cached per process, keyed by everything that changes them, so a run (or a CLI
 invocation made of several runs) loads each model once, however many videos it covers.
+With several GPUs, ``device="auto"`` leases one GPU per process (``dpl_assets.devices``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import functools
 
 import dagster as dg
 import torch
+from pydantic import Field, PrivateAttr
 
+from dpl_assets.devices import acquire_device, default_lease_dir, visible_devices
 from dpl_assets.nodes.wav2vec import Wav2vecExtractor
 
 
@@ -31,13 +34,47 @@ def resolve_device(requested: str) -> str:
 class TorchDevice(dg.ConfigurableResource):
     """The device model nodes run on; a node's own ``device`` parameter overrides it.
 
-    ``device``: ``auto`` (first GPU if any, else CPU), ``cpu`` or ``cuda:N``.
+    ``device``: ``auto``, ``cpu`` or ``cuda:N``. ``auto`` is the CPU without a GPU, ``cuda:0``
+    with one, and with several a GPU leased to this process for its lifetime (one lock file
+    per GPU in ``lease_dir``), so concurrent runs and step processes each get their own.
+    ``cpu`` and ``cuda:N`` bypass the lease. ``DPL_SIMULATED_GPUS=N`` simulates N GPUs
+    (leases are real, the device is ``cpu``): a testing and dry-run aid.
     """
 
     device: str = "auto"
+    lease_dir: str | None = Field(
+        default=None,
+        description="Folder of the GPU lock files (default: $DPL_DEVICE_LEASE_DIR, else "
+        "{Dagster instance dir or DAGSTER_HOME}/device_leases). Local to the machine.",
+    )
+    lease_timeout: float | None = Field(
+        default=None,
+        description="Seconds to wait for a free GPU when all are leased (default: "
+        "$DPL_DEVICE_LEASE_TIMEOUT, else 600).",
+    )
+    _instance_dir: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        instance = context.instance
+        if instance is not None and instance.is_persistent:
+            self._instance_dir = instance.root_directory
+
+    def lease_folder(self) -> str:
+        """Where this resource's leases live (see ``lease_dir``)."""
+        if self.lease_dir:
+            return self.lease_dir
+        return str(default_lease_dir(self._instance_dir))
 
     def for_node(self, node_device: str) -> str:
-        return resolve_device(node_device if node_device != "auto" else self.device)
+        requested = node_device if node_device != "auto" else self.device
+        if requested != "auto":
+            return resolve_device(requested)
+        count, simulated = visible_devices()
+        if count < 2:  # nothing to share out: the CPU, the one GPU, or cpu when simulated
+            return "cpu" if simulated else resolve_device("auto")
+        leased = acquire_device(self.lease_folder(), timeout=self.lease_timeout)
+        dg.get_dagster_logger().info(f"device auto -> {leased.describe()}")
+        return leased.torch_device
 
 
 @functools.lru_cache(maxsize=4)

@@ -22,7 +22,12 @@ from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions
 from dpl_assets.discovery import InputRoots
 from dpl_assets.graph import NODES, GraphError, GraphPlan
-from dpl_assets.partitions import VIDEOS_PARTITION_NAME, VIDEOS_PER_RUN
+from dpl_assets.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    VIDEOS_PARTITION_NAME,
+    VIDEOS_PER_RUN,
+)
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.report import VideoReport, video_report
 from dpl_assets.storage.atomic import remove_dead_temps
@@ -146,8 +151,8 @@ def run_plan(
             instance=instance,
             raise_on_error=False,
             tags={
-                "dagster/asset_partition_range_start": first,
-                "dagster/asset_partition_range_end": last,
+                RANGE_START_TAG: first,
+                RANGE_END_TAG: last,
                 "dpl/launched_by": "dpl run",
             },
         )

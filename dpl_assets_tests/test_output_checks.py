@@ -158,7 +158,7 @@ def test_checks_run_with_dpl_run_and_a_broken_file_shows_in_the_ui_record(tmp_pa
     )
     [evaluation] = result.get_asset_check_evaluations()
     assert evaluation.check_name == CHECK_NAME and not evaluation.passed
-    assert evaluation.partition == "clip"
+    assert evaluation.partition is None  # unpartitioned check (see dpl_assets.checks)
     assert "clip" in evaluation.metadata["failures"].value
     # ... and report.json shows it, with a non-zero exit, on the next dpl run.
     code, report = run_cli(tmp_path, graph, {"video": "videos"})
