@@ -119,10 +119,11 @@ class SourceFile:
     datatype: str
     root: Path
     path: Path
+    relative_posix: str = ""  # path relative to root, "/"-separated (computed if empty)
 
     @property
     def relative(self) -> PurePosixPath:
-        return PurePosixPath(self.path.relative_to(self.root).as_posix())
+        return PurePosixPath(self.relative_posix or self.path.relative_to(self.root).as_posix())
 
     @property
     def stem(self) -> str:
@@ -148,12 +149,15 @@ def find_source_files(inputs: InputRoots, datatype: str) -> list[SourceFile]:
     for root in inputs.roots.get(datatype, ()):
         for folder, subfolders, files in os.walk(root):
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            # Relative names by string operations: pathlib per file costs seconds at 100k.
+            prefix = Path(folder).relative_to(root).as_posix()
             for name in sorted(files):
                 if name.startswith(".") or not dt.matches(name):
                     continue
-                source = SourceFile(datatype, root, Path(folder) / name)
-                if passes_filters(source.relative.as_posix(), inputs.include, inputs.exclude):
-                    found.append(source)
+                relative = name if prefix == "." else f"{prefix}/{name}"
+                if passes_filters(relative, inputs.include, inputs.exclude):
+                    path = Path(os.path.join(folder, name))
+                    found.append(SourceFile(datatype, root, path, relative))
     return found
 
 
