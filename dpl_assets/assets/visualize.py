@@ -6,6 +6,7 @@ faces were rejected. Each new file is announced on its partition in the Dagster 
 observation with the file's path and a markdown line).
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,25 @@ def announce(context: dg.AssetExecutionContext, store: ArtifactStore, outcomes: 
         )
 
 
-def _images(store: ArtifactStore, video_id: str) -> Path | Rejected:
-    return store.load("images", video_id)
+def draw_each(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    config: PreviewConfig | ContactSheetConfig,
+    draw: Callable[[str, Path], Path],
+) -> dict:
+    """Run ``draw(video_id, images_path) -> staged file`` over the step's videos (a video
+    whose images were rejected carries that rejection) and announce the new files."""
+
+    def one(video_id: str, _: dict) -> Any:
+        images = store.load("images", video_id)
+        return images if isinstance(images, Rejected) else StagedFile(draw(video_id, images))
+
+    outcomes = run_videos(
+        context, store, recompute=config.recompute, inputs={}, compute_one=one,
+        workers=config.num_jobs,
+    )  # fmt: skip
+    announce(context, store, outcomes)
+    return outcomes
 
 
 @per_video_asset(
@@ -91,10 +109,7 @@ def preview(
     axes, the 16 kHz audio muxed in as AAC."""
     store = storage.store()
 
-    def render(video_id: str, _: dict) -> Any:
-        images = _images(store, video_id)
-        if isinstance(images, Rejected):
-            return images
+    def render(video_id: str, images: Path) -> Path:
         staged = store.staging_path("preview", video_id)
         with ImageStack(images, "images") as stack:
             fps = float(stack.attrs["fps"]) or 25.0
@@ -102,14 +117,9 @@ def preview(
                 staged, stack, fps=fps, wav=wav_path(store, video_id),
                 overlays=overlays_for(store, video_id),
             )  # fmt: skip
-        return StagedFile(staged)
+        return staged
 
-    outcomes = run_videos(
-        context, store, recompute=config.recompute, inputs={}, compute_one=render,
-        workers=config.num_jobs,
-    )  # fmt: skip
-    announce(context, store, outcomes)
-    return outcomes
+    return draw_each(context, store, config, render)
 
 
 @per_video_asset(
@@ -123,10 +133,7 @@ def contact_sheet(
     """Contact sheet PNG per video (``ContactSheetNode``): ``count`` evenly spaced frames."""
     store = storage.store()
 
-    def draw(video_id: str, _: dict) -> Any:
-        images = _images(store, video_id)
-        if isinstance(images, Rejected):
-            return images
+    def draw(video_id: str, images: Path) -> Path:
         with ImageStack(images, "images") as stack:
             sheet = draw_contact_sheet(
                 stack, count=config.count, columns=config.columns,
@@ -135,11 +142,6 @@ def contact_sheet(
             )  # fmt: skip
         staged = store.staging_path("contact_sheet", video_id)
         write_png(staged, sheet)
-        return StagedFile(staged)
+        return staged
 
-    outcomes = run_videos(
-        context, store, recompute=config.recompute, inputs={}, compute_one=draw,
-        workers=config.num_jobs,
-    )  # fmt: skip
-    announce(context, store, outcomes)
-    return outcomes
+    return draw_each(context, store, config, draw)

@@ -123,18 +123,7 @@ def _is_encoded(item: Any) -> bool:
 
 def encode_frame(frame: np.ndarray, image_format: str = "jpeg", quality: int = 95) -> bytes:
     """RGB uint8 (H, W, 3) or grey uint8 (H, W) -> standalone baseline JPEG (4:2:0) or PNG."""
-    if frame.ndim == 3:
-        return encode_image(frame, image_format, quality)
-    # Grey: no colour conversion; the same encoder settings as encode_image.
-    if image_format == "jpeg":
-        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    elif image_format == "png":
-        ok, data = cv2.imencode(".png", frame, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    else:
-        raise ValueError(f"image format must be one of {IMAGE_FORMATS}, not {image_format!r}")
-    if not ok:
-        raise ValueError(f"could not encode a {frame.shape} image as {image_format}")
-    return data.tobytes()
+    return encode_image(frame, image_format, quality)
 
 
 def decode_frame(data: EncodedImage | np.ndarray, channels: int = 3) -> np.ndarray:

@@ -30,12 +30,12 @@ _GROW_BY = 256
 
 
 def encode_image(rgb: np.ndarray, image_format: str = "jpeg", quality: int = 95) -> bytes:
-    """RGB uint8 (H, W, 3) -> JPEG (4:2:0, baseline) or PNG bytes."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    """RGB uint8 (H, W, 3) or grey (H, W) -> standalone JPEG (4:2:0, baseline) or PNG bytes."""
+    pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
     if image_format == "jpeg":
-        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        ok, data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     elif image_format == "png":
-        ok, data = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        ok, data = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     else:
         raise ValueError(f"image format must be one of {IMAGE_FORMATS}, not {image_format!r}")
     if not ok:
