@@ -192,7 +192,12 @@ class DeviceLease:
 
     def _try_index(self, index: int) -> int | None:
         """An fd holding ``index``'s lock, or ``None`` when another lease has it."""
-        fd = os.open(lock_path(self.folder, index), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        path = lock_path(self.folder, index)
+        writable = True
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except PermissionError:  # another user's lock file: flock works read-only too
+            fd, writable = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -201,6 +206,8 @@ class DeviceLease:
         except BaseException:
             os.close(fd)
             raise
+        if not writable:
+            return fd
         with contextlib.suppress(OSError):  # who holds it, for other processes' messages
             note = (
                 f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -314,9 +321,9 @@ def acquire_device(
     """This process's device: leased on the first call, the same one for the process's life.
 
     ``folder``: the lease folder (default :func:`default_lease_dir`); ``count``: devices to
-    lease from (default :func:`visible_devices`, whose simulation setting then applies);
-    ``timeout``: seconds to wait for a free device (default :func:`default_timeout`).
-    Thread-safe; a forked child leases its own.
+    lease from (default :func:`visible_devices`); ``timeout``: seconds to wait for a free
+    device (default :func:`default_timeout`). The device is ``cpu`` whenever
+    ``DPL_SIMULATED_GPUS`` is set. Thread-safe; a forked child leases its own.
     """
     if count is None:
         count, simulated = visible_devices()

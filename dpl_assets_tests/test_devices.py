@@ -162,6 +162,24 @@ def test_a_process_keeps_its_one_lease_for_its_lifetime(tmp_path, holders, simul
     assert results[0].torch_device == "cpu" and results[0].simulated
 
 
+def test_a_forked_child_leases_its_own_and_leaves_the_parents(tmp_path, simulated):
+    parent = acquire_device(tmp_path).index
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its own lease and exit without clean-up
+        try:
+            os.write(write_end, str(acquire_device(tmp_path).index).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child = int(os.read(read_end, 16))
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child != parent
+    with DeviceLease(3, tmp_path, timeout=0) as a, DeviceLease(3, tmp_path, timeout=0) as b:
+        assert {a.index, b.index} == {0, 1, 2} - {parent}  # the parent's is still held
+
+
 def test_all_devices_taken_times_out_naming_folder_count_and_holders(tmp_path):
     late = DeviceLease(2, tmp_path, timeout=0.2, poll_interval=0.05)
     with (
@@ -278,7 +296,9 @@ def test_in_process_runs_on_the_shipped_instance_lease_under_its_folder(
     home = _instance_dir(tmp_path)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         # a gpu-pool slot claimed by a run that was killed must not hold up in-process runs
-        instance.event_log_storage.claim_concurrency_slot("gpu", "killed-run", "step")
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default("gpu")
+        assert storage.claim_concurrency_slot("gpu", "killed-run", "step").is_claimed
         outcome: list[dg.ExecuteInProcessResult] = []
         resources = {"torch_device": TorchDevice()}
         runner = threading.Thread(
