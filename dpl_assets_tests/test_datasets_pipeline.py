@@ -180,6 +180,8 @@ def test_dataset_pack_and_summary_cover_the_video(run):
     metadata = images.asset_materialization.metadata
     assert metadata["frames"].value == frames_of(out)[0] and metadata["duration_s"].value > 0
     assert metadata["frames_per_s"].value > 0 and metadata["written"].value == 1
+    [faces] = instance.fetch_materializations(dg.AssetKey("faces"), limit=1).records
+    assert faces.asset_materialization.metadata["frames_with_face"].value == frames_of(out)[0]
     observed = instance.fetch_observations(dg.AssetKey("preview"), limit=5).records
     assert any(
         r.asset_observation.partition == "talk one" and "path" in r.asset_observation.metadata

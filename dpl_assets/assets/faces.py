@@ -99,6 +99,17 @@ def face_alignment(
     finally:
         for opened_model in opened:
             opened_model.close()
+    found = [r for r in per_output["faces"].values() if isinstance(r, dict)]
+    context.add_output_metadata(
+        {
+            "videos_with_face": len(found),
+            "frames_with_face": sum(int(r["frames_with_face"]) for r in found),
+            "most_faces_in_a_frame": max(
+                (int(r["max_faces_in_a_frame"] or 0) for r in found), default=0
+            ),
+        },
+        output_name="faces",
+    )
     for key in FACE_OUTPUTS:
         yield dg.Output(per_output[key], output_name=key)
 
