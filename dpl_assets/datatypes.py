@@ -281,6 +281,12 @@ DATATYPES: dict[str, Datatype] = {
             "Training file per video (SourceSequenceNode): frames, boxes, crops, landmarks...",
         ),
         Datatype(
+            "vid2vid_dataset",
+            StorageFormat.FILE,
+            (".h5",),
+            "Training file per video (Vid2vidDatasetNode): crops with their UV and normal renders.",
+        ),
+        Datatype(
             "vid2vid_audio",
             StorageFormat.FILE,
             (".h5",),

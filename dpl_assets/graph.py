@@ -17,19 +17,24 @@ import dagster as dg
 import pydantic
 
 from dpl_assets.assets.config import (
+    A2enConfig,
     BboxesConfig,
     BlinksConfig,
     ContactSheetConfig,
     CropConfig,
     DatasetPackConfig,
     DatasetSummaryConfig,
+    EmocaConfig,
     FaceAlignmentConfig,
+    FlameConfig,
     H5DatasetConfig,
     HeadPoseConfig,
     PreviewConfig,
     ProbeConfig,
+    RenderingConfig,
     SourceSequenceConfig,
     Vid2vidAudioConfig,
+    Vid2vidDatasetConfig,
     VideoToImagesConfig,
     VolumeConfig,
     Wav2vecConfig,
@@ -120,18 +125,55 @@ NODES: dict[str, NodeSpec] = {
     "CropNode": NodeSpec("crops", CropConfig, summary="images, bboxes -> crops (HDF5 stack)"),
     "HeadPoseNode": NodeSpec("head_pose", HeadPoseConfig, summary="landmarks -> head_pose (N, 6)"),
     "BlinksNode": NodeSpec("blinks", BlinksConfig, summary="landmarks -> blinks (N, 3)"),
+    "EmocaNode": NodeSpec(
+        "shape",
+        EmocaConfig,
+        fixed={"source": "crops"},
+        also={key: EmocaConfig for key in ("tex", "exp", "pose", "cam", "light")},
+        summary="crops -> shape, tex, exp, pose, cam, light (EMOCA)",
+    ),
+    "EmocaFromImagesNode": NodeSpec(
+        "shape",
+        EmocaConfig,
+        fixed={"source": "images"},
+        also={key: EmocaConfig for key in ("tex", "exp", "pose", "cam", "light")},
+        summary="images, bboxes -> shape, tex, exp, pose, cam, light (EMOCA, cropping on the fly)",
+    ),
+    "FlameNode": NodeSpec(
+        "verts",
+        FlameConfig,
+        also={"landmarks3d": FlameConfig},
+        summary="shape, exp, pose -> verts (N, 5023, 3), landmarks3d (N, 68, 3)",
+    ),
+    "RenderingNode": NodeSpec(
+        "render_uv",
+        RenderingConfig,
+        also={"render_normal": RenderingConfig, "render_mask": RenderingConfig},
+        summary="verts, cam, light -> render_normal, render_uv, render_mask (image stacks)",
+    ),
     "H5DatasetNode": NodeSpec(
         "h5_dataset", H5DatasetConfig, summary="datatypes -> h5_dataset (HDF5 per video)"
     ),
     "SourceSequenceNode": NodeSpec(
         "source_sequence",
         SourceSequenceConfig,
-        summary="images, bboxes, crops, landmarks, head_pose, blinks -> source_sequence (HDF5)",
+        summary="images, bboxes, crops, FLAME params, landmarks, landmarks3d, renders, blinks "
+        "-> source_sequence (HDF5)",
     ),
     "Vid2vidAudioNode": NodeSpec(
         "vid2vid_audio",
         Vid2vidAudioConfig,
         summary="crops, wav2vec, volume, blinks -> vid2vid_audio (HDF5, audio on frames)",
+    ),
+    "Vid2vidDatasetNode": NodeSpec(
+        "vid2vid_dataset",
+        Vid2vidDatasetConfig,
+        summary="crops, render_uv, render_normal -> vid2vid_dataset (HDF5)",
+    ),
+    "A2enDatasetNode": NodeSpec(
+        "a2en",
+        A2enConfig,
+        summary="wav2vec, volume, exp, pose, landmarks3d -> a2en (.npz)",
     ),
     "PreviewNode": NodeSpec(
         "preview", PreviewConfig, summary="images (+ faces, pose, wav) -> preview (mp4)"

@@ -8,6 +8,7 @@ With several GPUs, ``device="auto"`` leases one GPU per process (``dpl_assets.de
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import dagster as dg
 import torch
@@ -92,3 +93,29 @@ class Wav2vecModels(dg.ConfigurableResource):
 
     def extractor(self, checkpoint: str, features: str, device: str) -> Wav2vecExtractor:
         return cached_wav2vec(checkpoint, features, device)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_emoca(weights_path: str, device: str) -> Any:
+    """Loaded EMOCA/DECA encoders (:func:`dpl_assets.nodes.emoca.load_emoca`), per process."""
+    from dpl_assets.nodes.emoca import load_emoca
+
+    return load_emoca(weights_path, device)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_flame(model_path: str, embedding_path: str, n_shape: int, n_exp: int) -> Any:
+    """A FLAME layer (:class:`dpl_assets.nodes.flame.FlameLayer`) on the CPU, per process;
+    the caller moves it to its device."""
+    from dpl_assets.nodes.flame import FlameLayer, FlameModel
+
+    model = FlameModel.load(model_path, embedding_path, num_vertices=None)
+    return FlameLayer(model, n_shape=n_shape, n_exp=n_exp)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_template(path: str) -> Any:
+    """The head template mesh (:func:`dpl_assets.nodes.render.load_obj_template`)."""
+    from dpl_assets.nodes.render import load_obj_template
+
+    return load_obj_template(path)

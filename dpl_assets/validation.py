@@ -19,6 +19,8 @@ as a sentence; an empty list means the artefact passed. Rules per datatype:
 - boxes: ``x1 < x2``, ``y1 < y2``; each box overlaps the frame and runs past it by at most
   its own size (the crop pads at most that much); ``bboxes`` square; scores in [0, 1];
 - ``face_mask`` codes in {0, 1, 2}; landmarks within the frame widened by half its size;
+  FLAME parameters, vertices and 3D landmarks one finite row per frame;
+- ``a2en``: every array present, one row per expression frame;
 - image stacks (``images``, ``crops``): ``count`` attribute, entries and timestamps agree,
   timestamps strictly increasing, the first image decodes at the stated size; ``crops``
   has the frame count of ``images``;
@@ -45,7 +47,8 @@ from dpl_assets.packing.layouts import open_images
 from dpl_assets.storage.image_stack import decode_image
 
 PER_FRAME = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "bboxes", "head_pose",
-             "blinks")  # fmt: skip
+             "blinks", "shape", "tex", "exp", "pose", "cam", "light", "verts",
+             "landmarks3d")  # fmt: skip
 """Arrays with one row per video frame (first axis N = the ``images`` frame count)."""
 
 NAN_ROWS_ALLOWED = ("raw_bboxes", "landmarks", "landmarks_mesh", "head_pose", "blinks")
@@ -54,11 +57,13 @@ NAN_ROWS_ALLOWED = ("raw_bboxes", "landmarks", "landmarks_mesh", "head_pose", "b
 AUDIO_RATE = ("wav2vec", "volume")
 """Arrays at the wav2vec step rate (50 Hz)."""
 
-PACKED = ("h5_dataset", "source_sequence", "vid2vid_audio")
+PACKED = ("h5_dataset", "source_sequence", "vid2vid_audio", "vid2vid_dataset")
 """Per-video training files (:mod:`dpl_assets.packing.video_pack`)."""
 
-CHECKED = ("wav", "images", "crops", *PER_FRAME, *AUDIO_RATE, *PACKED, "preview",
-           "contact_sheet")  # fmt: skip
+RENDERS = ("render_normal", "render_uv", "render_mask")
+
+CHECKED = ("wav", "images", "crops", *RENDERS, *PER_FRAME, *AUDIO_RATE, *PACKED, "preview",
+           "contact_sheet", "a2en")  # fmt: skip
 """Datatypes with output checks."""
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -96,6 +101,8 @@ def check_artifact(key: str, path: Path, facts: VideoFacts) -> list[str]:
         return _check_preview(path, facts)
     if key == "contact_sheet":
         return _check_png(path)
+    if key == "a2en":
+        return _check_a2en(path)
     if datatype.storage is StorageFormat.WAV:
         return _check_wav(path)
     if datatype.storage is StorageFormat.IMAGE_STACK:
@@ -294,3 +301,19 @@ def _check_png(path: Path) -> list[str]:
         return ["not a PNG file"]
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     return [] if image is not None and image.size else ["PNG does not decode"]
+
+
+A2EN_KEYS = ("wav2vec", "volume", "exp", "jaw", "left_blink", "right_blink", "average_blink")
+
+
+def _check_a2en(path: Path) -> list[str]:
+    """All of the file's arrays present, with one row per expression frame."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            lengths = {key: npz[key].shape[0] for key in A2EN_KEYS if key in npz.files}
+    except (OSError, ValueError) as error:
+        return [f"unreadable a2en file: {error}"]
+    problems = [f"no {key}" for key in A2EN_KEYS if key not in lengths]
+    if len(set(lengths.values())) > 1:
+        problems.append(f"arrays disagree on the frame count: {lengths}")
+    return problems

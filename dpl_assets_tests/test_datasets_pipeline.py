@@ -40,7 +40,10 @@ def run(tmp_path_factory) -> dict:
         {"name": "HeadPoseNode", "params": {}},
         {"name": "BlinksNode", "params": {}},
         {"name": "H5DatasetNode", "params": {"layout": "filter32019", "jpeg_quality": 90}},
-        {"name": "SourceSequenceNode", "params": {}},
+        {
+            "name": "SourceSequenceNode",  # its 2D part (FLAME and renders need weights)
+            "params": {"datatypes": ["images", "bboxes", "crops", "landmarks", "blinks"]},
+        },
         {"name": "Vid2vidAudioNode", "params": {"window_size": 4}},
         {"name": "PreviewNode", "params": {}},
         {"name": "ContactSheetNode", "params": {"count": 6, "columns": 3, "tile_width": 128}},

@@ -7,11 +7,18 @@ Every asset is partitioned per video, takes and returns ``{video_id: value}`` di
 
 import dagster as dg
 
+from dpl_assets.assets.a2en import a2en
 from dpl_assets.assets.audio import volume, wav
 from dpl_assets.assets.crops import bboxes, crops
 from dpl_assets.assets.dataset import dataset_pack, dataset_summary
+from dpl_assets.assets.face3d import emoca, flame, rendering
 from dpl_assets.assets.faces import blinks, face_alignment, head_pose
-from dpl_assets.assets.packing import h5_dataset, source_sequence, vid2vid_audio
+from dpl_assets.assets.packing import (
+    h5_dataset,
+    source_sequence,
+    vid2vid_audio,
+    vid2vid_dataset,
+)
 from dpl_assets.assets.sources import aac, probe, video
 from dpl_assets.assets.vision import images
 from dpl_assets.assets.visualize import contact_sheet, preview
@@ -30,9 +37,14 @@ ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     crops,
     head_pose,
     blinks,
+    emoca,
+    flame,
+    rendering,
     h5_dataset,
     source_sequence,
     vid2vid_audio,
+    vid2vid_dataset,
+    a2en,
     preview,
     contact_sheet,
     dataset_pack,

@@ -70,8 +70,9 @@ def per_video_asset(**kwargs: Any) -> Any:
 def per_video_multi_asset(outputs: Sequence[str], **kwargs: Any) -> Any:
     """``@dg.multi_asset`` whose outputs are per-video datatypes stored by the IO manager."""
     kwargs.setdefault("retry_policy", TRANSIENT_RETRY_POLICY)
+    metadata = kwargs.pop("metadata", None)  # a multi-asset's metadata lives on its outputs
     return dg.multi_asset(
-        outs={key: dg.AssetOut(io_manager_key="artifacts") for key in outputs},
+        outs={key: dg.AssetOut(io_manager_key="artifacts", metadata=metadata) for key in outputs},
         partitions_def=video_partitions,
         backfill_policy=per_video_backfill,
         **kwargs,

@@ -135,7 +135,8 @@ class BlinksConfig(NodeConfig):
 
 PACKABLE = (
     "images", "crops", "raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "bboxes",
-    "head_pose", "blinks", "wav2vec", "volume",
+    "head_pose", "blinks", "wav2vec", "volume", "shape", "tex", "exp", "pose", "cam", "light",
+    "verts", "landmarks3d", "render_normal", "render_uv", "render_mask",
 )  # fmt: skip
 """Datatypes a packer can include: image stacks, per-frame arrays, audio-rate features.
 (Dagster config cannot take a list of Literals, so ``datatypes`` is checked by a validator.)"""
@@ -185,11 +186,22 @@ class H5DatasetConfig(NodeConfig):
 
 
 class SourceSequenceConfig(H5DatasetConfig):
-    """``SourceSequenceNode``: frames, boxes, crops, landmarks, blinks, pose (3D keys: issue 6)."""
+    """``SourceSequenceNode``: the original's source sequence: frames, boxes, crops, FLAME
+    parameters, landmarks (2D and 3D), renders and blinks."""
 
     datatypes: list[str] = Field(
-        default=["images", "bboxes", "crops", "landmarks", "head_pose", "blinks"], min_length=1
-    )
+        default=[
+            "images", "bboxes", "crops", "shape", "exp", "pose", "cam", "light", "landmarks",
+            "landmarks3d", "render_uv", "render_normal", "blinks",
+        ],
+        min_length=1,
+    )  # fmt: skip
+
+
+class Vid2vidDatasetConfig(H5DatasetConfig):
+    """``Vid2vidDatasetNode``: crops with their UV and normal renders."""
+
+    datatypes: list[str] = Field(default=["crops", "render_uv", "render_normal"], min_length=1)
 
 
 class Vid2vidAudioConfig(H5DatasetConfig):
@@ -223,7 +235,7 @@ class ContactSheetConfig(NodeConfig):
 class DatasetPackConfig(dg.Config):
     """``DatasetPackNode``: append every video's packed file to one sharded dataset."""
 
-    source: Literal["h5_dataset", "source_sequence", "vid2vid_audio"] = Field(
+    source: Literal["h5_dataset", "source_sequence", "vid2vid_audio", "vid2vid_dataset"] = Field(
         default="h5_dataset", description="Which per-video packed files to collect."
     )
     max_videos_per_shard: int = Field(default=1000, ge=1, description="Videos per shard file.")
@@ -232,3 +244,49 @@ class DatasetPackConfig(dg.Config):
 
 class DatasetSummaryConfig(dg.Config):
     """``DatasetSummaryNode``: plots and a markdown digest over every registered video."""
+
+
+class EmocaConfig(NodeConfig):
+    """``EmocaNode`` (source crops) / ``EmocaFromImagesNode`` (source images + bboxes)."""
+
+    weights_path: str = Field(
+        default="", description="EMOCA checkpoint (.ckpt) or DECA model (.tar); see README."
+    )
+    source: Literal["crops", "images"] = Field(
+        default="crops", description="Encode the crops, or crop the images by bboxes on the fly."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+    batch_size: int = Field(default=4, ge=1, description="Images per forward pass.")
+    use_smoothing: bool = Field(default=False, description="Savitzky-Golay over time.")
+
+
+class FlameConfig(NodeConfig):
+    """``FlameNode``: FLAME vertices and 68 3D landmarks from shape, expression and pose."""
+
+    flame_model_path: str = Field(default="", description="FLAME generic_model.pkl.")
+    flame_lmk_embedding_path: str = Field(default="", description="landmark_embedding.npy.")
+    n_shape: int = Field(default=100, ge=1, le=300, description="Shape coefficients used.")
+    n_exp: int = Field(default=50, ge=1, le=100, description="Expression coefficients used.")
+    batch_size: int = Field(default=256, ge=1, description="Frames per batch.")
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+
+
+class RenderingConfig(NodeConfig):
+    """``RenderingNode``: normal, UV and mask renders of the FLAME mesh."""
+
+    head_template_path: str = Field(default="", description="Head template .obj with UVs.")
+    image_size: int = Field(default=224, ge=16, description="Render size, px (square).")
+    uv_size: int = Field(default=256, ge=16, description="UV map size, px.")
+    batch_size: int = Field(default=16, ge=1, description="Frames per batch.")
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+    backend: Literal["auto", "torch", "pytorch3d"] = Field(
+        default="auto", description="Rasterizer: pytorch3d when importable, else pure torch."
+    )
+
+
+class A2enConfig(NodeConfig):
+    """``A2enDatasetNode``: the A2EN training file per video."""
+
+    fps: float | None = Field(
+        default=None, gt=0, description="Frame rate of exp; default: the images' timestamps."
+    )

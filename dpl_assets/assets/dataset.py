@@ -20,7 +20,7 @@ from dpl_assets.report import video_report
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.visualize.summary import collect_summary_inputs, summarize
 
-PACKED_SOURCES = ["h5_dataset", "source_sequence", "vid2vid_audio"]
+PACKED_SOURCES = ["h5_dataset", "source_sequence", "vid2vid_audio", "vid2vid_dataset"]
 SUMMARY_INPUTS = ["probe", "faces", "volume", "wav2vec"]
 
 

@@ -13,6 +13,10 @@ OPTIONAL_INPUTS = "dpl/optional_inputs"
 CONFIGURED_INPUTS = "dpl/configured_inputs"
 """Asset metadata: the config field whose value lists the datatypes the asset reads."""
 
+INPUTS_BY_VALUE = "dpl/inputs_by_value"
+"""Asset metadata, with :data:`CONFIGURED_INPUTS`: the datatypes read for each value of
+that field (when the field names a mode rather than the datatypes themselves)."""
+
 
 def required_inputs(defs: dg.Definitions, asset: str, config: dict) -> list[str]:
     """The datatypes ``asset`` cannot run without, given its full config."""
@@ -21,6 +25,9 @@ def required_inputs(defs: dg.Definitions, asset: str, config: dict) -> list[str]
     field = metadata.get(CONFIGURED_INPUTS)
     if field:
         value = config.get(field, [])
+        by_value = metadata.get(INPUTS_BY_VALUE)
+        if by_value:
+            return list(by_value[value])
         return [value] if isinstance(value, str) else list(value)
     optional = set(metadata.get(OPTIONAL_INPUTS, []))
     return [p.path[-1] for p in node.parent_keys if p.path[-1] not in optional]

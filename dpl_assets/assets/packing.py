@@ -18,6 +18,7 @@ from dpl_assets.assets.config import (
     H5DatasetConfig,
     SourceSequenceConfig,
     Vid2vidAudioConfig,
+    Vid2vidDatasetConfig,
 )
 from dpl_assets.assets.dependencies import CONFIGURED_INPUTS
 from dpl_assets.datatypes import StorageFormat, get_datatype
@@ -150,5 +151,6 @@ def packer_asset(name: str, config_class: type[H5DatasetConfig], node: str) -> A
 h5_dataset = packer_asset("h5_dataset", H5DatasetConfig, "H5DatasetNode")
 source_sequence = packer_asset("source_sequence", SourceSequenceConfig, "SourceSequenceNode")
 vid2vid_audio = packer_asset("vid2vid_audio", Vid2vidAudioConfig, "Vid2vidAudioNode")
+vid2vid_dataset = packer_asset("vid2vid_dataset", Vid2vidDatasetConfig, "Vid2vidDatasetNode")
 
-PACKER_ASSETS = [h5_dataset, source_sequence, vid2vid_audio]
+PACKER_ASSETS = [h5_dataset, source_sequence, vid2vid_audio, vid2vid_dataset]

@@ -1,0 +1,93 @@
+"""``A2enDatasetNode``: one ``.npz`` per video for audio-to-expression training (A2EN).
+
+Contents (as the original): ``wav2vec`` (N, D) and ``volume`` (N,) resampled onto the N
+expression frames by timestamps (linear, see :mod:`dpl_assets.packing.resample`), ``exp``
+(N, E), ``jaw`` (N, 3) (the jaw part of ``pose``), ``left_blink``, ``right_blink``,
+``average_blink`` (N,) eye opening from the FLAME 3D landmarks (the blink definition of
+:mod:`dpl_assets.nodes.blinks`, Euclidean in 3D), and ``timestamps`` (N,) seconds. Frame
+times are the ``images`` timestamps, or ``i / fps`` with the ``fps`` parameter (for
+parameters brought from elsewhere). A video with empty audio is rejected.
+"""
+
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from dpl_assets.assets.batch import per_video_asset, run_videos
+from dpl_assets.assets.config import A2enConfig
+from dpl_assets.nodes.blinks import eye_openness
+from dpl_assets.outcomes import InputRejected, StagedFile
+from dpl_assets.packing.video_pack import resample_audio_feature
+from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+from dpl_assets.storage.store import ArtifactStore
+
+JAW = slice(3, 6)
+
+
+def expression_frame_times(
+    store: ArtifactStore, video_id: str, count: int, fps: float | None
+) -> np.ndarray:
+    """(count,) seconds of the expression frames: ``i / fps``, else the images' timestamps."""
+    if fps:
+        return np.arange(count, dtype=np.float64) / fps
+    images = store.artifact_path("images", video_id)
+    if images.exists():
+        with ImageStack(images, "images") as stack:
+            if len(stack) == count:
+                return np.asarray(stack.timestamps, np.float64)
+            raise InputRejected(
+                f"{count} expression frames but {len(stack)} images: give the fps parameter"
+            )
+    raise InputRejected("no frame times for the expressions: compute images or give fps")
+
+
+def a2en_arrays(inputs: dict[str, Any], times: np.ndarray) -> dict[str, np.ndarray]:
+    """The file's arrays from one video's wav2vec, volume, exp, pose and landmarks3d."""
+    if inputs["wav2vec"].shape[0] == 0 or inputs["volume"].shape[0] == 0:
+        raise InputRejected("empty audio: no wav2vec steps to align with the expressions")
+    count = inputs["exp"].shape[0]
+    for key in ("pose", "landmarks3d"):
+        if inputs[key].shape[0] != count:
+            raise InputRejected(f"{key} has {inputs[key].shape[0]} frames, exp has {count}")
+    blinks = eye_openness(inputs["landmarks3d"])
+    return {
+        "wav2vec": resample_audio_feature("wav2vec", inputs["wav2vec"], times),
+        "volume": resample_audio_feature("volume", inputs["volume"], times),
+        "exp": inputs["exp"].astype(np.float32),
+        "jaw": inputs["pose"][:, JAW].astype(np.float32),
+        "left_blink": blinks[:, 0],
+        "right_blink": blinks[:, 1],
+        "average_blink": blinks[:, 2],
+        "timestamps": times,
+    }
+
+
+@per_video_asset(group_name="flame")
+def a2en(
+    context: dg.AssetExecutionContext,
+    config: A2enConfig,
+    storage: ArtifactStorage,
+    wav2vec: LazyArtifacts,
+    volume: LazyArtifacts,
+    exp: LazyArtifacts,
+    pose: LazyArtifacts,
+    landmarks3d: LazyArtifacts,
+) -> dict:
+    """A2EN ``.npz`` per video (``A2enDatasetNode``): audio features on the expression
+    frames, expressions, jaw pose and blinks."""
+    store = storage.store()
+
+    def write(video_id: str, inputs: dict) -> StagedFile:
+        times = expression_frame_times(store, video_id, inputs["exp"].shape[0], config.fps)
+        staged = store.staging_path("a2en", video_id)
+        np.savez(staged, **a2en_arrays(inputs, times))
+        return StagedFile(staged)
+
+    return run_videos(
+        context, store, recompute=config.recompute,
+        inputs={"wav2vec": wav2vec, "volume": volume, "exp": exp, "pose": pose,
+                "landmarks3d": landmarks3d},
+        compute_one=write,
+    )  # fmt: skip

@@ -1,0 +1,241 @@
+"""3D face assets: EMOCA parameters, the FLAME mesh and its renders (per video).
+
+- ``emoca`` (``EmocaNode`` on crops, ``EmocaFromImagesNode`` on images cut by bboxes):
+  ``shape``, ``tex``, ``exp``, ``pose``, ``cam``, ``light`` per frame;
+- ``flame`` (``FlameNode``): ``verts`` and ``landmarks3d`` from shape, exp and pose;
+- ``rendering`` (``RenderingNode``): ``render_normal``, ``render_uv``, ``render_mask``
+  image stacks from verts, cam and light.
+
+Every input may also be given in the inputs JSON (``shape``, ``exp``, ``pose`` roots of
+``.npy`` files, say): the store reads the user's file first, so parameters from elsewhere
+go straight into FLAME and rendering. Models load once per process on the node's device.
+"""
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import dagster as dg
+import numpy as np
+import torch
+
+from dpl_assets.assets.batch import per_video_multi_asset, run_videos_multi
+from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
+from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, INPUTS_BY_VALUE
+from dpl_assets.nodes.crops import crop_frames
+from dpl_assets.nodes.emoca import smooth_parameters
+from dpl_assets.nodes.render import render
+from dpl_assets.outcomes import InputRejected, Rejected, StagedFile
+from dpl_assets.resources import TorchDevice, cached_emoca, cached_flame, cached_template
+from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
+from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+from dpl_assets.storage.store import ArtifactStore
+
+EMOCA_OUTPUTS = ("shape", "tex", "exp", "pose", "cam", "light")
+FLAME_OUTPUTS = ("verts", "landmarks3d")
+RENDER_OUTPUTS = ("render_normal", "render_uv", "render_mask")
+EMOCA_SIZE = 224  # EMOCA/DECA encoders take 224 x 224 crops in [0, 1]
+FRAMES_PER_CHUNK = 64  # frames decoded and encoded at a time: bounded memory
+
+
+def _needed(store: ArtifactStore, key: str, video_id: str) -> Any:
+    value = store.load(key, video_id)
+    if isinstance(value, Rejected):
+        raise InputRejected(value.reason)
+    return value
+
+
+def emoca_frames(store: ArtifactStore, video_id: str, source: str) -> Iterator[np.ndarray]:
+    """RGB uint8 224 x 224 face crops of one video, streamed: its ``crops`` resized, or its
+    ``images`` cut by its ``bboxes`` (the original's EmocaFromImagesNode)."""
+    if source == "crops":
+        with ImageStack(_needed(store, "crops", video_id), "crops") as stack:
+            for crop in stack:
+                yield cv2.resize(crop, (EMOCA_SIZE, EMOCA_SIZE), interpolation=cv2.INTER_AREA)
+        return
+    boxes = _needed(store, "bboxes", video_id)
+    with ImageStack(_needed(store, "images", video_id), "images") as stack:
+        yield from crop_frames(iter(stack), boxes, (EMOCA_SIZE, EMOCA_SIZE))
+
+
+def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """(K, 3, 224, 224) float32 batches in [0, 1] of at most ``size`` frames."""
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+            batch = []
+    if batch:
+        yield np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+
+@per_video_multi_asset(
+    EMOCA_OUTPUTS,
+    group_name="flame",
+    deps=["crops", "images", "bboxes"],
+    pool="gpu",
+    # `source` says which inputs are read: crops, or images cut by bboxes
+    metadata={
+        CONFIGURED_INPUTS: "source",
+        INPUTS_BY_VALUE: {"crops": ["crops"], "images": ["images", "bboxes"]},
+    },
+)
+def emoca(
+    context: dg.AssetExecutionContext,
+    config: EmocaConfig,
+    storage: ArtifactStorage,
+    torch_device: TorchDevice,
+) -> Any:
+    """EMOCA parameters per frame (``EmocaNode``, ``EmocaFromImagesNode``): ``shape`` (N, 100),
+    ``tex`` (N, 50), ``exp`` (N, 50), ``pose`` (N, 6), ``cam`` (N, 3), ``light`` (N, 9, 3)."""
+    store = storage.store()
+    if not config.weights_path:
+        raise dg.Failure("EmocaNode needs weights_path: the EMOCA model folder (see README)")
+    device = torch_device.for_node(config.device)
+
+    def encode(video_id: str, _: dict) -> dict[str, Any]:
+        encoder = cached_emoca(config.weights_path, device)
+        parts = [
+            encoder.encode(torch.from_numpy(chunk), batch_size=config.batch_size)
+            for chunk in _chunks(emoca_frames(store, video_id, config.source), FRAMES_PER_CHUNK)
+        ]
+        if not parts:
+            raise InputRejected("no frames to encode")
+        params = {key: np.concatenate([p[key] for p in parts]) for key in EMOCA_OUTPUTS}
+        return smooth_parameters(params) if config.use_smoothing else params
+
+    per_output = run_videos_multi(
+        context, store, outputs=EMOCA_OUTPUTS, recompute=config.recompute, inputs={},
+        compute_one=encode,
+    )  # fmt: skip
+    for key in EMOCA_OUTPUTS:
+        yield dg.Output(per_output[key], output_name=key)
+
+
+@per_video_multi_asset(
+    FLAME_OUTPUTS,
+    group_name="flame",
+    ins={"shape": dg.AssetIn(), "exp": dg.AssetIn(), "pose": dg.AssetIn()},
+)
+def flame(
+    context: dg.AssetExecutionContext,
+    config: FlameConfig,
+    storage: ArtifactStorage,
+    torch_device: TorchDevice,
+    shape: LazyArtifacts,
+    exp: LazyArtifacts,
+    pose: LazyArtifacts,
+) -> Any:
+    """FLAME mesh per frame (``FlameNode``): ``verts`` (N, 5023, 3) and ``landmarks3d``
+    (N, 68, 3), metres, from the first ``n_shape`` shape and ``n_exp`` expression
+    coefficients and the pose (global + jaw; neck and eyes zero)."""
+    store = storage.store()
+    if not config.flame_model_path or not config.flame_lmk_embedding_path:
+        raise dg.Failure(
+            "FlameNode needs flame_model_path (generic_model.pkl) and flame_lmk_embedding_path "
+            "(landmark_embedding.npy); see README"
+        )
+    device = torch_device.for_node(config.device)
+
+    def compute(video_id: str, inputs: dict) -> dict[str, Any]:
+        layer = cached_flame(
+            config.flame_model_path, config.flame_lmk_embedding_path, config.n_shape, config.n_exp
+        ).to(device)
+        counts = {key: inputs[key].shape[0] for key in ("shape", "exp", "pose")}
+        if len(set(counts.values())) != 1:
+            raise InputRejected(f"shape, exp and pose disagree on the frame count: {counts}")
+        verts, landmarks3d = layer.forward_numpy(
+            inputs["shape"][:, : config.n_shape], inputs["exp"][:, : config.n_exp],
+            inputs["pose"], batch_size=config.batch_size,
+        )  # fmt: skip
+        return {"verts": verts, "landmarks3d": landmarks3d}
+
+    per_output = run_videos_multi(
+        context, store, outputs=FLAME_OUTPUTS, recompute=config.recompute,
+        inputs={"shape": shape, "exp": exp, "pose": pose}, compute_one=compute,
+    )  # fmt: skip
+    for key in FLAME_OUTPUTS:
+        yield dg.Output(per_output[key], output_name=key)
+
+
+def render_times(store: ArtifactStore, video_id: str, count: int) -> np.ndarray:
+    """Timestamps for the renders: those of the video's crops or images when they have
+    ``count`` frames, else ``i / 25`` (parameters brought from elsewhere)."""
+    for key in ("crops", "images"):
+        path = store.artifact_path(key, video_id)
+        if path.exists():
+            with ImageStack(path, key) as stack:
+                if len(stack) == count:
+                    return np.asarray(stack.timestamps, np.float64)
+    return np.arange(count, dtype=np.float64) / 25.0
+
+
+@per_video_multi_asset(
+    RENDER_OUTPUTS,
+    group_name="flame",
+    ins={"verts": dg.AssetIn(), "cam": dg.AssetIn(), "light": dg.AssetIn()},
+    pool="gpu",
+)
+def rendering(
+    context: dg.AssetExecutionContext,
+    config: RenderingConfig,
+    storage: ArtifactStorage,
+    torch_device: TorchDevice,
+    verts: LazyArtifacts,
+    cam: LazyArtifacts,
+    light: LazyArtifacts,
+) -> Any:
+    """Renders per frame (``RenderingNode``): ``render_normal``, ``render_uv`` (JPEG) and
+    ``render_mask`` (PNG) image stacks at ``image_size``, orthographic camera from ``cam``,
+    spherical-harmonics ``light``, the head template's UVs."""
+    store = storage.store()
+    if not config.head_template_path:
+        raise dg.Failure("RenderingNode needs head_template_path (a head .obj with UVs)")
+    device = torch.device(torch_device.for_node(config.device))
+
+    def draw(video_id: str, inputs: dict) -> dict[str, Any]:
+        template = cached_template(config.head_template_path)
+        count = inputs["verts"].shape[0]
+        if inputs["cam"].shape[0] != count or inputs["light"].shape[0] != count:
+            raise InputRejected("verts, cam and light disagree on the frame count")
+        times = render_times(store, video_id, count)
+        staged = {key: store.staging_path(key, video_id) for key in RENDER_OUTPUTS}
+        formats = {"render_normal": "jpeg", "render_uv": "jpeg", "render_mask": "png"}
+        with contextlib.ExitStack() as open_writers:  # each writer discards its file on error
+            writers = {
+                key: open_writers.enter_context(
+                    ImageStackWriter(path, key, image_format=formats[key], fps=_fps(times))
+                )
+                for key, path in staged.items()
+            }
+            for start in range(0, count, config.batch_size):
+                window = slice(start, start + config.batch_size)
+                out = render(
+                    torch.from_numpy(inputs["verts"][window]).to(device),
+                    inputs["cam"][window], inputs["light"][window], template,
+                    config.image_size, config.uv_size, backend=config.backend,
+                )  # fmt: skip
+                images = {
+                    "render_normal": out.render_normal.cpu().numpy(),
+                    "render_uv": out.render_uv.cpu().numpy(),
+                    "render_mask": np.repeat(out.render_mask.cpu().numpy()[..., None], 3, -1),
+                }
+                for offset in range(images["render_uv"].shape[0]):
+                    for key, writer in writers.items():
+                        frame = np.ascontiguousarray(images[key][offset])
+                        writer.append(frame, times[start + offset])
+        return {key: StagedFile(path) for key, path in staged.items()}
+
+    per_output = run_videos_multi(
+        context, store, outputs=RENDER_OUTPUTS, recompute=config.recompute,
+        inputs={"verts": verts, "cam": cam, "light": light}, compute_one=draw,
+    )  # fmt: skip
+    for key in RENDER_OUTPUTS:
+        yield dg.Output(per_output[key], output_name=key)
+
+
+def _fps(times: np.ndarray) -> float | None:
+    steps = np.diff(times)
+    return float(1 / np.median(steps)) if steps.size and np.median(steps) > 0 else None
