@@ -132,3 +132,43 @@ def test_training_files_hold_the_3d_outputs(run):
     with np.load(out / "a2en" / f"{VIDEO}.npz", allow_pickle=False) as npz:
         assert npz["exp"].shape == (frames, 50) and npz["jaw"].shape == (frames, 3)
         assert npz["wav2vec"].shape[0] == frames and npz["left_blink"].shape == (frames,)
+
+
+def test_flame_and_rendering_from_parameters_given_in_the_inputs(tmp_path, run):
+    """FlameNode + RenderingNode on shape/exp/pose/cam/light roots: no video, no EMOCA."""
+    rng = np.random.default_rng(3)
+    frames = 7
+    given = {
+        "shape": rng.normal(size=(frames, 100)).astype(np.float32),
+        "exp": rng.normal(size=(frames, 50)).astype(np.float32),
+        "pose": (0.2 * rng.normal(size=(frames, 6))).astype(np.float32),
+        "cam": np.tile(np.array([[8.0, 0.0, 0.0]], np.float32), (frames, 1)),
+        "light": (0.1 * rng.normal(size=(frames, 9, 3))).astype(np.float32),
+    }
+    for key, array in given.items():
+        (tmp_path / key).mkdir()
+        np.save(tmp_path / key / "elsewhere.npy", array)
+    root = run["root"]
+    graph = [
+        {"name": "FlameNode", "params": run["flame_files"]},
+        {
+            "name": "RenderingNode",
+            "params": {"head_template_path": str(root / "head_template.obj"), "image_size": 48},
+        },
+    ]
+    (tmp_path / "graph.json").write_text(json.dumps(graph))
+    (tmp_path / "inputs.json").write_text(json.dumps({key: key for key in given}))
+    out = tmp_path / "out"
+    code = cli.main(["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
+                     str(tmp_path / "inputs.json"), "--output_dir", str(out)])  # fmt: skip
+    [video] = json.loads((out / "report.json").read_text())["videos"]
+    assert code == 0 and video["status"] == "processed", video
+    layer = FlameLayer(FlameModel.load(run["flame_files"]["flame_model_path"],
+                                       run["flame_files"]["flame_lmk_embedding_path"],
+                                       num_vertices=None))  # fmt: skip
+    verts, _ = layer.forward_numpy(given["shape"], given["exp"], given["pose"])
+    np.testing.assert_allclose(np.load(out / "verts" / "elsewhere.npy"), verts, atol=1e-6)
+    with ImageStack(out / "render_mask" / "elsewhere.h5") as masks:
+        assert len(masks) == frames and masks[0].shape == (48, 48, 3)
+        np.testing.assert_allclose(masks.timestamps, np.arange(frames) / 25.0)
+        assert any(mask.any() for mask in masks)  # the mesh is in view (scale 8 on a 0.2 m grid)
