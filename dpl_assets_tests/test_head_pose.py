@@ -55,3 +55,34 @@ def test_frames_without_landmarks_give_nan():
     poses = head_pose(landmarks, (WIDTH, HEIGHT))
     assert poses.shape == (2, 6) and poses.dtype == np.float32
     assert np.isnan(poses[0]).all() and np.isfinite(poses[1]).all()
+
+
+@pytest.mark.parametrize(
+    "rotvec",
+    [(0.0, 0.35, 0.0), (0.3, 0.0, 0.0), (0.0, 0.0, 0.4), (0.2, -0.3, 0.15), (-0.25, 0.2, -0.3)],
+)
+def test_flame_pose_and_the_landmark_fit_of_the_same_head_agree(rotvec):
+    """A face turned by a FLAME rotation, photographed by a pinhole camera, is fitted by
+    head_pose to the angles head_pose_angles_from_flame gives for that rotation."""
+    from scipy.spatial.transform import Rotation
+
+    from dpl_assets.nodes.head_pose import (
+        _GENERIC_FACE_3D,
+        _PNP_INDICES,
+        head_pose,
+        head_pose_angles_from_flame,
+    )
+
+    width, height, distance = 640, 480, 4000.0
+    # The generic face in FLAME's frame (x image right, y up, z towards the camera), turned.
+    turned = Rotation.from_rotvec(rotvec).apply(_GENERIC_FACE_3D)
+    # Camera on the +z axis looking back at the face: image x right, image y down.
+    depth = distance - turned[:, 2]
+    u = width / 2 + width * turned[:, 0] / depth
+    v = height / 2 - width * turned[:, 1] / depth
+    landmarks = np.full((1, 68, 2), np.nan, np.float32)
+    landmarks[0, _PNP_INDICES] = np.stack([u, v], axis=1)
+
+    fitted = head_pose(landmarks, (width, height))[0, :3]
+    expected = head_pose_angles_from_flame(np.array([[*rotvec, 0, 0, 0]]))[0]
+    np.testing.assert_allclose(fitted, expected, atol=1.0)

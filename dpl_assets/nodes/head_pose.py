@@ -70,3 +70,24 @@ def head_pose(landmarks: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
         # Image y points down, so a counter-clockwise turn on screen is a negative z angle.
         poses[index] = [yaw, pitch, -roll, *translation.ravel()]
     return poses
+
+
+# FLAME's model frame (x to the subject's left = image right, y up, z towards the camera)
+# is the generic face's; OpenCV's camera has y down and z away, the flip applied above.
+_FLIP_YZ = np.diag([1.0, -1.0, -1.0])
+
+
+def head_pose_angles_from_flame(pose: np.ndarray) -> np.ndarray:
+    """FLAME/EMOCA ``pose`` (N, 6) (global axis-angle in radians, then jaw) -> (N, 3)
+    ``[yaw, pitch, roll]`` in degrees, in :func:`head_pose`'s convention.
+
+    A head turned by ``R`` in FLAME's frame appears to :func:`head_pose` as ``F R F`` with
+    ``F = diag(1, -1, -1)`` (the same y/z flip it applies to its model), decomposed the same
+    way: so a FLAME pose and the landmark fit of the same head give the same angles.
+    """
+    from scipy.spatial.transform import Rotation
+
+    rotations = Rotation.from_rotvec(np.asarray(pose, np.float64)[:, :3]).as_matrix()
+    angles = np.array([_euler_xyz_degrees(_FLIP_YZ @ r @ _FLIP_YZ) for r in rotations])
+    pitch, yaw, roll = angles.T if len(angles) else np.zeros((3, 0))
+    return np.stack([yaw, pitch, -roll], axis=-1).astype(np.float32)
