@@ -470,3 +470,11 @@ def test_smoothing_short_clips_and_bad_arguments():
         smooth_parameters(six, window=5, order=5)
     with pytest.raises(ValueError, match="NaN"):
         smooth_parameters({"exp": np.full((10, 50), np.nan)})
+
+
+def test_parallel_expression_head_variant_is_named_as_unsupported(tmp_path):
+    path = tmp_path / "parallel.ckpt"
+    state = {"deca.E_expression.resnet.encoder.conv1.weight": torch.zeros(64, 3, 7, 7)}
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(EmocaLoadError, match="deca_parallel"):
+        load_emoca(path)
