@@ -1,15 +1,17 @@
 """Benchmark: renders per second of the pure-torch rasterizer for a FLAME-sized head.
 
 A FLAME-sized mesh (5023 vertices, 9976 faces, open at the neck like FLAME) is built as
-an ellipsoid head closed at the crown; it is posed with a small turn, projected with a
-typical EMOCA camera (scale 9) and rendered with :func:`dpl_assets.nodes.render.render`
-(normal, UV and mask images) at several image sizes. Measured per size:
+an ellipsoid head closed at the crown; it is turned a little, projected with a typical
+EMOCA camera (scale 9) and rendered with :func:`dpl_assets.nodes.render.render` (normal,
+UV and mask images) at several image sizes, with 1 torch thread and with torch's default.
+Per size and thread count (frames per second, from the median call time):
 
-- ``render_b1``: full renders per second, one frame per call;
-- ``render_b8``: full renders per second, eight frames per call (the node's batch);
+- ``render_b1``: full renders, one frame per call;
+- ``render_b8``: full renders, eight frames per call (the node's batch);
 - ``rasterize_b8``: the rasterizer alone (fragments only), eight frames per call;
-- ``pairs_per_frame``: (face, pixel-centre) candidates the bounding boxes enumerate;
-- ``coverage``: the fraction of the image the head covers.
+
+and per size ``pairs_per_frame`` ((face, pixel-centre) candidates the bounding boxes
+enumerate) and ``coverage`` (the fraction of the image the head covers).
 
     .venv/bin/python benchmarks/render.py --seconds 3
 """
@@ -22,9 +24,9 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -114,15 +116,15 @@ def posed_batch(template: MeshTemplate, batch: int) -> tuple[torch.Tensor, ...]:
 
 
 def frames_per_second(fn, frames_per_call: int, seconds: float) -> float:
-    """Calls ``fn`` (after one warm-up call) for at least ``seconds``; frames per second."""
+    """Frames per second of ``fn`` from the median call time (robust to a busy machine),
+    after one warm-up call, over at least ``seconds`` and 3 calls."""
     fn()
-    calls, started = 0, time.perf_counter()
-    while True:
+    durations: list[float] = []
+    while sum(durations) < seconds or len(durations) < 3:
+        started = time.perf_counter()
         fn()
-        calls += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and calls >= 3:
-            return round(calls * frames_per_call / elapsed, 1)
+        durations.append(time.perf_counter() - started)
+    return round(frames_per_call / statistics.median(durations), 1)
 
 
 def pairs_per_frame(projected: torch.Tensor, faces: np.ndarray, size: int) -> int:
@@ -135,59 +137,84 @@ def pairs_per_frame(projected: torch.Tensor, faces: np.ndarray, size: int) -> in
     return int((columns.clamp(min=0) * rows.clamp(min=0)).sum())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
-    parser.add_argument("--report", type=Path, default=Path("benchmarks/results/render.json"))
-    args = parser.parse_args()
-    load_before = round(os.getloadavg()[0], 2)
-    template = flame_sized_head()
+def measure(template: MeshTemplate, seconds: float) -> dict[str, dict[str, float]]:
+    """Renders per second at each image size with the current torch thread count."""
     one = posed_batch(template, 1)
     eight = posed_batch(template, 8)
     projected = orthographic_project(eight[0], eight[1])
-
-    results: dict[str, Any] = {}
+    results = {}
     for size in SIZES:
-        coverage = rasterize(projected[:1], template.faces, size, backend="torch").mask.float()
         results[str(size)] = {
             "render_b1": frames_per_second(
-                lambda size=size: render(*one, template, size, backend="torch"), 1, args.seconds
+                lambda size=size: render(*one, template, size, backend="torch"), 1, seconds
             ),
             "render_b8": frames_per_second(
-                lambda size=size: render(*eight, template, size, backend="torch"), 8, args.seconds
+                lambda size=size: render(*eight, template, size, backend="torch"), 8, seconds
             ),
             "rasterize_b8": frames_per_second(
                 lambda size=size: rasterize(projected, template.faces, size, backend="torch"),
                 8,
-                args.seconds,
+                seconds,
             ),
-            "pairs_per_frame": pairs_per_frame(projected, template.faces, size),
-            "coverage": round(float(coverage.mean()), 3),
         }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
+    parser.add_argument(
+        "--threads", default=f"1,{torch.get_num_threads()}", help="torch thread counts to try"
+    )
+    parser.add_argument("--report", type=Path, default=Path("benchmarks/results/render.json"))
+    args = parser.parse_args()
+    load_before = round(os.getloadavg()[0], 2)
+    template = flame_sized_head()
+    frames = posed_batch(template, 1)
+    projected = orthographic_project(frames[0], frames[1])
+    mesh_stats = {
+        str(size): {
+            "pairs_per_frame": pairs_per_frame(projected, template.faces, size),
+            "coverage": round(
+                float(rasterize(projected, template.faces, size).mask.float().mean()), 3
+            ),
+        }
+        for size in SIZES
+    }
+    thread_counts = sorted({int(count) for count in args.threads.split(",")})
+    fps = {}
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        fps[str(threads)] = measure(template, args.seconds)
     report = {
         "mesh": {"vertices": len(template.vertices), "faces": len(template.faces)},
         "backend": "torch",
         "device": "cpu",
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
         "seconds_per_measurement": args.seconds,
         # The machine may be shared: the 1-minute load average before and after the run.
         "load_average": [load_before, round(os.getloadavg()[0], 2)],
-        "fps_by_image_size": results,
+        "per_image_size": mesh_stats,
+        "fps_by_threads_and_image_size": fps,
     }
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=1) + "\n")
 
-    header = ["size", "render b1 fps", "render b8 fps", "rasterize b8 fps", "pairs/frame", "cover"]
+    header = ["size", "pairs/frame", "cover"]
+    for threads in thread_counts:
+        header += [f"render b1 ({threads}t)", f"render b8 ({threads}t)", f"raster b8 ({threads}t)"]
     print(" | ".join(header))
     print(" | ".join("-" * len(name) for name in header))
-    for size, row in results.items():
-        print(
-            f"{size} | {row['render_b1']} | {row['render_b8']} | {row['rasterize_b8']} | "
-            f"{row['pairs_per_frame']} | {row['coverage']}"
-        )
-    print(f"(torch {torch.__version__}, {torch.get_num_threads()} threads, CPU)")
+    for size in SIZES:
+        row = [str(size), str(mesh_stats[str(size)]["pairs_per_frame"]),
+               str(mesh_stats[str(size)]["coverage"])]  # fmt: skip
+        for threads in thread_counts:
+            cell = fps[str(threads)][str(size)]
+            row += [str(cell["render_b1"]), str(cell["render_b8"]), str(cell["rasterize_b8"])]
+        print(" | ".join(row))
+    print(f"frames per second; torch {torch.__version__}, CPU, load {report['load_average']}")
 
 
 if __name__ == "__main__":

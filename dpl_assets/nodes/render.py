@@ -534,15 +534,14 @@ def _rasterize_torch(
         unit_ends, torch.arange(budget, max(total, budget), budget, device=device), right=True
     )
     bounds = [0, *torch.unique_consecutive(cuts).tolist(), unit_face.numel()]
-    unit_start = (unit_ends - unit_pairs).float()
     # Per unit, one row per quantity (rows keep the per-pair arithmetic on contiguous
-    # memory, ~10x faster than strided columns): the 12 edge values, then as float32 (exact
-    # below 2**24) its first pair, columns, first x index and first y index.
+    # memory, ~10x faster than strided columns): the 12 edge values, then its columns,
+    # first x index and first y index as float32 (exact: below 2**24).
     unit_table = torch.cat(
         [
             edge_table.index_select(0, unit_face).T,
             torch.stack(
-                [unit_start, unit_columns.float(), first_x.index_select(0, unit_face).float(),
+                [unit_columns.float(), first_x.index_select(0, unit_face).float(),
                  unit_first_y.float()]
             ),
         ]
@@ -554,16 +553,17 @@ def _rasterize_torch(
         if first_unit == end_unit:
             continue
         pairs = unit_pairs[first_unit:end_unit]
-        base = unit_start[first_unit]
         n_pairs = int(pairs.sum())
         unit_of_pair = torch.repeat_interleave(
-            torch.arange(first_unit, end_unit, device=device), pairs, output_size=n_pairs
-        )
-        t = unit_table.index_select(1, unit_of_pair).unbind(0)  # 16 x (P,)
-        local = torch.arange(n_pairs, device=device, dtype=torch.float32) + base - t[12]
-        row_in_unit = torch.floor(local / t[13])
-        x_index = t[14] + (local - row_in_unit * t[13])
-        y_index = t[15] + row_in_unit
+            torch.arange(end_unit - first_unit, device=device), pairs, output_size=n_pairs
+        )  # within the chunk
+        t = unit_table[:, first_unit:end_unit].index_select(1, unit_of_pair).unbind(0)
+        # Offsets within the chunk (< 2**23), so float32 pair arithmetic stays exact.
+        unit_first_pair = (pairs.cumsum(0) - pairs).float().index_select(0, unit_of_pair)
+        local = torch.arange(n_pairs, device=device, dtype=torch.float32) - unit_first_pair
+        row_in_unit = torch.floor(local / t[12])
+        x_index = t[13] + (local - row_in_unit * t[12])
+        y_index = t[14] + row_in_unit
         # Pixel centres exactly as _pixel_centres computes them.
         px = -x_half + (2 * x_half * x_index + x_half) / width
         py = -y_half + (2 * y_half * y_index + y_half) / height
@@ -571,7 +571,7 @@ def _rasterize_torch(
         e1 = (px - t[4]) * t[7] - (py - t[5]) * t[6]
         e2 = (px - t[8]) * t[11] - (py - t[9]) * t[10]
         keep = torch.nonzero((e0 > 0) & (e1 > 0) & (e2 > 0)).squeeze(1)
-        face = unit_face.index_select(0, unit_of_pair.index_select(0, keep))
+        face = unit_face.index_select(0, first_unit + unit_of_pair.index_select(0, keep))
         d = depth_table.index_select(0, face)
         depth = (
             e0.index_select(0, keep) / d[:, 0] * d[:, 1]
