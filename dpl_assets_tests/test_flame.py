@@ -603,3 +603,22 @@ def test_unnormalized_weights_follow_classic_lbs(files: types.SimpleNamespace) -
     expected_verts, expected_landmarks = reference_flame(arrays, files.lmk, shape, exp, pose)
     np.testing.assert_allclose(verts[0], expected_verts, atol=5e-6)
     np.testing.assert_allclose(landmarks[0], expected_landmarks, atol=5e-6)
+
+
+class ObjectArrayFromBytes:
+    """Builds an object array whose 'pointers' are raw bytes (reading it crashes numpy)."""
+
+    def __reduce__(self):
+        return (np.ndarray, ((1,), np.dtype("O"), b"AAAAAAAA"))
+
+
+def test_object_arrays_from_raw_bytes_and_views_outside_storage_are_refused() -> None:
+    from dpl_assets.nodes.safe_pickle import _rebuild_tensor, safe_loads
+
+    with pytest.raises(UnsafePickleError, match="object dtype"):
+        safe_loads(pickle.dumps(ObjectArrayFromBytes(), protocol=2))
+    storage = torch.zeros(4).untyped_storage()
+    typed = torch.storage.TypedStorage(wrap_storage=storage, dtype=torch.float32, _internal=True)
+    with pytest.raises(UnsafePickleError, match="outside its storage"):
+        _rebuild_tensor(typed, 0, (1000,), (1,))
+    assert _rebuild_tensor(typed, 1, (3,), (1,)).shape == (3,)  # inside: fine

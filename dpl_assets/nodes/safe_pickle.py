@@ -167,19 +167,33 @@ class SparseMatrixState:
         return matrix
 
 
+_NDARRAY_TOKENS: set[int] = set()  # ids of the checked ndarray stand-ins handed out
+
+
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     """NumPy's reconstruction helpers, taken from NumPy itself (no import by name)."""
     reconstruct: Any = np.zeros(1).__reduce__()[0]
     scalar: Any = np.float64(0).__reduce__()[0]
     frombuffer: Any = np.zeros(1).__reduce_ex__(5)[0]  # protocol-5 pickles of arrays
 
+    def checked_ndarray(*args: Any, **kwargs: Any) -> Any:
+        # Called directly, ndarray(shape, dtype, buffer) would read raw bytes as object
+        # pointers: refuse object dtypes before anything is built.
+        dtype = np.dtype(args[1] if len(args) > 1 else kwargs.get("dtype", float))
+        if dtype.hasobject:
+            raise UnsafePickleError("numpy.ndarray", "object dtype from a raw buffer")
+        return np.ndarray(*args, **kwargs)
+
+    checked_ndarray.__name__ = "ndarray"
+    _NDARRAY_TOKENS.add(id(checked_ndarray))
+
     def checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
         # Only plain ndarrays: a subclass would run its own __array_finalize__ etc.
-        if subtype is not np.ndarray:
+        if subtype is not np.ndarray and id(subtype) not in _NDARRAY_TOKENS:
             raise UnsafePickleError("numpy.core.multiarray._reconstruct", "subtype not ndarray")
-        return reconstruct(subtype, shape, dtype)
+        return reconstruct(np.ndarray, shape, dtype)
 
-    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray}
+    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): checked_ndarray}
     table[("numpy", "dtype")] = np.dtype
     for core in ("numpy.core", "numpy._core"):
         table[(f"{core}.multiarray", "_reconstruct")] = checked_reconstruct
@@ -228,9 +242,18 @@ def _rebuild_tensor(
         raise UnsafePickleError("torch._utils._rebuild_tensor_v2", "storage is not a storage")
     if backward_hooks or metadata:
         raise UnsafePickleError("torch._utils._rebuild_tensor_v2", "hooks or metadata present")
+    size, stride, offset = tuple(int(v) for v in size), tuple(int(v) for v in stride), int(offset)
+    if len(size) != len(stride) or offset < 0 or min((*size, *stride), default=0) < 0:
+        raise UnsafePickleError("torch._utils._rebuild_tensor_v2", "bad size, stride or offset")
+    # set_ would grow the storage to fit: the view must lie inside it (no uninitialised
+    # memory, no huge allocations from a small file).
+    last = (
+        offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) if all(size) else -1
+    )
+    if last >= storage.size():
+        raise UnsafePickleError("torch._utils._rebuild_tensor_v2", "view outside its storage")
     tensor = torch.empty((0,), dtype=storage.dtype)
-    # set_ checks that size/stride/offset stay inside the storage.
-    tensor.set_(storage._untyped_storage, int(offset), tuple(size), tuple(stride))
+    tensor.set_(storage._untyped_storage, offset, size, stride)
     return tensor
 
 
