@@ -5,11 +5,12 @@ default graph when only ``dpl register`` was used) against ``DPL_OUTPUT_DIR``, a
 runs of up to :data:`~dpl_assets.partitions.VIDEOS_PER_RUN` videos over partition ranges.
 
 - Sensor ``new_videos`` (every ``DPL_SENSOR_INTERVAL_S`` s, default 60): rescans the input
-  roots with their filters. New files become partitions and runs; a changed file (size or
-  modification time) has its outputs discarded and is run again; a removed file's
-  partition is deleted (its outputs stay on disk). Each tick costs one directory walk and
-  one ``stat`` per file; nothing already registered is re-requested (run keys carry the
-  file fingerprints, and the cursor records what the last tick registered).
+  roots with their filters. New files become partitions and runs (once unchanged for
+  ``DPL_SENSOR_SETTLE_S`` s, default 30, so files still being copied wait); a changed file
+  (size or modification time) has its outputs discarded and is run again; a removed file's
+  partition is deleted (its outputs stay on disk). Each tick costs one directory walk, one
+  ``stat`` per file and one partition listing; nothing is requested twice (run keys carry
+  the file fingerprints, each video is in one request per tick).
 - Schedule ``backfill_missing`` (cron ``DPL_BACKFILL_CRON``, default ``0 3 * * *``):
   requests every video whose selected assets are missing or failed; rejected videos are
   skipped unless ``DPL_RETRY_REJECTED=1`` (then their rejections are cleared first).
@@ -97,33 +98,28 @@ def new_videos_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
             f"no inputs registered in {store.output_dir}: run `dpl register --inputs "
             "inputs.json` (or `dpl run`) once"
         )
-    registration = sync_videos(store, parse_inputs(spec))
+    settle_s = float(os.environ.get("DPL_SENSOR_SETTLE_S", "30"))
+    registration = sync_videos(store, parse_inputs(spec), settle_s=settle_s)
     cursor: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
     instance = context.instance
     plan = saved_plan(store)
     assets = per_video_assets(plan)
-    if "registered" not in cursor:
-        # First tick: add what the instance does not know, and run every video not done
-        # (registered by `dpl register` but never run, say).
-        known = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
-        to_add = [vid for vid in registration.all_ids if vid not in set(known)]
+    # Every tick compares the catalog with the instance (one query), so a video registered
+    # by a tick that failed halfway, or by `dpl register`, is never left out.
+    known = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
+    known_set = set(known)
+    to_add = [vid for vid in registration.all_ids if vid not in known_set]
+    ordered = [*known, *to_add]  # added partitions go to the end of the order
+    if "registered" not in cursor:  # first tick: also every video registered, never run
         to_run = pending_videos(store, registration.all_ids, assets)
-        ordered = [*known, *to_add]
     else:
-        to_add = [
-            vid for vid in (*registration.new_ids, *registration.restored_ids)
-            if not instance.has_dynamic_partition(VIDEOS_PARTITION_NAME, vid)
-        ]  # fmt: skip
-        to_run, ordered = to_add, to_add  # added partitions go to the end of the order
+        to_run = [*to_add, *registration.changed_ids]
     requests = []
     position = {video_id: index for index, video_id in enumerate(ordered)}
     for first, last in pending_ranges(ordered, to_run, VIDEOS_PER_RUN):
         batch = list(ordered[position[first] : position[last] + 1])
-        key = "new:" + _key(batch, store)
+        key = "videos:" + _key(batch, store)
         requests.append(run_request(plan, assets, first, last, key, "new_videos"))
-    for video_id in registration.changed_ids:
-        key = "changed:" + _key([video_id], store)
-        requests.append(run_request(plan, assets, video_id, video_id, key, "new_videos"))
     partitions: list[Any] = []
     if to_add:
         partitions.append(dg.AddDynamicPartitionsRequest(VIDEOS_PARTITION_NAME, to_add))

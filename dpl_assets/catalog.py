@@ -17,7 +17,8 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,12 +59,19 @@ class Registration:
 
 
 def fingerprint(path: str | Path) -> list[int] | None:
-    """``[size, mtime_ns]`` of a file, or None when it does not exist."""
+    """``[size, mtime_ns]`` of a file, or None when it cannot be read (gone, no access)."""
     try:
         stat = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class Catalog:
@@ -138,12 +146,21 @@ class Catalog:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def register(self, inputs: InputRoots) -> Registration:
+    def register(
+        self,
+        inputs: InputRoots,
+        on_changed: Callable[[str], object] | None = None,
+        settle_s: float = 0.0,
+    ) -> Registration:
         """Scan the input roots: add new videos, notice changed and removed files.
 
-        Existing ids keep their files. Fingerprints are updated, so a change is reported
-        once; the caller must then discard that video's outputs (see
-        :meth:`dpl_assets.storage.store.ArtifactStore.forget`).
+        Existing ids keep their files. A change is reported once: ``on_changed(video_id)``
+        (discard that video's outputs, see
+        :meth:`dpl_assets.storage.store.ArtifactStore.forget`) runs *before* the new
+        fingerprints are saved, so a crash in between reports the change again. New files
+        modified less than ``settle_s`` seconds ago (still being copied?) wait for a later
+        scan. The user's other roots (wav, aac, ...) are matched afresh on every scan: a
+        file added or removed there changes its video too.
         """
         with self._locked():
             before = self._read()
@@ -151,12 +168,23 @@ class Catalog:
             videos: dict[str, dict] = data.get("videos", {})
             primary = inputs.primary_key
             taken = {vid: e["sources"].get(primary, "") for vid, e in videos.items()}
-            assignment: IdAssignment = assign_ids(find_source_files(inputs, primary), taken)
+            found = find_source_files(inputs, primary)
+            if settle_s > 0:
+                known = set(taken.values())
+                now = time.time()
+                found = [
+                    f for f in found
+                    if str(f.path) in known or now - _mtime(f.path) >= settle_s
+                ]  # fmt: skip
+            assignment: IdAssignment = assign_ids(found, taken)
             for video_id, source in assignment.new.items():
                 videos[video_id] = {"stem": source.stem, "sources": {primary: str(source.path)}}
             by_stem: dict[str, list[str]] = {}
             for video_id, entry in videos.items():
                 by_stem.setdefault(entry["stem"], []).append(video_id)
+                # Other roots are matched afresh below: a file gone there is gone here.
+                if primary in entry["sources"]:
+                    entry["sources"] = {primary: entry["sources"][primary]}
             # Other roots (precomputed wav, aac, ...) attach to videos by relative stem.
             for key in inputs.roots:
                 if key == primary:
@@ -165,6 +193,9 @@ class Catalog:
                     for video_id in by_stem.get(source.stem, []):
                         videos[video_id]["sources"][key] = str(source.path)
             changed, removed, restored = _update_fingerprints(videos, primary, assignment.new)
+            for video_id in changed:
+                if on_changed is not None:
+                    on_changed(video_id)
             data["videos"] = videos
             data["inputs"] = inputs.to_json()
             if data != before:  # an unchanged catalog is not rewritten
@@ -201,9 +232,11 @@ def _update_fingerprints(
             continue
         if entry.pop("removed", False):
             restored.append(video_id)
-        if video_id not in new and any(
-            key in prints and prints[key] != value for key, value in current.items()
+        known_before = video_id not in new and bool(prints)
+        if known_before and (
+            set(prints) != {key for key, value in current.items() if value is not None}
+            or any(key in prints and prints[key] != value for key, value in current.items())
         ):
-            changed.append(video_id)
+            changed.append(video_id)  # a source's content, or the set of sources, changed
         entry["fingerprints"] = {k: v for k, v in current.items() if v is not None}
     return changed, removed, restored

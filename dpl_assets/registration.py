@@ -14,12 +14,10 @@ from dpl_assets.discovery import InputRoots
 from dpl_assets.storage.store import ArtifactStore
 
 
-def sync_videos(store: ArtifactStore, inputs: InputRoots) -> Registration:
-    """Scan ``inputs`` into the catalog and discard the outputs of videos whose files changed."""
-    registration = store.catalog.register(inputs)
-    for video_id in registration.changed_ids:
-        store.forget(video_id)
-    return registration
+def sync_videos(store: ArtifactStore, inputs: InputRoots, settle_s: float = 0.0) -> Registration:
+    """Scan ``inputs`` into the catalog; the outputs of videos whose files changed are
+    discarded before the catalog records the change (so a crash cannot hide it)."""
+    return store.catalog.register(inputs, on_changed=store.forget, settle_s=settle_s)
 
 
 def pending_videos(

@@ -7,6 +7,8 @@ References: the files put in the input folder and what lands on disk.
 """
 
 import json
+import os
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -38,6 +40,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
                      str(tmp_path / "inputs.json"), "--output_dir", str(out)])  # fmt: skip
     assert code == 0
     monkeypatch.setenv("DPL_OUTPUT_DIR", str(out))
+    monkeypatch.setenv("DPL_SENSOR_SETTLE_S", "0")  # files made here are complete at once
     return {"videos": videos, "out": out, "instance": instance_for(out)}
 
 
@@ -110,6 +113,7 @@ def test_first_tick_runs_videos_registered_but_never_run(tmp_path, monkeypatch):
     assert cli.main(["register", "--inputs", str(tmp_path / "inputs.json"),
                      "--output_dir", str(out)]) == 0  # fmt: skip
     monkeypatch.setenv("DPL_OUTPUT_DIR", str(out))
+    monkeypatch.setenv("DPL_SENSOR_SETTLE_S", "0")
     instance = instance_for(out)
     [request] = tick(instance, None).run_requests  # no graph saved: the default graph
     assert "crops" in {key.path[-1] for key in request.asset_selection}
@@ -150,3 +154,45 @@ def test_dpl_backfill_replays_the_last_run(setup):
         "a": "processed", "b": "processed", "late": "processed"
     }  # fmt: skip
     assert np.load(out / "volume" / "late.npy").ndim == 1
+
+
+def test_files_still_being_written_wait_and_videos_left_out_are_caught_up(setup, monkeypatch):
+    videos, instance = setup["videos"], setup["instance"]
+    cursor = tick(instance, None).cursor
+    monkeypatch.setenv("DPL_SENSOR_SETTLE_S", "30")
+    media.make_talking_clip(videos / "copying.mp4", seconds=1.0)  # modified just now
+    waiting = tick(instance, cursor)
+    assert waiting.run_requests == [] and "copying" not in partitions(instance)
+    old = time.time() - 60
+    os.utime(videos / "copying.mp4", (old, old))  # the copy finished a minute ago
+    [request] = tick(instance, waiting.cursor).run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "copying"
+
+    # A video in the catalog whose partition was never added (a tick that failed halfway).
+    monkeypatch.setenv("DPL_SENSOR_SETTLE_S", "0")
+    instance.delete_dynamic_partition(VIDEOS_PARTITION_NAME, "copying")
+    caught_up = tick(instance, waiting.cursor)
+    assert "copying" in partitions(instance) and len(caught_up.run_requests) == 1
+
+
+def test_a_user_file_added_to_another_root_changes_its_video(setup, monkeypatch):
+    out = setup["out"]
+    (setup["videos"].parent / "inputs.json").write_text(
+        json.dumps({"video": "videos", "wav": "wavs"})
+    )
+    wavs = setup["videos"].parent / "wavs"
+    wavs.mkdir()
+    cli_args = ["register", "--inputs", str(setup["videos"].parent / "inputs.json"),
+                "--output_dir", str(out)]  # fmt: skip
+    assert cli.main(cli_args) == 0  # the wav root is empty: nothing changes
+    assert (out / "volume" / "a.npy").exists()
+    import soundfile
+
+    soundfile.write(wavs / "a.wav", np.zeros(8000, np.float32), 16000, subtype="PCM_16")
+    assert cli.main(cli_args) == 0
+    assert not (out / "volume" / "a.npy").exists()  # derived from the old audio: discarded
+    assert (out / "volume" / "b.npy").exists()
+    (wavs / "a.wav").unlink()
+    assert cli.main(cli_args) == 0
+    entry = json.loads((out / "catalog.json").read_text())["videos"]["a"]
+    assert "wav" not in entry["sources"]  # a user file that is gone is not a source
