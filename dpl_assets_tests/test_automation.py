@@ -196,3 +196,33 @@ def test_a_user_file_added_to_another_root_changes_its_video(setup, monkeypatch)
     assert cli.main(cli_args) == 0
     entry = json.loads((out / "catalog.json").read_text())["videos"]["a"]
     assert "wav" not in entry["sources"]  # a user file that is gone is not a source
+
+
+def test_a_source_replaced_while_processed_is_not_saved(tmp_path, monkeypatch):
+    """What was computed from the old file is dropped; the next run uses the new one."""
+    import dpl_assets.assets.audio as audio_assets
+
+    media.make_talking_clip(tmp_path / "videos" / "v.mp4", seconds=1.0)
+    original = audio_assets.extract_wav
+
+    def extract_then_replace(path):
+        samples = original(path)
+        media.make_talking_clip(tmp_path / "videos" / "v.mp4", seconds=2.0)  # replaced now
+        return samples
+
+    monkeypatch.setattr(audio_assets, "extract_wav", extract_then_replace)
+    (tmp_path / "graph.json").write_text(json.dumps([{"name": "VideoToWavNode", "params": {}}]))
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
+    out = tmp_path / "out"
+    arguments = ["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
+                 str(tmp_path / "inputs.json"), "--output_dir", str(out)]  # fmt: skip
+    assert cli.main(arguments) == 1
+    [video] = json.loads((out / "report.json").read_text())["videos"]
+    assert video["status"] == "failed" and "changed while it was processed" in video["reason"]
+    assert not (out / "wav" / "v.wav").exists()
+
+    monkeypatch.setattr(audio_assets, "extract_wav", original)
+    assert cli.main(arguments) == 0
+    import soundfile
+
+    assert soundfile.info(out / "wav" / "v.wav").frames == 32000  # the new 2 s file

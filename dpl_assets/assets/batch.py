@@ -135,9 +135,12 @@ def run_videos_multi(
     outcomes: dict[str, Any] = {}  # video_id -> Kept | Rejected | {output_key: artefact}
     failures: dict[str, str] = {}
 
+    sources_at_start: dict[str, list | None] = {}
+
     def gather(video_id: str) -> tuple[str, VideoInputs | Rejected | Kept | str]:
         if not recompute and all(store.is_done(key, video_id) for key in outputs):
             return video_id, Kept()
+        sources_at_start[video_id] = store.source_fingerprints(video_id)
         try:
             loaded = {name: artefacts[video_id] for name, artefacts in inputs.items()}
         except Exception as error:  # missing or unreadable input: a failure, retried later
@@ -180,12 +183,23 @@ def run_videos_multi(
     # Batched (model) work retries one video at a time; subprocess work uses the workers.
     compute_workers = 1 if compute_many is not None else max(1, workers)
     with ThreadPoolExecutor(max_workers=compute_workers) as pool:
+        futures = []
         for video_id, loaded in todo.items():
             if video_id in batched:
                 outcomes[video_id] = batched[video_id]
                 progress.done(video_id, outcomes[video_id])
             else:
-                pool.submit(attempt, video_id, functools.partial(compute_one, video_id, loaded))
+                job = functools.partial(compute_one, video_id, loaded)
+                futures.append(pool.submit(attempt, video_id, job))
+        for future in futures:
+            future.result()  # attempt() records errors; anything else must not pass silently
+    # A source replaced while it was processed (the sensor has discarded its outputs and
+    # asked for a new run): what was computed from the old file must not be saved.
+    for video_id in list(outcomes):
+        computed = video_id in sources_at_start
+        if computed and store.source_fingerprints(video_id) != sources_at_start[video_id]:
+            del outcomes[video_id]
+            failures[video_id] = "its source file changed while it was processed"
 
     per_output = {
         key: {

@@ -15,11 +15,12 @@ are skipped unless a node's ``recompute`` is set. User-given roots for a datatyp
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from dpl_assets.catalog import Catalog
+from dpl_assets.catalog import Catalog, fingerprint
 from dpl_assets.datatypes import DATATYPES, StorageFormat, get_datatype
 from dpl_assets.outcomes import Kept, Rejected
 from dpl_assets.storage.atomic import atomic_write_text
@@ -45,13 +46,23 @@ class ArtifactStore:
         return self.output_dir / key / (video_id + get_datatype(key).output_extension)
 
     def staging_path(self, key: str, video_id: str) -> Path:
-        """Where a node streams a large artefact before the IO manager moves it into place."""
-        path = self.output_dir / STAGING_DIR / key / (video_id + get_datatype(key).output_extension)
+        """Where a node streams a large artefact before the IO manager moves it into place
+        (one name per process, so two runs of the same video never share a file)."""
+        name = f"{video_id}.{os.getpid()}{get_datatype(key).output_extension}"
+        path = self.output_dir / STAGING_DIR / key / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def _status_path(self, key: str, video_id: str, status: str) -> Path:
         return self.output_dir / STATUS_DIR / key / f"{video_id}.{status}.json"
+
+    def source_fingerprints(self, video_id: str) -> list | None:
+        """``[size, mtime_ns]`` of each of the video's source files now (None if unknown)."""
+        try:
+            sources = self.catalog.entry(video_id).sources
+        except KeyError:
+            return None
+        return [fingerprint(path) for _, path in sorted(sources.items())]
 
     def user_source(self, key: str, video_id: str) -> Path | None:
         """The user's own file for this datatype and video, when the inputs gave a root."""
