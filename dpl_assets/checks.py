@@ -54,7 +54,10 @@ def step_videos(context: dg.AssetCheckExecutionContext, store: ArtifactStore) ->
     first, last = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
     if first and last:
         ordered = list(context.instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
-        return ordered[ordered.index(first) : ordered.index(last) + 1]
+        if first in ordered and last in ordered:
+            return ordered[ordered.index(first) : ordered.index(last) + 1]
+        # An end of the range was deleted since the run was launched: every video that has
+        # outputs is checked instead (the check only reads files that exist).
     return list(store.catalog.entries())
 
 

@@ -24,9 +24,13 @@ offline_audio_job = dg.define_asset_job(
 offline_default_job = dg.define_asset_job(
     "offline_default",
     selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets("wav2vec").downstream()
+    # wav2vec weights, EMOCA weights and FLAME files are the user's to bring
+    - dg.AssetSelection.assets(
+        "wav2vec", "shape", "tex", "exp", "pose", "cam", "light"
+    ).downstream()
     - dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS),
-    description="Every per-video asset that needs no downloaded weights (the default graph).",
+    description="Every per-video asset that needs no model files you bring (no wav2vec, EMOCA, "
+    "FLAME or renders).",
 )
 
 dataset_job = dg.define_asset_job(

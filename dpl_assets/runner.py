@@ -167,7 +167,11 @@ def run_plan(
         )
         bar.refresh()
     bar.close()
-    if dataset_level:
+    # Dataset-level outputs change only when videos were processed, added, changed or
+    # removed (or are missing): a rerun with nothing new starts no run at all.
+    videos_moved = bool(ranges or new_ids or registration.changed_ids or registration.removed_ids)
+    missing = [asset for asset in dataset_level if not (store.output_dir / asset).exists()]
+    if dataset_level and (videos_moved or missing or plan.recompute):
         result = defs.resolve_job_def(DATASET_JOB_NAME).execute_in_process(
             run_config=_ops_in(run_config, dataset_level, defs),
             instance=instance,

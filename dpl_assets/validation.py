@@ -157,7 +157,9 @@ def _check_per_frame(key: str, array: np.ndarray, facts: VideoFacts) -> list[str
     problems = []
     if facts.frame_count is not None and array.shape[0] != facts.frame_count:
         problems.append(f"{array.shape[0]} rows where images has {facts.frame_count} frames")
-    values = array.reshape(array.shape[0], -1).astype(np.float64)
+    values = (
+        array.reshape(array.shape[0], -1).astype(np.float64) if array.size else np.zeros((0, 1))
+    )
     finite = np.isfinite(values)
     if key in NAN_ROWS_ALLOWED:
         partial = int((finite.any(axis=1) & ~finite.all(axis=1)).sum())
@@ -264,7 +266,9 @@ def _check_packed(path: Path, facts: VideoFacts) -> list[str]:
             if facts.frame_count is not None and count != facts.frame_count:
                 problems.append(f"{count} frames where images has {facts.frame_count}")
             for key, dataset in file.items():
-                if dataset.shape[0] != count:
+                if not isinstance(dataset, h5py.Dataset) or dataset.ndim == 0:
+                    problems.append(f"{key} is not a per-frame dataset")
+                elif dataset.shape[0] != count:
                     problems.append(f"{key} has {dataset.shape[0]} rows, the file {count} frames")
             for key in file.attrs.get("image_keys", []):
                 images = open_images(file[key])
@@ -310,9 +314,12 @@ def _check_a2en(path: Path) -> list[str]:
     """All of the file's arrays present, with one row per expression frame."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            lengths = {key: npz[key].shape[0] for key in A2EN_KEYS if key in npz.files}
+            shapes = {key: npz[key].shape for key in A2EN_KEYS if key in npz.files}
     except (OSError, ValueError) as error:
         return [f"unreadable a2en file: {error}"]
+    if any(len(shape) == 0 for shape in shapes.values()):
+        return ["a2en arrays must have a frame axis"]
+    lengths = {key: shape[0] for key, shape in shapes.items()}
     problems = [f"no {key}" for key in A2EN_KEYS if key not in lengths]
     if len(set(lengths.values())) > 1:
         problems.append(f"arrays disagree on the frame count: {lengths}")

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: the only way to learn the umask is to set it
 
 
 @contextlib.contextmanager
@@ -27,6 +29,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{TEMP_PREFIX}{os.getpid()}-"
     fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=final.suffix, dir=final.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     os.close(fd)
     temp = Path(temp_name)
     try:
