@@ -444,7 +444,7 @@ def test_dataset_pack_appends_new_videos_into_new_shards_only(tmp_path):
     assert first.read_bytes() == first_bytes and first.stat().st_mtime_ns == first_mtime
     assert pack.shards == ["shard-00000.h5", "shard-00001.h5"]
     assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == [
-        "dataset.h5", "index.json", "shard-00000.h5", "shard-00001.h5",
+        ".append.lock", "dataset.h5", "index.json", "shard-00000.h5", "shard-00001.h5",
     ]  # fmt: skip
 
     reopened = DatasetPack(tmp_path / "pack")
@@ -539,3 +539,33 @@ def test_a_re_processed_video_replaces_its_copy_through_a_new_shard(tmp_path):
     assert first.read_bytes() == first_bytes  # the old shard is never rewritten
     with h5py.File(tmp_path / "pack" / "dataset.h5", "r") as links:
         assert links["videos"][group_name("v")]["landmarks"].shape[0] == 7
+
+
+def _append_in_another_process(root: str, packed: dict) -> list:
+    from pathlib import Path
+
+    return DatasetPack(Path(root)).append({k: Path(v) for k, v in packed.items()})
+
+
+def test_two_processes_appending_at_once_both_land(tmp_path):
+    import concurrent.futures
+    import multiprocessing
+
+    sources = {
+        f"v{i}": make_video_pack(tmp_path / "src" / f"v{i}.h5", f"v{i}", 6) for i in range(8)
+    }
+    halves = [dict(list(sources.items())[:4]), dict(list(sources.items())[4:])]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        jobs = [
+            pool.submit(_append_in_another_process, str(tmp_path / "pack"),
+                        {k: str(v) for k, v in half.items()})
+            for half in halves
+        ]  # fmt: skip
+        added = sorted(video for job in jobs for video in job.result())
+    assert added == sorted(sources)
+    pack = DatasetPack(tmp_path / "pack")
+    assert sorted(pack.videos()) == sorted(sources)
+    for video_id in sources:
+        with pack.open_video(video_id) as group:
+            assert group["landmarks"].shape[0] == 6

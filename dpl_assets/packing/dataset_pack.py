@@ -22,6 +22,7 @@ next append. One writer at a time (no locking); any number of readers.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -35,6 +36,7 @@ import numpy as np
 from dpl_assets.storage.atomic import TEMP_PREFIX, atomic_path, atomic_write_text
 
 INDEX_NAME = "index.json"
+LOCK_NAME = ".append.lock"
 LINKS_NAME = "dataset.h5"
 PACK_FORMAT = "dpl-dataset-pack"
 PACK_FORMAT_VERSION = 1
@@ -178,7 +180,17 @@ class DatasetPack:
         added, in order. An id already present is skipped unless its file changed since it
         was copied (the video was re-processed): then the new copy goes into a new shard
         and the index points at it (the old copy stays, unreferenced, in its shard). Each
-        file's ``video_id`` attribute must equal its key."""
+        file's ``video_id`` attribute must equal its key. Appends are serialized by a lock
+        file, so two processes appending at once take turns."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_NAME, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._append_locked(packed)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _append_locked(self, packed: Mapping[str, Path]) -> list[str]:
         self.reload()
         todo: list[tuple[str, Path, int]] = []
         for video_id, path in packed.items():
