@@ -32,8 +32,8 @@ def expression_frame_times(
     """(count,) seconds of the expression frames: ``i / fps``, else the images' timestamps."""
     if fps:
         return np.arange(count, dtype=np.float64) / fps
-    images = store.artifact_path("images", video_id)
-    if images.exists():
+    images = store.existing_file("images", video_id)
+    if images is not None:
         with ImageStack(images, "images") as stack:
             if len(stack) == count:
                 return np.asarray(stack.timestamps, np.float64)

@@ -164,8 +164,8 @@ def render_times(store: ArtifactStore, video_id: str, count: int) -> np.ndarray:
     """Timestamps for the renders: those of the video's crops or images when they have
     ``count`` frames, else ``i / 25`` (parameters brought from elsewhere)."""
     for key in ("crops", "images"):
-        path = store.artifact_path(key, video_id)
-        if path.exists():
+        path = store.existing_file(key, video_id)
+        if path is not None:
             with ImageStack(path, key) as stack:
                 if len(stack) == count:
                     return np.asarray(stack.timestamps, np.float64)

@@ -52,9 +52,7 @@ def overlays_for(store: ArtifactStore, video_id: str) -> Overlays:
 
 def wav_path(store: ArtifactStore, video_id: str) -> Path | None:
     """The video's 16 kHz wav file (the user's or ours), if any."""
-    given = store.user_source("wav", video_id)
-    ours = store.artifact_path("wav", video_id)
-    return given if given is not None else (ours if ours.exists() else None)
+    return store.existing_file("wav", video_id)
 
 
 def announce(context: dg.AssetExecutionContext, store: ArtifactStore, outcomes: dict) -> None:

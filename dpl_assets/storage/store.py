@@ -64,6 +64,14 @@ class ArtifactStore:
             return None
         return [fingerprint(path) for _, path in sorted(sources.items())]
 
+    def existing_file(self, key: str, video_id: str) -> Path | None:
+        """The video's file of ``key``: the user's if given, else ours; None if neither."""
+        given = self.user_source(key, video_id)
+        if given is not None and given.exists():
+            return given
+        ours = self.artifact_path(key, video_id)
+        return ours if ours.exists() else None
+
     def user_source(self, key: str, video_id: str) -> Path | None:
         """The user's own file for this datatype and video, when the inputs gave a root."""
         source = self.catalog.entry(video_id).sources.get(key)
