@@ -63,7 +63,39 @@ class PickleContentError(ValueError):
     """The pickle loaded safely but holds something that cannot become a plain array."""
 
 
-class ChumpyObject:
+class _StateOnly:
+    """Base of the inert stand-ins: built empty, then given the pickled ``state`` dict.
+
+    NEWOBJ passes the class's ``__getnewargs__`` and a constructor call its arguments:
+    both are ignored, nothing from the file is interpreted but the state dict.
+    """
+
+    state: dict[str, Any]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        instance = super().__new__(cls)
+        instance.state = {}
+        return instance
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Arguments are ignored: the object is restored from its state only."""
+
+    def pickled_class(self) -> str:
+        """The module.name the file pickled this object as (for messages)."""
+        raise NotImplementedError
+
+    def __setstate__(self, state: Any) -> None:
+        # Protocol 2 may hand (dict_state, slot_state); only the dict is used.
+        if isinstance(state, tuple) and len(state) == 2:
+            state = state[0]
+        if not isinstance(state, dict):
+            raise PickleContentError(
+                f"{self.pickled_class()} state is a {type(state).__name__}, expected a dict"
+            )
+        self.state = dict(state)
+
+
+class ChumpyObject(_StateOnly):
     """Inert stand-in for a pickled chumpy object; chumpy's own code never runs.
 
     ``chumpy_class`` is the pickled class (``"chumpy.ch.Ch"``); ``state`` its pickled
@@ -73,26 +105,8 @@ class ChumpyObject:
 
     chumpy_class: ClassVar[str] = "chumpy.ch.Ch"
 
-    state: dict[str, Any]
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> ChumpyObject:
-        # NEWOBJ passes the class's __getnewargs__ (none for chumpy); nothing is interpreted.
-        instance = super().__new__(cls)
-        instance.state = {}
-        return instance
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Arguments are ignored: real chumpy objects are restored from their state only."""
-
-    def __setstate__(self, state: Any) -> None:
-        # Protocol 2 may hand (dict_state, slot_state); chumpy only uses the dict.
-        if isinstance(state, tuple) and len(state) == 2:
-            state = state[0]
-        if not isinstance(state, dict):
-            raise PickleContentError(
-                f"{self.chumpy_class} state is a {type(state).__name__}, expected a dict"
-            )
-        self.state = dict(state)
+    def pickled_class(self) -> str:
+        return self.chumpy_class
 
     def to_array(self) -> np.ndarray:
         """The stored array (``state["x"]``) as NumPy; a lazy expression raises."""
@@ -111,28 +125,14 @@ class ChumpyObject:
         return f"<{type(self).__name__} {self.chumpy_class} keys={sorted(self.state)}>"
 
 
-class SparseMatrixState:
+class SparseMatrixState(_StateOnly):
     """Pickled state of a ``scipy.sparse`` CSC/CSR matrix, rebuilt by :meth:`to_scipy`."""
 
     sparse_format: ClassVar[str] = "csc"
     scipy_class: ClassVar[str] = "scipy.sparse.csc_matrix"
 
-    state: dict[str, Any]
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> SparseMatrixState:
-        instance = super().__new__(cls)
-        instance.state = {}
-        return instance
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Arguments are ignored: the matrix is rebuilt from its state only."""
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) == 2:
-            state = state[0]
-        if not isinstance(state, dict):
-            raise PickleContentError(f"{self.scipy_class} state is not a dict")
-        self.state = dict(state)
+    def pickled_class(self) -> str:
+        return self.scipy_class
 
     def to_scipy(self) -> Any:
         """A new ``scipy.sparse.csc_matrix``/``csr_matrix``, fully format-checked."""
