@@ -206,7 +206,7 @@ def rendering(
         with contextlib.ExitStack() as open_writers:  # each writer discards its file on error
             writers = {
                 key: open_writers.enter_context(
-                    ImageStackWriter(path, key, image_format=formats[key], fps=_fps(times))
+                    ImageStackWriter(path, key, image_format=formats[key])  # fps from times
                 )
                 for key, path in staged.items()
             }
@@ -234,8 +234,3 @@ def rendering(
     )  # fmt: skip
     for key in RENDER_OUTPUTS:
         yield dg.Output(per_output[key], output_name=key)
-
-
-def _fps(times: np.ndarray) -> float | None:
-    steps = np.diff(times)
-    return float(1 / np.median(steps)) if steps.size and np.median(steps) > 0 else None

@@ -40,7 +40,7 @@ from dpl_assets.packing.resample import (
     resample_to_frames,
 )
 from dpl_assets.storage.atomic import atomic_path
-from dpl_assets.storage.image_stack import IMAGE_FORMATS
+from dpl_assets.storage.image_stack import IMAGE_FORMATS, nominal_fps
 
 PACK_VERSION = 1
 TIMESTAMPS_KEY = "timestamps"
@@ -176,7 +176,7 @@ def pack_video(
             out.attrs.update(
                 {
                     "video_id": video_id,
-                    "fps": _fps(times),
+                    "fps": nominal_fps(times),
                     "frame_count": count,
                     "layout": options.layout,
                     "image_format": options.image_format,
@@ -298,13 +298,6 @@ def resample_audio_feature(
 
 def _window_samples(key: str) -> int:
     return _FEATURE_WINDOW_SAMPLES.get(key, WAV2VEC_WINDOW_SAMPLES)
-
-
-def _fps(times: np.ndarray) -> float:
-    """Nominal rate: the inverse of the median frame interval (0.0 for one frame)."""
-    steps = np.diff(times)
-    steps = steps[steps > 0]
-    return float(1.0 / np.median(steps)) if steps.size else 0.0
 
 
 def _str_array(keys: Mapping[str, Any]) -> np.ndarray:

@@ -43,6 +43,14 @@ def encode_image(rgb: np.ndarray, image_format: str = "jpeg", quality: int = 95)
     return data.tobytes()
 
 
+def nominal_fps(times: np.ndarray) -> float:
+    """Nominal rate of frames at ``times`` (N,) seconds: the inverse of the median positive
+    frame interval (0.0 with fewer than two distinct times)."""
+    steps = np.diff(np.asarray(times, np.float64))
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if steps.size else 0.0
+
+
 def decode_image(data: bytes | np.ndarray) -> np.ndarray:
     """JPEG/PNG bytes -> RGB uint8 (H, W, 3)."""
     buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
@@ -117,8 +125,8 @@ class ImageStackWriter:
         self._times.resize((self._count,))
         height, width = self._size or (0, 0)
         times = self._times[:]
-        if self.fps is None and self._count > 1:
-            self.fps = float(1.0 / np.median(np.diff(times)))
+        if self.fps is None:
+            self.fps = nominal_fps(times)
         self._file.attrs.update(
             {
                 "format": self.image_format,
