@@ -56,6 +56,24 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
+class UpstreamRejected(Exception):
+    """An input read by the node itself (not a declared asset input) was rejected for this
+    video: the video's outcome is that same rejection (see :func:`load_required`)."""
+
+    def __init__(self, rejection: Rejected):
+        super().__init__(rejection.reason)
+        self.rejection = rejection
+
+
+def load_required(store: ArtifactStore, key: str, video_id: str) -> Any:
+    """``store.load`` for a node that reads an input itself; a rejection stops the video
+    with that rejection, as a rejected declared input does."""
+    value = store.load(key, video_id)
+    if isinstance(value, Rejected):
+        raise UpstreamRejected(value)
+    return value
+
+
 def per_video_asset(**kwargs: Any) -> Any:
     """``@dg.asset`` partitioned per video, batched in backfills, stored by the IO manager."""
     kwargs.setdefault("retry_policy", TRANSIENT_RETRY_POLICY)
@@ -164,6 +182,8 @@ def run_videos_multi(
     def attempt(video_id: str, compute: Callable[[], Any]) -> None:
         try:
             outcomes[video_id] = compute()
+        except UpstreamRejected as upstream:
+            outcomes[video_id] = upstream.rejection
         except InputRejected as rejection:
             outcomes[video_id] = Rejected(reason=rejection.reason, origin=outputs[0])
             context.log.warning(f"{name}: rejected {video_id!r}: {rejection.reason}")

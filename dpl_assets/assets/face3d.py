@@ -20,13 +20,13 @@ import dagster as dg
 import numpy as np
 import torch
 
-from dpl_assets.assets.batch import per_video_multi_asset, run_videos_multi
+from dpl_assets.assets.batch import load_required, per_video_multi_asset, run_videos_multi
 from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
 from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, INPUTS_BY_VALUE
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.nodes.emoca import smooth_parameters
 from dpl_assets.nodes.render import render
-from dpl_assets.outcomes import InputRejected, Rejected, StagedFile
+from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.resources import TorchDevice, cached_emoca, cached_flame, cached_template
 from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
@@ -39,23 +39,16 @@ EMOCA_SIZE = 224  # EMOCA/DECA encoders take 224 x 224 crops in [0, 1]
 FRAMES_PER_CHUNK = 64  # frames decoded and encoded at a time: bounded memory
 
 
-def _needed(store: ArtifactStore, key: str, video_id: str) -> Any:
-    value = store.load(key, video_id)
-    if isinstance(value, Rejected):
-        raise InputRejected(value.reason)
-    return value
-
-
 def emoca_frames(store: ArtifactStore, video_id: str, source: str) -> Iterator[np.ndarray]:
     """RGB uint8 224 x 224 face crops of one video, streamed: its ``crops`` resized, or its
     ``images`` cut by its ``bboxes`` (the original's EmocaFromImagesNode)."""
     if source == "crops":
-        with ImageStack(_needed(store, "crops", video_id), "crops") as stack:
+        with ImageStack(load_required(store, "crops", video_id), "crops") as stack:
             for crop in stack:
                 yield cv2.resize(crop, (EMOCA_SIZE, EMOCA_SIZE), interpolation=cv2.INTER_AREA)
         return
-    boxes = _needed(store, "bboxes", video_id)
-    with ImageStack(_needed(store, "images", video_id), "images") as stack:
+    boxes = load_required(store, "bboxes", video_id)
+    with ImageStack(load_required(store, "images", video_id), "images") as stack:
         yield from crop_frames(iter(stack), boxes, (EMOCA_SIZE, EMOCA_SIZE))
 
 

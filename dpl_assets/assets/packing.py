@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import per_video_asset, run_videos
+from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
 from dpl_assets.assets.config import (
     PACKABLE,
     H5DatasetConfig,
@@ -22,7 +22,7 @@ from dpl_assets.assets.config import (
 )
 from dpl_assets.assets.dependencies import CONFIGURED_INPUTS
 from dpl_assets.datatypes import StorageFormat, get_datatype
-from dpl_assets.outcomes import InputRejected, Rejected, StagedFile
+from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.packing.video_pack import PackOptions, pack_video, resample_audio_feature
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage
@@ -32,32 +32,17 @@ AUDIO_RATE_KEYS = ("wav2vec", "volume")
 AUDIO_BLINK_FEATURE = "audio_blink_feature"
 
 
-class UpstreamRejected(Exception):
-    """A requested datatype was rejected for this video: the pack carries that rejection."""
-
-    def __init__(self, rejection: Rejected):
-        super().__init__(rejection.reason)
-        self.rejection = rejection
-
-
 def frame_times(
     store: ArtifactStore, video_id: str, keys: list[str], fps: float | None
 ) -> np.ndarray:
     """(N,) seconds of the frames: the first image stack's timestamps, or i / fps."""
     stacks = [k for k in keys if get_datatype(k).storage is StorageFormat.IMAGE_STACK]
     reference = stacks[0] if stacks else "images"
-    path = _load(store, reference, video_id)
+    path = load_required(store, reference, video_id)
     with ImageStack(path, reference) as stack:
         count = len(stack)
         times = np.asarray(stack.timestamps, np.float64)
     return np.arange(count, dtype=np.float64) / fps if fps else times
-
-
-def _load(store: ArtifactStore, key: str, video_id: str) -> Any:
-    value = store.load(key, video_id)
-    if isinstance(value, Rejected):
-        raise UpstreamRejected(value)
-    return value
 
 
 def pack_one(
@@ -70,7 +55,7 @@ def pack_one(
     arrays: dict[str, np.ndarray] = {}
     audio: dict[str, np.ndarray] = {}
     for key in keys:
-        value = _load(store, key, video_id)
+        value = load_required(store, key, video_id)
         if get_datatype(key).storage is StorageFormat.IMAGE_STACK:
             image_stacks[key] = value
         elif key in AUDIO_RATE_KEYS:
@@ -134,14 +119,9 @@ def packer_asset(name: str, config_class: type[H5DatasetConfig], node: str) -> A
         store = storage.store()
         settings: H5DatasetConfig = config
 
-        def compute(video_id: str, _: dict) -> Any:
-            try:
-                return pack_one(store, name, video_id, settings)
-            except UpstreamRejected as upstream:
-                return upstream.rejection
-
         return run_videos(
-            context, store, recompute=settings.recompute, inputs={}, compute_one=compute,
+            context, store, recompute=settings.recompute, inputs={},
+            compute_one=lambda video_id, _: pack_one(store, name, video_id, settings),
             workers=settings.num_jobs,
         )  # fmt: skip
 

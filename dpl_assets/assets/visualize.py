@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import per_video_asset, run_videos
+from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
 from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
 from dpl_assets.assets.dependencies import OPTIONAL_INPUTS
 from dpl_assets.outcomes import Kept, Rejected, StagedFile
@@ -84,8 +84,7 @@ def draw_each(
     whose images were rejected carries that rejection) and announce the new files."""
 
     def one(video_id: str, _: dict) -> Any:
-        images = store.load("images", video_id)
-        return images if isinstance(images, Rejected) else StagedFile(draw(video_id, images))
+        return StagedFile(draw(video_id, load_required(store, "images", video_id)))
 
     outcomes = run_videos(
         context, store, recompute=config.recompute, inputs={}, compute_one=one,
