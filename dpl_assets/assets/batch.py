@@ -15,7 +15,7 @@ import functools
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -95,6 +95,12 @@ def per_video_multi_asset(outputs: Sequence[str], **kwargs: Any) -> Any:
         backfill_policy=per_video_backfill,
         **kwargs,
     )
+
+
+def multi_outputs(per_output: Mapping[str, Mapping[str, Any]]) -> Iterator[dg.Output]:
+    """A multi-asset's results (:func:`run_videos_multi`) as one Dagster output per asset."""
+    for key, outcomes in per_output.items():
+        yield dg.Output(outcomes, output_name=key)
 
 
 def run_videos(

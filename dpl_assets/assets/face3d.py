@@ -20,7 +20,12 @@ import dagster as dg
 import numpy as np
 import torch
 
-from dpl_assets.assets.batch import load_required, per_video_multi_asset, run_videos_multi
+from dpl_assets.assets.batch import (
+    load_required,
+    multi_outputs,
+    per_video_multi_asset,
+    run_videos_multi,
+)
 from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
 from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, INPUTS_BY_VALUE
 from dpl_assets.nodes.crops import crop_frames
@@ -103,8 +108,7 @@ def emoca(
         context, store, outputs=EMOCA_OUTPUTS, recompute=config.recompute, inputs={},
         compute_one=encode,
     )  # fmt: skip
-    for key in EMOCA_OUTPUTS:
-        yield dg.Output(per_output[key], output_name=key)
+    yield from multi_outputs(per_output)
 
 
 @per_video_multi_asset(
@@ -149,8 +153,7 @@ def flame(
         context, store, outputs=FLAME_OUTPUTS, recompute=config.recompute,
         inputs={"shape": shape, "exp": exp, "pose": pose}, compute_one=compute,
     )  # fmt: skip
-    for key in FLAME_OUTPUTS:
-        yield dg.Output(per_output[key], output_name=key)
+    yield from multi_outputs(per_output)
 
 
 def render_times(store: ArtifactStore, video_id: str, count: int) -> np.ndarray:
@@ -225,5 +228,4 @@ def rendering(
         context, store, outputs=RENDER_OUTPUTS, recompute=config.recompute,
         inputs={"verts": verts, "cam": cam, "light": light}, compute_one=draw,
     )  # fmt: skip
-    for key in RENDER_OUTPUTS:
-        yield dg.Output(per_output[key], output_name=key)
+    yield from multi_outputs(per_output)

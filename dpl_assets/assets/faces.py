@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 
 from dpl_assets.assets.batch import (
+    multi_outputs,
     per_video_asset,
     per_video_multi_asset,
     run_videos,
@@ -110,8 +111,7 @@ def face_alignment(
         },
         output_name="faces",
     )
-    for key in FACE_OUTPUTS:
-        yield dg.Output(per_output[key], output_name=key)
+    yield from multi_outputs(per_output)
 
 
 @per_video_asset(group_name="faces")
