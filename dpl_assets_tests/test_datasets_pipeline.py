@@ -18,7 +18,7 @@ from dpl_assets import cli
 from dpl_assets.samples import make_clip
 from dpl_assets.storage.image_stack import ImageStack, decode_image
 from dpl_assets_tests import media_factory as media
-from dpl_assets_tests.test_pipeline import instance_for
+from dpl_assets_tests.test_pipeline import instance_for, run_cli
 from dpl_assets_tests.tiny_wav2vec import PROJECTED_DIM, build_tiny_wav2vec
 
 SECONDS = 2.0
@@ -50,11 +50,8 @@ def run(tmp_path_factory) -> dict:
         {"name": "DatasetPackNode", "params": {"source": "h5_dataset"}},
         {"name": "DatasetSummaryNode", "params": {}},
     ]
-    (root / "graph.json").write_text(json.dumps(graph))
-    (root / "inputs.json").write_text(json.dumps({"video": "videos"}))
+    code, _ = run_cli(root, graph, {"video": "videos"})
     out = root / "out"
-    code = cli.main(["run", "--graph", str(root / "graph.json"), "--inputs",
-                     str(root / "inputs.json"), "--output_dir", str(out)])  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     [video] = report["videos"]
     return {"code": code, "out": out, "video": video, "report": report}

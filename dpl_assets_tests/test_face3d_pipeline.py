@@ -5,7 +5,6 @@ chumpy stand-ins, a head template .obj). References: the same libraries called d
 the decoded crops and on the stored parameters.
 """
 
-import json
 from pathlib import Path
 
 import cv2
@@ -14,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from dpl_assets import cli
 from dpl_assets.nodes.emoca import EmocaEncoder
 from dpl_assets.nodes.flame import FlameLayer, FlameModel
 from dpl_assets.nodes.render import load_obj_template, render
 from dpl_assets.samples import make_clip
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets_tests.test_flame import make_arrays, make_embedding, write_embedding, write_model
+from dpl_assets_tests.test_pipeline import run_cli
 from dpl_assets_tests.tiny_wav2vec import build_tiny_wav2vec
 
 VIDEO = "talk"
@@ -72,12 +71,9 @@ def run(tmp_path_factory) -> dict:
         {"name": "SourceSequenceNode", "params": {}},
         {"name": "Vid2vidDatasetNode", "params": {}},
     ]
-    (root / "graph.json").write_text(json.dumps(graph))
-    (root / "inputs.json").write_text(json.dumps({"video": "videos"}))
+    code, report = run_cli(root, graph, {"video": "videos"})
     out = root / "out"
-    code = cli.main(["run", "--graph", str(root / "graph.json"), "--inputs",
-                     str(root / "inputs.json"), "--output_dir", str(out)])  # fmt: skip
-    [video] = json.loads((out / "report.json").read_text())["videos"]
+    video = report[VIDEO]
     return {"code": code, "video": video, "out": out, "root": root, "encoder": encoder,
             "flame_files": flame_files}  # fmt: skip
 
@@ -156,12 +152,9 @@ def test_flame_and_rendering_from_parameters_given_in_the_inputs(tmp_path, run):
             "params": {"head_template_path": str(root / "head_template.obj"), "image_size": 48},
         },
     ]
-    (tmp_path / "graph.json").write_text(json.dumps(graph))
-    (tmp_path / "inputs.json").write_text(json.dumps({key: key for key in given}))
+    code, report = run_cli(tmp_path, graph, {key: key for key in given})
     out = tmp_path / "out"
-    code = cli.main(["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
-                     str(tmp_path / "inputs.json"), "--output_dir", str(out)])  # fmt: skip
-    [video] = json.loads((out / "report.json").read_text())["videos"]
+    video = report["elsewhere"]
     assert code == 0 and video["status"] == "processed", video
     layer = FlameLayer(FlameModel.load(run["flame_files"]["flame_model_path"],
                                        run["flame_files"]["flame_lmk_embedding_path"],
