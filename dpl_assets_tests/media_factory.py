@@ -344,19 +344,24 @@ def reference_audio(
 ) -> np.ndarray:
     """The first audio stream decoded by the system ffmpeg: float32 (N,) in [-1, 1].
 
-    ``channel`` None mixes all channels to mono, otherwise that one channel is taken;
-    ``rate`` None keeps the source's sample rate.
+    ``channel`` None averages all channels (for mono and stereo that is the pipeline's
+    documented downmix; ffmpeg's own ``-ac 1`` adds stereo at 0.707 each), otherwise that
+    one channel is taken; ``rate`` None keeps the source's sample rate.
     """
-    mix = ["-ac", "1"] if channel is None else ["-af", f"pan=mono|c0=c{channel}"]
+    mix = [] if channel is None else ["-af", f"pan=mono|c0=c{channel}"]
     resample = [] if rate is None else ["-ar", str(rate)]
     pcm = _run(
         [
             _system_binary("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error",
             "-i", _url(path), "-map", "0:a:0", *mix, *resample,
-            "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1",
+            "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
         ]
     )  # fmt: skip
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    samples = np.frombuffer(pcm, dtype="<f4")
+    if channel is not None:
+        return samples.astype(np.float32)
+    audio = next(s for s in ffprobe_json(path)["streams"] if s["codec_type"] == "audio")
+    return samples.reshape(-1, int(audio["channels"])).mean(axis=1).astype(np.float32)
 
 
 def ffprobe_decoded_audio_samples(path: Path | str) -> int:

@@ -1,7 +1,15 @@
-"""Container probing with PyAV: what a media file holds, and the first checks of bad input.
+"""Container probing with PyAV: what a media file holds, which streams the pipeline uses,
+and the first checks of bad input.
+
+Stream choice (ffmpeg's own rule, made explicit and recorded in ``probe``):
+- video: never an attached picture (cover art) nor a stream of fewer than two frames (a
+  still picture in Matroska, which has no attached-picture flag); among the rest, a stream
+  flagged ``default`` first, then the largest picture, then the lowest index;
+- audio: the stream flagged ``default`` first, then the lowest index.
 
 Header values (durations, frame counts) are recorded as the header states them and are
 never trusted for computation: nodes compare what decodes against them to spot truncation.
+Stream start times are on the container clock (see :mod:`dpl_assets.media.timeline`).
 """
 
 from __future__ import annotations
@@ -32,6 +40,11 @@ class StreamInfo:
     height: int | None = None
     header_frames: int | None = None
     rotation_deg: float | None = None
+    start_time_s: float | None = None  # on the container clock (0 = the container's start)
+    default: bool = False  # the "default" disposition flag
+    attached_pic: bool = False  # cover art, not a moving picture
+    channel_layout: str | None = None  # audio: "mono", "stereo", "5.1", ...
+    channel_names: list[str] | None = None  # audio: "FL", "FR", "FC", ... in stream order
 
 
 @dataclass
@@ -43,9 +56,18 @@ class MediaProbe:
     container: str
     duration_s: float | None
     streams: list[StreamInfo] = field(default_factory=list)
+    start_time_s: float = 0.0  # the container's start on its own time base (the clock's origin)
+    video_stream: int | None = None  # index of the video stream the pipeline decodes
+    audio_stream: int | None = None  # index of the audio stream the pipeline decodes
+    stream_choice: list[str] = field(default_factory=list)  # why those, in words
 
     def first(self, kind: str) -> StreamInfo | None:
         return next((s for s in self.streams if s.kind == kind), None)
+
+    def chosen(self, kind: str) -> StreamInfo | None:
+        """The stream of ``kind`` ("video" | "audio") the pipeline uses, or None."""
+        index = self.video_stream if kind == "video" else self.audio_stream
+        return self.streams[index] if index is not None else None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,8 +105,10 @@ def probe_media(path: Path | str, read_rotation: bool = True) -> MediaProbe:
     """
     path = Path(path)
     with open_container(path) as container:
-        streams = [_describe(stream) for stream in container.streams]
-        video = container.streams.video[0] if container.streams.video else None
+        origin = container_start_s(container)
+        streams = [_describe(stream, origin) for stream in container.streams]
+        audio, audio_why = choose_audio_stream(container)
+        video, video_why = choose_video_stream(container)
         if video is not None and read_rotation:
             streams[video.index].rotation_deg = _first_frame_rotation(container, video)
         probe = MediaProbe(
@@ -93,23 +117,106 @@ def probe_media(path: Path | str, read_rotation: bool = True) -> MediaProbe:
             container=container.format.name,
             duration_s=container.duration / av.time_base if container.duration else None,
             streams=streams,
+            start_time_s=origin,
+            video_stream=video.index if video is not None else None,
+            audio_stream=audio.index if audio is not None else None,
+            stream_choice=[why for why in (video_why, audio_why) if why],
         )
     if not any(s.kind in ("audio", "video") for s in probe.streams):
         raise InputRejected(f"{path}: no audio or video stream")
     return probe
 
 
-def _describe(stream: Any) -> StreamInfo:
+def container_start_s(container: Any) -> float:
+    """The container's start time in seconds: the origin of the container clock."""
+    return container.start_time / av.time_base if container.start_time else 0.0
+
+
+def _flag(stream: Any, name: str) -> bool:
+    return bool(stream.disposition & getattr(av.stream.Disposition, name))
+
+
+def choose_audio_stream(container: Any) -> tuple[Any | None, str]:
+    """The audio stream to decode (``default``-flagged, else the first) and why, in words."""
+    streams = list(container.streams.audio)
+    if not streams:
+        return None, ""
+    flagged = [s for s in streams if _flag(s, "default")]
+    chosen = flagged[0] if flagged else streams[0]
+    if len(streams) == 1:
+        return chosen, f"audio: stream {chosen.index}, the only audio stream"
+    rule = "flagged default" if flagged else "the first (none is flagged default)"
+    return chosen, f"audio: stream {chosen.index} of {len(streams)} audio streams, {rule}"
+
+
+STILL_SCAN_PACKETS = 2000
+"""Packets read at most to tell a still picture (one frame) from a moving video stream,
+when a file has several video streams."""
+
+
+def choose_video_stream(container: Any) -> tuple[Any | None, str]:
+    """The video stream to decode (see the module docstring) and why, in words.
+
+    With several candidates, packets are counted (demuxed, not decoded, in a second handle
+    on the same file, so ``container`` stays where it is) to recognize streams of one frame.
+    """
+    streams = list(container.streams.video)
+    if not streams:
+        return None, ""
+    if len(streams) == 1:
+        return streams[0], f"video: stream {streams[0].index}, the only video stream"
+    moving = [s for s in streams if not _flag(s, "attached_pic")]
+    if len(moving) > 1:
+        counts = _packet_counts(container, moving)
+        moving = [s for s in moving if counts[s.index] > 1] or moving
+    if not moving:  # nothing but pictures: decode the first
+        return streams[0], f"video: stream {streams[0].index}, all video streams are pictures"
+    chosen = max(
+        moving,
+        key=lambda s: (_flag(s, "default"), s.codec_context.width * s.codec_context.height,
+                       -s.index),
+    )  # fmt: skip
+    skipped = sorted(s.index for s in streams if s is not chosen)
+    return chosen, (
+        f"video: stream {chosen.index} (moving, {chosen.codec_context.width}x"
+        f"{chosen.codec_context.height}); not {skipped} (pictures, stills or smaller)"
+    )
+
+
+def _packet_counts(container: Any, streams: list[Any]) -> dict[int, int]:
+    """Packets with data per stream, counting up to 2 each (or :data:`STILL_SCAN_PACKETS`)."""
+    counts = {s.index: 0 for s in streams}
+    with av.open(container.name, mode="r", metadata_errors="ignore") as scan:
+        try:
+            wanted = [scan.streams[index] for index in counts]
+            for read, packet in enumerate(scan.demux(wanted)):
+                if packet.size:
+                    counts[packet.stream.index] += 1
+                if read >= STILL_SCAN_PACKETS or min(counts.values()) >= 2:
+                    break
+        except av.FFmpegError:
+            pass  # damaged data: judge on what was read
+    return counts
+
+
+def _describe(stream: Any, origin: float) -> StreamInfo:
     codec = stream.codec_context.name if stream.codec_context else None
+    start = _seconds(stream.start_time, stream.time_base)
     info = StreamInfo(
         index=stream.index,
         kind=stream.type,
         codec=codec,
         duration_s=_seconds(stream.duration, stream.time_base),
+        start_time_s=round(start - origin, 6) if start is not None else None,
+        default=_flag(stream, "default"),
+        attached_pic=_flag(stream, "attached_pic"),
     )
     if stream.type == "audio":
         info.sample_rate_hz = stream.codec_context.sample_rate
         info.channels = stream.codec_context.channels
+        layout = stream.codec_context.layout
+        info.channel_layout = layout.name if layout is not None else None
+        info.channel_names = [c.name for c in layout.channels] if layout is not None else None
     elif stream.type == "video":
         rate = stream.average_rate or stream.guessed_rate
         info.fps = float(rate) if rate else None
@@ -127,3 +234,24 @@ def _first_frame_rotation(container: Any, stream: Any) -> float | None:
     except av.FFmpegError:
         return None
     return None
+
+
+def stream_end_s(path: Path | str, stream_index: int) -> float | None:
+    """Where stream ``stream_index`` of ``path`` ends on the container clock (seconds):
+    the latest packet's timestamp plus its duration, read by demuxing (no decoding).
+
+    None when no packet carries a timestamp. Damaged data ends the scan where it starts.
+    """
+    end: float | None = None
+    with open_container(path) as container:
+        origin = container_start_s(container)
+        stream = container.streams[stream_index]
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                packet_end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                end = packet_end if end is None else max(end, packet_end)
+        except av.FFmpegError:
+            pass
+    return end - origin if end is not None else None

@@ -44,3 +44,55 @@ def constant_rate_times(count: int, fps: float) -> np.ndarray:
     if fps <= 0:
         raise ValueError(f"fps must be > 0, not {fps}")
     return np.arange(count, dtype=np.float64) / float(fps)
+
+
+def frame_times_for(
+    timestamps: np.ndarray | None,
+    count: int,
+    fps: float | None = None,
+    *,
+    assume_fps: float | None = None,
+) -> np.ndarray:
+    """The one frame-time rule: float64 (count,) seconds on the container clock of
+    ``count`` frames of data.
+
+    - ``fps`` given (a node's ``fps`` parameter, for data at a nominal rate): ``i / fps``;
+    - else the frames' own ``timestamps`` (the decoded presentation times of ``images``
+      or of a stack made from them), which must be ``count`` long;
+    - else ``i / assume_fps`` when the caller gives one (only where the times are labels
+      and never meet audio, e.g. renders of parameters brought without a video);
+    - else ValueError: no frame times (compute ``images`` or give ``fps``).
+
+    A timestamp count that disagrees with ``count`` is a ValueError too, never guessed.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, not {count}")
+    if fps:
+        return constant_rate_times(count, fps)
+    if timestamps is not None:
+        times = np.asarray(timestamps, np.float64).reshape(-1)
+        if times.size != count:
+            raise ValueError(
+                f"{count} frames but {times.size} frame timestamps: give the fps parameter"
+            )
+        return times.copy()
+    if assume_fps:
+        return constant_rate_times(count, assume_fps)
+    raise ValueError(f"no frame times for {count} frames: compute images or give fps")
+
+
+def feature_end_samples(steps: int, hop_samples: int, window_samples: int) -> int:
+    """Samples of audio that ``steps`` feature steps (step t covers samples
+    ``[t * hop, t * hop + window)``) account for: 0 for no steps."""
+    return 0 if steps <= 0 else (steps - 1) * hop_samples + window_samples
+
+
+def silence_after_audio(values: np.ndarray, with_audio: np.ndarray) -> np.ndarray:
+    """``values`` (N, ...) on frames with the frames where ``with_audio`` (N,) is False set
+    to 0 (silence: volume 0, zero features); a float32 copy."""
+    out = np.array(values, dtype=np.float32, copy=True)
+    keep = np.asarray(with_audio, bool)
+    if keep.shape != (out.shape[0],):
+        raise ValueError(f"with_audio {keep.shape} does not match values {out.shape}")
+    out[~keep] = 0.0
+    return out

@@ -14,7 +14,8 @@ import numpy as np
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
 from dpl_assets.media.audio import decode_audio_mono_16k
 from dpl_assets.media.ffmpeg import FFmpegError
-from dpl_assets.media.probe import probe_media
+from dpl_assets.media.probe import MediaProbe, StreamInfo, probe_media, stream_end_s
+from dpl_assets.media.timeline import audio_end_s
 from dpl_assets.outcomes import InputRejected
 
 # wav2vec2-base's convolutional feature encoder (transformers' Wav2Vec2Config defaults).
@@ -23,34 +24,71 @@ WAV2VEC2_CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
 VOLUME_HOP_SAMPLES = 320  # product of the strides: one wav2vec frame per 20 ms at 16 kHz
 
 TRUNCATION_TOLERANCE_S = 0.25
-"""How much shorter than its header the decoded audio may be before the file counts as
-truncated (codecs legitimately drop priming/padding samples: a few tens of ms)."""
+"""How much earlier than its header's end the decoded audio may end before the file counts
+as truncated (codecs legitimately drop priming/padding samples: a few tens of ms)."""
+
+FEATURE_WINDOW_SAMPLES = 400
+"""The shortest audio any audio feature is defined on: one 25 ms wav2vec2/volume window."""
 
 
 def extract_wav(source: Path) -> np.ndarray:
-    """Decode the first audio stream of ``source`` to float32 (N,) mono at 16 kHz.
+    """Decode the chosen audio stream of ``source`` to float32 (N,) mono at 16 kHz, placed
+    on the container clock (sample k at k / 16000 s; see :mod:`dpl_assets.media.timeline`).
 
-    Rejects (:class:`InputRejected`) a file that is empty, cannot be opened, has no audio
-    stream, decodes to no samples, or decodes to clearly less audio than its header states.
+    Rejects (:class:`InputRejected`, naming the file) a file that is empty, cannot be
+    opened, has no audio stream, decodes to no samples or to less than one 25 ms feature
+    window, or is truncated (see :func:`check_not_truncated`).
     """
     probe = probe_media(source, read_rotation=False)  # no video decode for audio
-    audio = probe.first("audio")
+    audio = probe.chosen("audio")
     if audio is None:
         raise InputRejected(f"{source}: no audio stream")
     try:
-        samples = decode_audio_mono_16k(source, stream_index=audio.index)
+        samples = decode_audio_mono_16k(
+            source, audio.index, audio.channel_names, audio.channels or 1
+        )
     except FFmpegError as error:
         raise InputRejected(f"{source}: audio does not decode: {error}") from error
-    decoded_s = samples.size / AUDIO_SAMPLE_RATE_HZ
     if samples.size == 0:
         raise InputRejected(f"{source}: the audio stream decodes to no samples")
-    header_s = audio.duration_s if audio.duration_s is not None else probe.duration_s
-    if header_s is not None and decoded_s < header_s - TRUNCATION_TOLERANCE_S:
+    lead = round(max(audio.start_time_s or 0.0, 0.0) * AUDIO_SAMPLE_RATE_HZ)
+    content = samples.size - min(lead, samples.size)
+    if content < FEATURE_WINDOW_SAMPLES:
         raise InputRejected(
-            f"{source}: truncated: the header promises {header_s:.2f} s of audio, "
-            f"only {decoded_s:.2f} s decodes"
+            f"{source}: audio of {content / AUDIO_SAMPLE_RATE_HZ * 1000:.0f} ms is shorter "
+            f"than one {FEATURE_WINDOW_SAMPLES / AUDIO_SAMPLE_RATE_HZ * 1000:.0f} ms "
+            "feature frame"
         )
+    check_not_truncated(source, probe, audio, audio_end_s(samples.size))
     return samples
+
+
+def check_not_truncated(
+    source: Path, probe: MediaProbe, audio: StreamInfo, decoded_end_s: float
+) -> None:
+    """Reject a file whose audio ends clearly before its header says.
+
+    With a per-stream duration (MP4, MOV) the audio's own header end is the reference.
+    Matroska/WebM (and others) state only the container's duration: audio ending early is
+    then a truncated file only when the video ends early too; a complete file whose audio
+    is simply shorter than its video is processed (frames past the audio's end get silence).
+    """
+    start = audio.start_time_s or 0.0
+    if audio.duration_s is not None:
+        header_end = start + audio.duration_s
+    elif probe.duration_s is not None:
+        header_end = probe.duration_s
+        if decoded_end_s < header_end - TRUNCATION_TOLERANCE_S and probe.video_stream is not None:
+            video_end = stream_end_s(source, probe.video_stream)
+            if video_end is not None and video_end >= header_end - TRUNCATION_TOLERANCE_S:
+                return  # the video runs to the end: the audio is short, not cut off
+    else:
+        return
+    if decoded_end_s < header_end - TRUNCATION_TOLERANCE_S:
+        raise InputRejected(
+            f"{source}: truncated: the header promises audio until {header_end:.2f} s, "
+            f"it decodes until {decoded_end_s:.2f} s"
+        )
 
 
 def conv_output_length(

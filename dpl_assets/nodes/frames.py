@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpl_assets.media.frames import decode_frames, resample_frames
+from dpl_assets.media.frames import DecodeDamage, decode_frames, resample_frames
 from dpl_assets.outcomes import InputRejected
 from dpl_assets.storage.image_stack import ImageStackWriter
 
@@ -29,6 +29,7 @@ class FrameStackInfo:
     height: int
     first_time_s: float
     last_time_s: float
+    damage: DecodeDamage
 
 
 def fit_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
@@ -58,11 +59,17 @@ def extract_frames(
         fps: resample to this constant rate by timestamp; None keeps every decoded frame.
         max_side: downscale so the longer side is at most this many pixels; 0 = native.
 
+    Damaged data is skipped as ffmpeg skips it: what decodes is kept, and the spans where
+    frames are missing are stored in the stack's ``damaged_spans`` attribute ((K, 2)
+    seconds on the container clock; empty when clean) with ``decode_errors`` (a count) and
+    ``damage`` (one line saying what happened).
+
     Rejects a file that cannot be opened, has no video stream, or decodes to no frame.
     """
     if ext.lower() not in IMAGE_FORMAT_BY_EXT:
         raise ValueError(f"ext must be one of {sorted(IMAGE_FORMAT_BY_EXT)}, not {ext!r}")
-    frames = decode_frames(source)
+    damage = DecodeDamage()
+    frames = decode_frames(source, damage)
     if fps:
         frames = resample_frames(frames, fps)
     info: FrameStackInfo | None = None
@@ -73,9 +80,19 @@ def extract_frames(
             rgb = fit_max_side(frame.rgb, max_side)
             stack.append(rgb, frame.time_s)
             if info is None:
-                info = FrameStackInfo(0, rgb.shape[1], rgb.shape[0], frame.time_s, frame.time_s)
+                info = FrameStackInfo(
+                    0, rgb.shape[1], rgb.shape[0], frame.time_s, frame.time_s, damage
+                )
             info.frames += 1
             info.last_time_s = frame.time_s
         if info is None:
-            raise InputRejected(f"{source}: the video stream decodes to no frame")
+            detail = f" ({damage.summary()})" if damage.summary() else ""
+            raise InputRejected(f"{source}: the video stream decodes to no frame{detail}")
+        stack.attrs.update(
+            {
+                "damaged_spans": np.asarray(damage.spans, np.float64).reshape(-1, 2),
+                "decode_errors": damage.packet_errors + damage.dropped_frames,
+                "damage": damage.summary(),
+            }
+        )
     return info

@@ -82,6 +82,7 @@ class ImageStackWriter:
         self._file: h5py.File | None = None
         self._count = 0
         self._size: tuple[int, int] | None = None  # (height, width)
+        self.attrs: dict[str, Any] = {}  # extra file attributes, written on success
 
     def __enter__(self) -> ImageStackWriter:
         temp = self._stack.enter_context(atomic_path(self.path))
@@ -135,6 +136,7 @@ class ImageStackWriter:
                 "height": height,
                 "fps": self.fps or 0.0,
                 "count": self._count,
+                **self.attrs,
             }
         )
 
