@@ -40,9 +40,11 @@ DOWNMIX_GAINS = {
 }
 
 SURROUND_NAMES = frozenset(
-    ("FLC", "FRC", "BL", "BR", "BC", "SL", "SR", "TC", "TFL", "TFC", "TFR", "TBL", "TBC")
-    + ("TBR", "DL", "DR", "WL", "WR", "SDL", "SDR", "TSL", "TSR", "BFC", "BFL", "BFR")
-)
+    {
+        "FLC", "FRC", "BL", "BR", "BC", "SL", "SR", "TC", "TFL", "TFC", "TFR", "TBL", "TBC",
+        "TBR", "DL", "DR", "WL", "WR", "SDL", "SDR", "TSL", "TSR", "BFC", "BFL", "BFR",
+    }
+)  # fmt: skip
 """ffmpeg's other named channels: mixed at :data:`SURROUND_GAIN`."""
 
 TIMESTAMP_SLACK_S = 0.01
