@@ -116,7 +116,14 @@ def test_window_at_reads_any_start_of_any_video(packs):
 
 def test_default_keys_are_the_datasets_every_video_has(packs):
     dataset = PackedWindows(packs["speaker/a"].parent, window=WINDOW)
-    assert set(dataset.keys) == {"crops", "landmarks", "bboxes", "wav2vec", "timestamps"}
+    assert set(dataset.keys) == {
+        "crops",
+        "landmarks",
+        "bboxes",
+        "wav2vec",
+        "timestamps",
+        "audio_mask",
+    }
     assert len(dataset) == 2 + 0 + 4  # stride = window
 
 

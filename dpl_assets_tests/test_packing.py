@@ -309,7 +309,7 @@ def test_pack_video_writes_every_modality_and_copies_matching_jpeg_bytes(
     assert summary.datasets == {
         "timestamps": (12,), "images": (12, 48, 64, 3), "crops": (12, 32, 32, 3),
         "landmarks": (12, 68, 2), "bboxes": (12, 4), "face_mask": (12,), "wav2vec": (12, 8),
-        "volume": (12,),
+        "volume": (12,), "audio_mask": (12,),
     }  # fmt: skip
     times = video_inputs["frame_times"]
     with h5py.File(out, "r") as f:
@@ -569,3 +569,141 @@ def test_two_processes_appending_at_once_both_land(tmp_path):
     for video_id in sources:
         with pack.open_video(video_id) as group:
             assert group["landmarks"].shape[0] == 6
+
+
+# --- filter 32019: the plugin's name, and only chunks its decoder takes ---------------
+
+# The name jpegHDF5 registers its filter with (jpeg_h5filter.c in
+# https://github.com/CARS-UChicago/jpegHDF5: the H5Z_class_t's name field), written out
+# here rather than imported, so a typo in the module cannot pass.
+PLUGIN_FILTER_NAME = b"jpeg; see https://github.com/CARS-UChicago/jpegHDF5"
+
+
+def stored_filter_in_a_fresh_process(path, name):
+    """(id, flags, cd_values, name) of the first filter of ``path[name]`` as read by a new
+    Python process that never imported our code (nothing registered there)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, h5py, json\n"
+        "f = h5py.File(sys.argv[1], 'r')\n"
+        "code, flags, values, name = f[sys.argv[2]].id.get_create_plist().get_filter(0)\n"
+        "print(json.dumps([code, flags, list(values), name.decode()]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path), name], capture_output=True, text=True,
+        check=True, env={**os.environ, "HDF5_PLUGIN_PATH": ""},
+    ).stdout  # fmt: skip
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_filter32019_datasets_record_the_plugins_filter_name(tmp_path, grey):
+    frame = textured_frame(32, 48)
+    frame = frame[..., 0] if grey else frame
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f, ImageDatasetWriter(f, "crops", layout="filter32019") as w:
+        w.append(frame)
+        w.append(encode_frame(frame))
+    code, flags, values, name = stored_filter_in_a_fresh_process(path, "crops")
+    assert code == 32019 and name.encode() == PLUGIN_FILTER_NAME
+    assert flags & h5py.h5z.FLAG_OPTIONAL and values == [95, 48, 32, 0 if grey else 1]
+    with h5py.File(path, "r") as f:  # and this process reads the chunks as before
+        images = open_images(f["crops"])
+        assert images.layout == "filter32019" and psnr(images[1], frame) > PSNR_BOUND_Q95
+
+
+def without_quantization_tables(jpeg: bytes) -> bytes:
+    """The JPEG with its DQT segments cut out: frame header intact, the image undecodable
+    (libjpeg stops with "Quantization table 0x00 was not defined", a fatal error)."""
+    out, pos = bytearray(jpeg[:2]), 2
+    while pos < len(jpeg):
+        marker = jpeg[pos + 1]
+        if marker == 0xDA:  # start of scan: the rest is entropy-coded data
+            out += jpeg[pos:]
+            break
+        length = int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+        if marker != 0xDB:
+            out += jpeg[pos : pos + 2 + length]
+        pos += 2 + length
+    return bytes(out)
+
+
+def cmyk_jpeg(height: int, width: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("CMYK", (width, height), (10, 20, 30, 0)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_filter32019_writer_refuses_chunks_the_jpeg_decoder_rejects(tmp_path):
+    rgb = textured_frame(32, 32)
+    good = encode_frame(rgb, "jpeg")
+    truncated = good[: len(good) // 2]
+    no_tables = without_quantization_tables(good)
+    # Independent decoders agree these are broken (OpenCV gives up; Pillow raises).
+    assert cv2.imdecode(np.frombuffer(no_tables, np.uint8), cv2.IMREAD_COLOR) is None
+    with pytest.raises(OSError), Image.open(io.BytesIO(truncated)) as image:
+        image.load()
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        writer = ImageDatasetWriter(f, "crops", layout="filter32019")
+        writer.append(good)
+        with pytest.raises(ValueError, match=r"crops frame 1: JPEG bytes the decoder rejects"):
+            writer.append(truncated)
+        with pytest.raises(ValueError, match=r"crops frame 1: JPEG bytes the decoder rejects"):
+            writer.append(no_tables)
+        with pytest.raises(ValueError, match=r"crops frame 1: .*4 channels"):
+            writer.append(cmyk_jpeg(32, 32))  # colour space the dataset does not store
+        writer.append(np.ascontiguousarray(rgb[::-1]))
+        dset = writer.finish()
+        assert dset.shape[0] == 2 and dset.id.get_num_chunks() == 2  # nothing else written
+        images = open_images(dset)
+        assert psnr(images[0], rgb) > PSNR_BOUND_Q95 and psnr(images[1], rgb[::-1]) > 35
+
+
+# --- audio shorter than the video --------------------------------------------------------
+
+
+@pytest.mark.parametrize("smooth", [0, 4])
+def test_frames_after_the_audio_end_get_silence_and_a_false_audio_mask(
+    tmp_path, video_inputs, smooth
+):
+    times = video_inputs["frame_times"]  # 0.10 .. 0.54 s
+    steps = feature_times(40)
+    audio = {
+        "wav2vec": np.full((steps.size, 8), 2.0, np.float32),
+        "volume": np.full(steps.size, 0.5, np.float32),
+    }
+    samples = 5600  # the wav ends at 0.35 s: frames 0.38 s and later have no audio
+    out = tmp_path / "short audio.h5"
+    pack(out, video_inputs, PackOptions(smooth_window=smooth), audio_features=audio,
+         audio_samples=samples)  # fmt: skip
+    has_audio = times < samples / 16000  # written out: 0.10 .. 0.34 s
+    assert has_audio.sum() == 7 and not has_audio[7:].any()
+    with h5py.File(out, "r") as f:
+        mask = f["audio_mask"][:]
+        assert mask.dtype == np.bool_ and mask.shape == (12,)
+        np.testing.assert_array_equal(mask, has_audio)
+        assert f["audio_mask"].attrs["audio_end_s"] == pytest.approx(0.35)
+        volume, wav2vec = f["volume"][:], f["wav2vec"][:]
+        for key in ("volume", "wav2vec"):
+            assert f[key].attrs["valid_where"] == "audio_mask"
+    assert np.all(volume[~has_audio] == 0) and np.all(wav2vec[~has_audio] == 0)  # silence
+    if smooth == 0:  # constant audio: every frame before the end holds exactly its value
+        assert np.all(volume[has_audio] == 0.5) and np.all(wav2vec[has_audio] == 2.0)
+    else:  # the zeros of the silent frames smooth into the last audio frames, never past
+        assert np.all(volume[:4] == pytest.approx(0.5)) and np.all(volume[has_audio] > 0)
+
+
+def test_without_a_wav_length_the_audio_ends_where_its_features_end(tmp_path, video_inputs):
+    times = video_inputs["frame_times"]
+    steps = 15  # wav2vec: 14 * 320 + 400 samples = 0.305 s; volume: 15 * 320 = 0.3 s
+    audio = {
+        "wav2vec": np.ones((steps, 8), np.float32),
+        "volume": np.ones(steps, np.float32),
+    }
+    out = tmp_path / "features only.h5"
+    pack(out, video_inputs, audio_features=audio)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["audio_mask"][:], times < 0.3)
+        np.testing.assert_array_equal(f["volume"][:], (times < 0.3).astype(np.float32))

@@ -4,9 +4,12 @@ Contents (as the original): ``wav2vec`` (N, D) and ``volume`` (N,) resampled ont
 expression frames by timestamps (linear, see :mod:`dpl_assets.packing.resample`), ``exp``
 (N, E), ``jaw`` (N, 3) (the jaw part of ``pose``), ``left_blink``, ``right_blink``,
 ``average_blink`` (N,) eye opening from the FLAME 3D landmarks (the blink definition of
-:mod:`dpl_assets.nodes.blinks`, Euclidean in 3D), and ``timestamps`` (N,) seconds. Frame
-times are the ``images`` timestamps, or ``i / fps`` with the ``fps`` parameter (for
-parameters brought from elsewhere). A video with empty audio is rejected.
+:mod:`dpl_assets.nodes.blinks`, Euclidean in 3D), ``timestamps`` (N,) seconds and
+``audio_mask`` (N,) bool: False on frames at or after the end of the wav, whose
+``wav2vec`` and ``volume`` are silence (0), never the last audio step held. Frame times
+follow the one rule (:func:`dpl_assets.media.timeline.frame_times_for`): ``i / fps`` with
+the ``fps`` parameter (parameters brought from elsewhere), else the ``images``
+timestamps. A video with empty audio is rejected.
 """
 
 from typing import Any
@@ -16,45 +19,36 @@ import numpy as np
 
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import A2enConfig
+from dpl_assets.assets.packing import stored_frame_times, wav_samples
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.outcomes import InputRejected, StagedFile
-from dpl_assets.packing.video_pack import resample_audio_feature
-from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets.packing.video_pack import frames_audio_mask, resample_audio_feature
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
-from dpl_assets.storage.store import ArtifactStore
 
 JAW = slice(3, 6)
 
 
-def expression_frame_times(
-    store: ArtifactStore, video_id: str, count: int, fps: float | None
-) -> np.ndarray:
-    """(count,) seconds of the expression frames: ``i / fps``, else the images' timestamps."""
-    if fps:
-        return np.arange(count, dtype=np.float64) / fps
-    images = store.existing_file("images", video_id)
-    if images is not None:
-        with ImageStack(images, "images") as stack:
-            if len(stack) == count:
-                return np.asarray(stack.timestamps, np.float64)
-            raise InputRejected(
-                f"{count} expression frames but {len(stack)} images: give the fps parameter"
-            )
-    raise InputRejected("no frame times for the expressions: compute images or give fps")
+def a2en_arrays(
+    inputs: dict[str, Any], times: np.ndarray, audio_samples: int | None = None
+) -> dict[str, np.ndarray]:
+    """The file's arrays from one video's wav2vec, volume, exp, pose and landmarks3d.
 
-
-def a2en_arrays(inputs: dict[str, Any], times: np.ndarray) -> dict[str, np.ndarray]:
-    """The file's arrays from one video's wav2vec, volume, exp, pose and landmarks3d."""
+    ``audio_samples``: the wav's length (where the audio ends); None: what the features
+    account for. Frames after the audio's end get silence and ``audio_mask`` False.
+    """
     if inputs["wav2vec"].shape[0] == 0 or inputs["volume"].shape[0] == 0:
         raise InputRejected("empty audio: no wav2vec steps to align with the expressions")
     count = inputs["exp"].shape[0]
     for key in ("pose", "landmarks3d"):
         if inputs[key].shape[0] != count:
             raise InputRejected(f"{key} has {inputs[key].shape[0]} frames, exp has {count}")
+    audio = {key: inputs[key] for key in ("wav2vec", "volume")}
+    with_audio = frames_audio_mask(times, audio, audio_samples)
     blinks = eye_openness(inputs["landmarks3d"])
     return {
-        "wav2vec": resample_audio_feature("wav2vec", inputs["wav2vec"], times),
-        "volume": resample_audio_feature("volume", inputs["volume"], times),
+        "wav2vec": resample_audio_feature("wav2vec", audio["wav2vec"], times, 0, with_audio),
+        "volume": resample_audio_feature("volume", audio["volume"], times, 0, with_audio),
+        "audio_mask": with_audio,
         "exp": inputs["exp"].astype(np.float32),
         "jaw": inputs["pose"][:, JAW].astype(np.float32),
         "left_blink": blinks[:, 0],
@@ -80,9 +74,9 @@ def a2en(
     store = storage.store()
 
     def write(video_id: str, inputs: dict) -> StagedFile:
-        times = expression_frame_times(store, video_id, inputs["exp"].shape[0], config.fps)
+        times = stored_frame_times(store, video_id, inputs["exp"].shape[0], config.fps)
         staged = store.staging_path("a2en", video_id)
-        np.savez(staged, **a2en_arrays(inputs, times))
+        np.savez(staged, **a2en_arrays(inputs, times, wav_samples(store, video_id)))
         return StagedFile(staged)
 
     return run_videos(

@@ -6,6 +6,7 @@ import dagster as dg
 
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import BboxesConfig, CropConfig
+from dpl_assets.media import timeline
 from dpl_assets.nodes.bboxes import emoca_like_bboxes, fixed_bboxes, transform_raw_bboxes
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.nodes.frames import IMAGE_FORMAT_BY_EXT
@@ -63,11 +64,13 @@ def crops(
         image_format = IMAGE_FORMAT_BY_EXT[config.output_ext]
         with ImageStack(inputs["images"], "images") as frames:
             fps = float(frames.attrs["fps"]) or None
+            # A crop sits at its frame's time (the one rule: the frames' own timestamps).
+            times = timeline.frame_times_for(frames.timestamps, len(frames))
             with ImageStackWriter(staging, "crops", image_format, config.quality, fps) as out:
                 cropped = crop_frames(
                     iter(frames), inputs["bboxes"], (height, width), config.pad_mode
                 )
-                for time_s, crop_rgb in zip(frames.timestamps, cropped, strict=True):
+                for time_s, crop_rgb in zip(times, cropped, strict=True):
                     out.append(crop_rgb, float(time_s))
         return StagedFile(staging)
 

@@ -28,6 +28,8 @@ from dpl_assets.assets.batch import (
 )
 from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
 from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, INPUTS_BY_VALUE
+from dpl_assets.assets.packing import stored_timestamps
+from dpl_assets.media import timeline
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.nodes.emoca import smooth_parameters
 from dpl_assets.nodes.render import render
@@ -156,16 +158,18 @@ def flame(
     yield from multi_outputs(per_output)
 
 
+RENDER_ASSUMED_FPS = 25.0
+"""Frame rate assumed for renders of parameters brought without any video (their times are
+labels only: nothing aligns them with audio)."""
+
+
 def render_times(store: ArtifactStore, video_id: str, count: int) -> np.ndarray:
-    """Timestamps for the renders: those of the video's crops or images when they have
-    ``count`` frames, else ``i / 25`` (parameters brought from elsewhere)."""
-    for key in ("crops", "images"):
-        path = store.existing_file(key, video_id)
-        if path is not None:
-            with ImageStack(path, key) as stack:
-                if len(stack) == count:
-                    return np.asarray(stack.timestamps, np.float64)
-    return np.arange(count, dtype=np.float64) / 25.0
+    """Timestamps for the renders, by the one frame-time rule: those of the video's crops
+    or images with ``count`` frames, else ``i / 25`` (parameters brought from elsewhere)."""
+    timestamps = stored_timestamps(store, video_id, ("crops", "images"), count)
+    if timestamps is not None and timestamps.size != count:
+        timestamps = None  # the video's frames are not these frames
+    return timeline.frame_times_for(timestamps, count, assume_fps=RENDER_ASSUMED_FPS)
 
 
 @per_video_multi_asset(

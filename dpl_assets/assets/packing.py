@@ -4,13 +4,22 @@ Each packer is a per-video asset writing one HDF5 file (:mod:`dpl_assets.packing
 with the datatypes its ``datatypes`` parameter names; the presets differ only in defaults.
 A video missing a requested datatype's rejection carries it (the packer rejects with the
 same reason); a datatype not yet produced fails the video (retried on a later run).
+
+Validity: every training file holds ``face_mask`` (N,) (1 detected, 2 interpolated, 0 no
+face) whenever the video has the face node's ``face_mask`` for these frames, named in
+``datatypes`` or not, and ``audio_mask`` (N,) whenever it holds audio features (frames
+after the audio's end have silence there). Frame times come from the one rule,
+:func:`dpl_assets.media.timeline.frame_times_for`; this module is where the stored frames'
+timestamps are read for it (:func:`stored_frame_times`).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
+import soundfile
 
 from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
 from dpl_assets.assets.config import (
@@ -20,29 +29,99 @@ from dpl_assets.assets.config import (
     Vid2vidAudioConfig,
     Vid2vidDatasetConfig,
 )
-from dpl_assets.assets.dependencies import CONFIGURED_INPUTS
+from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, OPTIONAL_INPUTS
 from dpl_assets.datatypes import StorageFormat, get_datatype
-from dpl_assets.outcomes import InputRejected, StagedFile
-from dpl_assets.packing.video_pack import PackOptions, pack_video, resample_audio_feature
+from dpl_assets.media import timeline
+from dpl_assets.outcomes import InputRejected, Rejected, StagedFile
+from dpl_assets.packing.video_pack import (
+    FACE_MASK_KEY,
+    PackOptions,
+    frames_audio_mask,
+    pack_video,
+    resample_audio_feature,
+)
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
 
 AUDIO_RATE_KEYS = ("wav2vec", "volume")
 AUDIO_BLINK_FEATURE = "audio_blink_feature"
 
 
+def stored_timestamps(
+    store: ArtifactStore, video_id: str, keys: Sequence[str], count: int | None = None
+) -> np.ndarray | None:
+    """Timestamps of the video's frames as stored with its image stacks: those of the first
+    of ``keys`` that exists (the first with ``count`` frames, when given and one has), or
+    None when none of them exists."""
+    found: np.ndarray | None = None
+    for key in keys:
+        path = store.existing_file(key, video_id)
+        if path is None:
+            continue
+        with ImageStack(path, key) as stack:
+            times = np.asarray(stack.timestamps, np.float64)
+        if count is None or times.size == count:
+            return times
+        found = times if found is None else found
+    return found
+
+
+def stored_frame_times(
+    store: ArtifactStore,
+    video_id: str,
+    count: int,
+    fps: float | None,
+    keys: Sequence[str] = ("images",),
+    *,
+    assume_fps: float | None = None,
+) -> np.ndarray:
+    """(count,) seconds of ``count`` frames of a video by the one rule
+    (:func:`~dpl_assets.media.timeline.frame_times_for`): ``i / fps``, else the timestamps
+    of its stacks ``keys`` (:func:`stored_timestamps`), else ``i / assume_fps``; no frame
+    times (or a count that disagrees) rejects the video with the reason."""
+    timestamps = None if fps else stored_timestamps(store, video_id, keys, count)
+    try:
+        return timeline.frame_times_for(timestamps, count, fps, assume_fps=assume_fps)
+    except ValueError as error:
+        raise InputRejected(str(error)) from error
+
+
 def frame_times(
     store: ArtifactStore, video_id: str, keys: list[str], fps: float | None
 ) -> np.ndarray:
-    """(N,) seconds of the frames: the first image stack's timestamps, or i / fps."""
+    """(N,) seconds of the frames of a training file: N is the first requested image
+    stack's frame count (else ``images``'), the times by :func:`stored_frame_times`."""
     stacks = [k for k in keys if get_datatype(k).storage is StorageFormat.IMAGE_STACK]
     reference = stacks[0] if stacks else "images"
     path = load_required(store, reference, video_id)
     with ImageStack(path, reference) as stack:
         count = len(stack)
-        times = np.asarray(stack.timestamps, np.float64)
-    return np.arange(count, dtype=np.float64) / fps if fps else times
+    return stored_frame_times(store, video_id, count, fps, (reference,))
+
+
+def wav_samples(store: ArtifactStore, video_id: str) -> int | None:
+    """Length of the video's wav in samples (where its audio ends), None without a wav."""
+    path = store.existing_file("wav", video_id)
+    if path is None:
+        return None
+    try:
+        return int(soundfile.info(str(path)).frames)
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise InputRejected(f"unreadable wav {path.name}: {error}") from error
+
+
+def face_mask_for(store: ArtifactStore, video_id: str, count: int) -> np.ndarray | None:
+    """The face node's ``face_mask`` (count,) of the video, or None when it has none (not
+    computed, rejected, or for other frames than these ``count``)."""
+    try:
+        value = store.load(FACE_MASK_KEY, video_id)
+    except MissingArtifactError:
+        return None
+    if isinstance(value, Rejected):
+        return None
+    mask = np.asarray(value)
+    return mask if mask.ndim == 1 and mask.shape[0] == count else None
 
 
 def pack_one(
@@ -68,14 +147,25 @@ def pack_one(
         layout=config.layout,
         smooth_window=config.window_size,
     )
+    if FACE_MASK_KEY not in arrays:
+        face_mask = face_mask_for(store, video_id, len(times))
+        if face_mask is not None:
+            arrays[FACE_MASK_KEY] = face_mask
+    samples = wav_samples(store, video_id) if audio else None
+    derived: tuple[str, ...] = ()
     if config.audio_blink_feature:
-        arrays[AUDIO_BLINK_FEATURE] = audio_blink_feature(audio, arrays["blinks"], times, options)
+        with_audio = frames_audio_mask(times, audio, samples)
+        arrays[AUDIO_BLINK_FEATURE] = audio_blink_feature(
+            audio, arrays["blinks"], times, options, with_audio
+        )
+        derived = (AUDIO_BLINK_FEATURE,)
     staged = store.staging_path(asset, video_id)
     try:
         pack_video(
             staged, video_id=video_id, frame_times=times, image_stacks=image_stacks,
             arrays=arrays, audio_features=audio, options=options,
             attrs={"node": asset, "source": store.catalog.entry(video_id).primary_source},
+            audio_samples=samples, audio_derived=derived,
         )  # fmt: skip
     except ValueError as error:  # lengths disagree: this video's inputs do not fit together
         raise InputRejected(f"cannot pack {asset}: {error}") from error
@@ -83,15 +173,22 @@ def pack_one(
 
 
 def audio_blink_feature(
-    audio: dict[str, np.ndarray], blinks: np.ndarray, times: np.ndarray, options: PackOptions
+    audio: dict[str, np.ndarray],
+    blinks: np.ndarray,
+    times: np.ndarray,
+    options: PackOptions,
+    with_audio: np.ndarray | None = None,
 ) -> np.ndarray:
     """The original Vid2vidAudioNode's per-frame feature: float32 (N, D + 3).
 
     wav2vec (D) and volume (1) resampled onto the frames and smoothed exactly as their own
-    datasets in the file, then the left and right eye opening (NaN where no face).
+    datasets in the file (silence on frames after the audio's end, ``with_audio`` False;
+    None: from the features), then the left and right eye opening (NaN where no face).
     """
+    if with_audio is None:
+        with_audio = frames_audio_mask(times, audio)
     parts = [
-        resample_audio_feature(key, audio[key], times, options.smooth_window).reshape(
+        resample_audio_feature(key, audio[key], times, options.smooth_window, with_audio).reshape(
             len(times), -1
         )
         for key in AUDIO_RATE_KEYS
@@ -106,8 +203,8 @@ def packer_asset(name: str, config_class: type[H5DatasetConfig], node: str) -> A
     @per_video_asset(
         name=name,
         group_name="datasets",
-        deps=list(defaults),
-        metadata={CONFIGURED_INPUTS: "datatypes"},
+        deps=list(dict.fromkeys([*defaults, FACE_MASK_KEY])),
+        metadata={CONFIGURED_INPUTS: "datatypes", OPTIONAL_INPUTS: [FACE_MASK_KEY]},
         description=f"``{node}``: one training HDF5 file per video ({', '.join(defaults)} by "
         "default; any of " + ", ".join(PACKABLE) + ").",
     )

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 
 from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
 from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
 from dpl_assets.assets.dependencies import OPTIONAL_INPUTS
+from dpl_assets.media import timeline
 from dpl_assets.outcomes import Kept, Rejected, StagedFile
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage
@@ -27,6 +27,8 @@ from dpl_assets.visualize.preview import write_preview
 
 OVERLAY_INPUTS = ("raw_bboxes", "bboxes", "landmarks", "head_pose", "face_mask")
 DRAWN_WHEN_PRESENT = (*OVERLAY_INPUTS, "wav")
+PREVIEW_FALLBACK_FPS = 25.0
+"""Playback rate of a one-frame clip (no frame interval to take a rate from)."""
 
 
 def _optional(store: ArtifactStore, key: str, video_id: str) -> Any:
@@ -109,10 +111,11 @@ def preview(
     def render(video_id: str, images: Path) -> Path:
         staged = store.staging_path("preview", video_id)
         with ImageStack(images, "images") as stack:
-            fps = float(stack.attrs["fps"]) or 25.0
+            times = timeline.frame_times_for(stack.timestamps, len(stack))
+            fps = float(stack.attrs["fps"]) or PREVIEW_FALLBACK_FPS
             write_preview(
                 staged, stack, fps=fps, wav=wav_path(store, video_id),
-                overlays=overlays_for(store, video_id),
+                overlays=overlays_for(store, video_id), audio_start_s=float(times[0]),
             )  # fmt: skip
         return staged
 
@@ -135,7 +138,8 @@ def contact_sheet(
             sheet = draw_contact_sheet(
                 stack, count=config.count, columns=config.columns,
                 tile_width=config.tile_width, overlays=overlays_for(store, video_id),
-                timestamps=np.asarray(stack.timestamps), title=video_id,
+                timestamps=timeline.frame_times_for(stack.timestamps, len(stack)),
+                title=video_id,
             )  # fmt: skip
         staged = store.staging_path("contact_sheet", video_id)
         write_png(staged, sheet)

@@ -15,7 +15,19 @@ do have the plugin on ``HDF5_PLUGIN_PATH`` see a plain (N, H, W, 3) uint8 array.
 
 Both layouts take either pixel arrays (encoded here) or already-encoded JPEG/PNG bytes
 (stored as given: packing an existing JPEG stack at the same quality never re-encodes).
-Encoded bytes are checked from their header (format, size, channels) without decoding.
+Encoded bytes are checked from their header (format, size, channels); a filter32019
+chunk is also decoded first (:func:`check_jpeg_chunk`), because the plugin calls
+``exit()`` on a chunk its decoder rejects and never checks sizes: bytes that do not decode
+completely, or decode to another size or colour space than the dataset's, are refused
+with a ValueError naming the dataset and frame, before anything is written.
+
+The filter is stored with the plugin's name (:data:`JPEG_FILTER_NAME`), as files the
+plugin writes have it: HDF5 records a filter's name only from a registered filter, so
+when the plugin is not loaded in this process a stand-in with that id and name is
+registered (:func:`ensure_named_jpeg_filter`) before the dataset is created. The stand-in
+never encodes or decodes (it reports failure, as an absent plugin does: plain writes store
+raw pixels under the optional filter, plain reads of JPEG chunks fail); this module reads
+and writes chunks directly, so it never needs the filter.
 
 Every image dataset carries the attributes ``layout``, ``format`` ("jpeg" | "png"),
 ``quality`` (the JPEG quality the entries were encoded at), ``width``, ``height`` (pixels)
@@ -24,7 +36,10 @@ and ``channels`` (3 = RGB, 1 = grey).
 
 from __future__ import annotations
 
+import ctypes
+import io
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +47,16 @@ from typing import Any
 import cv2
 import h5py
 import numpy as np
+from h5py import h5z
+from PIL import Image
 
 from dpl_assets.storage.image_stack import IMAGE_FORMATS, decode_image, encode_image
 
 LAYOUTS = ("vlen", "filter32019")
 JPEG_FILTER_ID = 32019
 """The HDF5 filter id registered for the jpegHDF5 plugin."""
+JPEG_FILTER_NAME = "jpeg; see https://github.com/CARS-UChicago/jpegHDF5"
+"""The name the jpegHDF5 plugin registers its filter with (``jpeg_h5filter.c``)."""
 
 _GROW_BY = 256  # entries added per resize: resizing per frame costs an HDF5 metadata write
 _READ_BLOCK = 64  # vlen entries fetched per read while streaming (bounded memory)
@@ -240,6 +259,14 @@ class ImageDatasetWriter:
             return (header.height, header.width, 3)
         return (header.height, header.width)
 
+    def _check_chunk(self, data: bytes) -> None:
+        """A filter32019 chunk must decode as the plugin will decode it (see module doc)."""
+        assert self.frame_shape is not None
+        try:
+            check_jpeg_chunk(data, self.frame_shape)
+        except ValueError as error:
+            raise ValueError(f"{self.name} frame {self._count}: {error}") from None
+
     def _ensure_dataset(self, shape: tuple[int, ...]) -> None:
         if self.frame_shape is None:
             self.frame_shape = tuple(shape)
@@ -262,6 +289,7 @@ class ImageDatasetWriter:
         else:
             # The plugin's convention: one whole frame per chunk, opts (q, W, H, RGB?).
             # allow_unknown_filter: the plugin is not needed, we write the chunks ourselves.
+            ensure_named_jpeg_filter()  # so the file records the filter's name
             self._dset = self.group.create_dataset(
                 self.name,
                 shape=(0, *shape),
@@ -291,9 +319,78 @@ class ImageDatasetWriter:
         if self.layout == "vlen":
             dset[self._count] = np.frombuffer(data, dtype=np.uint8)
         else:
+            self._check_chunk(data)
             offset = (self._count,) + (0,) * (dset.ndim - 1)
             dset.id.write_direct_chunk(offset, data)
         self._count += 1
+
+
+def check_jpeg_chunk(data: bytes, frame_shape: tuple[int, ...]) -> None:
+    """Raise ValueError unless ``data`` is one JPEG that decodes completely (no truncation,
+    no decoder error) to ``frame_shape``: (H, W, 3) colour (RGB) or (H, W) greyscale."""
+    want_mode = "RGB" if len(frame_shape) == 3 else "L"
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
+            mode, size = image.mode, image.size
+            image.load()  # the whole scan: truncated or corrupt data raises here
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"JPEG bytes the decoder rejects ({error})") from None
+    if mode != want_mode:
+        raise ValueError(f"JPEG decodes to colour space {mode}, the dataset stores {want_mode}")
+    if (size[1], size[0]) != tuple(frame_shape[:2]):
+        raise ValueError(
+            f"JPEG decodes to {size[1]}x{size[0]} (HxW), the dataset is "
+            f"{frame_shape[0]}x{frame_shape[1]}"
+        )
+
+
+_FILTER_FUNC = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,  # bytes of output, 0 = failure
+    ctypes.c_uint,  # flags
+    ctypes.c_size_t,  # cd_nelmts
+    ctypes.POINTER(ctypes.c_uint),  # cd_values
+    ctypes.c_size_t,  # nbytes
+    ctypes.POINTER(ctypes.c_size_t),  # buf_size
+    ctypes.POINTER(ctypes.c_void_p),  # buf
+)
+
+
+class _H5ZClass2(ctypes.Structure):
+    """HDF5's ``H5Z_class2_t`` (H5Zpublic.h)."""
+
+    _fields_ = [
+        ("version", ctypes.c_int),
+        ("id", ctypes.c_int),
+        ("encoder_present", ctypes.c_uint),
+        ("decoder_present", ctypes.c_uint),
+        ("name", ctypes.c_char_p),
+        ("can_apply", ctypes.c_void_p),
+        ("set_local", ctypes.c_void_p),
+        ("filter", _FILTER_FUNC),
+    ]
+
+
+def _refuse(*_args: Any) -> int:
+    return 0  # HDF5: the filter failed (an optional filter is then skipped on write)
+
+
+_STAND_IN: list[Any] = []  # keeps the class and its callback alive for the process
+_STAND_IN_LOCK = threading.Lock()
+
+
+def ensure_named_jpeg_filter() -> None:
+    """Make filter 32019 known to HDF5 under the plugin's name, so datasets created with it
+    record :data:`JPEG_FILTER_NAME`: the plugin itself when HDF5 can load it, else a
+    stand-in that never filters (registered once per process)."""
+    with _STAND_IN_LOCK:
+        if h5z.filter_avail(JPEG_FILTER_ID):  # registered, or the plugin loads from its path
+            return
+        callback = _FILTER_FUNC(_refuse)
+        cls = _H5ZClass2(
+            1, JPEG_FILTER_ID, 1, 1, JPEG_FILTER_NAME.encode(), None, None, callback
+        )  # H5Z_CLASS_T_VERS = 1
+        _STAND_IN.extend([cls, callback])
+        h5z.register_filter(ctypes.addressof(cls))
 
 
 def _check_frame_shape(shape: Sequence[int]) -> None:

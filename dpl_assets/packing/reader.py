@@ -7,6 +7,14 @@ from per-video pack files (:mod:`dpl_assets.packing.video_pack`) or a dataset pa
 (T, H, W, 3) (RGB; (T, H, W) for grey), ``timestamps`` -> float64 (T,), every other key ->
 float32 (T, ...), plus ``video_id`` (str) and ``start`` (first frame, int).
 
+Validity: by default (``skip_invalid=True``) a window is served only when every frame in
+it is valid: ``face_mask`` != 0 (a face was detected or interpolated) in files that have a
+``face_mask``, and ``audio_mask`` True when a requested key holds audio values (the
+datasets marked ``valid_where = "audio_mask"``: ``wav2vec``, ``volume``,
+``audio_blink_feature``). ``skip_invalid=False`` serves every window. Either way an item
+carries the masks that apply (``face_mask`` uint8 (T,), ``audio_mask`` bool (T,)) when
+every video has them, in their stored dtype.
+
 HDF5 files are opened lazily, per process: the dataset remembers the pid that opened its
 handles and opens new ones in a forked DataLoader worker (an h5py file shared across fork
 is not safe to use), so ``DataLoader(dataset, num_workers=N)`` works. The index is built
@@ -29,7 +37,13 @@ from torch.utils.data import Dataset
 
 from dpl_assets.packing.dataset_pack import INDEX_NAME, DatasetPack
 from dpl_assets.packing.layouts import ImageDatasetReader, image_layout, open_images
-from dpl_assets.packing.video_pack import TIMESTAMPS_KEY
+from dpl_assets.packing.video_pack import (
+    AUDIO_MASK_KEY,
+    FACE_MASK_KEY,
+    MASK_KEYS,
+    TIMESTAMPS_KEY,
+    VALID_WHERE_ATTR,
+)
 
 _ITEM_FIELDS = ("video_id", "start")
 
@@ -41,7 +55,11 @@ class _Video:
     group: str  # its group in that file ("/" for a per-video pack)
     frame_count: int
     first: int  # global index of its first window
-    windows: int
+    starts: np.ndarray  # first frame of each of its windows, in order
+
+    @property
+    def windows(self) -> int:
+        return int(self.starts.size)
 
 
 class PackedWindows(Dataset):
@@ -51,8 +69,10 @@ class PackedWindows(Dataset):
     ``source``: a dataset pack folder (one with ``index.json``), a folder of per-video
     pack files (``*.h5``), one such file, or a list of files. ``keys``: the datasets to
     return (default: every dataset all videos share). Videos with fewer than ``window``
-    frames give no window. Raises ValueError when a video lacks a key or a key's first
-    axis is not the video's frame count.
+    frames give no window. ``skip_invalid`` (default True): leave out windows with an
+    invalid frame (see the module doc); False: every window, with its masks. Raises
+    ValueError when a video lacks a key or a key's first axis is not the video's frame
+    count.
     """
 
     def __init__(
@@ -62,24 +82,32 @@ class PackedWindows(Dataset):
         window: int,
         stride: int | None = None,
         keys: Sequence[str] | None = None,
+        skip_invalid: bool = True,
     ):
         if window < 1 or (stride is not None and stride < 1):
             raise ValueError("window and stride must be >= 1")
         self.window = int(window)
         self.stride = int(stride) if stride is not None else self.window
+        self.skip_invalid = bool(skip_invalid)
         located = _locate(source)
         shapes = {video_id: _dataset_shapes(path, group) for video_id, path, group in located}
         self.keys = _choose_keys(shapes, keys)
         self.kinds = _key_kinds(located, self.keys)
+        masks = {video_id: _masks_for(path, group, self.keys) for video_id, path, group in located}
+        common = set.intersection(*(set(m) for m in masks.values())) if masks else set()
+        self.mask_keys = tuple(key for key in MASK_KEYS if key in common)
+        """The masks every item carries (those that apply and every video has)."""
         self._videos: dict[str, _Video] = {}
         self._starts: list[int] = []  # first global window index of each video, in order
         total = 0
         for video_id, path, group in located:
             frames = _frame_count(video_id, shapes[video_id], self.keys)
-            windows = max(0, (frames - self.window) // self.stride + 1)
-            self._videos[video_id] = _Video(video_id, path, group, frames, total, windows)
+            starts = np.arange(0, max(0, frames - self.window + 1), self.stride, dtype=np.int64)
+            if self.skip_invalid and starts.size:
+                starts = _valid_starts(starts, self.window, masks[video_id], frames)
+            self._videos[video_id] = _Video(video_id, path, group, frames, total, starts)
             self._starts.append(total)
-            total += windows
+            total += int(starts.size)
         self._total = total
         self._order = list(self._videos.values())
         self._pid: int | None = None
@@ -108,7 +136,7 @@ class PackedWindows(Dataset):
         while self._order[position].windows == 0:
             position -= 1
         video = self._order[position]
-        return video.video_id, (index - video.first) * self.stride
+        return video.video_id, int(video.starts[index - video.first])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         video_id, start = self.locate(int(index))
@@ -127,7 +155,9 @@ class PackedWindows(Dataset):
         stop = start + self.window
         item: dict[str, Any] = {}
         for key in self.keys:
-            if self.kinds[key] == "images":
+            if key in MASK_KEYS:
+                item[key] = torch.from_numpy(np.asarray(group[key][start:stop]))
+            elif self.kinds[key] == "images":
                 frames = self._image_reader(video, group, key).read(range(start, stop))
                 item[key] = torch.from_numpy(frames)
             elif key == TIMESTAMPS_KEY:
@@ -135,6 +165,9 @@ class PackedWindows(Dataset):
             else:
                 values = np.asarray(group[key][start:stop], dtype=np.float32)
                 item[key] = torch.from_numpy(values)
+        for key in self.mask_keys:
+            if key not in item:
+                item[key] = torch.from_numpy(np.asarray(group[key][start:stop]))
         item["video_id"] = video_id
         item["start"] = start
         return item
@@ -263,3 +296,34 @@ def _frame_count(video_id: str, shapes: dict[str, tuple[int, ...]], keys: Sequen
     if wrong := {key: n for key, n in lengths.items() if n != frames}:
         raise ValueError(f"video {video_id!r} has {frames} frames but first axes {wrong}")
     return frames
+
+
+def _masks_for(path: Path, group: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The validity masks that apply to a video's windows of ``keys``: ``face_mask`` when
+    the file has one, ``audio_mask`` when a requested key's values need audio; as bool
+    (N,) arrays, True = valid frame."""
+    masks: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as handle:
+        video = handle[group]
+        if FACE_MASK_KEY in video:
+            masks[FACE_MASK_KEY] = np.asarray(video[FACE_MASK_KEY][:]) != 0
+        needs_audio = any(
+            key in video and video[key].attrs.get(VALID_WHERE_ATTR) == AUDIO_MASK_KEY
+            for key in keys
+        )
+        if (needs_audio or AUDIO_MASK_KEY in keys) and AUDIO_MASK_KEY in video:
+            masks[AUDIO_MASK_KEY] = np.asarray(video[AUDIO_MASK_KEY][:]).astype(bool)
+    return masks
+
+
+def _valid_starts(
+    starts: np.ndarray, window: int, masks: dict[str, np.ndarray], frames: int
+) -> np.ndarray:
+    """The ``starts`` whose window of ``window`` frames is valid in every mask."""
+    valid = np.ones(frames, dtype=bool)
+    for name, mask in masks.items():
+        if mask.shape != (frames,):
+            raise ValueError(f"{name} has shape {mask.shape}, the video {frames} frames")
+        valid &= mask
+    invalid_before = np.concatenate([[0], np.cumsum(~valid)])  # invalid frames in [0, i)
+    return starts[invalid_before[starts + window] == invalid_before[starts]]

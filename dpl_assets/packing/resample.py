@@ -48,7 +48,11 @@ def resample_to_frames(
 
     ``feature_times`` (T,) and ``frame_times`` (N,) are seconds on the same clock and
     ``feature_times`` must be strictly increasing. Frames before the first step or after
-    the last one hold that edge step's value (no extrapolation). Every trailing axis is
+    the last one hold that edge step's value (no extrapolation): right for the few
+    milliseconds between the last step's centre and the audio's end, wrong past the end.
+    Callers on the audio clock therefore silence the frames after the audio's end
+    (:func:`dpl_assets.packing.video_pack.resample_audio_feature` does, with
+    :func:`dpl_assets.media.timeline.frames_with_audio`). Every trailing axis is
     interpolated independently (the same weights for all of them).
     """
     values = np.asarray(features)

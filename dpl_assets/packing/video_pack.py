@@ -9,11 +9,18 @@ Layout of a per-video pack (HDF5), every dataset indexed by frame (first axis N)
 - one gzip-compressed dataset per array key (``landmarks`` (N, 68, 2), ``bboxes`` (N, 4),
   ...), dtype as given;
 - one float32 dataset per audio feature key (``wav2vec`` (N, D), ``volume`` (N,)),
-  linearly resampled from 50 Hz steps onto the frame times, optionally smoothed;
+  linearly resampled from 50 Hz steps onto the frame times, optionally smoothed; frames
+  at or after the audio's end (:func:`dpl_assets.media.timeline.frames_with_audio`) hold
+  silence (0), never the last audio step;
+- ``audio_mask``: bool (N,), written whenever there are audio features: True where the
+  frame lies before the audio's end (its audio values are real);
+- ``face_mask`` (when given among the arrays): uint8 (N,) 1 detected, 2 interpolated,
+  0 no face; ``face_mask`` and ``audio_mask`` have ``kind`` ``mask``, and every dataset
+  whose values exist only where the audio does has ``valid_where = "audio_mask"``;
 - file attributes ``video_id``, ``fps``, ``frame_count``, ``layout``, ``image_format``,
   ``jpeg_quality``, ``smooth_window``, ``image_keys``/``array_keys``/``audio_keys``,
   ``pack_version``, plus the caller's; each dataset has a ``kind`` attribute
-  (``timestamps`` | ``images`` | ``array`` | ``audio``).
+  (``timestamps`` | ``images`` | ``array`` | ``audio`` | ``mask``).
 
 Images are streamed from the source image stacks (a block of encoded frames in memory at a
 time) and their bytes are copied as they are when the format and JPEG quality already
@@ -32,8 +39,10 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from dpl_assets.media import timeline
 from dpl_assets.packing.layouts import LAYOUTS, ImageDatasetReader, ImageDatasetWriter, open_images
 from dpl_assets.packing.resample import (
+    WAV2VEC_HOP_SAMPLES,
     WAV2VEC_WINDOW_SAMPLES,
     feature_times,
     moving_average,
@@ -44,6 +53,11 @@ from dpl_assets.storage.image_stack import IMAGE_FORMATS, nominal_fps
 
 PACK_VERSION = 1
 TIMESTAMPS_KEY = "timestamps"
+AUDIO_MASK_KEY = "audio_mask"
+FACE_MASK_KEY = "face_mask"
+MASK_KEYS = (FACE_MASK_KEY, AUDIO_MASK_KEY)
+VALID_WHERE_ATTR = "valid_where"
+"""Dataset attribute: the mask dataset whose True/non-zero frames hold real values."""
 # The volume envelope averages |x| over one 320-sample hop, not wav2vec's 400-sample
 # window, so its steps are centred 2.5 ms earlier (see resample.feature_times).
 _FEATURE_WINDOW_SAMPLES = {"volume": 320}
@@ -113,6 +127,8 @@ def pack_video(
     audio_features: Mapping[str, np.ndarray],
     options: PackOptions,
     attrs: Mapping[str, Any] | None = None,
+    audio_samples: int | None = None,
+    audio_derived: tuple[str, ...] = (),
 ) -> PackSummary:
     """Write one video's pack file at ``path`` (atomically) and return what it holds.
 
@@ -122,6 +138,9 @@ def pack_video(
     N frames each. ``arrays``: key -> array with first axis N (numeric or bool).
     ``audio_features``: key -> (T, ...) at wav2vec's step rate (step ``t`` at
     ``feature_times(t)`` seconds on the frames' clock). ``attrs``: extra file attributes.
+    ``audio_samples``: the wav's length in samples (16 kHz; where the audio ends on the
+    clock); None: the least the audio features account for. ``audio_derived``: array keys
+    computed from the audio features (marked ``valid_where = "audio_mask"``).
 
     Every input is checked before anything is written: a length that disagrees with
     ``len(frame_times)`` raises ValueError naming the key, as do clashing or invalid keys.
@@ -136,6 +155,9 @@ def pack_video(
     _check_keys(image_stacks, arrays, audio_features)
     frame_arrays = {key: _check_array(key, value, count) for key, value in arrays.items()}
     audio = {key: _check_audio(key, value) for key, value in audio_features.items()}
+    if audio and AUDIO_MASK_KEY in frame_arrays:
+        raise ValueError(f"{AUDIO_MASK_KEY!r} is written by pack_video itself")
+    with_audio = frames_audio_mask(times, audio, audio_samples) if audio else None
 
     with contextlib.ExitStack() as sources:
         readers: dict[str, ImageDatasetReader] = {}
@@ -159,10 +181,15 @@ def pack_video(
                 (copied if did_copy else reencoded).append(key)
                 shapes[key] = (count, *reader.frame_shape)
             for key, value in frame_arrays.items():
-                _write_array(out, key, value).attrs["kind"] = "array"
+                dset = _write_array(out, key, value)
+                dset.attrs["kind"] = "mask" if key in MASK_KEYS else "array"
+                if key in audio_derived:
+                    dset.attrs[VALID_WHERE_ATTR] = AUDIO_MASK_KEY
                 shapes[key] = value.shape
             for key, steps in audio.items():
-                resampled = resample_audio_feature(key, steps, times, options.smooth_window)
+                resampled = resample_audio_feature(
+                    key, steps, times, options.smooth_window, with_audio
+                )
                 dset = _write_array(out, key, resampled)
                 dset.attrs.update(
                     {
@@ -170,9 +197,15 @@ def pack_video(
                         "source_steps": steps.shape[0],
                         "window_samples": _window_samples(key),
                         "smooth_window": options.smooth_window,
+                        VALID_WHERE_ATTR: AUDIO_MASK_KEY,
                     }
                 )
                 shapes[key] = resampled.shape
+            if with_audio is not None:
+                mask = _write_array(out, AUDIO_MASK_KEY, with_audio)
+                end_s = timeline.audio_end_s(audio_end_samples(audio, audio_samples))
+                mask.attrs.update({"kind": "mask", "audio_end_s": end_s})
+                shapes[AUDIO_MASK_KEY] = with_audio.shape
             out.attrs.update(
                 {
                     "video_id": video_id,
@@ -284,16 +317,56 @@ def _write_array(out: h5py.File, key: str, array: np.ndarray) -> h5py.Dataset:
 
 
 def resample_audio_feature(
-    key: str, steps: np.ndarray, frame_times: np.ndarray, smooth_window: int = 0
+    key: str,
+    steps: np.ndarray,
+    frame_times: np.ndarray,
+    smooth_window: int = 0,
+    with_audio: np.ndarray | None = None,
 ) -> np.ndarray:
     """Audio feature ``key`` (T, ...) at wav2vec's step rate -> float32 (N, ...) on the
     frames at ``frame_times`` (N,) seconds, smoothed over ``smooth_window`` frames when > 1.
 
-    Exactly what :func:`pack_video` stores under ``key`` (``volume`` steps are centred as
-    its 320-sample hops, every other feature as wav2vec's 400-sample windows).
+    ``with_audio`` (N,) bool: the frames before the audio's end (:func:`frames_audio_mask`;
+    None: from this feature's own steps). The other frames get silence (0) before and
+    after smoothing, never the last step held. Exactly what :func:`pack_video` stores
+    under ``key`` (``volume`` steps are centred as its 320-sample hops, every other
+    feature as wav2vec's 400-sample windows).
     """
+    times = np.asarray(frame_times, np.float64)
+    if with_audio is None:
+        with_audio = frames_audio_mask(times, {key: steps})
     step_times = feature_times(steps.shape[0], window_samples=_window_samples(key))
-    return moving_average(resample_to_frames(steps, step_times, frame_times), smooth_window)
+    on_frames = timeline.silence_after_audio(
+        resample_to_frames(steps, step_times, times), with_audio
+    )
+    return timeline.silence_after_audio(moving_average(on_frames, smooth_window), with_audio)
+
+
+def audio_end_samples(
+    audio_features: Mapping[str, np.ndarray], audio_samples: int | None = None
+) -> int:
+    """Where the audio ends, in 16 kHz samples: ``audio_samples`` (the wav's length) when
+    known, else the least that any of ``audio_features`` (key -> (T, ...)) accounts for."""
+    if audio_samples is not None:
+        return int(audio_samples)
+    if not audio_features:
+        raise ValueError("no audio: neither the wav's length nor audio features")
+    return min(
+        timeline.feature_end_samples(
+            np.asarray(steps).shape[0], WAV2VEC_HOP_SAMPLES, _window_samples(key)
+        )
+        for key, steps in audio_features.items()
+    )
+
+
+def frames_audio_mask(
+    frame_times: np.ndarray,
+    audio_features: Mapping[str, np.ndarray],
+    audio_samples: int | None = None,
+) -> np.ndarray:
+    """bool (N,): frames at ``frame_times`` before the audio's end (see
+    :func:`audio_end_samples`), by :func:`dpl_assets.media.timeline.frames_with_audio`."""
+    return timeline.frames_with_audio(frame_times, audio_end_samples(audio_features, audio_samples))
 
 
 def _window_samples(key: str) -> int:

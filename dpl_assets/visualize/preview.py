@@ -6,10 +6,14 @@ one frame whatever the clip's length, and the 16 kHz wav is its second input, re
 ``file:`` URL. The output is H.264 (yuv420p, so odd frame sizes are padded by one black
 pixel on the right / bottom), with ``+faststart`` so browsers play it while loading.
 
-The preview has exactly as many video frames as were given. Audio is fitted to the video
-when the frame count is known up front (``frame_count``, ``len(frames)`` or the overlays'
-N): padded with silence or cut to exactly ``frames / fps`` seconds. Otherwise it is muxed
-as it is (a shorter track just ends early, a longer one outlasts the last frame): ffmpeg's
+The preview has exactly as many video frames as were given. The audio is put on the
+container clock (:mod:`dpl_assets.media.timeline`): the wav's sample k sits at k / 16000 s,
+so the preview's audio starts at the first frame's time (``audio_start_s``; a video stream
+that starts late does not get the audio from before its first frame). Audio is fitted to
+the video when the frame count is known up front (``frame_count``, ``len(frames)`` or the
+overlays' N): padded with silence past the audio's end, or cut, to exactly
+``frames / fps`` seconds. Otherwise it is muxed from ``audio_start_s`` as it is (a
+shorter track just ends early, a longer one outlasts the last frame): ffmpeg's
 ``-shortest`` is not used, because with padded audio where it stops depends on timing
 (measured: audio cut at 0.5 s of a 1 s clip), and without padding it would cut the video
 when the audio is shorter.
@@ -59,6 +63,7 @@ def write_preview(
     wav: Path | None = None,
     overlays: Overlays | None = None,
     frame_count: int | None = None,
+    audio_start_s: float = 0.0,
 ) -> PreviewSummary:
     """Encode ``frames`` (RGB uint8 (H, W, 3), all the same size) as an mp4 at ``path``.
 
@@ -66,7 +71,9 @@ def write_preview(
     AAC (None: no audio); ``overlays`` per-frame annotations drawn on each frame (their
     N must be the number of frames); ``frame_count`` the number of frames when ``frames``
     is an iterator without ``len`` (it lets the audio be fitted exactly, see the module
-    docstring). Raises ValueError naming ``path`` for bad frames (empty input, wrong dtype,
+    docstring); ``audio_start_s`` the first frame's time on the container clock: the wav
+    is played from there (cut from t = ``audio_start_s``, not from its sample 0). Raises
+    ValueError naming ``path`` for bad frames (empty input, wrong dtype,
     a changing size, a count that disagrees with the overlays or ``frame_count``) and
     :class:`~dpl_assets.media.ffmpeg.FFmpegError` with the tail of ffmpeg's stderr when
     ffmpeg fails; either way no file appears at ``path``.
@@ -74,6 +81,8 @@ def write_preview(
     path = Path(path)
     if not fps > 0:
         raise ValueError(f"{path}: fps must be positive, not {fps}")
+    if not (np.isfinite(audio_start_s) and audio_start_s >= 0):
+        raise ValueError(f"{path}: audio_start_s must be a time >= 0, not {audio_start_s}")
     if wav is not None and not Path(wav).is_file():
         raise FileNotFoundError(f"{path}: the audio file {wav} does not exist")
     expected = _known_frame_count(path, frames, overlays, frame_count)
@@ -85,7 +94,7 @@ def write_preview(
     rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 2997/100, 25.0 -> 25
     command = [
         ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        *_arguments((shape[1], shape[0]), rate, wav, expected),
+        *_arguments((shape[1], shape[0]), rate, wav, expected, audio_start_s),
     ]  # fmt: skip
 
     with atomic_path(path) as temp, tempfile.TemporaryFile() as stderr:
@@ -152,7 +161,11 @@ def _check_frame(
 
 
 def _arguments(
-    size: tuple[int, int], rate: Fraction, wav: Path | None, expected: int | None
+    size: tuple[int, int],
+    rate: Fraction,
+    wav: Path | None,
+    expected: int | None,
+    audio_start_s: float = 0.0,
 ) -> list[str]:
     """ffmpeg arguments after the global options, up to (not including) the output URL."""
     width, height = size
@@ -169,10 +182,13 @@ def _arguments(
     args += [*VIDEO_CODEC_ARGS, "-pix_fmt", "yuv420p"]
     if wav is not None:
         args += ["-map", "1:a:0"]
+        # The wav is on the container clock: play it from the first frame's time.
+        filters = [f"atrim=start={audio_start_s:.6f}", "asetpts=PTS-STARTPTS"]
         if expected is not None:
             # Pad with silence to at least the video's length, then cut to exactly it.
             seconds = f"{float(expected / rate):.6f}"
-            args += ["-af", f"apad=whole_dur={seconds},atrim=duration={seconds}"]
+            filters += [f"apad=whole_dur={seconds}", f"atrim=duration={seconds}"]
+        args += ["-af", ",".join(filters)]
         args += [*AUDIO_CODEC_ARGS]
     return [*args, "-movflags", "+faststart", "-f", "mp4"]
 
