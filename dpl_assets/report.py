@@ -5,6 +5,10 @@ Status per video over the datatypes a run asked for:
 - ``rejected``: some datatype was rejected (``reason`` names the file and the cause);
 - ``failed``: something is missing without a rejection (an unexpected error; retried next run).
 
+``damaged_spans`` lists the (start_s, end_s) spans on the container clock where the
+video's frames were missing because its data was damaged (kept as ffmpeg keeps what
+decodes), and ``warnings`` says so in words.
+
 ``failed_checks`` lists, per datatype, the problems its output check found (see
 :mod:`dpl_assets.checks`); the summary counts the videos with any.
 """
@@ -15,6 +19,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import h5py
+import numpy as np
 
 from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.store import ArtifactStore
@@ -30,6 +37,8 @@ class VideoReport:
     reason: str | None
     outputs: dict[str, str] = field(default_factory=dict)
     failed_checks: dict[str, list[str]] = field(default_factory=dict)
+    damaged_spans: list[list[float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) -> VideoReport:
@@ -59,7 +68,24 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
     failed_checks = {
         key: problems for key in outputs if (problems := store.check_problems(key, video_id))
     }
-    return VideoReport(video_id, entry.primary_source, status, reason, outputs, failed_checks)
+    spans, warnings = _decode_damage(store, video_id)
+    return VideoReport(
+        video_id, entry.primary_source, status, reason, outputs, failed_checks, spans, warnings
+    )
+
+
+def _decode_damage(store: ArtifactStore, video_id: str) -> tuple[list[list[float]], list[str]]:
+    """The damaged spans and their description stored with the video's frames, if any."""
+    path = store.existing_file("images", video_id)
+    if path is None:
+        return [], []
+    try:
+        with h5py.File(path, "r") as file:
+            spans = np.asarray(file.attrs.get("damaged_spans", np.zeros((0, 2))), np.float64)
+            damage = str(file.attrs.get("damage", ""))
+    except OSError:
+        return [], []
+    return spans.reshape(-1, 2).round(3).tolist(), [damage] if damage else []
 
 
 def write_report(

@@ -8,7 +8,7 @@ import numpy as np
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import VolumeConfig, WavConfig
 from dpl_assets.assets.sources import aac, video
-from dpl_assets.nodes.audio import extract_wav, volume_envelope
+from dpl_assets.nodes.audio import check_feature_window, extract_wav, volume_envelope
 from dpl_assets.outcomes import InputRejected
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
@@ -20,8 +20,10 @@ from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactStorage) -> dict:
     """Mono 16 kHz PCM16 audio of each video (``VideoToWavNode``) or aac file (``AacToWavNode``).
 
-    All channels are mixed down; the sample count is what ffmpeg decodes. Rejects files
-    without an audio stream, empty or truncated audio, and unreadable files.
+    The stream ffmpeg would choose (``default``-flagged, else the first), placed on the
+    container clock (sample k at k / 16000 s: silence before a late start and in timestamp
+    gaps), downmixed keeping dialogue level. Rejects files without an audio stream, with
+    empty, truncated or shorter-than-25-ms audio, and unreadable files.
     """
     store = storage.store()
 
@@ -57,10 +59,12 @@ def volume(
 
     Needs no model weights (``VolumeNode``; ``Wav2vecNode`` also produces it).
     """
+    store = storage.store()
+
+    def envelope(video_id: str, inputs: dict) -> np.ndarray:
+        check_feature_window(inputs["wav"].size, store.artifact_path("wav", video_id))
+        return volume_envelope(inputs["wav"])
+
     return run_videos(
-        context,
-        storage.store(),
-        recompute=config.recompute,
-        inputs={"wav": wav},
-        compute_one=lambda _, inputs: volume_envelope(inputs["wav"]),
+        context, store, recompute=config.recompute, inputs={"wav": wav}, compute_one=envelope
     )

@@ -52,15 +52,20 @@ def extract_wav(source: Path) -> np.ndarray:
     if samples.size == 0:
         raise InputRejected(f"{source}: the audio stream decodes to no samples")
     lead = round(max(audio.start_time_s or 0.0, 0.0) * AUDIO_SAMPLE_RATE_HZ)
-    content = samples.size - min(lead, samples.size)
-    if content < FEATURE_WINDOW_SAMPLES:
+    check_feature_window(samples.size - min(lead, samples.size), source)
+    check_not_truncated(source, probe, audio, audio_end_s(samples.size))
+    return samples
+
+
+def check_feature_window(num_samples: int, what: Path | str) -> None:
+    """Reject audio of fewer than :data:`FEATURE_WINDOW_SAMPLES` samples (at 16 kHz):
+    no audio feature (volume, wav2vec) has a single step on it. ``what`` names the file."""
+    if num_samples < FEATURE_WINDOW_SAMPLES:
         raise InputRejected(
-            f"{source}: audio of {content / AUDIO_SAMPLE_RATE_HZ * 1000:.0f} ms is shorter "
+            f"{what}: audio of {num_samples / AUDIO_SAMPLE_RATE_HZ * 1000:.0f} ms is shorter "
             f"than one {FEATURE_WINDOW_SAMPLES / AUDIO_SAMPLE_RATE_HZ * 1000:.0f} ms "
             "feature frame"
         )
-    check_not_truncated(source, probe, audio, audio_end_s(samples.size))
-    return samples
 
 
 def check_not_truncated(
