@@ -163,3 +163,77 @@ def test_a_dataset_pack_serves_the_same_windows_as_its_files(packs, tmp_path):
         for key in KEYS:
             assert torch.equal(a[key], b[key])
     from_pack.close()
+
+
+# --- validity: frames without a face, frames after the audio's end -------------------
+
+NO_FACE = range(10, 15)  # frames 10..14 have no face
+AUDIO_END_FRAME = 25  # the wav ends at frame 25's time (1.0 s): frames 25.. have no audio
+
+
+@pytest.fixture
+def gappy_pack(tmp_path):
+    count = 30
+    stack = tmp_path / "crops.h5"
+    with ImageStackWriter(stack, "crops") as writer:
+        for i in range(count):
+            writer.append(frame(i), i / 25)
+    face_mask = np.ones(count, np.uint8)
+    face_mask[list(NO_FACE)] = 0
+    face_mask[15] = 2  # interpolated: still a valid frame
+    path = tmp_path / "gappy.h5"
+    pack_video(
+        path, video_id="gappy", frame_times=np.arange(count) / 25.0,
+        image_stacks={"crops": stack},
+        arrays={"landmarks": np.zeros((count, 68, 2), np.float32), "face_mask": face_mask},
+        audio_features={"wav2vec": np.ones((80, 6), np.float32)},  # 1.6 s of features
+        options=PackOptions(), audio_samples=AUDIO_END_FRAME * 16_000 // 25,
+    )  # fmt: skip
+    return path, face_mask
+
+
+def brute_force_starts(count, window, stride, bad_frames):
+    return [
+        s
+        for s in range(0, count - window + 1, stride)
+        if not any(s <= b < s + window for b in bad_frames)
+    ]
+
+
+@pytest.mark.parametrize(
+    "keys, bad",
+    [
+        (["crops", "landmarks"], list(NO_FACE)),
+        (["crops", "wav2vec"], [*NO_FACE, *range(AUDIO_END_FRAME, 30)]),
+    ],
+)
+def test_by_default_windows_with_an_invalid_frame_are_skipped(gappy_pack, keys, bad):
+    path, _ = gappy_pack
+    dataset = PackedWindows(path, window=4, stride=2, keys=keys)
+    starts = [dataset[i]["start"] for i in range(len(dataset))]
+    assert starts == brute_force_starts(30, 4, 2, bad)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        assert item["face_mask"].dtype == torch.uint8 and (item["face_mask"] != 0).all()
+        if "wav2vec" in keys:
+            assert item["audio_mask"].dtype == torch.bool and item["audio_mask"].all()
+            assert (item["wav2vec"] == 1).all()  # real audio in every served frame
+        else:
+            assert "audio_mask" not in item  # no audio requested: its mask does not apply
+
+
+def test_skip_invalid_false_serves_every_window_with_its_masks(gappy_pack):
+    path, face_mask = gappy_pack
+    dataset = PackedWindows(path, window=4, stride=2, keys=["crops", "wav2vec"], skip_invalid=False)
+    assert len(dataset) == len(range(0, 27, 2))
+    with h5py.File(path, "r") as f:
+        audio_mask = f["audio_mask"][:]
+    np.testing.assert_array_equal(audio_mask, np.arange(30) < AUDIO_END_FRAME)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        start = item["start"]
+        assert start == index * 2
+        np.testing.assert_array_equal(item["face_mask"].numpy(), face_mask[start : start + 4])
+        np.testing.assert_array_equal(item["audio_mask"].numpy(), audio_mask[start : start + 4])
+        silent = ~audio_mask[start : start + 4]
+        assert (item["wav2vec"].numpy()[silent] == 0).all()  # silence, not the last step

@@ -146,6 +146,37 @@ def test_preview_has_the_source_frames_and_fitted_audio(clip, tmp_path, length, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
 
 
+def onset_s(audio: np.ndarray, rate: int = 16_000, threshold: float = 0.05) -> float:
+    """First time (s) a 5 ms block of ``audio`` has an RMS above ``threshold``."""
+    block = rate // 200
+    usable = audio[: audio.size // block * block].reshape(-1, block)
+    loud = np.flatnonzero(np.sqrt(np.mean(usable.astype(np.float64) ** 2, axis=1)) > threshold)
+    return float(loud[0] * block / rate) if loud.size else float("inf")
+
+
+def test_preview_audio_starts_at_the_first_frames_time_and_pads_past_the_audio_end(clip, tmp_path):
+    # The wav on the container clock: silence, a 1 kHz beep at 1.00-1.10 s, silence, ending
+    # at 1.40 s. The frames (1 s at 25 fps) start at 0.60 s on that clock, as a video
+    # stream that starts late does; so the preview plays the wav from 0.60 s: the beep at
+    # 0.40 s, the audio's end at 0.80 s, then silence to the video's end at 1.00 s.
+    rate, start = 16_000, 0.6
+    time = np.arange(round(1.4 * rate)) / rate
+    beep = np.where((time >= 1.0) & (time < 1.1), 0.5 * np.sin(2 * np.pi * 1000 * time), 0.0)
+    wav = tmp_path / "beep at 1 s.wav"
+    soundfile.write(wav, beep, rate, subtype="PCM_16")
+    out = tmp_path / "late video.mp4"
+
+    write_preview(out, clip.frames, fps=FPS, wav=wav, audio_start_s=start)
+
+    heard = media.reference_audio(out)  # the system ffmpeg's decode, 16 kHz mono
+    assert onset_s(heard) == pytest.approx(1.0 - start, abs=0.006)
+    assert float(ffprobe_streams(out)["audio"]["duration"]) == pytest.approx(1.0, abs=0.002)
+    after_beep = heard[round(0.52 * rate) :]  # past the beep: the wav's silence, then padding
+    assert after_beep.size >= round(0.46 * rate) and np.max(np.abs(after_beep)) < 0.01
+    with pytest.raises(ValueError, match="audio_start_s"):
+        write_preview(tmp_path / "x.mp4", clip.frames, fps=FPS, wav=wav, audio_start_s=-0.1)
+
+
 def test_frame_count_must_agree(clip, tmp_path):
     with pytest.raises(ValueError, match="disagree"):
         write_preview(tmp_path / "p.mp4", clip.frames, fps=FPS, frame_count=FRAMES + 1)
