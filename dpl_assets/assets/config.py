@@ -143,12 +143,18 @@ PACKABLE = (
 
 
 class H5DatasetConfig(NodeConfig):
-    """``H5DatasetNode``: one training HDF5 file per video with the chosen datatypes."""
+    """``H5DatasetNode``: one training HDF5 file per video with the chosen datatypes.
+
+    Every file also gets the per-frame validity data: ``face_mask`` whenever the video has
+    the face node's (named in ``datatypes`` or not) and ``audio_mask`` with audio features.
+    """
 
     datatypes: list[str] = Field(
         default=["images", "crops", "landmarks", "bboxes", "head_pose", "blinks", "volume"],
         min_length=1,
-        description="Datatypes to include; audio features are resampled onto the frames.",
+        description="Datatypes to include; audio features are resampled onto the frames "
+        "(silence and audio_mask False after the audio's end); face_mask is added whenever "
+        "the video has one.",
     )
     image_format: Literal["jpeg", "png"] = Field(default="jpeg", description="Stored images.")
     jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality.")

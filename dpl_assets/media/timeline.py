@@ -81,6 +81,17 @@ def frame_times_for(
     raise ValueError(f"no frame times for {count} frames: compute images or give fps")
 
 
+def feature_step_times(
+    count: int, hop_samples: int, window_samples: int, sample_rate_hz: int = AUDIO_SAMPLE_RATE_HZ
+) -> np.ndarray:
+    """Container-clock time (s) of ``count`` audio feature steps, step t summarizing wav
+    samples ``[t * hop, t * hop + window)``: the centre of that span, float64 (count,)."""
+    if count < 0 or hop_samples <= 0 or window_samples <= 0 or sample_rate_hz <= 0:
+        raise ValueError("count must be >= 0; hop, window and sample rate must be > 0")
+    steps = np.arange(count, dtype=np.float64)
+    return (steps * hop_samples + window_samples / 2.0) / float(sample_rate_hz)
+
+
 def feature_end_samples(steps: int, hop_samples: int, window_samples: int) -> int:
     """Samples of audio that ``steps`` feature steps (step t covers samples
     ``[t * hop, t * hop + window)``) account for: 0 for no steps."""

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
+from dpl_assets.media import timeline
 
 WAV2VEC_HOP_SAMPLES = 320
 """Samples between wav2vec2 steps (product of the conv strides 5*2^6)."""
@@ -35,10 +36,7 @@ def feature_times(
     the video. The volume envelope (mean |x| over ``[t * 320, t * 320 + 320)``, see
     ``dpl_assets.nodes.audio.volume_envelope``) is centred with ``window_samples=320``.
     """
-    if count < 0 or hop_samples <= 0 or window_samples <= 0 or sample_rate <= 0:
-        raise ValueError("count must be >= 0; hop, window and sample rate must be > 0")
-    steps = np.arange(count, dtype=np.float64)
-    return (steps * hop_samples + window_samples / 2.0) / float(sample_rate)
+    return timeline.feature_step_times(count, hop_samples, window_samples, sample_rate)
 
 
 def resample_to_frames(
