@@ -116,9 +116,9 @@ def run_plan(
     check_inputs_available(defs, plan, assets, inputs, store)
     store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
 
-    leftovers = remove_dead_temps(store.output_dir)
+    leftovers = remove_dead_temps(store.output_dir) + store.remove_dead_staging()
     if leftovers:
-        progress(f"removed {len(leftovers)} temp file(s) left by a killed run")
+        progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
     registration = register_videos(instance, store, inputs)
     all_ids, new_ids = registration.all_ids, registration.new_ids
     if retry_rejected:

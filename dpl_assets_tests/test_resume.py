@@ -43,6 +43,12 @@ def temps(out: Path) -> list[Path]:
     return [p for p in out.rglob(f"{TEMP_PREFIX}*") if ".dagster" not in p.parts]
 
 
+def staged(out: Path) -> list[Path]:
+    """Files streamed to ``_staging`` (not the writers' lock markers)."""
+    folder = out / "_staging"
+    return [p for p in folder.rglob("*") if p.is_file() and ".writers" not in p.parts]
+
+
 def assert_all_valid(out: Path, files) -> None:
     for path in files:
         video_id = path.stem
@@ -80,6 +86,8 @@ def test_sigkill_mid_write_then_run_again(tmp_path):
         log.close()
     assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
     assert temps(out), "killed while nothing was being written"
+    left_staged = staged(out)
+    assert left_staged, "killed while no image stack was being streamed"
 
     survived = outputs(out)
     assert survived, "killed before anything was complete"
@@ -92,6 +100,7 @@ def test_sigkill_mid_write_then_run_again(tmp_path):
     )
     assert all(v["failed_checks"] == {} for v in report["videos"])
     assert temps(out) == []  # the killed writer's temp files are gone
+    assert staged(out) == [], left_staged  # and so are the stacks it was streaming
     after = outputs(out)
     assert_all_valid(out, after)
     unchanged = {path for path, mtime in survived.items() if after.get(path) == mtime}

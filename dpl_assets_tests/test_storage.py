@@ -1,6 +1,11 @@
 """Storage: atomic writes, datatype contracts, status records, refusing pickles."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +99,55 @@ def test_user_npy_with_pickled_objects_is_refused(tmp_path):
 def test_catalog_file_is_valid_json_with_sources(store):
     data = json.loads((store.output_dir / "catalog.json").read_text())
     assert data["videos"]["clip"]["sources"]["video"].endswith("clip.mp4")
+
+
+# --------------------------------------------------------------------------------------
+# Staged files of dead writers (killed runs) are removed; a live writer's never are
+# --------------------------------------------------------------------------------------
+
+_STAGER = """
+import sys, time
+from dpl_assets.storage.store import ArtifactStore
+path = ArtifactStore(sys.argv[1]).staging_path("images", "clip")
+path.write_bytes(b"half a stack")
+print(path, flush=True)
+time.sleep(600)
+"""
+
+
+def _start_stager(out):
+    """A real process that stages a file and stays alive; returns (process, staged path)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STAGER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    return process, Path(process.stdout.readline().strip())
+
+
+def test_staged_files_of_a_killed_writer_are_removed_and_a_live_writers_kept(store):
+    live, live_file = _start_stager(store.output_dir)
+    doomed, doomed_file = _start_stager(store.output_dir)
+    try:
+        assert live_file.exists() and doomed_file.exists()
+        assert f".{live.pid}-" in live_file.name  # the name says which process wrote it
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+        assert store.remove_dead_staging() == [doomed_file]
+        assert live_file.exists()
+        assert store.remove_dead_staging(["images"]) == []
+    finally:
+        live.kill()
+        live.wait()
+    assert store.remove_dead_staging(["images"]) == [live_file]
+    assert [p for p in (store.output_dir / "_staging").rglob("*") if p.is_file()] == []
+
+
+def test_a_reused_pid_does_not_keep_a_dead_writers_files(store):
+    """A staged name with a pid that is alive now (ours) but a token nobody holds: the
+    process that wrote it is gone (its pid was given to another process), so it goes."""
+    ours = store.staging_path("images", "clip")  # our own token: we are alive
+    ours.write_bytes(b"ours")
+    stale = ours.with_name(f"other.{os.getpid()}-0badf00d.h5")
+    stale.write_bytes(b"left by an earlier process with our pid")
+    assert store.remove_dead_staging() == [stale]
+    assert ours.exists()
+    ours.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
 import time
 import traceback
@@ -26,6 +27,8 @@ import torch
 
 from dpl_assets.outcomes import InputRejected, Kept, Rejected, StagedFile
 from dpl_assets.partitions import per_video_backfill, video_partitions
+from dpl_assets.storage.atomic import remove_dead_temps
+from dpl_assets.storage.locks import Claim
 from dpl_assets.storage.store import ArtifactStore
 
 VideoInputs = dict[str, Any]
@@ -40,6 +43,12 @@ TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
 )
 """Steps that failed on a transient error (out of memory, a lost GPU) are run again; the
 videos already saved are kept, so a retry redoes only the failed ones."""
+
+COMPUTED_IDS_LABEL = "computed ids:"
+"""Each step's summary log line ends with this label and a JSON list of the videos it
+computed (at most :data:`MAX_LISTED_IDS`), so runs can be audited for duplicated work."""
+
+MAX_LISTED_IDS = 100
 
 PROGRESS_EVERY_S = 30.0
 """Seconds between progress lines in a step's log (each line is an event row)."""
@@ -155,7 +164,12 @@ def run_videos_multi(
     is; a rejection rejects every output. Returns ``{output_key: {video_id: outcome}}``.
     """
     name = "+".join(outputs)
-    started = time.perf_counter()
+    started, step_started = time.perf_counter(), time.time()
+    # Files a killed writer left (streamed stacks, temp files): sensor and backfill runs
+    # clean up too, not only `dpl run`. Only dead writers' files go (see the store).
+    store.remove_dead_staging(outputs)
+    for key in outputs:
+        remove_dead_temps(store.output_dir / key)
     outcomes: dict[str, Any] = {}  # video_id -> Kept | Rejected | {output_key: artefact}
     failures: dict[str, str] = {}
 
@@ -182,8 +196,52 @@ def run_videos_multi(
             else:
                 todo[video_id] = gathered
 
+    # Claims: a video's outputs are computed and saved by one process at a time. A video
+    # another process is computing waits until last; then it is done (kept) or, when that
+    # process failed or died, computed here.
+    claims = _Claims(store, outputs)
+    done_elsewhere: set[str] = set()
+    saved_here: set[str] = set()
     transient: set[str] = set()
     progress = _Progress(context, name, len(todo))
+
+    def done_meanwhile(video_id: str) -> bool:
+        """Done by another process since this step looked (for ``recompute``: written
+        since the step started)."""
+        if not recompute:
+            return all(store.is_done(key, video_id) for key in outputs)
+        times = [store.done_at(key, video_id) for key in outputs]
+        return all(t is not None and t >= step_started for t in times)
+
+    def keep(video_id: str) -> None:
+        outcomes[video_id] = Kept()
+        done_elsewhere.add(video_id)
+        progress.skip()
+        claims.release(video_id)
+
+    def finish(video_id: str) -> None:
+        """Save the video's outcome while its claim is held, then release the claim."""
+        try:
+            outcome = outcomes.get(video_id)
+            if outcome is None or isinstance(outcome, Kept):
+                return
+            # A source replaced while it was processed (the sensor has discarded its
+            # outputs and asked for a new run): what was computed from it is not saved.
+            if store.source_fingerprints(video_id) != sources_at_start.get(video_id):
+                del outcomes[video_id]
+                failures[video_id] = "its source file changed while it was processed"
+                return
+            for key in outputs:
+                value = outcome if isinstance(outcome, Rejected) else outcome[key]
+                store.save(key, video_id, value)
+                store.mark_saved(key, video_id, value)
+            saved_here.add(video_id)
+        except Exception as error:
+            outcomes.pop(video_id, None)
+            failures[video_id] = f"cannot save: {type(error).__name__}: {error}"
+            context.log.error(f"{name}: saving {video_id!r} failed:\n{traceback.format_exc()}")
+        finally:
+            claims.release(video_id)
 
     def attempt(video_id: str, compute: Callable[[], Any]) -> None:
         try:
@@ -199,31 +257,69 @@ def run_videos_multi(
                 transient.add(video_id)
             context.log.error(f"{name}: failed on {video_id!r}:\n{traceback.format_exc()}")
         progress.done(video_id, outcomes.get(video_id))
+        finish(video_id)
 
-    batched: dict[str, Any] = {}
-    if compute_many is not None and len(todo) > 1:
-        try:
-            batched = compute_many(todo)
-        except Exception as error:
-            context.log.warning(f"{name}: batch failed ({error!r}); retrying videos one by one")
-    # Batched (model) work retries one video at a time; subprocess work uses the workers.
-    compute_workers = 1 if compute_many is not None else max(1, workers)
-    with ThreadPoolExecutor(max_workers=compute_workers) as pool:
-        futures = []
-        for video_id, loaded in todo.items():
-            if video_id in batched:
-                outcomes[video_id] = batched[video_id]
-                progress.done(video_id, outcomes[video_id])
-            else:
-                job = functools.partial(compute_one, video_id, loaded)
-                futures.append(pool.submit(attempt, video_id, job))
-        for future in futures:
-            future.result()  # attempt() records errors; anything else must not pass silently
-    # A source replaced while it was processed (the sensor has discarded its outputs and
-    # asked for a new run): what was computed from the old file must not be saved.
+    def claimed_then(video_id: str, loaded: VideoInputs) -> None:
+        """Compute one video whose claim may be another process's: wait for it first."""
+        claims.wait(video_id)
+        if done_meanwhile(video_id):
+            keep(video_id)
+        else:
+            attempt(video_id, functools.partial(compute_one, video_id, loaded))
+
+    def claim_then(video_id: str, loaded: VideoInputs) -> None:
+        """Compute one video unless another process has claimed it (then: later)."""
+        if not claims.try_claim(video_id):
+            later.append((video_id, loaded))
+        elif done_meanwhile(video_id):
+            keep(video_id)
+        else:
+            attempt(video_id, functools.partial(compute_one, video_id, loaded))
+
+    later: list[tuple[str, VideoInputs]] = []
+    try:
+        batched: dict[str, Any] = {}
+        if compute_many is not None and len(todo) > 1:
+            # One batch (on a GPU, say) over the videos no other process computes.
+            mine: dict[str, VideoInputs] = {}
+            for video_id, loaded in todo.items():
+                if not claims.try_claim(video_id):
+                    later.append((video_id, loaded))
+                elif done_meanwhile(video_id):
+                    keep(video_id)
+                else:
+                    mine[video_id] = loaded
+            try:
+                batched = compute_many(mine) if mine else {}
+            except Exception as error:
+                context.log.warning(f"{name}: batch failed ({error!r}); retrying videos one by one")
+            for video_id in mine:
+                if video_id in batched:
+                    outcomes[video_id] = batched[video_id]
+                    progress.done(video_id, outcomes[video_id])
+                    finish(video_id)
+                else:  # claim held: computed alone below
+                    attempt(video_id, functools.partial(compute_one, video_id, mine[video_id]))
+        # Batched (model) work retries one video at a time; subprocess work uses the workers.
+        compute_workers = 1 if compute_many is not None else max(1, workers)
+        with ThreadPoolExecutor(max_workers=compute_workers) as pool:
+            if compute_many is None or len(todo) <= 1:
+                for future in [pool.submit(claim_then, *item) for item in todo.items()]:
+                    future.result()  # attempt() records errors; anything else must not pass
+            # Videos another process was computing: wait for it, then keep its result.
+            for future in [pool.submit(claimed_then, *item) for item in later]:
+                future.result()
+    finally:
+        claims.release_all()
+    # Upstream rejections (never claimed, saved by the IO manager): same rule for a source
+    # replaced meanwhile.
     for video_id in list(outcomes):
-        computed = video_id in sources_at_start
-        if computed and store.source_fingerprints(video_id) != sources_at_start[video_id]:
+        unsaved = video_id in sources_at_start and video_id not in saved_here
+        if (
+            unsaved
+            and video_id not in done_elsewhere
+            and store.source_fingerprints(video_id) != sources_at_start[video_id]
+        ):
             del outcomes[video_id]
             failures[video_id] = "its source file changed while it was processed"
 
@@ -238,11 +334,14 @@ def run_videos_multi(
         _record_rejections(context, key, per_output[key])
     # One summary per step: every log line is an event row in the instance's storage.
     elapsed = time.perf_counter() - started
+    computed = [video_id for video_id in todo if video_id not in done_elsewhere]
     context.log.info(
-        f"{name}: {len(context.partition_keys)} videos in {elapsed:.2f} s: {len(todo)} computed, "
-        f"{sum(isinstance(o, Kept) for o in outcomes.values())} already done, "
+        f"{name}: {len(context.partition_keys)} videos in {elapsed:.2f} s: "
+        f"{len(computed)} computed, "
+        f"{sum(isinstance(o, Kept) for o in outcomes.values())} already done "
+        f"({len(done_elsewhere)} by another process meanwhile), "
         f"{sum(isinstance(o, Rejected) for o in outcomes.values())} rejected, "
-        f"{len(failures)} failed"
+        f"{len(failures)} failed; {COMPUTED_IDS_LABEL} {_listing(computed)}"
     )
     for key in outputs:
         context.add_output_metadata(
@@ -251,6 +350,46 @@ def run_videos_multi(
     if failures:
         _save_successes_then_fail(context, store, per_output, failures, retry=bool(transient))
     return per_output
+
+
+def _listing(video_ids: list[str]) -> str:
+    listed = json.dumps(video_ids[:MAX_LISTED_IDS], ensure_ascii=False)
+    more = len(video_ids) - MAX_LISTED_IDS
+    return listed + (f" and {more} more" if more > 0 else "")
+
+
+class _Claims:
+    """This step's claims, one per (output, video): all of a video's outputs or none."""
+
+    def __init__(self, store: ArtifactStore, outputs: Sequence[str]):
+        self.store, self.outputs = store, sorted(outputs)
+        self.held: dict[str, list[Claim]] = {}
+        self.lock = threading.Lock()
+
+    def try_claim(self, video_id: str) -> bool:
+        claims = [self.store.claim(key, video_id) for key in self.outputs]
+        for index, claim in enumerate(claims):
+            if not claim.try_acquire():
+                for taken in claims[:index]:
+                    taken.release()
+                return False
+        with self.lock:
+            self.held[video_id] = claims
+        return True
+
+    def wait(self, video_id: str) -> None:
+        while not self.try_claim(video_id):
+            time.sleep(0.2)
+
+    def release(self, video_id: str) -> None:
+        with self.lock:
+            claims = self.held.pop(video_id, [])
+        for claim in claims:
+            claim.release()
+
+    def release_all(self) -> None:
+        for video_id in list(self.held):
+            self.release(video_id)
 
 
 def _output_name(context: dg.AssetExecutionContext, key: str) -> str:
@@ -282,6 +421,11 @@ class _Progress:
             f"{self.name}: {self.count}/{self.total} videos, {rate:.2f} videos/s, "
             f"{fps:.0f} frames/s, ETA {eta:.0f} s"
         )
+
+    def skip(self) -> None:
+        """One video fewer to do (another process did it)."""
+        with self.lock:
+            self.total -= 1
 
     def metadata(self, elapsed: float) -> dict[str, Any]:
         return {
@@ -335,7 +479,7 @@ def _save_successes_then_fail(
         for video_id, outcome in outcomes.items():
             if isinstance(outcome, Kept):
                 continue
-            store.save(key, video_id, outcome)
+            store.save_once(key, video_id, outcome)
             context.log_event(dg.AssetMaterialization(asset_key=key, partition=video_id))
         for video_id, error in failures.items():
             store.record_failure(key, video_id, error)

@@ -67,7 +67,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             )
         store = self.storage.store()
         for video_id, value in obj.items():
-            store.save(key, video_id, value)
+            store.save_once(key, video_id, value)  # the per-video loop saves most itself
         context.add_output_metadata(
             {
                 "videos": len(obj),

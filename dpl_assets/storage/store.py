@@ -5,6 +5,11 @@ Layout under the output dir, as in the original tool:
 - ``_status/{key}/{video_id}.rejected.json``: why the video cannot yield this datatype;
 - ``_status/{key}/{video_id}.failed.json``: the last unexpected error (cleared on success);
 - ``_staging/{key}/``: large artefacts being streamed (image stacks); never read as done;
+  named ``{video_id}.{token}{ext}`` with the writer's token (see
+  :func:`~dpl_assets.storage.locks.writer_token`), so a dead writer's files are found and
+  removed (:meth:`ArtifactStore.remove_dead_staging`) and a live writer's never are;
+- ``_claims/{key}/{video_id}.lock``: held (flock) by the process computing that artefact, so
+  concurrent runs never compute it twice (see :mod:`dpl_assets.assets.batch`);
 - ``_checks/{key}/{video_id}.json``: the last output check of the artefact (problems found).
 
 A (datatype, video) pair is *done* when its artefact or its rejection exists; done pairs
@@ -16,7 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +33,19 @@ from dpl_assets.datatypes import DATATYPES, StorageFormat, get_datatype
 from dpl_assets.outcomes import Kept, Rejected
 from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.formats import read_artifact, write_artifact
+from dpl_assets.storage.locks import Claim, writer_alive, writer_token
 
 STATUS_DIR = "_status"
 STAGING_DIR = "_staging"
 CHECKS_DIR = "_checks"
+CLAIMS_DIR = "_claims"
+WRITERS_SUBDIR = ".writers"  # in _staging: one locked marker per live writer process
+_STAGED_TOKEN = re.compile(r"\.(\d+-[0-9a-f]{8})(?=\.[^.]*$|$)")
+
+_saved_lock = threading.Lock()
+_saved_by_loop: dict[tuple[str, str, str], Any] = {}
+"""(output dir, key, video id) -> the value the per-video loop already saved (see
+:meth:`ArtifactStore.mark_saved`); the IO manager then does not write it again."""
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -46,12 +63,80 @@ class ArtifactStore:
         return self.output_dir / key / (video_id + get_datatype(key).output_extension)
 
     def staging_path(self, key: str, video_id: str) -> Path:
-        """Where a node streams a large artefact before the IO manager moves it into place
-        (one name per process, so two runs of the same video never share a file)."""
-        name = f"{video_id}.{os.getpid()}{get_datatype(key).output_extension}"
+        """Where a node streams a large artefact before it is moved into place: named with
+        this process's writer token, so two runs of the same video never share a file and
+        a killed run's files are recognised (:meth:`remove_dead_staging`)."""
+        token = writer_token(self._writers_dir)
+        name = f"{video_id}.{token}{get_datatype(key).output_extension}"
         path = self.output_dir / STAGING_DIR / key / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def _writers_dir(self) -> Path:
+        return self.output_dir / STAGING_DIR / WRITERS_SUBDIR
+
+    def remove_dead_staging(self, keys: Iterable[str] | None = None) -> list[Path]:
+        """Delete staged files (of ``keys``, default all) whose writer process is gone.
+
+        A writer is gone when the lock on its marker can be taken (the OS released it when
+        the process ended, however it ended); a live writer's files are never touched, and
+        neither is anything whose name carries no writer token. Returns what was removed.
+        """
+        staging = self.output_dir / STAGING_DIR
+        folders = [staging / key for key in keys] if keys is not None else (
+            [p for p in staging.iterdir() if p.is_dir() and p.name != WRITERS_SUBDIR]
+            if staging.is_dir() else []
+        )  # fmt: skip
+        verdicts: dict[str, bool] = {}
+        removed = []
+        for folder in folders:
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                match = _STAGED_TOKEN.search(name)
+                if match is None:
+                    continue
+                token = match.group(1)
+                if token not in verdicts:
+                    verdicts[token] = writer_alive(self._writers_dir, token)
+                if not verdicts[token]:
+                    path = folder / name
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
+
+    def claim(self, key: str, video_id: str) -> Claim:
+        """The claim on computing ``key`` for ``video_id`` (not yet acquired)."""
+        return Claim(self.output_dir / CLAIMS_DIR / key / f"{video_id}.lock")
+
+    def done_at(self, key: str, video_id: str) -> float | None:
+        """When the artefact or the rejection was written (None: not done)."""
+        rejected = self._status_path(key, video_id, "rejected")
+        for path in (self.artifact_path(key, video_id), rejected):
+            try:
+                return path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+        return None
+
+    def mark_saved(self, key: str, video_id: str, value: Any) -> None:
+        """Note that ``value`` is saved already (by the per-video loop, under its claim):
+        :meth:`save_once` of that same object is then a no-op."""
+        with _saved_lock:
+            _saved_by_loop[(str(self.output_dir), key, video_id)] = value
+
+    def save_once(self, key: str, video_id: str, value: Any) -> bool:
+        """:meth:`save` unless this very value was saved already; True when it wrote."""
+        with _saved_lock:
+            entry = (str(self.output_dir), key, video_id)
+            if entry in _saved_by_loop and _saved_by_loop[entry] is value:
+                del _saved_by_loop[entry]
+                return False
+        self.save(key, video_id, value)
+        return True
 
     def _status_path(self, key: str, video_id: str, status: str) -> Path:
         return self.output_dir / STATUS_DIR / key / f"{video_id}.{status}.json"
