@@ -5,7 +5,7 @@ counts, where PyAV's resampler keeps AAC priming samples and moviepy is slow.
 
 Two decisions live here:
 - **Placement on the container clock** (see :mod:`dpl_assets.media.timeline`): ffmpeg's
-  ``aresample`` filter with ``async`` puts every decoded block at its own timestamp, so a
+  ``aresample`` filter with timestamp compensation puts every decoded block at its own timestamp, so a
   stream that starts after the container's start gets leading silence and a gap in the
   timestamps (dropped packets) becomes silence of the gap's length. Sample k then sits at
   k / 16000 s, like the frames' timestamps.
@@ -47,9 +47,10 @@ SURROUND_NAMES = frozenset(
 )  # fmt: skip
 """ffmpeg's other named channels: mixed at :data:`SURROUND_GAIN`."""
 
-TIMESTAMP_SLACK_S = 0.01
-"""Audio off its timestamps by more than this is padded with silence or trimmed (aresample's
-``min_hard_comp``); smaller drift is corrected by stretching at most 1 sample per second."""
+TIMESTAMP_SLACK_S = 0.005
+"""Audio off its timestamps by more than this (seconds) is padded with silence or trimmed
+(aresample's ``min_comp``/``min_hard_comp``); less is left as it is (millisecond-rounded
+container timestamps, codec frame sizes that do not divide the rate)."""
 
 
 def downmix_gains(channel_names: Sequence[str] | None, channels: int) -> list[float]:
