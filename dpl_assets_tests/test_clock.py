@@ -269,3 +269,44 @@ def test_same_speech_same_level_in_mono_stereo_and_51_centre(media_dir):
     }  # fmt: skip
 
     assert max(levels.values()) - min(levels.values()) < 1.0, levels
+
+
+# ---------------------------------------------------------------------------------------
+# A batch through `dpl run`: damaged and too-short files are that video's outcome only
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [1, 20])
+def test_damaged_and_short_files_never_fail_their_batch(tmp_path, chunk_size):
+    from dpl_assets_tests.test_pipeline import run_cli
+
+    folder = tmp_path / "videos"
+    clean = clock_media.make_noise_clip(folder / "clean.mp4")
+    clock_media.damage_mid_stream(clean, folder / "random bytes.mp4")
+    clock_media.damage_mid_stream(clean, folder / "zero block.mp4", zeros=True)
+    clock_media.make_short_audio(folder / "blip.mkv", audio_ms=10)
+    clock_media.make_late_audio(folder / "late.mkv")
+    graph = [
+        {"name": "VideoToWavNode", "params": {}},
+        {"name": "VolumeNode", "params": {}},
+        {"name": "VideoToImagesNode", "params": {"fps": 25}},
+    ]
+
+    code, report = run_cli(tmp_path, graph, {"video": str(folder)}, "--chunk_size",
+                           str(chunk_size))  # fmt: skip
+
+    assert code == 0, report
+    for name in ("clean", "late", "random bytes", "zero block"):
+        assert report[name]["status"] == "processed", report[name]
+    for name in ("random bytes", "zero block"):
+        assert report[name]["damaged_spans"] and "damaged video data" in report[name]["warnings"][0]
+    assert report["clean"]["damaged_spans"] == [] and report["clean"]["warnings"] == []
+    blip = report["blip"]
+    assert blip["status"] == "rejected"
+    assert (
+        blip["reason"]
+        == f"{folder / 'blip.mkv'}: audio of 10 ms is shorter than one 25 ms feature frame"
+    )
+    # The late clip's probe records which streams were used and where they start.
+    probe = json.loads((tmp_path / "out" / "probe" / "late.json").read_text())
+    assert probe["audio_stream"] == 1 and 0.45 < probe["streams"][1]["start_time_s"] < 0.52
