@@ -19,6 +19,7 @@ FPS = 25
 FLASH_FRAMES = (25, 26)  # white frames at 1.00 s and 1.04 s
 BEEP_S = 1.0  # where the 1 kHz beep sits on the container clock in every synced clip
 SECONDS = 4.0
+CHIRP = "0.3*sin(2*PI*(200*t+200*t*t))"  # 200 Hz rising 400 Hz per second
 
 
 def _x264() -> list[str]:
@@ -65,7 +66,7 @@ def make_noise_clip(path: Path | str, seconds: float = SECONDS, audio_s: float |
     video = _x264() if video_codec == "libx264" else ["-c:v", video_codec, "-b:v", "300k"]
     _ffmpeg(
         "-f", "lavfi", "-i", f"testsrc2=s=160x120:r={FPS}:d={seconds}",
-        "-f", "lavfi", "-i", f"aevalsrc=0.3*sin(2*PI*(200*t+200*t*t)):s=48000:d={audio_s or seconds}",
+        "-f", "lavfi", "-i", f"aevalsrc={CHIRP}:s=48000:d={audio_s or seconds}",
         "-map", "0:v", "-map", "1:a", *video, "-c:a", audio_codec, "-ar", "48000", _url(path),
     )  # fmt: skip
     return path

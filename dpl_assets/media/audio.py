@@ -5,8 +5,8 @@ counts, where PyAV's resampler keeps AAC priming samples and moviepy is slow.
 
 Two decisions live here:
 - **Placement on the container clock** (see :mod:`dpl_assets.media.timeline`): ffmpeg's
-  ``aresample`` filter with timestamp compensation puts every decoded block at its own timestamp, so a
-  stream that starts after the container's start gets leading silence and a gap in the
+  ``aresample`` filter with timestamp compensation puts every decoded block at its own
+  timestamp, so a stream that starts after the container's start gets leading silence and a gap in the
   timestamps (dropped packets) becomes silence of the gap's length. Sample k then sits at
   k / 16000 s, like the frames' timestamps.
 - **A dialogue-preserving downmix**: the centre channel (where films put dialogue, and
