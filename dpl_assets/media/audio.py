@@ -6,9 +6,9 @@ counts, where PyAV's resampler keeps AAC priming samples and moviepy is slow.
 Two decisions live here:
 - **Placement on the container clock** (see :mod:`dpl_assets.media.timeline`): ffmpeg's
   ``aresample`` filter with timestamp compensation puts every decoded block at its own
-  timestamp, so a stream that starts after the container's start gets leading silence and a gap in the
-  timestamps (dropped packets) becomes silence of the gap's length. Sample k then sits at
-  k / 16000 s, like the frames' timestamps.
+  timestamp, so a stream that starts after the container's start gets leading silence,
+  and a gap in the timestamps (dropped packets) becomes silence of the gap's length.
+  Sample k then sits at k / 16000 s, like the frames' timestamps.
 - **A dialogue-preserving downmix**: the centre channel (where films put dialogue, and
   where a mono stream's one channel is) at full level, front left/right averaged, the
   surrounds at -9 dB each, the LFE left out. The same voice then has the same level as
