@@ -22,6 +22,7 @@ from dpl_assets.catalog import Catalog
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
 from dpl_assets.graph import GraphError, GraphPlan, load_graph_file, node_reference, plan_graph
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
+from dpl_assets.storage.locks import exclusive
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -30,23 +31,31 @@ def _say(message: str) -> None:
     print(f"dpl: {message}", file=sys.stderr, flush=True)
 
 
+INSTANCE_LOCK = ".dpl-instance.lock"
+
+
 def _open_instance(output_dir: Path):
     """The persistent instance in ``instance_dir_for(output_dir)``.
 
     A new instance dir gets the shipped ``dpl_assets/configs/dagster.yaml`` (SQLite storage
     in that folder, no telemetry, the run queue and pools); an existing one is left as is.
+    Creating the instance creates (or migrates) its SQLite databases: ``dpl`` processes
+    started together on a new folder would each create them, and a database stamped twice
+    ("more than one head present") breaks every later run. So one process at a time opens
+    the instance, under a lock file in the instance dir; the others wait for it.
     """
     import dagster as dg
 
     home = instance_dir_for(output_dir)
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        shipped = resources.files("dpl_assets").joinpath("configs", "dagster.yaml")
-        partial = home / f".dagster.yaml.{os.getpid()}.tmp"
-        partial.write_bytes(shipped.read_bytes())
-        partial.replace(config)  # atomic: a concurrent `dpl` never reads half a file
-    return dg.DagsterInstance.from_config(str(home))
+    with exclusive(home / INSTANCE_LOCK):
+        config = home / "dagster.yaml"
+        if not config.exists():
+            shipped = resources.files("dpl_assets").joinpath("configs", "dagster.yaml")
+            partial = home / f".dagster.yaml.{os.getpid()}.tmp"
+            partial.write_bytes(shipped.read_bytes())
+            partial.replace(config)  # atomic: a process not using the lock never reads half
+        return dg.DagsterInstance.from_config(str(home))
 
 
 def _add_output_dir(parser: argparse.ArgumentParser) -> None:
