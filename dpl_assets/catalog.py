@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpl_assets.discovery import IdAssignment, InputRoots, assign_ids, find_source_files
+from dpl_assets.discovery import (
+    IdAssignment,
+    InputRoots,
+    RefusedFile,
+    assign_ids,
+    readable_id,
+    scan_source_files,
+)
 from dpl_assets.storage.atomic import atomic_write_text
 
 CATALOG_NAME = "catalog.json"
@@ -47,7 +54,8 @@ class Registration:
     ``all_ids``: the videos whose files exist (registration order); ``new_ids``: added now;
     ``changed_ids``: a source file's size or modification time differs from the last scan;
     ``removed_ids``: the main source file is gone (since this scan); ``restored_ids``:
-    came back after being removed.
+    came back after being removed; ``refused``: files under the roots that discovery did
+    not take (symbolic links, see :mod:`dpl_assets.discovery`), with their reasons.
     """
 
     new_ids: list[str]
@@ -56,6 +64,21 @@ class Registration:
     changed_ids: list[str] = field(default_factory=list)
     removed_ids: list[str] = field(default_factory=list)
     restored_ids: list[str] = field(default_factory=list)
+    refused: list[RefusedEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RefusedEntry:
+    """A file refused at discovery, as the catalog keeps it: the id it would have had."""
+
+    video_id: str
+    datatype: str
+    path: str
+    reason: str
+
+    @classmethod
+    def of(cls, refused: RefusedFile) -> RefusedEntry:
+        return cls(readable_id(refused.stem), refused.datatype, str(refused.path), refused.reason)
 
 
 def fingerprint(path: str | Path) -> list[int] | None:
@@ -91,6 +114,10 @@ class Catalog:
             for video_id, entry in data.get("videos", {}).items()
             if include_removed or not entry.get("removed")
         }
+
+    def refused(self) -> list[RefusedEntry]:
+        """The files the last scan refused (symbolic links; see :mod:`dpl_assets.discovery`)."""
+        return [RefusedEntry(**record) for record in self._read().get("refused", [])]
 
     def saved_inputs(self) -> dict | None:
         """The inputs spec of the last registration (JSON), or None."""
@@ -168,7 +195,7 @@ class Catalog:
             videos: dict[str, dict] = data.get("videos", {})
             primary = inputs.primary_key
             taken = {vid: e["sources"].get(primary, "") for vid, e in videos.items()}
-            found = find_source_files(inputs, primary)
+            found, refused = scan_source_files(inputs, primary)
             if settle_s > 0:
                 known = set(taken.values())
                 now = time.time()
@@ -189,7 +216,9 @@ class Catalog:
             for key in inputs.roots:
                 if key == primary:
                     continue
-                for source in find_source_files(inputs, key):
+                others, refused_here = scan_source_files(inputs, key)
+                refused += refused_here
+                for source in others:
                     for video_id in by_stem.get(source.stem, []):
                         videos[video_id]["sources"][key] = str(source.path)
             changed, removed, restored = _update_fingerprints(videos, primary, assignment.new)
@@ -198,6 +227,10 @@ class Catalog:
                     on_changed(video_id)
             data["videos"] = videos
             data["inputs"] = inputs.to_json()
+            entries = [RefusedEntry.of(file) for file in refused]
+            data["refused"] = [vars(entry) for entry in entries]
+            if not data["refused"]:
+                del data["refused"]
             if data != before:  # an unchanged catalog is not rewritten
                 atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False))
         return Registration(
@@ -207,6 +240,7 @@ class Catalog:
             changed_ids=changed,
             removed_ids=removed,
             restored_ids=restored,
+            refused=entries,
         )
 
 

@@ -4,6 +4,14 @@ Inputs follow the seed's JSON: ``{"video": "/root/a", "wav": "/root/b"}``; a key
 hold a list of roots, and an optional ``"filters": {"include": [...], "exclude": [...]}``
 narrows which files count (globs on the path relative to its root, e.g. ``"speaker1/*"``).
 
+Symbolic links: a file link whose target lies inside one of the input roots counts as the
+file it names. A link whose target lies outside every root is refused, unless the inputs
+say ``"follow_symlinks": true`` (then file links are followed anywhere, and folder links
+are entered, each real folder once). A broken link, a link loop, a folder link that is not
+entered: each is refused too. Refused files are never silent: :func:`scan_source_files`
+returns them with a reason naming the file, the catalog keeps them and ``report.json``
+lists them as rejected at discovery.
+
 A video id is the file's path relative to its root, without the extension, with its parts
 joined by ``_`` (the original tool's item names), cleaned of what is unsafe in a file name
 or a Dagster partition key. Ids never depend on the order files are found in; when two
@@ -13,6 +21,7 @@ collides silently. Ids once registered are kept (see :mod:`dpl_assets.catalog`).
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -43,6 +52,7 @@ class InputRoots:
     roots: Mapping[str, tuple[Path, ...]]
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    follow_symlinks: bool = False
 
     @property
     def primary_key(self) -> str:
@@ -53,7 +63,17 @@ class InputRoots:
         spec: dict[str, object] = {key: [str(r) for r in rs] for key, rs in self.roots.items()}
         if self.include or self.exclude:
             spec["filters"] = {"include": list(self.include), "exclude": list(self.exclude)}
+        if self.follow_symlinks:
+            spec["follow_symlinks"] = True
         return spec
+
+    def inside_roots(self, path: str) -> bool:
+        """Whether the real path ``path`` lies in one of the input roots (any datatype)."""
+        return any(
+            path == str(root) or path.startswith(str(root).rstrip(os.sep) + os.sep)
+            for roots in self.roots.values()
+            for root in roots
+        )
 
 
 def parse_inputs(spec: Mapping[str, object], base_dir: Path | None = None) -> InputRoots:
@@ -64,9 +84,15 @@ def parse_inputs(spec: Mapping[str, object], base_dir: Path | None = None) -> In
     roots: dict[str, tuple[Path, ...]] = {}
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    follow_symlinks = False
     for key, value in spec.items():
         if key == "filters":
             include, exclude = _parse_filters(value)
+            continue
+        if key == "follow_symlinks":
+            if not isinstance(value, bool):
+                raise InputsError('"follow_symlinks" must be true or false')
+            follow_symlinks = value
             continue
         if key not in DATATYPES:
             raise InputsError(
@@ -88,7 +114,9 @@ def parse_inputs(spec: Mapping[str, object], base_dir: Path | None = None) -> In
         roots[key] = tuple(resolved)
     if not roots:
         raise InputsError("inputs name no root folder")
-    return InputRoots(roots=roots, include=include, exclude=exclude)
+    return InputRoots(
+        roots=roots, include=include, exclude=exclude, follow_symlinks=follow_symlinks
+    )
 
 
 def load_inputs_file(path: Path) -> InputRoots:
@@ -138,27 +166,107 @@ def passes_filters(relative: str, include: Sequence[str], exclude: Sequence[str]
     return not any(fnmatch.fnmatchcase(relative, glob) for glob in exclude)
 
 
+@dataclass(frozen=True)
+class RefusedFile:
+    """A file (or folder link) under a root that discovery did not take, and why."""
+
+    datatype: str
+    root: Path
+    path: Path
+    relative_posix: str
+    reason: str
+
+    @property
+    def stem(self) -> str:
+        """The relative path without the datatype's extension (a folder link: as is)."""
+        datatype = get_datatype(self.datatype)
+        name = self.relative_posix
+        return datatype.strip_extension(name) if datatype.matches(name) else name
+
+
 def find_source_files(inputs: InputRoots, datatype: str) -> list[SourceFile]:
-    """Every file of ``datatype`` under its roots, filtered, in a stable (sorted) order.
+    """Every file of ``datatype`` under its roots (see :func:`scan_source_files`)."""
+    return scan_source_files(inputs, datatype)[0]
+
+
+def scan_source_files(
+    inputs: InputRoots, datatype: str
+) -> tuple[list[SourceFile], list[RefusedFile]]:
+    """Every file of ``datatype`` under its roots, filtered, in a stable (sorted) order, and
+    the files refused (symbolic links, see the module docstring), each with a reason.
 
     Hidden files and folders (a leading dot) are skipped: they are editor, OS or our own
-    bookkeeping files. Symlinked folders are not followed, so no cycle or escape is possible.
+    bookkeeping files.
     """
     dt = get_datatype(datatype)
     found: list[SourceFile] = []
+    refused: list[RefusedFile] = []
     for root in inputs.roots.get(datatype, ()):
-        for folder, subfolders, files in os.walk(root):
-            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-            # Relative names by string operations: pathlib per file costs seconds at 100k.
-            prefix = Path(folder).relative_to(root).as_posix()
-            for name in sorted(files):
-                if name.startswith(".") or not dt.matches(name):
+        entered = {os.path.realpath(root)}  # real folders walked (folder links: each once)
+        stack: list[tuple[str, str]] = [(str(root), "")]  # (folder, relative prefix)
+        while stack:
+            folder, prefix = stack.pop()
+            try:
+                with os.scandir(folder) as listing:
+                    entries = sorted(listing, key=lambda entry: entry.name)
+            except OSError:
+                continue  # unreadable folder: as os.walk did
+            subfolders: list[tuple[str, str]] = []
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
                     continue
-                relative = name if prefix == "." else f"{prefix}/{name}"
-                if passes_filters(relative, inputs.include, inputs.exclude):
-                    path = Path(os.path.join(folder, name))
-                    found.append(SourceFile(datatype, root, path, relative))
-    return found
+                relative = prefix + name
+                if not entry.is_symlink():
+                    if entry.is_dir(follow_symlinks=False):
+                        subfolders.append((entry.path, relative + "/"))
+                    elif dt.matches(name) and passes_filters(
+                        relative, inputs.include, inputs.exclude
+                    ):
+                        found.append(SourceFile(datatype, root, Path(entry.path), relative))
+                    continue
+                verdict = _symlink_verdict(inputs, entry.path, entered)
+                if verdict == "folder":
+                    entered.add(os.path.realpath(entry.path))
+                    subfolders.append((entry.path, relative + "/"))
+                    continue
+                is_folder = verdict.startswith("folder:")
+                if not is_folder and not dt.matches(name):
+                    continue  # a link that would not be a file of this datatype anyway
+                if not passes_filters(relative, inputs.include, inputs.exclude):
+                    continue
+                if verdict == "file":
+                    found.append(SourceFile(datatype, root, Path(entry.path), relative))
+                else:
+                    reason = f"{entry.path}: {verdict.removeprefix('folder:')}"
+                    refused.append(RefusedFile(datatype, root, Path(entry.path), relative, reason))
+            stack.extend(reversed(subfolders))
+    return found, refused
+
+
+def _symlink_verdict(inputs: InputRoots, path: str, entered: set[str]) -> str:
+    """``file`` / ``folder`` (take it), or a refusal reason (``folder:`` first for a folder
+    link, which is reported whatever its name)."""
+    try:
+        os.stat(path)  # follows the link
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop (it never reaches a file)"
+        return f"broken symbolic link (its target {os.readlink(path)!r} does not exist)"
+    target = os.path.realpath(path)
+    inside = inputs.inside_roots(target)
+    how = '(set "follow_symlinks": true in the inputs to follow it)'
+    if os.path.isdir(path):
+        if not inputs.follow_symlinks:
+            return f"folder:symbolic link to the folder {target}, not entered {how}"
+        if target in entered or any(target.startswith(seen + os.sep) for seen in entered):
+            return f"folder:symbolic link to {target}, a folder scanned already (a loop?)"
+        return "folder"
+    if not os.path.isfile(path):
+        return f"symbolic link to {target}, which is not a regular file"
+    if inside or inputs.follow_symlinks:
+        return "file"
+    return f"symbolic link to {target}, outside the input roots, not followed {how}"
 
 
 def readable_id(stem: str) -> str:

@@ -184,6 +184,13 @@ def run_plan(
             f"{'succeeded' if result.success else 'had failures'}"
         )
     reports = [video_report(store, video_id, per_video) for video_id in all_ids]
+    # Files refused at discovery (symbolic links out of the roots, broken, looping): never
+    # registered, never run, but never silent either.
+    reports += [
+        VideoReport(video_id=entry.video_id, source=entry.path, status="rejected",
+                    reason=entry.reason)
+        for entry in registration.refused
+    ]  # fmt: skip
     dataset_outputs = {
         asset: str(path) for asset in dataset_level if (path := store.output_dir / asset).exists()
     }

@@ -333,3 +333,131 @@ def test_wav_added_later_attaches_on_re_registration(tmp_path):
 
     assert registration.new_ids == []
     assert Catalog(out).entry("a").sources["wav"] == str(wavs / "a.wav")
+
+
+# ---------------------------------------------------------------------------------------
+# Symbolic links: inside the roots followed; outside refused unless follow_symlinks;
+# broken and looping links refused; every refusal has a reason naming the file
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """A video root with a real file and links of every kind; an outside folder."""
+    videos, outside = tmp_path / "videos", tmp_path / "outside"
+    touch(videos, "real.mp4", "sub/deep.mp4")
+    touch(outside, "secret.mp4", "folder/inner.mp4")
+    (videos / "inside_link.mp4").symlink_to(videos / "sub" / "deep.mp4")
+    (videos / "escape.mp4").symlink_to(outside / "secret.mp4")
+    (videos / "relative_escape.mp4").symlink_to(Path("..") / "outside" / "secret.mp4")
+    (videos / "broken.mp4").symlink_to(videos / "gone.mp4")
+    (videos / "loop_a.mp4").symlink_to(videos / "loop_b.mp4")
+    (videos / "loop_b.mp4").symlink_to(videos / "loop_a.mp4")
+    (videos / "linked_folder").symlink_to(outside / "folder")
+    (videos / "up").symlink_to(videos)  # a folder link back to the root: a cycle
+    (videos / "notes.txt").symlink_to(videos / "gone.txt")  # not a video: not reported
+    return videos, outside
+
+
+def scan(spec: dict):
+    from dpl_assets.discovery import scan_source_files
+
+    files, refused = scan_source_files(parse_inputs(spec), "video")
+    return (
+        {s.relative.as_posix() for s in files},
+        {r.relative_posix: r.reason for r in refused},
+    )
+
+
+def test_symlinks_outside_the_roots_broken_or_looping_are_refused_with_a_reason(linked):
+    videos, outside = linked
+    files, refused = scan({"video": str(videos)})
+    assert files == {"real.mp4", "sub/deep.mp4", "inside_link.mp4"}
+    assert set(refused) == {"escape.mp4", "relative_escape.mp4", "broken.mp4", "loop_a.mp4",
+                            "loop_b.mp4", "linked_folder", "up"}  # fmt: skip
+    for relative, reason in refused.items():
+        assert reason.startswith(str(videos / relative) + ": "), reason  # names the file
+    assert "outside the input roots" in refused["escape.mp4"]
+    assert str(outside / "secret.mp4") in refused["relative_escape.mp4"]
+    assert "follow_symlinks" in refused["escape.mp4"]
+    assert "broken symbolic link" in refused["broken.mp4"]
+    assert "loop" in refused["loop_a.mp4"] and "loop" in refused["loop_b.mp4"]
+    assert "not entered" in refused["linked_folder"]
+
+
+def test_a_link_into_another_input_root_is_inside(linked):
+    videos, outside = linked
+    files, refused = scan({"video": str(videos), "wav": str(outside)})
+    assert "escape.mp4" in files and "escape.mp4" not in refused
+
+
+def test_follow_symlinks_follows_outside_targets_and_folders_once(linked):
+    videos, _ = linked
+    files, refused = scan({"video": str(videos), "follow_symlinks": True})
+    assert files == {"real.mp4", "sub/deep.mp4", "inside_link.mp4", "escape.mp4",
+                     "relative_escape.mp4", "linked_folder/inner.mp4"}  # fmt: skip
+    assert set(refused) == {"broken.mp4", "loop_a.mp4", "loop_b.mp4", "up"}
+    assert "scanned already" in refused["up"]  # the cycle is not walked
+
+
+def test_follow_symlinks_must_be_a_boolean_and_is_saved(linked):
+    videos, _ = linked
+    with pytest.raises(InputsError, match="follow_symlinks"):
+        parse_inputs({"video": str(videos), "follow_symlinks": "yes"})
+    spec = parse_inputs({"video": str(videos), "follow_symlinks": True}).to_json()
+    assert spec["follow_symlinks"] is True and parse_inputs(spec).follow_symlinks
+
+
+def test_filters_apply_to_refused_links_too(linked):
+    videos, _ = linked
+    _, refused = scan({"video": str(videos), "filters": {"exclude": ["loop_*", "escape*"]}})
+    assert set(refused) == {"relative_escape.mp4", "broken.mp4", "linked_folder", "up"}
+
+
+def test_refused_files_are_kept_in_the_catalog_and_never_registered(linked, tmp_path):
+    videos, _ = linked
+    out = tmp_path / "out"
+    registration = Catalog(out).register(parse_inputs({"video": str(videos)}))
+    assert sorted(registration.all_ids) == ["inside_link", "real", "sub_deep"]
+    on_disk = {entry["path"]: entry["reason"] for entry in catalog_on_disk(out)["refused"]}
+    assert set(on_disk) == {str(videos / name) for name in (
+        "escape.mp4", "relative_escape.mp4", "broken.mp4", "loop_a.mp4", "loop_b.mp4",
+        "linked_folder", "up")}  # fmt: skip
+    assert [e.path for e in Catalog(out).refused()] == [e.path for e in registration.refused]
+    (videos / "broken.mp4").unlink()  # fixed: no longer refused
+    Catalog(out).register(parse_inputs({"video": str(videos)}))
+    assert str(videos / "broken.mp4") not in {e.path for e in Catalog(out).refused()}
+
+
+def test_dpl_run_reports_refused_links_as_rejected_at_discovery(tmp_path):
+    from dpl_assets import cli
+    from dpl_assets_tests import media_factory
+
+    videos, outside = tmp_path / "videos", tmp_path / "outside"
+    media_factory.make_talking_clip(videos / "good.mp4", seconds=1.0)
+    media_factory.make_talking_clip(outside / "elsewhere.mp4", seconds=1.0)
+    (videos / "escape.mp4").symlink_to(outside / "elsewhere.mp4")
+    (videos / "broken.mp4").symlink_to(videos / "gone.mp4")
+    graph, inputs, out = tmp_path / "graph.json", tmp_path / "inputs.json", tmp_path / "out"
+    graph.write_text(json.dumps([{"name": "VideoToWavNode", "params": {}}]))
+    arguments = ["run", "--graph", str(graph), "--inputs", str(inputs), "--output_dir", str(out)]
+
+    inputs.write_text(json.dumps({"video": str(videos)}))
+    assert cli.main(arguments) == 0  # refusals are outcomes, not failures
+    report = json.loads((out / "report.json").read_text())
+    by_source = {v["source"]: v for v in report["videos"]}
+    assert by_source[str(videos / "good.mp4")]["status"] == "processed"
+    for name, cause in (("escape.mp4", "outside the input roots"), ("broken.mp4", "broken")):
+        entry = by_source[str(videos / name)]
+        assert entry["status"] == "rejected" and entry["outputs"] == {}
+        assert entry["reason"].startswith(str(videos / name)) and cause in entry["reason"]
+    assert report["summary"]["rejected"] == 2 and report["summary"]["processed"] == 1
+    assert not (out / "wav" / "escape.wav").exists()
+
+    inputs.write_text(json.dumps({"video": str(videos), "follow_symlinks": True}))
+    assert cli.main(arguments) == 0
+    report = json.loads((out / "report.json").read_text())
+    statuses = {v["source"]: v["status"] for v in report["videos"]}
+    assert statuses[str(videos / "escape.mp4")] == "processed"
+    assert statuses[str(videos / "broken.mp4")] == "rejected"
+    assert (out / "wav" / "escape.wav").exists()
