@@ -11,6 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import av
 import h5py
 import numpy as np
 import pytest
@@ -310,3 +311,36 @@ def test_damaged_and_short_files_never_fail_their_batch(tmp_path, chunk_size):
     # The late clip's probe records which streams were used and where they start.
     probe = json.loads((tmp_path / "out" / "probe" / "late.json").read_text())
     assert probe["audio_stream"] == 1 and 0.45 < probe["streams"][1]["start_time_s"] < 0.52
+
+
+def test_a_users_file_that_does_not_decode_rejects_only_its_video(tmp_path):
+    from dpl_assets_tests.test_pipeline import run_cli
+
+    videos, wavs = tmp_path / "videos", tmp_path / "wavs"
+    for name in ("good", "bad"):
+        clock_media.make_noise_clip(videos / f"{name}.mp4", seconds=1.0)
+    soundfile_path = wavs / "good.wav"
+    soundfile_path.parent.mkdir(parents=True)
+    clock_media._ffmpeg("-f", "lavfi", "-i", "sine=d=1", clock_media._url(soundfile_path))
+    (wavs / "bad.wav").write_bytes(b"RIFF" + bytes(range(256)) * 8)  # a header, then junk
+
+    code, report = run_cli(tmp_path, [{"name": "VolumeNode", "params": {}}],
+                           {"video": str(videos), "wav": str(wavs)})  # fmt: skip
+
+    assert code == 0 and report["good"]["status"] == "processed"
+    assert report["bad"]["status"] == "rejected"
+    assert str(wavs / "bad.wav") in report["bad"]["reason"]
+    assert "does not decode" in report["bad"]["reason"]
+
+
+def test_decode_errors_name_their_file(tmp_path):
+    from dpl_assets.media.errors import decode_rejection
+
+    junk = tmp_path / "junk.mkv"
+    junk.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(av.FFmpegError) as caught:
+        av.open(str(junk))
+
+    reason = decode_rejection(caught.value, "/fallback.mkv")
+    assert reason is not None and reason.startswith(f"{junk}: media does not decode")
+    assert decode_rejection(ValueError("a bug")) is None

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 import torch
 
+from dpl_assets.media.errors import decode_rejection
 from dpl_assets.outcomes import InputRejected, Kept, Rejected, StagedFile
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.atomic import remove_dead_temps
@@ -182,6 +183,9 @@ def run_videos_multi(
         try:
             loaded = {name: artefacts[video_id] for name, artefacts in inputs.items()}
         except Exception as error:  # missing or unreadable input: a failure, retried later
+            reason = decode_rejection(error)
+            if reason is not None:  # a user's file that does not decode: its outcome
+                return video_id, Rejected(reason=reason, origin=outputs[0])
             return video_id, f"cannot load inputs: {type(error).__name__}: {error}"
         upstream = next((v for v in loaded.values() if isinstance(v, Rejected)), None)
         return video_id, upstream if upstream is not None else loaded
@@ -252,10 +256,15 @@ def run_videos_multi(
             outcomes[video_id] = Rejected(reason=rejection.reason, origin=outputs[0])
             context.log.warning(f"{name}: rejected {video_id!r}: {rejection.reason}")
         except Exception as error:
-            failures[video_id] = f"{type(error).__name__}: {error}"
-            if is_transient(error):
-                transient.add(video_id)
-            context.log.error(f"{name}: failed on {video_id!r}:\n{traceback.format_exc()}")
+            reason = decode_rejection(error, store.catalog.entry(video_id).primary_source)
+            if reason is not None:  # media that does not decode is that video's outcome
+                outcomes[video_id] = Rejected(reason=reason, origin=outputs[0])
+                context.log.warning(f"{name}: rejected {video_id!r}: {reason}")
+            else:
+                failures[video_id] = f"{type(error).__name__}: {error}"
+                if is_transient(error):
+                    transient.add(video_id)
+                context.log.error(f"{name}: failed on {video_id!r}:\n{traceback.format_exc()}")
         progress.done(video_id, outcomes.get(video_id))
         finish(video_id)
 
