@@ -6,6 +6,22 @@ video it resolves to exactly one outcome: ``Kept`` (done before, ``recompute`` o
 ``Rejected`` (upstream rejection or :class:`InputRejected` from the node), an artefact, or
 a failure. Failures are recorded per video; the successes of the batch are written and
 reported to Dagster as materializations before the step fails, so nothing is lost.
+
+What Dagster records per video (partition), by the loop itself: one ``AssetMaterialization``
+per video whose artefact exists (written in this step or kept), with that video's own
+metadata (status, path, size and what the file holds, each named with its unit), and one
+``AssetObservation`` per rejected video (status, reason, the asset that rejected it). A
+rejected video is therefore never among the asset's materialized partitions: the UI shows
+it as missing (failed, when another video failed the run) with its reason on its partition.
+
+Dagster 1.13 itself would record a materialization for *every* partition of a step that
+returns its output, rejected videos included, with the step's metadata on each; it has no
+public way to leave partitions out (dagster-io/dagster#17836, #21072) and open-source
+storage neither stores asset-failure events nor wipes single partitions. So the step's
+outputs carry the marker Dagster's own source-asset observation functions use to suppress
+those framework events (:data:`NO_FRAMEWORK_ASSET_EVENTS`), and the loop records its own;
+the outputs are still returned, so downstream steps run and the IO manager is called. The
+step's totals go on the step's output (the run's log), never on a partition.
 """
 
 from __future__ import annotations
@@ -21,16 +37,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
-import h5py
 import numpy as np
 import torch
+from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
 
+from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ, StorageFormat, get_datatype
 from dpl_assets.media.errors import decode_rejection
 from dpl_assets.outcomes import InputRejected, Kept, Rejected, StagedFile
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.locks import Claim
-from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.storage.store import FEATURE_RATE_HZ, ArtifactStore, artifact_stats
 
 VideoInputs = dict[str, Any]
 """One video's inputs: input name -> loaded artefact."""
@@ -53,6 +70,17 @@ MAX_LISTED_IDS = 100
 
 PROGRESS_EVERY_S = 30.0
 """Seconds between progress lines in a step's log (each line is an event row)."""
+
+NO_FRAMEWORK_ASSET_EVENTS = SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
+"""Output metadata key that stops Dagster 1.13 from recording its own asset events for an
+output (``execute_step._log_materialization_or_observation_events_for_asset``): the loop
+records one event per video instead (see the module docstring). Imported, not copied, so a
+Dagster without it fails at import instead of silently marking rejected videos
+materialized; ``test_partition_states.py`` checks the effect."""
+
+STATUS_WRITTEN = "written"
+STATUS_KEPT = "kept (done in an earlier run)"
+STATUS_REJECTED = "rejected"
 
 
 def is_transient(error: BaseException) -> bool:
@@ -208,6 +236,7 @@ def run_videos_multi(
     saved_here: set[str] = set()
     transient: set[str] = set()
     progress = _Progress(context, name, len(todo))
+    compute_s: dict[str, float] = {}  # video_id -> seconds computing it (its share of a batch)
 
     def done_meanwhile(video_id: str) -> bool:
         """Done by another process since this step looked (for ``recompute``: written
@@ -248,6 +277,7 @@ def run_videos_multi(
             claims.release(video_id)
 
     def attempt(video_id: str, compute: Callable[[], Any]) -> None:
+        began = time.perf_counter()
         try:
             outcomes[video_id] = compute()
         except UpstreamRejected as upstream:
@@ -265,7 +295,8 @@ def run_videos_multi(
                 if is_transient(error):
                     transient.add(video_id)
                 context.log.error(f"{name}: failed on {video_id!r}:\n{traceback.format_exc()}")
-        progress.done(video_id, outcomes.get(video_id))
+        compute_s[video_id] = time.perf_counter() - began
+        progress.done(outputs[0], outcomes.get(video_id))
         finish(video_id)
 
     def claimed_then(video_id: str, loaded: VideoInputs) -> None:
@@ -298,14 +329,17 @@ def run_videos_multi(
                     keep(video_id)
                 else:
                     mine[video_id] = loaded
+            began = time.perf_counter()
             try:
                 batched = compute_many(mine) if mine else {}
             except Exception as error:
                 context.log.warning(f"{name}: batch failed ({error!r}); retrying videos one by one")
+            share = (time.perf_counter() - began) / max(1, len(batched))
             for video_id in mine:
                 if video_id in batched:
                     outcomes[video_id] = batched[video_id]
-                    progress.done(video_id, outcomes[video_id])
+                    compute_s[video_id] = share
+                    progress.done(outputs[0], outcomes[video_id])
                     finish(video_id)
                 else:  # claim held: computed alone below
                     attempt(video_id, functools.partial(compute_one, video_id, mine[video_id]))
@@ -339,8 +373,17 @@ def run_videos_multi(
         }
         for key in outputs
     }
+    # Upstream rejections are saved here too (not left to the IO manager), so every event
+    # below describes what is on disk.
+    for video_id, outcome in outcomes.items():
+        if isinstance(outcome, Rejected) and video_id not in saved_here:
+            for key in outputs:
+                store.save(key, video_id, outcome)
+                store.mark_saved(key, video_id, outcome)
     for key in outputs:
-        _record_rejections(context, key, per_output[key])
+        _announce_videos(
+            context, store, key, per_output[key], computed_s=compute_s, skip=done_elsewhere
+        )
     # One summary per step: every log line is an event row in the instance's storage.
     elapsed = time.perf_counter() - started
     computed = [video_id for video_id in todo if video_id not in done_elsewhere]
@@ -352,9 +395,17 @@ def run_videos_multi(
         f"{sum(isinstance(o, Rejected) for o in outcomes.values())} rejected, "
         f"{len(failures)} failed; {COMPUTED_IDS_LABEL} {_listing(computed)}"
     )
+    counts = {
+        "videos": len(context.partition_keys),
+        "written": len(saved_here - {v for v, o in outcomes.items() if isinstance(o, Rejected)}),
+        "rejected": sum(isinstance(o, Rejected) for o in outcomes.values()),
+        "kept": sum(isinstance(o, Kept) for o in outcomes.values()),
+        "failed": len(failures),
+    }
     for key in outputs:
         context.add_output_metadata(
-            progress.metadata(elapsed), output_name=_output_name(context, key)
+            {NO_FRAMEWORK_ASSET_EVENTS: True, **counts, **progress.metadata(elapsed)},
+            output_name=_output_name(context, key),
         )
     if failures:
         _save_successes_then_fail(context, store, per_output, failures, retry=bool(transient))
@@ -406,29 +457,36 @@ def _output_name(context: dg.AssetExecutionContext, key: str) -> str:
 
 
 class _Progress:
-    """Videos done / total, videos and frames per second and ETA, logged at most every
-    :data:`PROGRESS_EVERY_S` seconds; totals become the step's materialization metadata."""
+    """Videos done / total, videos per second, work per second (video frames, or seconds of
+    audio for audio assets) and ETA, logged at most every :data:`PROGRESS_EVERY_S` seconds;
+    the totals go on the step's output (the run's log), not on any partition."""
 
     def __init__(self, context: dg.AssetExecutionContext, name: str, total: int):
         self.context, self.name, self.total = context, name, total
-        self.count = self.frames = 0
+        self.count = 0
+        self.work: dict[str, float] = {}  # unit -> amount computed
         self.started = self.last_log = time.perf_counter()
         self.lock = threading.Lock()
 
-    def done(self, video_id: str, outcome: Any) -> None:
+    def done(self, key: str, outcome: Any) -> None:
+        unit, amount = _work_of(key, outcome)
         with self.lock:
             self.count += 1
-            self.frames += _frames_of(outcome)
+            if unit:
+                self.work[unit] = self.work.get(unit, 0.0) + amount
             now = time.perf_counter()
             if now - self.last_log < PROGRESS_EVERY_S or self.count == self.total:
                 return
             self.last_log = now
             rate = self.count / (now - self.started)
             eta = (self.total - self.count) / rate if rate else float("inf")
-            fps = self.frames / (now - self.started)
+            rates = "".join(
+                f", {value / (now - self.started):.1f} {unit.replace('_', ' ')}/s"
+                for unit, value in self.work.items()
+            )
         self.context.log.info(
-            f"{self.name}: {self.count}/{self.total} videos, {rate:.2f} videos/s, "
-            f"{fps:.0f} frames/s, ETA {eta:.0f} s"
+            f"{self.name}: {self.count}/{self.total} videos, {rate:.2f} videos/s{rates}, "
+            f"ETA {eta:.0f} s"
         )
 
     def skip(self) -> None:
@@ -437,42 +495,86 @@ class _Progress:
             self.total -= 1
 
     def metadata(self, elapsed: float) -> dict[str, Any]:
-        return {
-            "duration_s": round(elapsed, 3),
-            "computed": self.count,
-            "frames": self.frames,
-            "frames_per_s": round(self.frames / elapsed, 1) if elapsed > 0 else 0.0,
-        }
+        metadata: dict[str, Any] = {"step_s": round(elapsed, 3), "computed": self.count}
+        for unit, value in self.work.items():
+            metadata[unit] = round(value, 3) if unit == "audio_s" else int(value)
+            metadata[f"{unit}_per_s"] = round(value / elapsed, 1) if elapsed > 0 else 0.0
+        return metadata
 
 
-def _frames_of(outcome: Any) -> int:
-    """Frames (rows) in a computed outcome's per-frame arrays, for rates (0 if none)."""
+def _work_of(key: str, outcome: Any) -> tuple[str, float]:
+    """What a computed outcome of output ``key`` amounts to, in its unit: video frames for
+    per-frame data, seconds of audio for wav and audio features; ``("", 0)`` if neither."""
     if not isinstance(outcome, dict):
-        outcome = {"": outcome}
-    for value in outcome.values():
-        if isinstance(value, np.ndarray) and value.ndim >= 1:
-            return int(value.shape[0])
-        if isinstance(value, StagedFile) and value.path.suffix == ".h5":
-            with contextlib.suppress(OSError, KeyError), h5py.File(value.path, "r") as file:
-                return int(next(iter(file.values())).shape[0])
-    return 0
+        outcome = {key: outcome}
+    value = outcome.get(key)
+    datatype = get_datatype(key)
+    if isinstance(value, np.ndarray) and value.ndim >= 1:
+        if datatype.storage is StorageFormat.WAV:
+            return "audio_s", value.shape[0] / AUDIO_SAMPLE_RATE_HZ
+        axis = datatype.contract.shape[0] if datatype.contract is not None else None
+        if axis == "T":
+            return "audio_s", value.shape[0] / FEATURE_RATE_HZ
+        if axis == "N":
+            return "video_frames", float(value.shape[0])
+    elif isinstance(value, StagedFile):
+        with contextlib.suppress(OSError):
+            stats = artifact_stats(datatype, value.path)
+            if "video_frames" in stats:
+                return "video_frames", float(stats["video_frames"])
+    return "", 0.0
 
 
-def _record_rejections(context: dg.AssetExecutionContext, key: str, outcomes: dict) -> None:
-    """Show each new rejection in the UI: an observation on that video's partition."""
+def _announce_videos(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    key: str,
+    outcomes: Mapping[str, Any],
+    *,
+    computed_s: Mapping[str, float],
+    skip: set[str],
+) -> None:
+    """Record each video's outcome on its partition of ``key``, with its own metadata: a
+    materialization where the artefact exists (written now or kept), an observation with
+    the reason where the video is rejected. ``skip``: videos another process finished
+    meanwhile (it recorded them)."""
     for video_id, outcome in outcomes.items():
-        if isinstance(outcome, Rejected):
+        if video_id in skip:
+            continue
+        rejection = outcome if isinstance(outcome, Rejected) else None
+        if isinstance(outcome, Kept):
+            rejection = store.rejection(key, video_id)
+            if rejection is None and not store.artifact_path(key, video_id).exists():
+                continue  # kept from the user's own file: nothing of ours to announce
+        if rejection is not None:
             context.log_event(
                 dg.AssetObservation(
                     asset_key=key,
                     partition=video_id,
+                    description=f"{video_id}: rejected: {rejection.reason}",
                     metadata={
-                        "status": "rejected",
-                        "reason": outcome.reason,
-                        "rejected_by": outcome.origin,
+                        "status": STATUS_REJECTED,
+                        "reason": rejection.reason,
+                        "rejected_by": rejection.origin,
+                        "record": dg.MetadataValue.path(
+                            str(store.rejection_record_path(key, video_id))
+                        ),
                     },
                 )
             )
+            continue
+        path = store.artifact_path(key, video_id)
+        metadata: dict[str, Any] = {
+            "status": STATUS_KEPT if isinstance(outcome, Kept) else STATUS_WRITTEN,
+            "path": dg.MetadataValue.path(str(path)),
+        }
+        with contextlib.suppress(OSError):
+            metadata.update(store.stats(key, video_id))
+        if video_id in computed_s and not isinstance(outcome, Kept):
+            metadata["compute_s"] = round(computed_s[video_id], 3)
+        context.log_event(
+            dg.AssetMaterialization(asset_key=key, partition=video_id, metadata=metadata)
+        )
 
 
 def _save_successes_then_fail(
@@ -482,14 +584,14 @@ def _save_successes_then_fail(
     failures: dict[str, str],
     retry: bool,
 ) -> None:
-    """Save and announce every success, record the failures, then fail the step; with
-    ``retry`` (a transient error) the retry policy runs it again (failed videos only)."""
+    """Make sure every success is saved (announced already), record the failures, then fail
+    the step; with ``retry`` (a transient error) the retry policy runs it again (failed
+    videos only)."""
     for key, outcomes in per_output.items():
         for video_id, outcome in outcomes.items():
             if isinstance(outcome, Kept):
                 continue
             store.save_once(key, video_id, outcome)
-            context.log_event(dg.AssetMaterialization(asset_key=key, partition=video_id))
         for video_id, error in failures.items():
             store.record_failure(key, video_id, error)
     listing = "\n".join(f"- {video_id}: {error}" for video_id, error in failures.items())

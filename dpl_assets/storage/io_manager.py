@@ -14,7 +14,6 @@ from typing import Any
 
 import dagster as dg
 
-from dpl_assets.outcomes import Kept, Rejected
 from dpl_assets.storage.store import ArtifactStore
 
 
@@ -68,15 +67,9 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         store = self.storage.store()
         for video_id, value in obj.items():
             store.save_once(key, video_id, value)  # the per-video loop saves most itself
-        context.add_output_metadata(
-            {
-                "videos": len(obj),
-                "written": sum(not isinstance(v, Kept | Rejected) for v in obj.values()),
-                "rejected": sum(isinstance(v, Rejected) for v in obj.values()),
-                "kept": sum(isinstance(v, Kept) for v in obj.values()),
-                "folder": dg.MetadataValue.path(str(store.output_dir / key)),
-            }
-        )
+        # The step's handled-output event (the run's log); each video's own record is on its
+        # partition (see dpl_assets.assets.batch).
+        context.add_output_metadata({"folder": dg.MetadataValue.path(str(store.output_dir / key))})
 
     def load_input(self, context: dg.InputContext) -> LazyArtifacts:
         return LazyArtifacts(

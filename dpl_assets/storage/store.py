@@ -28,8 +28,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import h5py
+import numpy as np
+import soundfile
+
 from dpl_assets.catalog import Catalog, fingerprint
-from dpl_assets.datatypes import DATATYPES, StorageFormat, get_datatype
+from dpl_assets.datatypes import DATATYPES, Datatype, StorageFormat, get_datatype
 from dpl_assets.outcomes import Kept, Rejected
 from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.formats import read_artifact, write_artifact
@@ -46,6 +50,122 @@ _saved_lock = threading.Lock()
 _saved_by_loop: dict[tuple[str, str, str], Any] = {}
 """(output dir, key, video id) -> the value the per-video loop already saved (see
 :meth:`ArtifactStore.mark_saved`); the IO manager then does not write it again."""
+
+
+FEATURE_RATE_HZ = 50
+"""Steps per second of the audio features (wav2vec, volume): a 320-sample hop at 16 kHz."""
+
+
+def artifact_stats(datatype: Datatype, path: Path) -> dict[str, int | float | str]:
+    """What one artefact file holds, each value named with its unit, read from the file.
+
+    Per-frame arrays and stacks: ``video_frames`` (their first axis, N); audio features:
+    ``feature_steps_50hz`` (T) and ``audio_s``; wav: ``samples``, ``sample_rate_hz`` and
+    ``audio_s``; image stacks: ``first_frame_s`` / ``last_frame_s`` (timestamps) and the frame
+    size; videos (previews): ``video_frames`` (packets of the video stream), ``duration_s``;
+    PNG: its size in pixels; the faces record: coverage and faces seen. Always ``size_bytes``.
+    Unreadable details are left out (the output check reports broken files).
+    """
+    stats: dict[str, int | float | str] = {"size_bytes": path.stat().st_size}
+    suffix = path.suffix.lower()
+    try:
+        if datatype.storage is StorageFormat.WAV:
+            info = soundfile.info(str(path))
+            stats.update(
+                samples=int(info.frames),  # libsndfile calls a sample per channel a frame
+                sample_rate_hz=int(info.samplerate),
+                audio_s=round(info.frames / info.samplerate, 3),
+            )
+        elif datatype.storage is StorageFormat.NPY:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            stats.update(shape=str(tuple(array.shape)), dtype=str(array.dtype))
+            stats.update(_first_axis(datatype, array.shape))
+        elif datatype.storage is StorageFormat.IMAGE_STACK or suffix == ".h5":
+            with h5py.File(path, "r") as file:
+                stats.update(_h5_stats(file))
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                if "timestamps" in arrays:
+                    stats["video_frames"] = int(arrays["timestamps"].shape[0])
+        elif suffix in (".mp4", ".mov", ".mkv", ".webm"):
+            stats.update(_video_stats(path))
+        elif suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                stats.update(width_px=image.width, height_px=image.height)
+        elif datatype.key == "faces":
+            record = json.loads(path.read_text(encoding="utf-8"))
+            stats.update(_faces_stats(record))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return stats
+
+
+def _first_axis(datatype: Datatype, shape: tuple[int, ...]) -> dict[str, int | float]:
+    """The first axis by its meaning in the datatype's contract: video frames (``N``) or
+    50 Hz audio feature steps (``T``)."""
+    if datatype.contract is None or not shape:
+        return {}
+    axis = datatype.contract.shape[0]
+    if axis == "N":
+        return {"video_frames": int(shape[0])}
+    if axis == "T":
+        return {
+            "feature_steps_50hz": int(shape[0]),
+            "audio_s": round(shape[0] / FEATURE_RATE_HZ, 3),
+        }
+    return {}
+
+
+def _h5_stats(file: h5py.File) -> dict[str, int | float]:
+    stats: dict[str, int | float] = {}
+    if "timestamps" in file:
+        times = file["timestamps"][:]
+        stats["video_frames"] = int(times.shape[0])
+        if times.size:
+            stats.update(
+                first_frame_s=round(float(times[0]), 3), last_frame_s=round(float(times[-1]), 3)
+            )
+    for attribute, name in (("width", "frame_width_px"), ("height", "frame_height_px")):
+        if attribute in file.attrs:
+            stats[name] = int(file.attrs[attribute])
+    return stats
+
+
+def _video_stats(path: Path) -> dict[str, int | float | str]:
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            return {}
+        stream = container.streams.video[0]
+        has_audio = bool(container.streams.audio)
+        count, last_end = 0, 0.0
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the flush packet at the end
+                continue
+            count += 1
+            if packet.pts is not None and packet.time_base is not None:
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                last_end = max(last_end, end)
+    return {"video_frames": count, "duration_s": round(last_end, 3), "has_audio": str(has_audio)}
+
+
+def _faces_stats(record: dict[str, Any]) -> dict[str, int | float]:
+    stats: dict[str, int | float] = {}
+    for source, name in (
+        ("frames", "video_frames"),
+        ("frames_with_face", "frames_with_face"),
+        ("filled_frames", "frames_gap_filled"),
+        ("tracks_seen", "faces_seen"),
+        ("max_faces_in_a_frame", "most_faces_in_a_frame"),
+    ):
+        if isinstance(record.get(source), int | float):
+            stats[name] = int(record[source])
+    if isinstance(record.get("coverage"), int | float):
+        stats["face_coverage_pct"] = round(100 * float(record["coverage"]), 1)
+    return stats
 
 
 class MissingArtifactError(FileNotFoundError):
@@ -107,6 +227,14 @@ class ArtifactStore:
                     path.unlink(missing_ok=True)
                     removed.append(path)
         return removed
+
+    def stats(self, key: str, video_id: str) -> dict[str, int | float | str]:
+        """:func:`artifact_stats` of the video's artefact of ``key`` (ours)."""
+        return artifact_stats(get_datatype(key), self.artifact_path(key, video_id))
+
+    def rejection_record_path(self, key: str, video_id: str) -> Path:
+        """Where the rejection of ``video_id`` for ``key`` is recorded (if it is)."""
+        return self._status_path(key, video_id, "rejected")
 
     def claim(self, key: str, video_id: str) -> Claim:
         """The claim on computing ``key`` for ``video_id`` (not yet acquired)."""
