@@ -2,8 +2,23 @@
 
 Status per video over the datatypes a run asked for:
 - ``processed``: every artefact exists;
-- ``rejected``: some datatype was rejected (``reason`` names the file and the cause);
-- ``failed``: something is missing without a rejection (an unexpected error; retried next run).
+- ``rejected``: some datatype was rejected. ``reasons`` lists every distinct reason the
+  video was turned away for (each names the file and the cause; a film with no audio
+  stream and no face has both), in pipeline order; ``reason`` is them joined by "; ";
+- ``failed``: something is missing without a rejection (an unexpected error; retried next
+  run); ``reason`` says what, ``reasons`` is empty.
+
+``stats`` holds the video's basic numbers, each only where an output it is read from
+exists (so a rejected video has those its surviving outputs give, an empty file none):
+
+- ``frames``: decoded video frames (``images``), ``fps``: their nominal rate (the ``fps``
+  parameter when frames were resampled), ``duration_s``: the span the frames cover on the
+  container clock (last frame time - first frame time + 1 / fps);
+- ``audio_s``: length of the 16 kHz wav (samples / rate);
+- ``face_coverage``: fraction (0-1) of frames with the followed face, detected or gap
+  filled (``faces/{id}.json``).
+
+No speech-activity node exists yet, so there is no speech figure.
 
 ``damaged_spans`` lists the (start_s, end_s) spans on the container clock where the
 video's frames were missing because its data was damaged (kept as ffmpeg keeps what
@@ -16,17 +31,21 @@ decodes), and ``warnings`` says so in words.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
+import soundfile
 
+from dpl_assets.datatypes import DATATYPES, StorageFormat
 from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.store import ArtifactStore
 
 STATUSES = ("processed", "rejected", "failed")
+REASON_SEPARATOR = "; "
 
 
 @dataclass
@@ -39,6 +58,45 @@ class VideoReport:
     failed_checks: dict[str, list[str]] = field(default_factory=dict)
     damaged_spans: list[list[float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    stats: dict[str, float | int] = field(default_factory=dict)
+
+
+def rejection_reasons(
+    store: ArtifactStore, video_id: str, datatypes: Iterable[str] | None = None
+) -> list[str]:
+    """Every distinct reason ``video_id`` was rejected for, over ``datatypes`` (default:
+    every per-video datatype), in their order; a reason carried downstream counts once.
+
+    The datatype where a rejection originated comes first, so each cause appears at the
+    step that found it.
+    """
+    keys = list(datatypes) if datatypes is not None else per_video_datatypes()
+    records = [(key, r) for key in keys if (r := store.rejection(key, video_id)) is not None]
+    position = {key: index for index, key in enumerate(keys)}
+    records.sort(key=lambda item: position.get(item[1].origin, position[item[0]]))
+    reasons: list[str] = []
+    for _, record in records:
+        if record.reason not in reasons:
+            reasons.append(record.reason)
+    return reasons
+
+
+def without_subject(reason: str, subjects: Iterable[str | None] = ()) -> str:
+    """``reason`` without the file or video it starts with ("/v/a.mp4: no audio stream"
+    -> "no audio stream"): a leading one of ``subjects`` (the source path, the video id)
+    followed by ": " is cut, and so is any leading path (text with a slash) before ": "."""
+    text = reason.strip()
+    for subject in sorted((s for s in subjects if s), key=len, reverse=True):
+        if text.startswith(subject + ": "):
+            return text[len(subject) + 2 :]
+    head, colon, rest = text.partition(": ")
+    return rest if colon and ("/" in head or "\\" in head) else text
+
+
+def per_video_datatypes() -> list[str]:
+    """Every per-video datatype of the registry, in its (pipeline) order."""
+    return [key for key, dt in DATATYPES.items() if dt.storage is not StorageFormat.MEDIA]
 
 
 def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) -> VideoReport:
@@ -49,11 +107,9 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         for key in datatypes
         if store.artifact_path(key, video_id).exists()
     }
-    rejections = [r for r in (store.rejection(key, video_id) for key in datatypes) if r]
-    if rejections:
-        # The first rejection in pipeline order is where the video was turned away.
-        first = next((r for r in rejections if r.origin in datatypes), rejections[0])
-        status, reason = "rejected", first.reason
+    reasons = rejection_reasons(store, video_id, datatypes)
+    if reasons:
+        status, reason = "rejected", REASON_SEPARATOR.join(reasons)
     elif len(outputs) == len(datatypes):
         status, reason = "processed", None
     else:
@@ -68,24 +124,77 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
     failed_checks = {
         key: problems for key in outputs if (problems := store.check_problems(key, video_id))
     }
-    spans, warnings = _decode_damage(store, video_id)
+    stats, spans, warnings = _frame_facts(store, video_id)
+    stats.update(_audio_stats(store, video_id))
+    stats.update(_face_stats(store, video_id))
     return VideoReport(
-        video_id, entry.primary_source, status, reason, outputs, failed_checks, spans, warnings
-    )
+        video_id, entry.primary_source, status, reason, outputs, failed_checks, spans,
+        warnings, reasons, stats,
+    )  # fmt: skip
 
 
-def _decode_damage(store: ArtifactStore, video_id: str) -> tuple[list[list[float]], list[str]]:
-    """The damaged spans and their description stored with the video's frames, if any."""
+def refused_reports(store: ArtifactStore) -> list[VideoReport]:
+    """Files refused at discovery (symbolic links out of the roots, broken, looping), as
+    the catalog keeps them: never registered, never run, reported ``rejected``."""
+    return [
+        VideoReport(entry.video_id, entry.path, "rejected", entry.reason, reasons=[entry.reason])
+        for entry in store.catalog.refused()
+    ]
+
+
+def all_video_reports(store: ArtifactStore, datatypes: Sequence[str]) -> list[VideoReport]:
+    """Every registered video's report, then every refused file's: what ``report.json``
+    lists (and so what the dataset summary counts)."""
+    reports = [video_report(store, video_id, datatypes) for video_id in store.catalog.entries()]
+    return reports + refused_reports(store)
+
+
+def _frame_facts(
+    store: ArtifactStore, video_id: str
+) -> tuple[dict[str, Any], list[list[float]], list[str]]:
+    """Frame stats, damaged spans and their description, from the video's ``images``."""
     path = store.existing_file("images", video_id)
     if path is None:
-        return [], []
+        return {}, [], []
     try:
         with h5py.File(path, "r") as file:
             spans = np.asarray(file.attrs.get("damaged_spans", np.zeros((0, 2))), np.float64)
             damage = str(file.attrs.get("damage", ""))
-    except OSError:
-        return [], []
-    return spans.reshape(-1, 2).round(3).tolist(), [damage] if damage else []
+            fps = float(file.attrs.get("fps", 0.0) or 0.0)
+            times = np.asarray(file["timestamps"], np.float64) if "timestamps" in file else None
+    except (OSError, KeyError, ValueError):
+        return {}, [], []
+    stats: dict[str, Any] = {}
+    if times is not None:
+        stats["frames"] = int(times.size)
+        if fps > 0:
+            stats["fps"] = round(fps, 3)
+        if times.size and np.isfinite(times).all():
+            step = 1 / fps if fps > 0 else 0.0
+            stats["duration_s"] = round(float(times[-1] - times[0] + step), 3)
+    return stats, spans.reshape(-1, 2).round(3).tolist(), [damage] if damage else []
+
+
+def _audio_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
+    path = store.existing_file("wav", video_id)
+    if path is None:
+        return {}
+    try:
+        info = soundfile.info(str(path))
+    except (OSError, RuntimeError, soundfile.LibsndfileError):
+        return {}
+    return {"audio_s": round(info.frames / info.samplerate, 3)} if info.samplerate else {}
+
+
+def _face_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
+    path = store.existing_file("faces", video_id)
+    if path is None:
+        return {}
+    try:
+        coverage = json.loads(path.read_text(encoding="utf-8")).get("coverage")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {} if coverage is None else {"face_coverage": round(float(coverage), 4)}
 
 
 def write_report(

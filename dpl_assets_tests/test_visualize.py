@@ -24,23 +24,34 @@ from dpl_assets.nodes.faces import FaceAnalyzer
 from dpl_assets.nodes.head_pose import _GENERIC_FACE_3D, _PNP_INDICES, _euler_xyz_degrees, head_pose
 from dpl_assets.storage.atomic import TEMP_PREFIX
 from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
-from dpl_assets.visualize.contact_sheet import contact_sheet, pick_indices, title_height, write_png
+from dpl_assets.visualize.contact_sheet import (
+    contact_sheet,
+    mark_height,
+    pick_indices,
+    title_height,
+    write_png,
+)
 from dpl_assets.visualize.overlay import (
     DETECTED_COLOR,
     GAP_FILLED_COLOR,
     NOSE_TIP,
+    REJECTED_COLOR,
     Overlays,
+    banner,
     draw_overlay,
+    lighter,
     pose_axes_px,
     project,
     rotation_matrix,
 )
 from dpl_assets.visualize.preview import write_preview
 from dpl_assets.visualize.summary import (
+    MAX_LABELLED_VIDEOS,
     PLOT_FILES,
     collect_summary_inputs,
     normalize_reason,
     summarize,
+    summary_figures,
 )
 from dpl_assets_tests import media_factory as media
 from dpl_assets_tests.test_vision_pipeline import moving_astronaut, rotate, write_clip
@@ -541,3 +552,196 @@ def test_summary_of_nothing_still_writes_every_plot(tmp_path):
     markdown = summarize([], tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLOT_FILES.values())
     assert "| **total** | 0 |" in markdown
+
+
+# --------------------------------------------------------------------------------------
+# Crop box and detector box; the banner of a rejected video
+# --------------------------------------------------------------------------------------
+
+
+def near(image: np.ndarray, color: tuple[int, int, int], tolerance: int = 40) -> np.ndarray:
+    """Pixels of ``image`` within ``tolerance`` (per channel) of ``color``."""
+    return (np.abs(image.astype(int) - np.array(color)) <= tolerance).all(axis=-1)
+
+
+def test_overlay_draws_the_crop_box_solid_and_the_detector_box_lighter():
+    # 640 px: the crop box is 2 px thick, the detector box 1 px; the detector's edges sit
+    # on pixel centres (x.5), so its 1 px line covers one row without anti-aliasing.
+    grey = np.full((640, 640, 3), 60, np.uint8)
+    crop, detector = np.array([80, 60, 400, 440]), np.array([120.5, 100.5, 360.5, 340.5, 0.9])
+    drawn = draw_overlay(grey, box=crop, detector_box=detector, face_mask_code=1)
+
+    # Crop box: solid in the detected colour along its whole bottom edge.
+    crop_bottom = drawn[crop[3] - 1, crop[0] + 5 : crop[2] - 5]
+    assert near(crop_bottom, DETECTED_COLOR).mean() > 0.95
+    # Detector box: dashed (about half of its bottom edge painted), in the paler colour.
+    row = drawn[int(detector[3]), 130:350]
+    painted = near(row, lighter(DETECTED_COLOR))
+    assert 0.3 < painted.mean() < 0.8
+    assert (painted | (row == 60).all(axis=1)).mean() > 0.8  # paler colour or untouched
+    assert not near(row, DETECTED_COLOR, 20).any()  # never the crop box's colour
+    assert min(lighter(DETECTED_COLOR)) > min(DETECTED_COLOR)  # towards white
+    # Nothing else drawn: far from both boxes the frame is untouched.
+    assert (drawn[200:300, 200:300] == 60).all()
+
+
+def test_overlays_carry_detector_boxes_and_check_their_shape(clip):
+    boxes = np.round(clip.boxes[:, :4]).astype(np.int64)
+    overlays = Overlays(boxes=boxes, detector_boxes=clip.boxes)
+    assert overlays.frame_count == FRAMES
+    with pytest.raises(ValueError, match="detector_boxes"):
+        Overlays(detector_boxes=np.zeros((FRAMES, 3)))
+    with pytest.raises(ValueError, match="disagree"):
+        Overlays(boxes=boxes, detector_boxes=clip.boxes[:3])
+
+
+def test_banner_is_red_wraps_its_text_and_keeps_to_its_lines():
+    short = banner(320, "REJECTED: no audio stream")
+    long = banner(320, "REJECTED: " + "; ".join(["no face: no face detected in any frame"] * 3))
+    cut = banner(320, "word " * 400, max_lines=3)
+    for band in (short, long, cut):
+        assert band.shape[1] == 320 and band.dtype == np.uint8
+        assert near(band, REJECTED_COLOR, 10).mean() > 0.6  # red, with white text on it
+        assert near(band, (255, 255, 255), 60).any()
+    assert long.shape[0] > short.shape[0]  # wrapped onto more lines
+    assert cut.shape[0] < 4 * short.shape[0]  # at most 3 lines
+    with pytest.raises(ValueError, match="width"):
+        banner(0, "x")
+
+
+def test_contact_sheet_of_a_rejected_video_carries_the_banner_under_the_title(clip):
+    mark = "REJECTED: no audio stream"
+    plain = contact_sheet(clip.frames, count=4, columns=2, tile_width=160, title="clip")
+    marked = contact_sheet(clip.frames, count=4, columns=2, tile_width=160, title="clip",
+                           mark=mark)  # fmt: skip
+    band = mark_height(2, 160, mark)
+    top = title_height(160)
+    assert marked.shape[0] == plain.shape[0] + band
+    assert near(marked[top : top + band], REJECTED_COLOR, 10).mean() > 0.6
+    assert near(plain[top : top + band], REJECTED_COLOR, 10).mean() < 0.05
+    np.testing.assert_array_equal(marked[:top], plain[:top])  # the same title
+    np.testing.assert_array_equal(marked[top + band :], plain[top:])  # the same tiles
+
+
+def test_preview_of_a_rejected_video_carries_the_banner_on_every_frame(clip, tmp_path):
+    mark = "REJECTED: no audio stream; no face: no face detected in any frame"
+    out = tmp_path / "rejected.mp4"
+    write_preview(out, clip.frames, fps=FPS, overlays=clip.overlays, mark=mark)
+    band = banner(320, mark).shape[0]
+    decoded = [frame.rgb for frame in decode_frames(out)]
+    assert len(decoded) == FRAMES
+    for frame, source in zip(decoded, clip.frames, strict=True):
+        assert near(frame[-band:], REJECTED_COLOR, 40).mean() > 0.5  # H.264 blurs the text
+        assert near(source[-band:], REJECTED_COLOR, 40).mean() < 0.05
+        # Above the banner, the frame (with its overlays) is what it was.
+        assert np.abs(frame[: -band - 8].astype(int) - source[: -band - 8]).mean() < 12
+
+
+# --------------------------------------------------------------------------------------
+# The summary's plotted numbers
+# --------------------------------------------------------------------------------------
+
+
+def legend_texts(figure) -> list[str]:
+    [axes] = figure.axes
+    legend = axes.get_legend()
+    return [text.get_text() for text in legend.get_texts()] if legend else []
+
+
+def errorbar_ranges(axes) -> list[tuple[float, float, float]]:
+    """(low, marker, high) of each error bar drawn on ``axes``, in x order."""
+    [container] = axes.containers
+    marker_line, _, (bars,) = container
+    xs, ys = marker_line.get_data()
+    ranges = {float(seg[0][0]): (float(seg[0][1]), float(seg[1][1])) for seg in bars.get_segments()}
+    return [
+        (ranges[float(x)][0], float(y), ranges[float(x)][1]) for x, y in zip(xs, ys, strict=True)
+    ]
+
+
+def summary_videos() -> list[dict]:
+    """Records as collect_summary_inputs makes them: 2 processed, 3 rejected (one without
+    a duration, one for two reasons), 1 failed without numbers."""
+
+    def video(video_id, status, duration=None, coverage=None, reasons=(), volume=None):
+        record = {"video_id": video_id, "source": f"/in/{video_id}.mp4", "status": status,
+                  "reason": "; ".join(reasons) or None, "reasons": list(reasons),
+                  "duration_s": duration, "face_coverage": coverage}  # fmt: skip
+        if volume is not None:
+            values = np.asarray(volume, np.float64)
+            record.update(
+                volume_p10=float(np.percentile(values, 10)), volume_median=float(np.median(values)),
+                volume_p90=float(np.percentile(values, 90)), volume_mean=float(values.mean()),
+                volume_std=float(values.std()),
+            )  # fmt: skip
+        return record
+
+    rng = np.random.default_rng(0)
+    # Skewed loudness: mostly near-silence, some loud steps; mean - std < 0.
+    skewed = np.concatenate([np.full(80, 0.001), rng.uniform(0.1, 0.4, 20)])
+    return [
+        video("talk b", "processed", 30.0, 1.0, volume=skewed),
+        video("talk a", "processed", 12.5, 0.96, volume=skewed * 2),
+        video("film", "rejected", 2.0, 0.0,
+              reasons=["/in/film.mp4: no audio stream", "no face: no face detected"]),
+        video("shy", "rejected", 5.0, 0.37, reasons=["face in 37% of frames (min 50%)"]),
+        video("empty", "rejected", reasons=["/in/empty.mp4: zero-byte file"]),
+        video("broken", "failed"),
+    ]  # fmt: skip
+
+
+def test_duration_and_coverage_legends_count_every_video_of_each_status():
+    videos = summary_videos()
+    figures = summary_figures(videos)
+    assert legend_texts(figures["durations"]) == [
+        "processed: 2", "rejected: 3 (1 without a duration)", "failed: 1 (1 without a duration)",
+    ]  # fmt: skip
+    assert legend_texts(figures["face_coverage"]) == [
+        "processed: 2", "rejected: 3 (1 without face data)", "failed: 1 (1 without face data)",
+    ]  # fmt: skip
+    # The bars hold exactly the videos that have a duration.
+    [axes] = figures["durations"].axes
+    heights = sum(patch.get_height() for patch in axes.patches)
+    assert heights == sum(v["duration_s"] is not None for v in videos) == 4
+
+
+def test_rejections_plot_counts_a_video_under_each_of_its_reasons():
+    [axes] = summary_figures(summary_videos())["rejections"].axes
+    labels = [tick.get_text() for tick in axes.get_yticklabels()]
+    counts = dict(zip(labels, (patch.get_width() for patch in axes.patches), strict=True))
+    assert counts == {
+        "no audio stream": 1, "no face": 1, "face in N% of frames": 1, "zero-byte file": 1,
+    }  # fmt: skip
+
+
+def test_feature_panels_label_videos_by_id_and_never_go_below_zero():
+    videos = summary_videos()
+    figure = summary_figures(videos)["features"]
+    [axes] = figure.axes  # volume only: no empty wav2vec panel
+    assert axes.get_title().startswith("Volume")
+    # Sorted by median: "talk b" has half of "talk a"'s loudness.
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == ["talk b", "talk a"]
+    by_id = {v["video_id"]: v for v in videos}
+    for (low, marker, high), video_id in zip(errorbar_ranges(axes), ["talk b", "talk a"],
+                                             strict=True):  # fmt: skip
+        video = by_id[video_id]
+        assert video["volume_mean"] - video["volume_std"] < 0  # mean +- std would go below 0
+        assert low >= 0 and low <= marker <= high
+        assert (low, marker, high) == pytest.approx(
+            (video["volume_p10"], video["volume_median"], video["volume_p90"])
+        )
+
+
+def test_feature_panels_only_for_features_present_and_ids_on_many_videos():
+    assert [a.get_title() for a in summary_figures([])["features"].axes] == ["Feature statistics"]
+    many = [
+        {"video_id": f"clip {i:03d}", "status": "processed", "wav2vec_norm_p10": 1.0 + i,
+         "wav2vec_norm_median": 2.0 + i, "wav2vec_norm_p90": 3.0 + i}
+        for i in range(100)
+    ]  # fmt: skip
+    [axes] = summary_figures(many)["features"].axes  # wav2vec only
+    assert axes.get_title().startswith("wav2vec")
+    labels = [tick.get_text() for tick in axes.get_xticklabels()]
+    assert len(labels) == MAX_LABELLED_VIDEOS
+    assert labels[0] == "clip 000" and labels[-1] == "clip 099"
+    assert set(labels) <= {v["video_id"] for v in many}

@@ -16,7 +16,7 @@ from dpl_assets.assets.config import DatasetPackConfig, DatasetSummaryConfig
 from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, OPTIONAL_INPUTS
 from dpl_assets.datatypes import DATATYPES, StorageFormat
 from dpl_assets.packing.dataset_pack import DatasetPack
-from dpl_assets.report import video_report
+from dpl_assets.report import all_video_reports
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.visualize.summary import collect_summary_inputs, summarize
 
@@ -79,7 +79,8 @@ def dataset_summary(
     ``DatasetSummaryNode``): durations, face coverage, rejections by reason, features."""
     store = storage.store()
     keys = per_video_keys_present(store.output_dir)
-    reports = [asdict(video_report(store, vid, keys)) for vid in store.catalog.entries()]
+    # The same entries as report.json: registered videos and files refused at discovery.
+    reports = [asdict(report) for report in all_video_reports(store, keys)]
     folder = store.output_dir / "dataset_summary"
     markdown = summarize(collect_summary_inputs(store.output_dir, reports), folder)
     context.log.info(f"dataset_summary: {len(reports)} videos")

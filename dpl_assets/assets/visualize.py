@@ -1,9 +1,17 @@
 """Per-video visualizations: a preview video and a contact sheet with the face overlays.
 
 Both need only ``images``; boxes, landmarks, head pose, the face mask and the wav are drawn
-(or muxed) when the video has them, so they also show what went wrong for a clip whose
-faces were rejected. Each new file is announced on its partition in the Dagster UI (an
-observation with the file's path and a markdown line).
+(or muxed) when the video has them. The crop box (``bboxes``, what the crops cut) is drawn
+solid and the detector's box (``raw_bboxes``) thin, dashed and paler.
+
+A rejected video still gets both whenever it has frames (a film with no face or no audio
+stream): they show what went wrong. They carry a red banner "REJECTED: <reasons>" (every
+rejection recorded for the video when they are drawn, which includes those of all their
+inputs; the reasons without the file name). A video without frames (an empty or unreadable
+file) has neither: its rejection is carried on.
+
+Each new file is announced on its partition in the Dagster UI (an observation with the
+file's path and a markdown line).
 """
 
 from collections.abc import Callable
@@ -17,6 +25,7 @@ from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
 from dpl_assets.assets.dependencies import OPTIONAL_INPUTS
 from dpl_assets.media import timeline
 from dpl_assets.outcomes import Kept, Rejected, StagedFile
+from dpl_assets.report import per_video_datatypes, rejection_reasons, without_subject
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
@@ -41,15 +50,30 @@ def _optional(store: ArtifactStore, key: str, video_id: str) -> Any:
 
 
 def overlays_for(store: ArtifactStore, video_id: str) -> Overlays:
-    """The video's annotations that exist: detector boxes (else crop boxes), landmarks..."""
+    """The video's annotations that exist: crop and detector boxes, landmarks, ..."""
     found = {key: _optional(store, key, video_id) for key in OVERLAY_INPUTS}
-    boxes = found["raw_bboxes"] if found["raw_bboxes"] is not None else found["bboxes"]
     return Overlays(
-        boxes=boxes,
+        boxes=found["bboxes"],
+        detector_boxes=found["raw_bboxes"],
         landmarks=found["landmarks"],
         head_pose=found["head_pose"],
         face_mask=found["face_mask"],
     )
+
+
+REJECTED_PREFIX = "REJECTED: "
+
+
+def rejection_mark(store: ArtifactStore, video_id: str) -> str | None:
+    """The banner text of a rejected video, ``REJECTED: <reason>; <reason>`` (every reason
+    recorded so far, besides those of the visualizations themselves, without the file name
+    they start with); None when the video has no rejection."""
+    keys = [key for key in per_video_datatypes() if key not in ("preview", "contact_sheet")]
+    reasons = rejection_reasons(store, video_id, keys)
+    if not reasons:
+        return None
+    subjects = (store.catalog.entry(video_id).primary_source, video_id)
+    return REJECTED_PREFIX + "; ".join(without_subject(r, subjects) for r in reasons)
 
 
 def wav_path(store: ArtifactStore, video_id: str) -> Path | None:
@@ -116,6 +140,7 @@ def preview(
             write_preview(
                 staged, stack, fps=fps, wav=wav_path(store, video_id),
                 overlays=overlays_for(store, video_id), audio_start_s=float(times[0]),
+                mark=rejection_mark(store, video_id),
             )  # fmt: skip
         return staged
 
@@ -139,7 +164,7 @@ def contact_sheet(
                 stack, count=config.count, columns=config.columns,
                 tile_width=config.tile_width, overlays=overlays_for(store, video_id),
                 timestamps=timeline.frame_times_for(stack.timestamps, len(stack)),
-                title=video_id,
+                title=video_id, mark=rejection_mark(store, video_id),
             )  # fmt: skip
         staged = store.staging_path("contact_sheet", video_id)
         write_png(staged, sheet)

@@ -17,7 +17,7 @@ import numpy as np
 
 from dpl_assets.storage.atomic import atomic_write_bytes
 from dpl_assets.storage.image_stack import encode_image
-from dpl_assets.visualize.overlay import Overlays, put_label
+from dpl_assets.visualize.overlay import Overlays, banner, put_label
 
 BACKGROUND = 24  # grey level behind the title and unused tiles
 
@@ -47,6 +47,11 @@ def title_height(tile_width: int) -> int:
     return max(20, tile_width // 8)
 
 
+def mark_height(columns: int, tile_width: int, mark: str) -> int:
+    """Height in pixels of the ``mark`` banner on a sheet of ``columns`` tiles."""
+    return int(banner(columns * tile_width, mark).shape[0])
+
+
 def contact_sheet(
     frames: FrameSequence,
     *,
@@ -56,6 +61,7 @@ def contact_sheet(
     overlays: Overlays | None = None,
     timestamps: Sequence[float] | np.ndarray | None = None,
     title: str | None = None,
+    mark: str | None = None,
 ) -> np.ndarray:
     """An RGB uint8 grid of ``count`` evenly spaced frames (all of them when fewer).
 
@@ -65,6 +71,9 @@ def contact_sheet(
     given. ``overlays`` (N rows for the N frames) are drawn on each tile after resizing,
     so lines keep their thickness. ``timestamps`` (N,) seconds label each tile with its
     time; by default a ``timestamps`` attribute of ``frames`` is used when present.
+    ``mark`` (a rejected video's "REJECTED: <reasons>") is written on a red
+    :func:`~dpl_assets.visualize.overlay.banner` across the sheet, between the title band
+    and the tiles (:func:`mark_height` rows).
     """
     total = len(frames)
     indices = pick_indices(total, count)
@@ -80,8 +89,12 @@ def contact_sheet(
     first = frames[int(indices[0])]  # its size sets the tiles' aspect ratio
     height, width = first.shape[:2]
     tile_height = max(1, round(tile_width * height / width))
-    top = title_height(tile_width) if title else 0
+    band = banner(columns * tile_width, mark) if mark else None
+    title_rows = title_height(tile_width) if title else 0
+    top = title_rows + (band.shape[0] if band is not None else 0)
     sheet = np.full((top + rows * tile_height, columns * tile_width, 3), BACKGROUND, np.uint8)
+    if band is not None:
+        sheet[title_rows:top] = band
 
     for slot, index in enumerate(indices):
         rgb = first if slot == 0 else frames[int(index)]
@@ -90,7 +103,8 @@ def contact_sheet(
         y, x = top + row * tile_height, column * tile_width
         sheet[y : y + tile_height, x : x + tile_width] = tile
     if title:
-        put_label(sheet[:top], title, font_scale=top / 40)  # a view: draws into the sheet
+        # A view: draws into the sheet.
+        put_label(sheet[:title_rows], title, font_scale=title_rows / 40)
     return sheet
 
 

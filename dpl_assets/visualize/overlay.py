@@ -1,9 +1,13 @@
-"""Draw one frame's face annotations: box, 68 landmarks with their contours, head-pose axes.
+"""Draw one frame's face annotations: boxes, 68 landmarks with their contours, head-pose
+axes; and the red banner that marks a rejected video.
 
 Inputs are the pipeline's per-frame rows, in pixels of the frame they were computed on
 (``x`` right, ``y`` down, pixel ``(x, y)`` covering ``[x, x+1) x [y, y+1)``):
 
-- ``box`` (4,) or (5,): ``[x1, y1, x2, y2(, score)]`` (a ``bboxes`` or ``raw_bboxes`` row);
+- ``box`` (4,) or (5,): ``[x1, y1, x2, y2(, score)]``, the crop box (a ``bboxes`` row: what
+  the crops cut), drawn solid;
+- ``detector_box`` (4,) or (5,): the face detector's box (a ``raw_bboxes`` row), drawn in
+  a lighter style (thin, dashed, paler) so the two are told apart;
 - ``landmarks`` (68, 2): iBUG 300-W order (jaw 0-16, brows 17-26, nose 27-35, eyes
   36-47, lips 48-67);
 - ``head_pose`` (6,): ``[yaw, pitch, roll]`` degrees and ``[tx, ty, tz]``, the camera-frame
@@ -39,6 +43,9 @@ DETECTED_COLOR: Color = (0, 230, 255)  # RGB cyan: stands out on skin and the ax
 GAP_FILLED_COLOR: Color = (255, 0, 200)  # magenta: interpolated, not seen by the model
 AXIS_COLORS: tuple[Color, Color, Color] = ((255, 40, 40), (40, 220, 40), (60, 110, 255))
 LABEL_COLOR: Color = (255, 255, 255)
+REJECTED_COLOR: Color = (200, 16, 16)  # the banner of a rejected video
+DETECTOR_LIGHTEN = 0.55
+"""How far the detector box's colour is moved towards white (0: the crop box's colour)."""
 
 AXIS_LENGTH_MODEL = 200.0
 """Length of the drawn axes in generic-model units (the outer eye corners are 450 apart)."""
@@ -193,6 +200,88 @@ def put_label(
         cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, ink, weight, cv2.LINE_AA)
 
 
+def banner(
+    width: int,
+    text: str,
+    *,
+    color: Color = REJECTED_COLOR,
+    font_scale: float | None = None,
+    max_lines: int = 4,
+) -> np.ndarray:
+    """An RGB uint8 band ``width`` px wide, filled with ``color``, with ``text`` in white
+    wrapped onto at most ``max_lines`` lines (the last one cut with "..." if needed).
+
+    The font scales with the width (readable on a 320 px preview and a 1024 px sheet); the
+    band is as tall as its lines. Used to mark the frames of a rejected video.
+    """
+    if width <= 0:
+        raise ValueError(f"banner width must be positive, not {width}")
+    scale = font_scale if font_scale is not None else min(0.9, max(0.4, width / 800))
+    thickness = 1 if scale < 0.6 else 2
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (_, text_h), baseline = cv2.getTextSize("Ag", font, scale, thickness)
+    margin = max(3, text_h // 2)
+    lines = _wrap(text, width - 2 * margin, scale, thickness, max_lines)
+    line_h = text_h + baseline + max(2, text_h // 3)
+    band = np.empty((2 * margin + len(lines) * line_h, width, 3), np.uint8)
+    band[:] = color
+    for number, line in enumerate(lines):
+        origin = (margin, margin + number * line_h + text_h)
+        cv2.putText(band, line, origin, font, scale, LABEL_COLOR, thickness, cv2.LINE_AA)
+    return band
+
+
+def _wrap(text: str, width: int, scale: float, thickness: int, max_lines: int) -> list[str]:
+    """``text`` split at spaces (or inside a word too long for a line) into lines that fit
+    ``width`` px; at most ``max_lines``, the last ending in "..." when text was left out."""
+
+    def fits(line: str) -> bool:
+        size = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0]
+        return bool(size <= width)
+
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if fits(candidate):
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        current = word
+        while not fits(current) and len(current) > 1:  # a word wider than the line
+            cut = len(current) - 1
+            while cut > 1 and not fits(current[:cut]):
+                cut -= 1
+            lines.append(current[:cut])
+            current = current[cut:]
+    if current:
+        lines.append(current)
+    if len(lines) > max_lines:
+        last = lines[max_lines - 1]
+        while last and not fits(last + "..."):
+            last = last[:-1]
+        lines = [*lines[: max_lines - 1], last + "..."]
+    return lines or [""]
+
+
+def stamp_banner(rgb: np.ndarray, band: np.ndarray, *, where: str = "bottom") -> np.ndarray:
+    """A copy of ``rgb`` with ``band`` (from :func:`banner`, as wide as ``rgb``) pasted over
+    its top or bottom rows (cut to the frame's height)."""
+    _check_rgb(rgb)
+    if band.shape[1] != rgb.shape[1]:
+        raise ValueError(f"banner width {band.shape[1]} is not the frame's {rgb.shape[1]}")
+    out = np.array(rgb, dtype=np.uint8, copy=True, order="C")
+    rows = min(band.shape[0], out.shape[0])
+    if where == "bottom":
+        out[out.shape[0] - rows :] = band[:rows]
+    elif where == "top":
+        out[:rows] = band[:rows]
+    else:
+        raise ValueError(f"where must be 'top' or 'bottom', not {where!r}")
+    return out
+
+
 def _finite_box(box: np.ndarray | None) -> np.ndarray | None:
     if box is None:
         return None
@@ -219,12 +308,15 @@ def draw_overlay(
     head_pose: np.ndarray | None = None,
     face_mask_code: int | None = None,
     source_size: tuple[int, int] | None = None,
+    detector_box: np.ndarray | None = None,
 ) -> np.ndarray:
     """A copy of ``rgb`` (H, W, 3) uint8 with the face annotations drawn on it.
 
-    ``box`` (4,) or (5,) px, ``landmarks`` (68, 2) px, ``head_pose`` (6,) (see the module
-    docstring); any may be None. ``source_size`` (width, height) is the size of the frame
-    the coordinates refer to, when ``rgb`` is a resized copy (default: ``rgb``'s own).
+    ``box`` (4,) or (5,) px (the crop box, solid), ``detector_box`` (the detector's box,
+    thin, dashed and paler, under the crop box), ``landmarks`` (68, 2) px, ``head_pose``
+    (6,) (see the module docstring); any may be None. ``source_size`` (width, height) is
+    the size of the frame the coordinates refer to, when ``rgb`` is a resized copy (default:
+    ``rgb``'s own).
     With mask code 0, or only NaN values, only a "no face" label is drawn; with nothing
     given at all, nothing is drawn. Mask code 2 (gap filled) draws in
     :data:`GAP_FILLED_COLOR` and labels the frame.
@@ -237,28 +329,54 @@ def draw_overlay(
     style = _Style.for_frame(width, height)
 
     rect = _finite_box(box)
+    detector = _finite_box(detector_box)
     points = _finite_landmarks(landmarks)
     pose = None if head_pose is None else np.asarray(head_pose, dtype=np.float64)
     has_pose = pose is not None and np.isfinite(pose[:3]).all()
-    if face_mask_code == NO_FACE or (rect is None and points is None and not has_pose):
-        if any(v is not None for v in (box, landmarks, head_pose, face_mask_code)):
+    nothing = rect is None and detector is None and points is None and not has_pose
+    if face_mask_code == NO_FACE or nothing:
+        if any(v is not None for v in (box, detector_box, landmarks, head_pose, face_mask_code)):
             put_label(out, "no face", font_scale=style.font_scale)
         return out
 
     color = GAP_FILLED_COLOR if face_mask_code == GAP_FILLED else DETECTED_COLOR
+    if detector is not None:
+        _draw_dashed_box(out, detector * np.tile(scale, 2), lighter(color), style)
     if rect is not None:
         corners = rect[[0, 1, 2, 1, 2, 3, 0, 3]].reshape(4, 2) * scale
         cv2.polylines(out, [_fixed(corners)], True, color, style.thickness, cv2.LINE_AA, _SHIFT)
     if points is not None:
         _draw_landmarks(out, points * scale, color, style)
     if pose is not None and has_pose:
-        anchor = _anchor(points, rect)
+        anchor = _anchor(points, rect if rect is not None else detector)
         axes = pose_axes_px(pose, source, anchor=anchor)
         if axes is not None:
             _draw_axes(out, axes * scale, style)
     if face_mask_code == GAP_FILLED:
         put_label(out, "gap filled", color=GAP_FILLED_COLOR, font_scale=style.font_scale)
     return out
+
+
+def lighter(color: Color, amount: float = DETECTOR_LIGHTEN) -> Color:
+    """``color`` moved ``amount`` of the way to white (the detector box's style)."""
+    r, g, b = (round(c + (255 - c) * amount) for c in color)
+    return (r, g, b)
+
+
+def _draw_dashed_box(out: np.ndarray, rect: np.ndarray, color: Color, style: _Style) -> None:
+    """A thin dashed rectangle ``[x1, y1, x2, y2]`` (pixels of ``out``)."""
+    x1, y1, x2, y2 = (float(v) for v in rect)
+    dash = max(4.0, 3.0 * style.thickness + 3)
+    thickness = max(1, style.thickness // 2)
+    for start, end in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)),
+                       ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):  # fmt: skip
+        a, b = np.asarray(start), np.asarray(end)
+        length = float(np.hypot(*(b - a)))
+        for offset in np.arange(0.0, length, 2 * dash):
+            s = a + (b - a) * (offset / length) if length else a
+            e = a + (b - a) * (min(offset + dash, length) / length) if length else a
+            p, q = (tuple(map(int, v)) for v in _fixed(np.stack([s, e])))
+            cv2.line(out, p, q, color, thickness, cv2.LINE_AA, _SHIFT)
 
 
 def _anchor(points: np.ndarray | None, rect: np.ndarray | None) -> np.ndarray | None:
@@ -306,7 +424,8 @@ def _draw_axes(out: np.ndarray, axes: np.ndarray, style: _Style) -> None:
 class Overlays:
     """Per-frame annotations of one clip; each array has N rows, and any may be None.
 
-    - ``boxes`` (N, 4) or (N, 5) px (``bboxes`` or ``raw_bboxes``);
+    - ``boxes`` (N, 4) or (N, 5) px: the crop boxes (``bboxes``), drawn solid;
+    - ``detector_boxes`` (N, 4) or (N, 5) px: the detector's (``raw_bboxes``), lighter;
     - ``landmarks`` (N, 68, 2) px;
     - ``head_pose`` (N, 6) ``[yaw, pitch, roll]`` degrees + translation;
     - ``face_mask`` (N,) codes 0 / 1 / 2.
@@ -316,10 +435,12 @@ class Overlays:
     landmarks: np.ndarray | None = None
     head_pose: np.ndarray | None = None
     face_mask: np.ndarray | None = None
+    detector_boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         shapes = {
             "boxes": ((4, 5), 2),
+            "detector_boxes": ((4, 5), 2),
             "landmarks": ((68,), 3),
             "head_pose": ((6,), 2),
             "face_mask": ((), 1),
@@ -341,7 +462,8 @@ class Overlays:
     @property
     def frame_count(self) -> int | None:
         """N, or None when no array is given."""
-        for array in (self.boxes, self.landmarks, self.head_pose, self.face_mask):
+        arrays = (self.boxes, self.detector_boxes, self.landmarks, self.head_pose, self.face_mask)
+        for array in arrays:
             if array is not None:
                 return int(np.shape(array)[0])
         return None
@@ -365,4 +487,5 @@ class Overlays:
             head_pose=row(self.head_pose),
             face_mask_code=mask,
             source_size=source_size,
+            detector_box=row(self.detector_boxes),
         )

@@ -38,7 +38,7 @@ import numpy as np
 
 from dpl_assets.media.ffmpeg import FFmpegError, ffmpeg_executable, file_url
 from dpl_assets.storage.atomic import atomic_path
-from dpl_assets.visualize.overlay import Overlays
+from dpl_assets.visualize.overlay import Overlays, banner, stamp_banner
 
 VIDEO_CODEC_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")
 AUDIO_CODEC_ARGS = ("-c:a", "aac", "-b:a", "64k")
@@ -64,6 +64,7 @@ def write_preview(
     overlays: Overlays | None = None,
     frame_count: int | None = None,
     audio_start_s: float = 0.0,
+    mark: str | None = None,
 ) -> PreviewSummary:
     """Encode ``frames`` (RGB uint8 (H, W, 3), all the same size) as an mp4 at ``path``.
 
@@ -72,7 +73,9 @@ def write_preview(
     N must be the number of frames); ``frame_count`` the number of frames when ``frames``
     is an iterator without ``len`` (it lets the audio be fitted exactly, see the module
     docstring); ``audio_start_s`` the first frame's time on the container clock: the wav
-    is played from there (cut from t = ``audio_start_s``, not from its sample 0). Raises
+    is played from there (cut from t = ``audio_start_s``, not from its sample 0); ``mark``
+    a text drawn in a red :func:`~dpl_assets.visualize.overlay.banner` over the bottom of
+    every frame (a rejected video's "REJECTED: <reasons>"). Raises
     ValueError naming ``path`` for bad frames (empty input, wrong dtype,
     a changing size, a count that disagrees with the overlays or ``frame_count``) and
     :class:`~dpl_assets.media.ffmpeg.FFmpegError` with the tail of ffmpeg's stderr when
@@ -105,10 +108,13 @@ def write_preview(
         )
         assert process.stdin is not None
         count, broken_pipe = 0, False
+        band = banner(shape[1], mark) if mark else None
         try:
             for index, rgb in enumerate(itertools.chain([first], stream)):
                 _check_frame(path, index, rgb, shape)
                 drawn = overlays.draw(index, rgb) if overlays is not None else rgb
+                if band is not None:
+                    drawn = stamp_banner(drawn, band, where="bottom")
                 process.stdin.write(drawn.tobytes())  # C order, whatever the strides
                 count = index + 1
             process.stdin.close()

@@ -1,21 +1,31 @@
 """Dataset summary: plots and a markdown digest of a run, from plain per-video records.
 
 A record is one ``report.json`` video entry (``video_id``, ``source``, ``status``
-processed / rejected / failed, ``reason``, ``outputs``) plus optional numbers read from
-the outputs by :func:`collect_summary_inputs`:
+processed / rejected / failed, ``reason``, ``reasons``, ``outputs``, ``stats``) plus
+numbers read from the outputs by :func:`collect_summary_inputs`:
 
-- ``duration_s``: seconds, from ``probe/{id}.json``;
-- ``face_coverage``: fraction of frames with a face (detected or gap filled), from
-  ``faces/{id}.json``; for a video rejected for its faces, read off the reason
-  ("face in 37% of frames" -> 0.37, "no face" -> 0.0) so the histogram shows the cut;
-- ``volume_mean``, ``volume_std``: the loudness envelope ``volume/{id}.npy`` (T,);
-- ``wav2vec_norm_mean``, ``wav2vec_norm_std``: L2 norms of the rows of ``wav2vec/{id}.npy``
-  (T, D);
+- ``reasons``: every rejection reason (``reason`` alone for an entry without the list);
+- ``duration_s``: seconds, the report's ``stats`` (decoded frames) else
+  ``probe/{id}.json``;
+- ``face_coverage``: fraction of frames with a face (detected or gap filled), the report's
+  ``stats`` else ``faces/{id}.json``; for a video rejected for its faces, read off the
+  reason ("face in 37% of frames" -> 0.37, "no face" -> 0.0) so the histogram shows the cut;
+- ``volume_*``: the loudness envelope ``volume/{id}.npy`` (T,): ``mean``, ``std``,
+  ``median``, ``p10``, ``p90`` (10th and 90th percentiles);
+- ``wav2vec_norm_*``: the same of the L2 norms of the rows of ``wav2vec/{id}.npy`` (T, D);
 - ``unreadable``: paths of files that exist but could not be read.
 
-:func:`summarize` writes the PNG plots of :data:`PLOT_FILES` (matplotlib's Agg canvas,
-no display, no pyplot state; each file atomic) and returns markdown for Dagster's
-``MetadataValue.md``.
+:func:`summary_figures` draws the plots of :data:`PLOT_FILES` (matplotlib's Agg canvas, no
+display, no pyplot state) from the records, so tests read what is plotted off the
+figures' artists; :func:`summarize` writes them (each file atomic) and returns markdown for
+Dagster's ``MetadataValue.md``. What they show:
+
+- durations and face coverage: histograms stacked by status; the legend counts every video
+  of each status, the ones without the number too ("rejected: 2 (1 without a duration)");
+- rejections by reason: videos per normalised reason (:func:`normalize_reason`); a video
+  rejected for two reasons counts under both;
+- features: one panel per feature some video has (volume, wav2vec norms); per video, by
+  id, the median and the 10th-90th percentile range (non-negative like the values).
 """
 
 from __future__ import annotations
@@ -34,9 +44,11 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from dpl_assets.datatypes import get_datatype
+from dpl_assets.report import without_subject
 from dpl_assets.storage.atomic import atomic_write_bytes
 
 STATUSES = ("processed", "rejected", "failed")
@@ -49,7 +61,16 @@ PLOT_FILES = {
 }
 """Plot name -> file name in the plot folder (the same four files every time)."""
 
+FEATURES = {
+    "volume": "Volume (mean |x| per 20 ms)",
+    "wav2vec_norm": "wav2vec feature L2 norm",
+}
+"""Feature record prefix -> panel title of the features plot."""
+MAX_LABELLED_VIDEOS = 40
+"""The features plot labels every video by id up to this many, else evenly spaced ones."""
+
 _WAV2VEC_CHUNK_ROWS = 8192  # rows per read when norming a memory-mapped (T, D) array
+_STAT_NAMES = ("mean", "std", "median", "p10", "p90")
 
 
 # --------------------------------------------------------------------------------------
@@ -70,15 +91,7 @@ def normalize_reason(reason: str, *, subjects: Iterable[str | None] = ()) -> str
     "face in 37% of frames (min_face_coverage 50%)" -> "face in N% of frames",
     "/v/a.mp4: truncated: the header promises ..." -> "truncated".
     """
-    text = reason.strip()
-    for subject in sorted((s for s in subjects if s), key=len, reverse=True):
-        if text.startswith(subject + ": "):
-            text = text[len(subject) + 2 :]
-            break
-    else:
-        head, colon, rest = text.partition(": ")
-        if colon and ("/" in head or "\\" in head):
-            text = rest
+    text = without_subject(reason, subjects)
     while _PARENTHESES.search(text):  # innermost first, so nesting is handled
         text = _PARENTHESES.sub("", text)
     text = text.split(": ", 1)[0]
@@ -89,13 +102,22 @@ def normalize_reason(reason: str, *, subjects: Iterable[str | None] = ()) -> str
 _COVERAGE_REASON = re.compile(r"face in (\d+(?:\.\d+)?)% of frames")
 
 
-def _coverage_from_reason(reason: str | None) -> float | None:
-    if not reason:
-        return None
-    match = _COVERAGE_REASON.search(reason)
-    if match:
-        return float(match.group(1)) / 100
-    return 0.0 if normalize_reason(reason) == "no face" else None
+def _coverage_from_reasons(reasons: Sequence[str]) -> float | None:
+    for reason in reasons:
+        match = _COVERAGE_REASON.search(reason)
+        if match:
+            return float(match.group(1)) / 100
+        if normalize_reason(reason) == "no face":
+            return 0.0
+    return None
+
+
+def reasons_of(video: Mapping[str, Any]) -> list[str]:
+    """Every rejection reason of a report entry: its ``reasons``, else its ``reason``."""
+    if video.get("reasons"):
+        return [str(r) for r in video["reasons"]]
+    reason = video.get("reason")
+    return [str(reason)] if reason and video.get("status") == "rejected" else []
 
 
 # --------------------------------------------------------------------------------------
@@ -120,19 +142,26 @@ def collect_summary_inputs(
 def _summary_record(output_dir: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = dict(entry)
     unreadable: list[str] = []
+    stats = entry.get("stats") or {}
 
     def read(key: str, reader: Callable[[Path], Any]) -> Any:
         return _read_output(output_dir, entry, key, reader, unreadable)
 
-    record["duration_s"] = read("probe", _probe_duration)
-    coverage = read("faces", _face_coverage)
+    record["reasons"] = reasons_of(entry)
+    duration = stats.get("duration_s")
+    if duration is None:
+        duration = read("probe", _probe_duration)
+    record["duration_s"] = None if duration is None else float(duration)
+    coverage = stats.get("face_coverage")
+    if coverage is None:
+        coverage = read("faces", _face_coverage)
     if coverage is None and entry.get("status") == "rejected":
-        coverage = _coverage_from_reason(entry.get("reason"))
-    record["face_coverage"] = coverage
-    record["volume_mean"], record["volume_std"] = read("volume", _volume_stats) or (None, None)
-    record["wav2vec_norm_mean"], record["wav2vec_norm_std"] = read(
-        "wav2vec", _wav2vec_norm_stats
-    ) or (None, None)
+        coverage = _coverage_from_reasons(record["reasons"])
+    record["face_coverage"] = None if coverage is None else float(coverage)
+    for key, reader in (("volume", _volume_stats), ("wav2vec_norm", _wav2vec_norm_stats)):
+        values = read("volume" if key == "volume" else "wav2vec", reader) or {}
+        for name in _STAT_NAMES:
+            record[f"{key}_{name}"] = values.get(name)
     record["unreadable"] = unreadable
     return record
 
@@ -174,13 +203,22 @@ def _face_coverage(path: Path) -> float | None:
     return None if coverage is None else float(coverage)
 
 
-def _volume_stats(path: Path) -> tuple[float, float] | None:
-    volume = np.load(path, mmap_mode="r").astype(np.float64).ravel()
-    volume = volume[np.isfinite(volume)]
-    return (float(volume.mean()), float(volume.std())) if volume.size else None
+def _distribution(values: np.ndarray) -> dict[str, float] | None:
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    p10, median, p90 = np.percentile(values, [10, 50, 90])
+    return {
+        "mean": float(values.mean()), "std": float(values.std()), "median": float(median),
+        "p10": float(p10), "p90": float(p90),
+    }  # fmt: skip
 
 
-def _wav2vec_norm_stats(path: Path) -> tuple[float, float] | None:
+def _volume_stats(path: Path) -> dict[str, float] | None:
+    return _distribution(np.load(path, mmap_mode="r").astype(np.float64).ravel())
+
+
+def _wav2vec_norm_stats(path: Path) -> dict[str, float] | None:
     features = np.load(path, mmap_mode="r")
     if features.ndim != 2:
         raise ValueError(f"wav2vec features must be (T, D), not {features.shape}")
@@ -193,13 +231,35 @@ def _wav2vec_norm_stats(path: Path) -> tuple[float, float] | None:
         ]
         or [np.zeros(0)]
     )  # fmt: skip
-    norms = norms[np.isfinite(norms)]
-    return (float(norms.mean()), float(norms.std())) if norms.size else None
+    return _distribution(norms)
 
 
 # --------------------------------------------------------------------------------------
 # Plots and markdown
 # --------------------------------------------------------------------------------------
+
+
+def summary_figures(videos: Sequence[Mapping[str, Any]]) -> dict[str, Figure]:
+    """The plots of :data:`PLOT_FILES` (name -> figure) for ``videos``, records as
+    :func:`collect_summary_inputs` returns them (see the module docstring)."""
+    return {
+        "durations": _durations_figure(videos),
+        "face_coverage": _coverage_figure(videos),
+        "rejections": _rejections_figure(rejection_counts(videos)),
+        "features": _features_figure(videos),
+    }
+
+
+def rejection_counts(videos: Sequence[Mapping[str, Any]]) -> Counter[str]:
+    """Rejected videos per normalised reason; a video counts once under each of its causes."""
+    counts: Counter[str] = Counter()
+    for video in videos:
+        if video.get("status") != "rejected":
+            continue
+        subjects = (video.get("source"), video.get("video_id"))
+        causes = {normalize_reason(r, subjects=subjects) for r in reasons_of(video)}
+        counts.update(causes or {"unknown"})
+    return counts
 
 
 def summarize(videos: Sequence[Mapping[str, Any]], plot_dir: Path) -> str:
@@ -212,17 +272,10 @@ def summarize(videos: Sequence[Mapping[str, Any]], plot_dir: Path) -> str:
     """
     plot_dir = Path(plot_dir)
     statuses = Counter(str(v.get("status")) for v in videos)
-    reasons = Counter(
-        normalize_reason(str(v.get("reason") or ""), subjects=(v.get("source"), v.get("video_id")))
-        for v in videos
-        if v.get("status") == "rejected"
-    )
     paths = {name: plot_dir / file_name for name, file_name in PLOT_FILES.items()}
-    _save(_durations_figure(videos), paths["durations"])
-    _save(_coverage_figure(videos), paths["face_coverage"])
-    _save(_rejections_figure(reasons), paths["rejections"])
-    _save(_features_figure(videos), paths["features"])
-    return _markdown(videos, statuses, reasons, paths)
+    for name, figure in summary_figures(videos).items():
+        _save(figure, paths[name])
+    return _markdown(videos, statuses, rejection_counts(videos), paths)
 
 
 def _values(videos: Sequence[Mapping[str, Any]], key: str, status: str | None = None) -> list:
@@ -237,37 +290,56 @@ def _values(videos: Sequence[Mapping[str, Any]], key: str, status: str | None = 
 
 
 def _by_status_histogram(
-    videos: Sequence[Mapping[str, Any]], key: str, title: str, xlabel: str, **hist: Any
+    videos: Sequence[Mapping[str, Any]],
+    key: str,
+    title: str,
+    xlabel: str,
+    missing: str,
+    **hist: Any,
 ) -> Figure:
+    """Values under ``key`` stacked by status. The legend names every status that has
+    videos with its full count, and how many of them have no value (``missing`` says what
+    they lack), so it always agrees with the report."""
     figure = Figure(figsize=(6.4, 4.0), layout="constrained")
     axes = figure.add_subplot()
-    groups = [(s, _values(videos, key, s)) for s in STATUSES]
-    groups = [(s, values) for s, values in groups if values]
-    if groups:
+    statuses = [*STATUSES, *sorted({str(v.get("status")) for v in videos} - set(STATUSES))]
+    groups = [(s, _values(videos, key, s)) for s in statuses]
+    drawn = [(s, values) for s, values in groups if values]
+    if drawn:
         axes.hist(
-            [values for _, values in groups],
+            [values for _, values in drawn],
             stacked=True,
-            label=[f"{s} ({len(values)})" for s, values in groups],
-            color=[STATUS_COLORS[s] for s, _ in groups],
+            color=[STATUS_COLORS.get(s, "tab:gray") for s, _ in drawn],
             **hist,
         )
-        axes.legend()
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         _no_data(axes)
+    handles = []
+    for status, values in groups:
+        total = sum(str(v.get("status")) == status for v in videos)
+        if not total:
+            continue
+        label = f"{status}: {total}"
+        if total > len(values):
+            label += f" ({total - len(values)} without {missing})"
+        handles.append(Patch(color=STATUS_COLORS.get(status, "tab:gray"), label=label))
+    if handles:
+        axes.legend(handles=handles, title="videos")
     axes.set(title=title, xlabel=xlabel, ylabel="videos")
     return figure
 
 
 def _durations_figure(videos: Sequence[Mapping[str, Any]]) -> Figure:
     return _by_status_histogram(
-        videos, "duration_s", "Video durations", "duration (s)", bins="auto"
+        videos, "duration_s", "Video durations", "duration (s)", "a duration", bins="auto"
     )
 
 
 def _coverage_figure(videos: Sequence[Mapping[str, Any]]) -> Figure:
     return _by_status_histogram(
         videos, "face_coverage", "Face coverage", "fraction of frames with the face",
-        bins=20, range=(0.0, 1.0),
+        "face data", bins=20, range=(0.0, 1.0),
     )  # fmt: skip
 
 
@@ -284,34 +356,51 @@ def _rejections_figure(reasons: Counter[str]) -> Figure:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         _no_data(axes, "no rejections")
-    axes.set(title="Rejections by reason", xlabel="videos")
+    axes.set(title="Rejections by reason (a video counts under each of its reasons)",
+             xlabel="videos")  # fmt: skip
     return figure
 
 
+def feature_points(
+    videos: Sequence[Mapping[str, Any]], key: str
+) -> list[tuple[str, float, float, float]]:
+    """``(video_id, p10, median, p90)`` of feature ``key`` per video that has it, sorted by
+    median (what the features plot draws)."""
+    points: list[tuple[str, float, float, float]] = []
+    for video in videos:
+        given = [video.get(f"{key}_{name}") for name in ("p10", "median", "p90")]
+        values = [float(v) for v in given if v is not None]
+        if len(values) == 3 and all(math.isfinite(v) for v in values):
+            points.append((str(video.get("video_id")), values[0], values[1], values[2]))
+    return sorted(points, key=lambda point: (point[2], point[0]))
+
+
 def _features_figure(videos: Sequence[Mapping[str, Any]]) -> Figure:
-    figure = Figure(figsize=(7.5, 6.0), layout="constrained")
-    panels = (
-        ("volume", "Volume (mean |x| per 20 ms)"),
-        ("wav2vec_norm", "wav2vec feature L2 norm"),
-    )
-    for row, (key, title) in enumerate(panels, start=1):
-        axes = figure.add_subplot(2, 1, row)
-        pairs = [
-            (float(v[f"{key}_mean"]), float(v.get(f"{key}_std") or 0.0))
-            for v in videos
-            if v.get(f"{key}_mean") is not None and math.isfinite(float(v[f"{key}_mean"]))
-        ]
-        if pairs:
-            means, stds = np.array(sorted(pairs)).T
-            axes.errorbar(
-                np.arange(means.size), means, yerr=stds, fmt="o", markersize=3, capsize=2,
-                elinewidth=0.8, label="per-video mean ± std",
-            )  # fmt: skip
-            axes.legend(loc="upper left")
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        else:
-            _no_data(axes)
-        axes.set(title=title, xlabel="videos, sorted by mean")
+    panels = [(key, title, pts) for key, title in FEATURES.items()
+              if (pts := feature_points(videos, key))]  # fmt: skip
+    if not panels:
+        figure = Figure(figsize=(7.5, 3.0), layout="constrained")
+        axes = figure.add_subplot()
+        _no_data(axes, "no audio features (volume, wav2vec)")
+        axes.set(title="Feature statistics", xticks=[], yticks=[])
+        return figure
+    figure = Figure(figsize=(7.5, 1.5 + 3.5 * len(panels)), layout="constrained")
+    for row, (_, title, points) in enumerate(panels, start=1):
+        axes = figure.add_subplot(len(panels), 1, row)
+        ids = [point[0] for point in points]
+        low, median, high = (np.array([point[i] for point in points]) for i in (1, 2, 3))
+        x = np.arange(len(points))
+        axes.errorbar(
+            x, median, yerr=np.stack([median - low, high - median]), fmt="o", markersize=3,
+            capsize=2, elinewidth=0.8, label="per-video median, bar: 10th-90th percentile",
+        )  # fmt: skip
+        axes.legend(loc="upper left", fontsize="small")
+        shown = x if len(x) <= MAX_LABELLED_VIDEOS else np.unique(
+            np.linspace(0, len(x) - 1, MAX_LABELLED_VIDEOS).round().astype(int)
+        )  # fmt: skip
+        axes.set_xticks(shown, [ids[i] for i in shown], rotation=30, ha="right",
+                        fontsize="small")  # fmt: skip
+        axes.set(title=title, xlabel="video (sorted by median)")
     return figure
 
 
@@ -351,7 +440,7 @@ def _markdown(
     if durations:
         lines += [
             f"Duration: {sum(processed) / 60:.1f} min processed of {sum(durations) / 60:.1f} "
-            f"min probed ({len(durations)} videos).",
+            f"min in all ({len(durations)} of {len(videos)} videos have a duration).",
             "",
         ]
     unreadable = sum(len(v.get("unreadable") or ()) for v in videos)
