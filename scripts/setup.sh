@@ -1,35 +1,105 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: system packages, a virtualenv in .venv, the project and its tools.
-# Idempotent: re-running installs only what is missing.
+# Set up a machine: system packages, a virtualenv in .venv, the project and its tools.
+# Installs only what is missing: a second run installs nothing and prints one line.
+#   scripts/setup.sh           what the pipeline and the demo need
+#   scripts/setup.sh --tests   also Chromium and its driver for the web UI test
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) tests=1 ;;
+    *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+  esac
+done
+did=()
 
 # ffmpeg/ffprobe are the tests' independent reference (the pipeline itself runs the ffmpeg
 # binary bundled by imageio-ffmpeg); espeak-ng speaks the sample and test clips.
 # OpenCV (brought by mediapipe) loads libGL and glib at import. Chromium and its driver run
-# the web UI test (dpl_assets_tests/test_web_ui.py) in a headless browser.
+# the web UI test (dpl_assets_tests/test_web_ui.py) in a headless browser: tests only.
+packages=(ffmpeg espeak-ng libgl1 libglib2.0-0)
+tools=(ffmpeg ffprobe espeak-ng)
+if [ "$tests" -eq 1 ]; then
+  packages+=(chromium chromium-driver)
+  tools+=(chromium chromedriver)
+fi
 missing=()
-for tool in ffmpeg ffprobe espeak-ng chromium chromedriver; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
+for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 for lib in libGL.so.1 libglib-2.0.so.0; do ldconfig -p | grep -q "$lib" || missing+=("$lib"); done
 if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages (missing: ${missing[*]})"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -q
-  $sudo apt-get install -y -q --no-install-recommends ffmpeg espeak-ng libgl1 libglib2.0-0 \
-    chromium chromium-driver
+  $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"
+  did+=("system packages")
 fi
 
 python=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $python"
+  "$python" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  did+=(.venv)
+fi
+
+# One Python start answers every question about the venv: which of torch, face_alignment
+# and the project need installing. The project counts as installed when its distribution
+# is an editable install of this checkout made from the current pyproject.toml and
+# setup.cfg (their hash is kept in .venv/.dpl-setup-stamp after a successful install).
+# Isolated (-I): a stale dpl_assets.egg-info in the checkout must not count as installed.
+extras="dev,face-alignment"
+stamp=.venv/.dpl-setup-stamp
+digest=$(cat pyproject.toml setup.cfg | sha256sum | cut -d' ' -f1)
+need=$(.venv/bin/python -I - "$stamp" "$digest:$extras" <<'EOF'
+import importlib.metadata as md
+import importlib.util
+import json
+import pathlib
+import sys
+
+stamp, expected = pathlib.Path(sys.argv[1]), sys.argv[2]
+need = [name for name in ("torch", "face_alignment") if importlib.util.find_spec(name) is None]
+try:
+    dist = md.distribution("dpl-assets")
+    url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    current = url == pathlib.Path.cwd().as_uri() and stamp.is_file()
+    current = current and stamp.read_text().strip() == expected
+except md.PackageNotFoundError:
+    current = False
+if not current:
+    need.append("project")
+print(" ".join(need))
+EOF
+)
+
 # torch first, pinned: this version's CPU wheel is on this machine's disk, and an unpinned
 # torch requirement would pull a multi-GB CUDA build. GPU users: install your CUDA torch
 # before running this script; the project accepts any torch>=2.1 already installed.
-.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[dev,face-alignment]"
+if [[ " $need " == *" torch "* ]]; then
+  echo "setup: installing torch 2.13.0 (CPU)"
+  .venv/bin/pip install -q "torch==2.13.0"
+  did+=(torch)
+fi
+if [[ " $need " == *" project "* ]]; then
+  echo "setup: installing the project (.[${extras}], editable)"
+  rm -f "$stamp"
+  # setuptools says "Editable installation. Please be careful with folders ... same name as
+  # your package" on every editable install: information, not a problem; keep it quiet.
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/pip install -q -e ".[${extras}]"
+  echo "$digest:$extras" >"$stamp"
+  did+=(project)
+fi
 # The optional face-alignment backend (tested on stand-in weights); --no-deps: see pyproject.
-.venv/bin/python -c "import face_alignment" 2>/dev/null \
-  || .venv/bin/pip install -q --no-deps "face-alignment==1.5.0"
-echo "setup: ready (.venv)"
+if [[ " $need " == *" face_alignment "* ]]; then
+  echo "setup: installing face-alignment 1.5.0 (--no-deps)"
+  .venv/bin/pip install -q --no-deps "face-alignment==1.5.0"
+  did+=(face-alignment)
+fi
+if [ ${#did[@]} -eq 0 ]; then
+  echo "setup: ready (.venv), nothing to install"
+else
+  echo "setup: ready (.venv), installed: ${did[*]}"
+fi

@@ -60,6 +60,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from dpl_assets.nodes import native_logs
 from dpl_assets.outcomes import InputRejected
 
 # fmt: off
@@ -298,6 +299,7 @@ class FaceAnalyzer:
         self.filter_threshold = check_threshold(filter_threshold)
         self._detector: Any = None
         self._mesh: Any = None
+        self._quiet = False
 
     # -- mediapipe objects ---------------------------------------------------------------
 
@@ -305,6 +307,9 @@ class FaceAnalyzer:
         if self._detector is None or self._mesh is None:
             import mediapipe as mp
 
+            if not self._quiet:  # mediapipe's C++ start-up lines: see native_logs
+                native_logs.acquire()
+                self._quiet = True
             self._detector = mp.solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=self.filter_threshold
             )
@@ -315,10 +320,15 @@ class FaceAnalyzer:
 
     def close(self) -> None:
         """Free the mediapipe graphs (a later call creates them again)."""
-        for model in (self._detector, self._mesh):
-            if model is not None:
-                model.close()
-        self._detector = self._mesh = None
+        try:
+            for model in (self._detector, self._mesh):
+                if model is not None:
+                    model.close()
+        finally:
+            self._detector = self._mesh = None
+            if self._quiet:
+                self._quiet = False
+                native_logs.release()
 
     def __enter__(self) -> FaceAnalyzer:
         return self
