@@ -68,6 +68,8 @@ FEATURES = {
 """Feature record prefix -> panel title of the features plot."""
 MAX_LABELLED_VIDEOS = 40
 """The features plot labels every video by id up to this many, else evenly spaced ones."""
+SLANTED_LABELS = 10
+"""Up to this many video labels are written slanted, more upright."""
 
 _WAV2VEC_CHUNK_ROWS = 8192  # rows per read when norming a memory-mapped (T, D) array
 _STAT_NAMES = ("mean", "std", "median", "p10", "p90")
@@ -398,8 +400,10 @@ def _features_figure(videos: Sequence[Mapping[str, Any]]) -> Figure:
         shown = x if len(x) <= MAX_LABELLED_VIDEOS else np.unique(
             np.linspace(0, len(x) - 1, MAX_LABELLED_VIDEOS).round().astype(int)
         )  # fmt: skip
-        axes.set_xticks(shown, [ids[i] for i in shown], rotation=30, ha="right",
-                        fontsize="small")  # fmt: skip
+        # Few labels lean (they read easily), many stand upright (they do not overlap).
+        upright = len(shown) > SLANTED_LABELS
+        axes.set_xticks(shown, [ids[i] for i in shown], rotation=90 if upright else 30,
+                        ha="center" if upright else "right", fontsize="small")  # fmt: skip
         axes.set(title=title, xlabel="video (sorted by median)")
     return figure
 
