@@ -286,7 +286,7 @@ def run_videos_multi(
             outcomes[video_id] = Rejected(reason=rejection.reason, origin=outputs[0])
             context.log.warning(f"{name}: rejected {video_id!r}: {rejection.reason}")
         except Exception as error:
-            reason = decode_rejection(error, store.catalog.entry(video_id).primary_source)
+            reason = decode_rejection(error, _primary_source(store, video_id))
             if reason is not None:  # media that does not decode is that video's outcome
                 outcomes[video_id] = Rejected(reason=reason, origin=outputs[0])
                 context.log.warning(f"{name}: rejected {video_id!r}: {reason}")
@@ -410,6 +410,15 @@ def run_videos_multi(
     if failures:
         _save_successes_then_fail(context, store, per_output, failures, retry=bool(transient))
     return per_output
+
+
+def _primary_source(store: ArtifactStore, video_id: str) -> str | None:
+    """The video's registered source file, to name in a decode error (None: unregistered,
+    as for partitions added by hand)."""
+    try:
+        return str(store.catalog.entry(video_id).primary_source)
+    except KeyError:
+        return None
 
 
 def _listing(video_ids: list[str]) -> str:
