@@ -165,7 +165,11 @@ def test_step_totals_stay_on_the_step_output(run):
     ]
     wav = next(o for o in outputs if o.step_output_handle.step_key == "wav")
     metadata = {k: v.value for k, v in wav.metadata.items()}
-    assert (metadata["videos"], metadata["written"], metadata["rejected"]) == (4, 2, 2)
+    assert (metadata["videos"], metadata["videos_written"], metadata["videos_rejected"]) == (
+        4,
+        2,
+        2,
+    )
     assert metadata["audio_s"] == pytest.approx(sum(GOOD.values()), abs=0.1)
     assert "frames" not in metadata and "frames_per_s" not in metadata
 

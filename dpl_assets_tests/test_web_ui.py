@@ -1,13 +1,15 @@
 """The Dagster web UI in a real browser, on the instance a real ``dpl run`` left behind.
 
-A tiny run (two 1 s clips, ``VideoToWavNode`` + ``VolumeNode``) registers partitions and
-records materializations with metadata and asset check results in ``{out}/.dagster``. Then
+A tiny run (two 1 s clips and a film without audio, ``VideoToWavNode`` + ``VolumeNode``)
+registers partitions and records per-video materializations, a rejection (an observation
+with its reason) and asset check results in ``{out}/.dagster``. Then
 ``dagster-webserver`` serves ``workspace.yaml`` on a free loopback port, pointed at that
 instance the way the README's "The Dagster way" says (``DAGSTER_HOME``, ``DPL_OUTPUT_DIR``),
 and headless Debian Chromium (driven by Selenium through ``/usr/bin/chromedriver``) waits
 for what a user should see: the assets in their group's lineage graph, the partitions of
-the registered videos and their status, the latest materialization's metadata, and the
-``output_valid`` check's result.
+the registered videos and their status (the rejected video missing, never materialized),
+each partition's own record (a processed video's status, path and sample count; a rejected
+video's reason), and the ``output_valid`` check's result.
 
 The browser resolves no host but 127.0.0.1, so the test never touches the network.
 Skipped only where ``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` is missing
@@ -24,11 +26,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import soundfile
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -43,6 +47,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ["clip one", "clip_two"]  # a space in a partition key, on purpose
+REJECTED = "silent film"  # no audio stream: rejected by wav (and volume after it)
 SERVER_START_TIMEOUT_S = 90
 UI_TIMEOUT_S = 60
 
@@ -64,6 +69,7 @@ def output_dir(tmp_path_factory) -> Path:
     videos = base / "videos"
     for name in VIDEOS:
         media.make_talking_clip(videos / f"{name}.mp4", seconds=1.0)
+    media.make_video_only(videos / f"{REJECTED}.mp4")
     graph = base / "graph.json"
     graph.write_text(
         json.dumps([{"name": "VideoToWavNode", "params": {}}, {"name": "VolumeNode", "params": {}}])
@@ -283,6 +289,14 @@ def expect_page(
 # --------------------------------------------------------------------------------------
 
 
+def _partition(key: str, video_id: str, view: str = "partitions") -> str:
+    return f"/assets/{key}?view={view}&partition={urllib.parse.quote(video_id)}"
+
+
+def _lines(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines()}
+
+
 @needs_browser
 def test_asset_group_graph_lists_the_assets(webserver, browser, tmp_path):
     # The lineage graph of the `audio` group (the global catalog at /assets is a virtual
@@ -292,7 +306,8 @@ def test_asset_group_graph_lists_the_assets(webserver, browser, tmp_path):
         f"{webserver}/locations/dpl_assets/asset-groups/audio",
         tmp_path / "asset_group_audio.png",
         lines=["audio", "wav", "volume", "wav2vec"],
-        fragments=["100% filled"],  # wav and volume: every registered video materialized
+        # wav and volume: 2 of the 3 registered videos materialized, the rejected one not.
+        fragments=["66% filled", "3 partitions"],
     )
 
 
@@ -302,17 +317,80 @@ def test_partitions_of_the_registered_videos_show_their_status(webserver, browse
         browser,
         f"{webserver}/assets/wav?view=partitions",
         tmp_path / "wav_partitions.png",
-        lines=[*VIDEOS, "Materialized (2)", "Missing (0)", "Failed (0)"],
+        lines=[*VIDEOS, REJECTED, "Materialized (2)", "Missing (1)", "Failed (0)"],
     )
+
+
+@needs_browser
+@pytest.mark.parametrize("key", ["wav", "volume"])
+def test_a_rejected_video_is_missing_not_materialized(webserver, browser, tmp_path, key):
+    """The Partitions tab's status filter: the rejected video is among the missing
+    partitions only; the processed ones among the materialized only."""
+    missing = expect_page(
+        browser,
+        f"{webserver}/assets/{key}?view=partitions&status=MISSING",
+        tmp_path / f"{key}_missing.png",
+        lines=["1 Partitions Selected", REJECTED],
+    )
+    assert not _lines(missing) & set(VIDEOS)
+    materialized = expect_page(
+        browser,
+        f"{webserver}/assets/{key}?view=partitions&status=MATERIALIZED",
+        tmp_path / f"{key}_materialized.png",
+        lines=["2 Partitions Selected", *VIDEOS],
+    )
+    assert REJECTED not in _lines(materialized)
+
+
+@needs_browser
+def test_a_rejected_partition_shows_no_materialization_and_its_reason(
+    webserver, browser, tmp_path, output_dir
+):
+    reason = json.loads((output_dir / "_status" / "wav" / f"{REJECTED}.rejected.json").read_text())[
+        "reason"
+    ]
+    assert "no audio stream" in reason
+    # Its partition on the Partitions tab: no "Materialized" badge, no materialization.
+    page = expect_page(
+        browser,
+        f"{webserver}{_partition('wav', REJECTED)}",
+        tmp_path / "wav_rejected_partition.png",
+        lines=[REJECTED, "Latest materialization", "None", "View all historical events (1)"],
+    )
+    assert "Materialized" not in _lines(page)
+    # Its events (the partition's event view): the rejection, with the reason.
+    expect_page(
+        browser,
+        f"{webserver}{_partition('wav', REJECTED, view='events')}",
+        tmp_path / "wav_rejected_events.png",
+        lines=["status", "rejected", "reason", reason, "rejected_by", "wav"],
+        fragments=[f"Partition {REJECTED} observed in run", f"{REJECTED}: rejected: {reason}"],
+    )
+
+
+@needs_browser
+def test_a_materialized_partition_shows_its_own_record(webserver, browser, tmp_path, output_dir):
+    for video_id in VIDEOS:
+        path = output_dir / "wav" / f"{video_id}.wav"
+        samples = soundfile.info(str(path)).frames
+        page = expect_page(
+            browser,
+            f"{webserver}{_partition('wav', video_id)}",
+            tmp_path / f"wav_partition_{video_id}.png",
+            lines=[video_id, "Materialized", "Metadata", "status", "written", "path", str(path),
+                   "samples", str(samples), "audio_s", "size_bytes"],
+        )  # fmt: skip
+        # That video's record, not the totals of the run's step.
+        assert not _lines(page) & {"videos", "videos_written", "videos_rejected", "frames"}
 
 
 @needs_browser
 def test_latest_materialization_metadata_renders(webserver, browser, tmp_path, output_dir):
     expect_page(
         browser,
-        f"{webserver}/assets/wav?view=events",
+        f"{webserver}{_partition('wav', VIDEOS[1], view='events')}",
         tmp_path / "wav_events.png",
-        lines=["Metadata", "videos", "written", "folder", str(output_dir / "wav")],
+        lines=["Metadata", "status", "written", "path", str(output_dir / "wav" / "clip_two.wav")],
         fragments=["materialized in run"],
     )
 

@@ -397,10 +397,12 @@ def run_videos_multi(
     )
     counts = {
         "videos": len(context.partition_keys),
-        "written": len(saved_here - {v for v, o in outcomes.items() if isinstance(o, Rejected)}),
-        "rejected": sum(isinstance(o, Rejected) for o in outcomes.values()),
-        "kept": sum(isinstance(o, Kept) for o in outcomes.values()),
-        "failed": len(failures),
+        "videos_written": len(
+            saved_here - {v for v, o in outcomes.items() if isinstance(o, Rejected)}
+        ),
+        "videos_rejected": sum(isinstance(o, Rejected) for o in outcomes.values()),
+        "videos_kept": sum(isinstance(o, Kept) for o in outcomes.values()),
+        "videos_failed": len(failures),
     }
     for key in outputs:
         context.add_output_metadata(
@@ -504,7 +506,7 @@ class _Progress:
             self.total -= 1
 
     def metadata(self, elapsed: float) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"step_s": round(elapsed, 3), "computed": self.count}
+        metadata: dict[str, Any] = {"step_s": round(elapsed, 3), "videos_computed": self.count}
         for unit, value in self.work.items():
             metadata[unit] = round(value, 3) if unit == "audio_s" else int(value)
             metadata[f"{unit}_per_s"] = round(value / elapsed, 1) if elapsed > 0 else 0.0

@@ -149,7 +149,7 @@ def _video_stats(path: Path) -> dict[str, int | float | str]:
             if packet.pts is not None and packet.time_base is not None:
                 end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
                 last_end = max(last_end, end)
-    return {"video_frames": count, "duration_s": round(last_end, 3), "has_audio": str(has_audio)}
+    return {"video_frames": count, "duration_s": round(last_end, 3), "has_audio": has_audio}
 
 
 def _faces_stats(record: dict[str, Any]) -> dict[str, int | float]:
