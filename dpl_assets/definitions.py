@@ -33,6 +33,28 @@ offline_default_job = dg.define_asset_job(
     "FLAME or renders).",
 )
 
+_STOCK_EXECUTOR = dg.multi_or_in_process_executor
+
+in_process_by_default_executor = dg.ExecutorDefinition(
+    name="in_process_or_multiprocess",
+    config_schema=dg.Field(
+        _STOCK_EXECUTOR.config_schema.config_type, default_value={"in_process": {}}
+    ),
+    requirements=_STOCK_EXECUTOR.get_requirements,
+    executor_creation_fn=_STOCK_EXECUTOR.executor_creation_fn,
+    description="Dagster's default executor, in process unless the run config says "
+    "`execution: {config: {multiprocess: {max_concurrent: N}}}`.",
+)
+"""Every step of a run in the run's own process, unless its config asks for processes.
+
+The stock default starts a process per step, and each loads this code location again
+(~2-6 s here) before doing any work: most of a small run's time. In process, models also
+load once per run, not once per step. A GPU lease is then held by the run's process
+(``dpl_assets.devices``); retries and pools work as before (pools count runs here:
+``granularity: run``). To spread a large run's steps over the cores, launch it with
+``{"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}`` in its config.
+"""
+
 dataset_job = dg.define_asset_job(
     "dataset_level",
     selection=dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS),
@@ -55,6 +77,7 @@ def build_definitions(
             "wav2vec_models": Wav2vecModels(),
         },
         jobs=[offline_audio_job, offline_default_job, dataset_job, *(jobs or [])],
+        executor=in_process_by_default_executor,
         sensors=SENSORS,
         schedules=SCHEDULES,
     )

@@ -11,7 +11,6 @@ import functools
 from typing import Any
 
 import dagster as dg
-import torch
 from pydantic import Field, PrivateAttr
 
 from dpl_assets.devices import acquire_device, default_lease_dir, visible_devices
@@ -20,6 +19,10 @@ from dpl_assets.nodes.wav2vec import Wav2vecExtractor
 
 def resolve_device(requested: str) -> str:
     """``auto`` -> ``cuda:0`` when a GPU is visible, else ``cpu``; ``cuda:N`` is checked."""
+    if requested == "cpu":
+        return requested
+    import torch  # only when a GPU may be asked for: the package imports without torch
+
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):

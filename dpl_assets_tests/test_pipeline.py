@@ -302,6 +302,27 @@ def test_dagster_cli_materializes_a_registered_partition(tmp_path, good_videos):
     assert soundfile.info(wav).samplerate == 16_000
     assert not (out / "wav" / "alpha.wav").exists()
     assert not list(tmp_path.rglob("pwned"))
+    # In process (no step subprocess loading the code location again), and quiet: INFO and
+    # above on the terminal (the instance's python_log_level), no DEBUG event lines.
+    output = completed.stdout + completed.stderr
+    assert "STEP_WORKER_STARTING" not in output and " - DEBUG - " not in output
+    assert "wav: 1 videos" in output
+
+    # Done already: a second call computes nothing; `recompute` (asset config) redoes it.
+    written = wav.stat().st_mtime_ns
+    for config, computed in (("{}", "0 computed"), (RECOMPUTE_WAV, "1 computed")):
+        again = subprocess.run(
+            [str(dagster), "asset", "materialize", "-m", "dpl_assets", "--select", "wav",
+             "--partition", "it's a $(touch pwned) clip; ünï", "--config-json", config],
+            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "wav: 1 videos in" in again.stderr and f"s: {computed}," in again.stderr
+        assert (wav.stat().st_mtime_ns != written) == (config == RECOMPUTE_WAV)
+
+
+RECOMPUTE_WAV = '{"ops": {"wav": {"config": {"recompute": true}}}}'
+"""The README's example: asset config of the wav asset's op."""
 
 
 def test_original_face_graph_runs_the_face_node_once():

@@ -18,7 +18,6 @@ from typing import Any
 import cv2
 import dagster as dg
 import numpy as np
-import torch
 
 from dpl_assets.assets.batch import (
     load_required,
@@ -31,8 +30,6 @@ from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, INPUTS_BY_VALUE
 from dpl_assets.assets.packing import stored_timestamps
 from dpl_assets.media import timeline
 from dpl_assets.nodes.crops import crop_frames
-from dpl_assets.nodes.emoca import smooth_parameters
-from dpl_assets.nodes.render import render
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.resources import TorchDevice, cached_emoca, cached_flame, cached_template
 from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
@@ -94,6 +91,9 @@ def emoca(
     if not config.weights_path:
         raise dg.Failure("EmocaNode needs weights_path: the EMOCA model folder (see README)")
     device = torch_device.for_node(config.device)
+    import torch  # torch and the 3D nodes load with these assets, not with the package
+
+    from dpl_assets.nodes.emoca import smooth_parameters
 
     def encode(video_id: str, _: dict) -> dict[str, Any]:
         encoder = cached_emoca(config.weights_path, device)
@@ -193,6 +193,10 @@ def rendering(
     store = storage.store()
     if not config.head_template_path:
         raise dg.Failure("RenderingNode needs head_template_path (a head .obj with UVs)")
+    import torch
+
+    from dpl_assets.nodes.render import render
+
     device = torch.device(torch_device.for_node(config.device))
 
     def draw(video_id: str, inputs: dict) -> dict[str, Any]:

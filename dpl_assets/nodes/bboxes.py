@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
-from scipy.signal import savgol_filter
 
 from dpl_assets.outcomes import InputRejected
 
@@ -106,6 +105,8 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     window = min(window, len(values) if len(values) % 2 else len(values) - 1)
     if window <= SMOOTHING_POLYORDER:
         return values
+    from scipy.signal import savgol_filter  # ~1 s to import: at first use
+
     return np.asarray(savgol_filter(values, window, SMOOTHING_POLYORDER))
 
 

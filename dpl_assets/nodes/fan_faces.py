@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dpl_assets.nodes.faces import (
     DEFAULT_FILTER_THRESHOLD,
@@ -45,6 +44,8 @@ NO_DOWNLOADS_ENV = "DPL_NO_DOWNLOADS"  # set: missing weights fail at once, neve
 
 def weights_dir() -> Path:
     """Where ``face-alignment`` looks for (and downloads) its weights: torch's hub cache."""
+    import torch  # with the backend's first use, not with the package
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
 from dpl_assets.nodes.audio import conv_output_length
 from dpl_assets.outcomes import InputRejected
+
+if TYPE_CHECKING:  # torch and transformers load with the first model, not with the package
+    import torch
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base"
 
@@ -78,6 +81,7 @@ class Wav2vecExtractor:
         features: str = "quantized",
         device: str | torch.device = "cpu",
     ):
+        import torch
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
         self.choice = FeatureChoice.parse(features)
@@ -113,19 +117,22 @@ class Wav2vecExtractor:
     def _window_samples(self, frames: int) -> int:
         return self.receptive_field + self.hop * (frames - 1)
 
-    @torch.inference_mode()
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """(B, S) normalized audio -> (B, T, D) features."""
-        inputs = torch.from_numpy(batch).to(self.device)
-        if self.choice.kind == "quantized":
-            wav2vec2 = self.model.wav2vec2
-            conv = wav2vec2.feature_extractor(inputs).transpose(1, 2)
-            _, normed = wav2vec2.feature_projection(conv)
-            quantized, _ = self.model.quantizer(normed)
-            out = self.model.project_q(quantized.to(self.model.project_q.weight.dtype))
-        else:
-            out = self.model(inputs, output_hidden_states=True).hidden_states[self.choice.layer]
-        return out.float().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            inputs = torch.from_numpy(batch).to(self.device)
+            if self.choice.kind == "quantized":
+                wav2vec2 = self.model.wav2vec2
+                conv = wav2vec2.feature_extractor(inputs).transpose(1, 2)
+                _, normed = wav2vec2.feature_projection(conv)
+                quantized, _ = self.model.quantizer(normed)
+                out = self.model.project_q(quantized.to(self.model.project_q.weight.dtype))
+            else:
+                hidden = self.model(inputs, output_hidden_states=True).hidden_states
+                out = hidden[self.choice.layer]
+            return out.float().cpu().numpy()
 
     def _normalize(self, audio: np.ndarray) -> np.ndarray:
         # Over the whole clip, before chunking: per-window statistics would differ per window.
