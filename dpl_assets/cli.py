@@ -2,11 +2,14 @@
 
     dpl run --graph graph.json --inputs inputs.json --output_dir out
     dpl register --inputs inputs.json --output_dir out     # partitions for the Dagster UI
+    dpl ui --output_dir out [--port 3000]                   # the Dagster UI on that output dir
     dpl samples DIR                                         # sample media + DIR/inputs.json
     dpl nodes                                               # node names and params
 
-Exit status of ``run``: 0 when every video ended processed or rejected with a reason,
-1 when any failed, 2 when the graph or inputs are invalid (nothing was run).
+Exit status of ``run`` and ``backfill``: 0 when every video ended processed or rejected
+with a reason; 1 when any failed or failed an output check; 2 when the graph or inputs are
+invalid (nothing was run); 3 with ``--strict`` when no video was processed (none found, or
+every one rejected). A run that processed nothing says so in its last line.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dpl_assets.graph import GraphError, GraphPlan, load_graph_file, node_refere
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
 from dpl_assets.storage.locks import exclusive
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOTHING_PROCESSED = 0, 1, 2, 3
 
 
 def _say(message: str) -> None:
@@ -97,10 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
             help="forget earlier rejections and try those videos again",
         )  # fmt: skip
         parser_.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
+        parser_.add_argument(
+            "--strict", action="store_true",
+            help=f"exit with status {EXIT_NOTHING_PROCESSED} when no video was processed",
+        )  # fmt: skip
 
     register = commands.add_parser("register", help="register videos as Dagster partitions")
     register.add_argument("--inputs", type=Path, required=True)
     _add_output_dir(register)
+
+    ui = commands.add_parser(
+        "ui",
+        help="the Dagster UI (dagster dev) on an output dir's instance: DAGSTER_HOME if set, "
+        "else OUTPUT_DIR/.dagster",
+    )
+    _add_output_dir(ui)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
 
     samples = commands.add_parser("samples", help="make sample media and an inputs.json")
     samples.add_argument("folder", type=Path)
@@ -141,7 +157,29 @@ def command_run(args: argparse.Namespace) -> int:
         f"{counts['failed']} failed, {counts['failed_checks']} with failed output checks; "
         f"report: {report_path}"
     )
-    return EXIT_FAILED if counts["failed"] or counts["failed_checks"] else EXIT_OK
+    if counts["processed"] == 0:
+        _say(nothing_processed(counts, inputs))
+    if counts["failed"] or counts["failed_checks"]:
+        return EXIT_FAILED
+    if args.strict and counts["processed"] == 0:
+        return EXIT_NOTHING_PROCESSED
+    return EXIT_OK
+
+
+def nothing_processed(counts: dict[str, int], inputs: InputRoots) -> str:
+    """The last line of a run that processed no video: why, in plain words."""
+    if not counts["rejected"] and not counts["failed"]:
+        roots = "; ".join(
+            f"{key}: {', '.join(str(root) for root in roots)}"
+            for key, roots in inputs.roots.items()
+        )
+        filtered = inputs.include or inputs.exclude
+        filters = " that pass the include/exclude filters" if filtered else ""
+        return f"nothing was processed: no input files{filters} were found in {roots}"
+    held = " and ".join(
+        f"{counts[status]} {status}" for status in ("rejected", "failed") if counts[status]
+    )
+    return f"nothing was processed: every video was rejected or failed ({held}; reasons above)"
 
 
 def _graph_and_inputs(args: argparse.Namespace, catalog: Catalog) -> tuple[GraphPlan, InputRoots]:
@@ -182,6 +220,47 @@ def command_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEV_SUPERSEDED = "ignore:Function `dev_command` is superseded"
+"""A warnings filter for the one line ``dagster dev`` prints on every start: its successor,
+``dg dev``, is a separate package (dagster-dg-cli) that this dagster release does not have."""
+
+
+def command_ui(args: argparse.Namespace) -> int:
+    """``dagster dev`` on the output dir's instance, in place of this process (Ctrl-C stops it).
+
+    The instance is ``DAGSTER_HOME`` when set, else ``{output_dir}/.dagster``: the one
+    ``dpl run`` and ``dpl register`` use, created with the shipped dagster.yaml if new.
+    """
+    import shutil
+    import signal
+
+    output_dir = args.output_dir.resolve()
+    home = instance_dir_for(output_dir)
+    _open_instance(output_dir).dispose()
+    dagster = Path(sys.executable).with_name("dagster")
+    program = str(dagster) if dagster.exists() else shutil.which("dagster")
+    if program is None:
+        _say("error: the dagster command is not installed beside this Python")
+        return EXIT_INVALID
+    warnings = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), DEV_SUPERSEDED)))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DPL_OUTPUT_DIR": str(output_dir),
+        "PYTHONWARNINGS": warnings,
+    }
+    _say(
+        f"Dagster UI on http://{args.host}:{args.port} for {output_dir} (instance: {home}); "
+        "Ctrl-C stops it"
+    )
+    # Started from a script with `&`, SIGINT arrives ignored, and dagster dev then ignores
+    # Ctrl-C and SIGTERM (see scripts/dagster_ui.sh): give it back its default first.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    argv = [program, "dev", "-m", "dpl_assets", "-h", args.host, "-p", str(args.port)]
+    os.execve(program, argv, env)  # noqa: S606 (an argument list: no shell)
+    return EXIT_OK  # not reached
+
+
 def command_samples(args: argparse.Namespace) -> int:
     from dpl_assets.samples import make_samples
 
@@ -196,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command_run(args)
     if args.command == "register":
         return command_register(args)
+    if args.command == "ui":
+        return command_ui(args)
     if args.command == "samples":
         return command_samples(args)
     print(node_reference())

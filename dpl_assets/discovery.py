@@ -21,6 +21,7 @@ collides silently. Ids once registered are kept (see :mod:`dpl_assets.catalog`).
 
 from __future__ import annotations
 
+import difflib
 import errno
 import fnmatch
 import hashlib
@@ -76,11 +77,15 @@ class InputRoots:
         )
 
 
-def parse_inputs(spec: Mapping[str, object], base_dir: Path | None = None) -> InputRoots:
-    """Validate a seed-style inputs mapping; relative roots resolve against ``base_dir``."""
+def parse_inputs(
+    spec: Mapping[str, object], base_dir: Path | None = None, *, base_name: str = ""
+) -> InputRoots:
+    """Validate a seed-style inputs mapping; relative roots resolve against ``base_dir``
+    (default: the current folder), which errors call ``base_name``."""
     if not isinstance(spec, Mapping) or not spec:
         raise InputsError("inputs must be a JSON object mapping datatype keys to root folders")
-    base = base_dir or Path.cwd()
+    base = (base_dir or Path.cwd()).resolve()
+    base_name = base_name or ("the current folder" if base_dir is None else "the base folder")
     roots: dict[str, tuple[Path, ...]] = {}
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -96,7 +101,8 @@ def parse_inputs(spec: Mapping[str, object], base_dir: Path | None = None) -> In
             continue
         if key not in DATATYPES:
             raise InputsError(
-                f"unknown datatype {key!r} in inputs; valid keys: {', '.join(sorted(DATATYPES))}"
+                f"unknown datatype {key!r} in inputs{did_you_mean(key, DATATYPES)}; "
+                f"valid keys: {', '.join(sorted(DATATYPES))}"
             )
         values = [value] if isinstance(value, str) else value
         if (
@@ -107,9 +113,18 @@ def parse_inputs(spec: Mapping[str, object], base_dir: Path | None = None) -> In
             raise InputsError(f"inputs[{key!r}] must be a folder path or a list of folder paths")
         resolved = []
         for raw in values:
-            root = (base / Path(raw).expanduser()).resolve()
+            given = Path(raw).expanduser()
+            root = (base / given).resolve()
             if not root.is_dir():
-                raise InputsError(f"inputs[{key!r}]: {raw!r} is not an existing folder")
+                what = "is a file" if root.exists() else "does not exist"
+                rule = (
+                    ""
+                    if given.is_absolute()
+                    else f"; a relative root is relative to {base_name}, {base}"
+                )
+                raise InputsError(
+                    f"inputs[{key!r}]: {raw!r} is not an existing folder ({root} {what}{rule})"
+                )
             resolved.append(root)
         roots[key] = tuple(resolved)
     if not roots:
@@ -125,7 +140,16 @@ def load_inputs_file(path: Path) -> InputRoots:
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise InputsError(f"cannot read inputs file {str(path)!r}: {error}") from error
-    return parse_inputs(spec, base_dir=Path(path).resolve().parent)
+    return parse_inputs(
+        spec, base_dir=Path(path).resolve().parent, base_name="the inputs file's folder"
+    )
+
+
+def did_you_mean(word: str, valid: Iterable[str]) -> str:
+    """``" (did you mean 'X'?)"`` for the closest valid name (any case), else ``""``."""
+    by_lower = {name.lower(): name for name in valid}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 def _parse_filters(value: object) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -41,6 +41,7 @@ from dpl_assets.assets.config import (
     WavConfig,
 )
 from dpl_assets.assets.faces import FACE_OUTPUTS
+from dpl_assets.discovery import did_you_mean
 
 
 class GraphError(ValueError):
@@ -237,14 +238,21 @@ def plan_graph(graph: object) -> GraphPlan:
             raise GraphError(f'graph node #{index} must be {{"name": ..., "params": {{...}}}}')
         name, params = node["name"], node.get("params") or {}
         if name not in NODES:
-            raise _node_error(index, str(name), f"unknown node; valid nodes: {', '.join(NODES)}")
+            raise _node_error(
+                index,
+                str(name),
+                f"unknown node{did_you_mean(str(name), NODES)}; valid nodes: {', '.join(NODES)}",
+            )
         if not isinstance(params, Mapping):
             raise _node_error(index, name, "params must be a JSON object")
         spec = NODES[name]
         unknown = sorted(set(params) - set(spec.param_names()))
         if unknown:
+            hints = "".join(did_you_mean(param, spec.param_names()) for param in unknown)
             raise _node_error(
-                index, name, f"unknown params {unknown}; valid params: {spec.param_names()}"
+                index,
+                name,
+                f"unknown params {unknown}{hints}; valid params: {spec.param_names()}",
             )
         if spec.asset in producers:
             raise _node_error(

@@ -2,10 +2,16 @@
 and errors that say what to do."""
 
 import importlib.metadata
+import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +114,163 @@ def test_everything_else_written_to_stderr_passes_in_order(capfd):
         os.write(2, b"kept 2\n")
         os.write(2, b"\rprogress 10%")  # a partial line goes out without waiting
     assert capfd.readouterr().err == "kept 1\nkept 2\n\rprogress 10%"
+
+
+# -- a light package ------------------------------------------------------------------------
+
+HEAVY = ("torch", "transformers", "mediapipe")
+BATCH_IMPORTS_TORCH = bool(
+    re.search(r"^import torch$", (REPO / "dpl_assets/assets/batch.py").read_text(), re.M)
+)
+
+
+@pytest.mark.xfail(
+    BATCH_IMPORTS_TORCH, strict=True,
+    reason="dpl_assets/assets/batch.py still imports torch at the top (is_transient)",
+)  # fmt: skip
+def test_importing_the_package_loads_no_torch_transformers_or_mediapipe():
+    code = (
+        "import sys, dpl_assets, dpl_assets.definitions, dpl_assets.cli, dpl_assets.runner; "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    result = run([sys.executable, "-c", code], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_runs_execute_in_process_unless_their_config_asks_for_processes():
+    from dpl_assets import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.executor_def.name == "in_process_or_multiprocess"
+    field = job.executor_def.config_schema.as_field()
+    assert field.default_value == {"in_process": {}}
+
+
+# -- errors that help -------------------------------------------------------------------------
+
+
+def test_a_misspelt_node_name_suggests_the_closest_valid_one():
+    from dpl_assets.graph import GraphError, plan_graph
+
+    with pytest.raises(GraphError, match=r"unknown node \(did you mean 'FaceAlignmentNode'\?\)"):
+        plan_graph([{"name": "FaceAligmentNode"}])
+    with pytest.raises(GraphError, match=r"did you mean 'VideoToWavNode'\?"):
+        plan_graph([{"name": "videotowavnode"}])
+    with pytest.raises(GraphError, match=r"\['num_job'\] \(did you mean 'num_jobs'\?\)"):
+        plan_graph([{"name": "VideoToWavNode", "params": {"num_job": 2}}])
+    with pytest.raises(GraphError) as caught:
+        plan_graph([{"name": "Xyzzy"}])
+    assert "did you mean" not in str(caught.value) and "valid nodes: ProbeNode" in str(caught.value)
+
+
+def test_a_missing_relative_root_shows_its_absolute_path_and_the_rule(tmp_path):
+    from dpl_assets.discovery import InputsError, load_inputs_file, parse_inputs
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    inputs = folder / "inputs.json"
+    inputs.write_text(json.dumps({"video": "videos"}))
+    with pytest.raises(InputsError) as caught:
+        load_inputs_file(inputs)
+    assert str(caught.value) == (
+        f"inputs['video']: 'videos' is not an existing folder ({folder / 'videos'} does not "
+        f"exist; a relative root is relative to the inputs file's folder, {folder})"
+    )
+    with pytest.raises(InputsError, match=r"\(/no/such/folder does not exist\)$"):
+        parse_inputs({"video": "/no/such/folder"})
+    with pytest.raises(InputsError, match=r"did you mean 'video'\?"):
+        parse_inputs({"vido": str(folder)})
+
+
+def test_a_file_that_is_not_media_says_so_without_an_errno(tmp_path, sample_media):
+    from dpl_assets.media.probe import probe_media
+    from dpl_assets.outcomes import InputRejected
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("meeting notes, not a video\n")
+    noise = tmp_path / "noise.mov"
+    noise.write_bytes(bytes(range(256)) * 40)
+    for path in (text, noise):
+        with pytest.raises(InputRejected) as caught:
+            probe_media(path)
+        assert str(caught.value) == f"{path}: not a media file (no audio or video stream found)"
+    # A real container whose header is lost is damaged media, not "not media"; no errno.
+    with pytest.raises(InputRejected) as caught:
+        probe_media(sample_media.header_lost)
+    assert "header lost" in str(caught.value) and "Errno" not in str(caught.value)
+
+
+def dpl_run(tmp_path: Path, videos: Path, *extra: str) -> int:
+    from dpl_assets import cli
+
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps([{"name": "VideoToWavNode", "params": {}}]))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"video": str(videos)}))
+    args = ["run", "--graph", str(graph), "--inputs", str(inputs), "--output_dir"]
+    return cli.main([*args, str(tmp_path / "out"), *extra])
+
+
+def test_a_run_that_processed_nothing_says_so_and_strict_makes_it_fail(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    assert dpl_run(tmp_path, videos) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"dpl: nothing was processed: no input files were found in video: {videos}"
+    assert dpl_run(tmp_path, videos, "--strict") == 3
+
+    (videos / "notes.mp4").write_text("not a video\n")
+    assert dpl_run(tmp_path, videos, "--strict") == 3
+    err = capsys.readouterr().err
+    assert "not a media file (no audio or video stream found)" in err
+    assert err.strip().splitlines()[-1] == (
+        "dpl: nothing was processed: every video was rejected or failed (1 rejected; reasons above)"
+    )
+
+
+def test_strict_passes_when_something_was_processed(tmp_path, sample_media):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(sample_media.sine_clip, videos / "clip.mp4")
+    (videos / "notes.mp4").write_text("not a video\n")
+    assert dpl_run(tmp_path, videos, "--strict") == 0
+
+
+# -- the Dagster UI ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dpl_ui_starts_dagster_dev_on_the_output_dirs_instance_without_warnings(tmp_path):
+    out = tmp_path / "out"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "DPL_OUTPUT_DIR")}
+    log = tmp_path / "ui.log"
+    with log.open("w") as sink:
+        ui = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dpl")), "ui", "--output_dir", str(out),
+             "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, env=env,
+            cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "Serving dagster-webserver" not in log.read_text():
+            assert ui.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait()
+    text = log.read_text()
+    assert f"(instance: {out / '.dagster'})" in text
+    assert (out / ".dagster" / "dagster.yaml").exists()  # the shipped config, copied
+    assert "warning" not in text.lower(), text

@@ -79,8 +79,38 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
+NOT_MEDIA = "not a media file (no audio or video stream found)"
+"""The reason for a file that holds no audio or video: text, a document, random bytes."""
+
+_MEDIA_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
+    (0, b"RIFF"), (0, b"FLV"), (0, b"OggS"), (0, b"fLaC"), (0, b"ID3"),
+    (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),  # MPEG program stream, video
+    (0, b"\x30\x26\xb2\x75"),  # ASF, WMV
+)  # fmt: skip
+"""(offset, bytes) that start a media container: such a file that does not open is a
+damaged one, not a file of another kind."""
+
+
+def looks_like_media(path: Path) -> bool:
+    """Whether ``path`` starts like a media container or stream (by its first bytes)."""
+    with path.open("rb") as file:
+        head = file.read(4096)
+    if any(head[offset : offset + len(magic)] == magic for offset, magic in _MEDIA_SIGNATURES):
+        return True
+    if len(head) > 2 * 188 and head[0] == head[188] == head[376] == 0x47:  # MPEG-TS packets
+        return True
+    return head[:1] == b"\xff" and len(head) > 1 and head[1] & 0xE0 == 0xE0  # MP3/ADTS sync
+
+
 def open_container(path: Path | str) -> Any:
-    """An open PyAV input container; rejects missing, empty and unreadable files, naming them."""
+    """An open PyAV input container; rejects missing, empty and unreadable files, naming them.
+
+    A file that does not open is :data:`NOT_MEDIA` unless its first bytes are those of a
+    media container (then its header is lost or it is damaged). Reasons never carry PyAV's
+    errno, only its words.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputRejected(f"{path}: file not found")
@@ -89,8 +119,11 @@ def open_container(path: Path | str) -> Any:
     try:
         return av.open(file_url(path), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as error:
+        if not looks_like_media(path):
+            raise InputRejected(f"{path}: {NOT_MEDIA}") from error
+        words = getattr(error, "strerror", None) or str(error)
         raise InputRejected(
-            f"{path}: cannot open as a media container ({error}); header lost or file damaged"
+            f"{path}: cannot open as a media container ({words}); header lost or file damaged"
         ) from error
 
 
@@ -123,7 +156,7 @@ def probe_media(path: Path | str, read_rotation: bool = True) -> MediaProbe:
             stream_choice=[why for why in (video_why, audio_why) if why],
         )
     if not any(s.kind in ("audio", "video") for s in probe.streams):
-        raise InputRejected(f"{path}: no audio or video stream")
+        raise InputRejected(f"{path}: {NOT_MEDIA}")
     return probe
 
 
