@@ -283,8 +283,9 @@ def run_videos_multi(
         except UpstreamRejected as upstream:
             outcomes[video_id] = upstream.rejection
         except InputRejected as rejection:
-            outcomes[video_id] = Rejected(reason=rejection.reason, origin=outputs[0])
-            context.log.warning(f"{name}: rejected {video_id!r}: {rejection.reason}")
+            reason = naming_source(rejection.reason, _primary_source(store, video_id))
+            outcomes[video_id] = Rejected(reason=reason, origin=outputs[0])
+            context.log.warning(f"{name}: rejected {video_id!r}: {reason}")
         except Exception as error:
             reason = decode_rejection(error, _primary_source(store, video_id))
             if reason is not None:  # media that does not decode is that video's outcome
@@ -412,6 +413,14 @@ def run_videos_multi(
     if failures:
         _save_successes_then_fail(context, store, per_output, failures, retry=bool(transient))
     return per_output
+
+
+def naming_source(reason: str, source: str | None) -> str:
+    """``reason`` as a user reads it: prefixed with the video's source file unless it
+    already names it (nodes that see only arrays, e.g. "no face", cannot)."""
+    if source is None or source in reason:
+        return reason
+    return f"{source}: {reason}"
 
 
 def _primary_source(store: ArtifactStore, video_id: str) -> str | None:
