@@ -4,7 +4,6 @@ and errors that say what to do."""
 import importlib.metadata
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -119,15 +118,8 @@ def test_everything_else_written_to_stderr_passes_in_order(capfd):
 # -- a light package ------------------------------------------------------------------------
 
 HEAVY = ("torch", "transformers", "mediapipe")
-BATCH_IMPORTS_TORCH = bool(
-    re.search(r"^import torch$", (REPO / "dpl_assets/assets/batch.py").read_text(), re.M)
-)
 
 
-@pytest.mark.xfail(
-    BATCH_IMPORTS_TORCH, strict=True,
-    reason="dpl_assets/assets/batch.py still imports torch at the top (is_transient)",
-)  # fmt: skip
 def test_importing_the_package_loads_no_torch_transformers_or_mediapipe():
     code = (
         "import sys, dpl_assets, dpl_assets.definitions, dpl_assets.cli, dpl_assets.runner; "

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import sys
 import threading
 import time
 import traceback
@@ -38,7 +39,6 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-import torch
 from dagster._core.definitions.source_asset import SYSTEM_METADATA_KEY_SOURCE_ASSET_OBSERVATION
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ, StorageFormat, get_datatype
@@ -85,7 +85,10 @@ STATUS_REJECTED = "rejected"
 
 def is_transient(error: BaseException) -> bool:
     """Out of memory or a lost/busy GPU: worth retrying, unlike a bug or a bad input."""
-    if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError):
+    torch = sys.modules.get("torch")  # not loaded: no torch error can have been raised
+    if isinstance(error, MemoryError) or (
+        torch is not None and isinstance(error, torch.cuda.OutOfMemoryError)
+    ):
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and any(
@@ -283,9 +286,9 @@ def run_videos_multi(
         except UpstreamRejected as upstream:
             outcomes[video_id] = upstream.rejection
         except InputRejected as rejection:
-            reason = naming_source(rejection.reason, _primary_source(store, video_id))
-            outcomes[video_id] = Rejected(reason=reason, origin=outputs[0])
-            context.log.warning(f"{name}: rejected {video_id!r}: {reason}")
+            named = naming_source(rejection.reason, _primary_source(store, video_id))
+            outcomes[video_id] = Rejected(reason=named, origin=outputs[0])
+            context.log.warning(f"{name}: rejected {video_id!r}: {named}")
         except Exception as error:
             reason = decode_rejection(error, _primary_source(store, video_id))
             if reason is not None:  # media that does not decode is that video's outcome
