@@ -14,11 +14,10 @@ the schedule and ``dpl backfill`` replay.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from dpl_assets.discovery import (
     scan_source_files,
 )
 from dpl_assets.storage.atomic import atomic_write_text
+from dpl_assets.storage.locks import exclusive
 
 CATALOG_NAME = "catalog.json"
 
@@ -163,15 +163,8 @@ class Catalog:
         except FileNotFoundError:
             return {}
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / (CATALOG_NAME + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self.output_dir / (CATALOG_NAME + ".lock"))
 
     def register(
         self,

@@ -8,10 +8,12 @@ process one device index for as long as it holds it:
   ``{instance dir}/device_leases/``: the Dagster instance's folder, ``DAGSTER_HOME``, or
   ``DPL_DEVICE_LEASE_DIR`` to choose another; it must be local to the machine whose GPUs
   it hands out);
-- a lease is an exclusive, non-blocking ``fcntl.flock`` on the first free file among
-  indices ``0..N-1``, held by an open file descriptor for the life of the lease. The
-  kernel drops it when the descriptor closes, including when the process dies of SIGKILL
-  or OOM, so there are no stale leases to clean up and nothing to time out;
+- a lease is a non-blocking filelock ``UnixFileLock`` (``fcntl.flock``) on the first free
+  file among indices ``0..N-1``, held for the life of the lease. The kernel drops it when
+  the descriptor closes, including when the process dies of SIGKILL or OOM, so there are
+  no stale leases to clean up and nothing to time out. Lease files are created writable by
+  everyone (mode 0o666), so a lease folder can be shared by several accounts; the holder
+  writes who it is into its file;
 - when every index is taken, the request polls until one frees or the timeout passes,
   then fails with an error naming the folder, N and the holders.
 
@@ -29,18 +31,21 @@ torch device handed out is ``cpu``. With no device there is nothing to lease: ``
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import os
 import socket
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+
+# filelock directly, with the settings of dpl_assets.storage.locks.file_lock: this module
+# needs only the standard library and filelock, so a process can load it without the
+# package (whose import builds the Dagster definitions).
+from filelock import Timeout, UnixFileLock
 
 SIMULATED_GPUS_ENV = "DPL_SIMULATED_GPUS"
 """Simulate this many GPUs (testing / dry runs): leases are real, the torch device is cpu."""
@@ -143,7 +148,15 @@ def _holder(folder: Path, index: int) -> str:
     return f"{index}: {text or 'unknown holder'}"
 
 
-_live_leases: weakref.WeakSet[DeviceLease] = weakref.WeakSet()
+def _write_holder_note(fd: int) -> None:
+    """Say who holds a lease in its lock file (advisory, for other processes' messages)."""
+    with contextlib.suppress(OSError):
+        note = (
+            f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{datetime.now(UTC).isoformat(timespec='seconds')}\n"
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note.encode(), 0)
 
 
 class DeviceLease:
@@ -154,9 +167,8 @@ class DeviceLease:
     ``simulated`` hands out ``cpu`` for every index. Waits up to ``timeout`` seconds (``None``
     or ``inf``: for ever) for a free index, trying every ``poll_interval`` seconds.
 
-    One lease is one open file description: two leases in the same process get two
-    different indices, and a lease inherited by a forked child is dropped in the child (the
-    parent keeps it).
+    One lease is one lock: two leases in the same process get two different indices, and a
+    lease inherited by a forked child is not held in the child (the parent keeps it).
     """
 
     def __init__(
@@ -177,7 +189,7 @@ class DeviceLease:
         self.timeout = math.inf if timeout is None else timeout
         self.poll_interval = poll_interval
         self.simulated = simulated
-        self._fd: int | None = None
+        self._lock: UnixFileLock | None = None
         self._device: LeasedDevice | None = None
         self._pid = os.getpid()
 
@@ -190,32 +202,20 @@ class DeviceLease:
     def held(self) -> bool:
         return self._device is not None and self._pid == os.getpid()
 
-    def _try_index(self, index: int) -> int | None:
-        """An fd holding ``index``'s lock, or ``None`` when another lease has it."""
-        path = lock_path(self.folder, index)
-        writable = True
+    def _try_index(self, index: int) -> UnixFileLock | None:
+        """The held lock of ``index``, or ``None`` when another lease has it."""
+        lock = UnixFileLock(
+            lock_path(self.folder, index),
+            mode=0o666,  # another account sharing the folder can lock it too
+            thread_local=False,  # any thread may release the process's lease
+            fallback_to_soft=False,  # without flock a killed holder would keep its lease
+            on_acquired=_write_holder_note,
+        )
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except PermissionError:  # another user's lock file: flock works read-only too
-            fd, writable = os.open(path, os.O_RDONLY | os.O_CLOEXEC), False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            lock.acquire(blocking=False)
+        except Timeout:
             return None
-        except BaseException:
-            os.close(fd)
-            raise
-        if not writable:
-            return fd
-        with contextlib.suppress(OSError):  # who holds it, for other processes' messages
-            note = (
-                f"pid {os.getpid()} on {socket.gethostname()} since "
-                f"{datetime.now(UTC).isoformat(timespec='seconds')}\n"
-            )
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, note.encode(), 0)
-        return fd
+        return lock
 
     def acquire(self) -> LeasedDevice:
         """Lease a free index (or return the one held); raise DeviceLeaseTimeout if none."""
@@ -231,14 +231,13 @@ class DeviceLease:
         waited_notice = False
         while True:
             for index in range(self.count):
-                fd = self._try_index(index)
-                if fd is not None:
-                    self._fd, self._pid = fd, os.getpid()
+                lock = self._try_index(index)
+                if lock is not None:
+                    self._lock, self._pid = lock, os.getpid()
                     torch_device = "cpu" if self.simulated else f"cuda:{index}"
                     self._device = LeasedDevice(
                         index, torch_device, self.count, self.folder, self.simulated
                     )
-                    _live_leases.add(self)
                     logger.info("leased %s", self._device.describe())
                     return self._device
             waited = time.monotonic() - start
@@ -262,22 +261,10 @@ class DeviceLease:
             time.sleep(min(self.poll_interval, max(self.timeout - waited, 0.0)))
 
     def release(self) -> None:
-        """Give the index back (closing the descriptor is what releases the lock)."""
-        fd, self._fd, self._device = self._fd, None, None
-        _live_leases.discard(self)
-        if fd is not None and self._pid == os.getpid():
-            os.close(fd)
-
-    def _forget_in_child(self) -> None:
-        """In a forked child: close the inherited descriptor without unlocking.
-
-        ``flock`` belongs to the open file description the parent shares, so ``LOCK_UN``
-        here would release the parent's lease; closing only our copy keeps it the parent's.
-        """
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-        self._fd, self._device = None, None
+        """Give the index back (a forked child has nothing to give: the lease is the parent's)."""
+        lock, self._lock, self._device = self._lock, None, None
+        if lock is not None and self._pid == os.getpid():
+            lock.release()
 
     def __enter__(self) -> LeasedDevice:
         return self.acquire()
@@ -302,10 +289,7 @@ _process_leases: dict[Path, DeviceLease] = {}
 def _after_fork_in_child() -> None:
     global _process_lock
     _process_lock = threading.Lock()  # another thread may have held it at the fork
-    for lease in list(_live_leases):
-        lease._forget_in_child()
-    _live_leases.clear()
-    _process_leases.clear()
+    _process_leases.clear()  # the parent's (filelock closed the child's copies of their files)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -16,13 +16,13 @@ Appending never modifies an existing shard: new videos go to NEW shard files (ea
 written under a temp name, renamed when complete), and only then are ``index.json`` and
 ``dataset.h5`` replaced atomically. A crash mid-append leaves the previous pack intact;
 shard files the index does not list are leftovers of such a crash and are removed by the
-next append. One writer at a time (no locking); any number of readers.
+next append. One writer at a time (appends take turns on a lock file, ``.append.lock``); any
+number of readers (no locking).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from dpl_assets.storage.atomic import TEMP_PREFIX, atomic_path, atomic_write_text
+from dpl_assets.storage.locks import exclusive
 
 INDEX_NAME = "index.json"
 LOCK_NAME = ".append.lock"
@@ -182,13 +183,8 @@ class DatasetPack:
         and the index points at it (the old copy stays, unreferenced, in its shard). Each
         file's ``video_id`` attribute must equal its key. Appends are serialized by a lock
         file, so two processes appending at once take turns."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK_NAME, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                return self._append_locked(packed)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive(self.root / LOCK_NAME):
+            return self._append_locked(packed)
 
     def _append_locked(self, packed: Mapping[str, Path]) -> list[str]:
         self.reload()
