@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import ctypes
 import io
-import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ import cv2
 import h5py
 import numpy as np
 from h5py import h5z
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from dpl_assets.storage.image_stack import IMAGE_FORMATS, decode_image, encode_image
 
@@ -62,8 +61,6 @@ _GROW_BY = 256  # entries added per resize: resizing per frame costs an HDF5 met
 _READ_BLOCK = 64  # vlen entries fetched per read while streaming (bounded memory)
 _JPEG_MAGIC = b"\xff\xd8"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers (SOF0..SOF15); C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # PNG colour types we accept, by channel count: grey (0) and RGB (2).
 _PNG_COLOUR = {1: 0, 3: 2}
 
@@ -87,44 +84,35 @@ class ImageHeader:
 
 
 def image_header(data: EncodedImage | np.ndarray) -> ImageHeader:
-    """Parse a JPEG (SOF segment) or PNG (IHDR chunk) header without decoding the pixels.
+    """Read a JPEG or PNG header without decoding the pixels (Pillow's ``Image.open`` reads
+    the header only): format, size (pixels), channels, bits per sample.
 
-    Raises ValueError for anything that is neither, or a truncated header.
+    Raises ValueError for anything that is neither, or a header Pillow cannot read
+    (truncated, corrupt, or a JPEG of other than 8 bits): ``JPEG bytes the decoder rejects
+    (Truncated File Read)``.
     """
     raw = _as_bytes(data)
     if raw.startswith(_PNG_MAGIC):
-        if len(raw) < 33 or raw[12:16] != b"IHDR":
-            raise ValueError("truncated PNG header")
-        width, height, bits, colour = struct.unpack(">IIBB", raw[16:26])
-        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 0)
-        return ImageHeader("png", height, width, channels, bits, colour)
-    if raw.startswith(_JPEG_MAGIC):
-        return _jpeg_header(raw)
-    raise ValueError("not a JPEG or PNG image (unknown magic bytes)")
-
-
-def _jpeg_header(raw: bytes) -> ImageHeader:
-    pos = 2
-    while pos + 4 <= len(raw):
-        if raw[pos] != 0xFF:
-            raise ValueError(f"corrupt JPEG: no marker at byte {pos}")
-        marker = raw[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers carry no length
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):
-            raise ValueError("corrupt JPEG: image data before any frame header")
-        (length,) = struct.unpack(">H", raw[pos + 2 : pos + 4])
-        if marker in _SOF_MARKERS:
-            if pos + 10 > len(raw):
-                break
-            bits, height, width, channels = struct.unpack(">BHHB", raw[pos + 4 : pos + 10])
-            return ImageHeader("jpeg", height, width, channels, bits)
-        pos += 2 + length
-    raise ValueError("truncated JPEG: no frame header")
+        image_format = "png"
+    elif raw.startswith(_JPEG_MAGIC):
+        image_format = "jpeg"
+    else:
+        raise ValueError("not a JPEG or PNG image (unknown magic bytes)")
+    try:
+        with Image.open(io.BytesIO(raw), formats=[image_format.upper()]) as image:
+            width, height = image.size
+            bands = len(image.getbands())
+    except UnidentifiedImageError:  # its message names a BytesIO object, not the problem
+        raise ValueError(f"{image_format.upper()} bytes the decoder rejects (bad header)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{image_format.upper()} bytes the decoder rejects ({error})") from None
+    if image_format == "jpeg":  # Pillow opens 8-bit JPEGs only: grey (L), RGB or CMYK
+        return ImageHeader("jpeg", height, width, bands, 8)
+    # Pillow opens a 16-bit RGB PNG as mode RGB, a palette one as P (1 band): bit depth and
+    # colour type are IHDR's bytes 24 and 25 (fixed in every PNG, just read by Pillow).
+    bits, colour = raw[24], raw[25]
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}[colour]
+    return ImageHeader("png", height, width, channels, bits, colour)
 
 
 def _as_bytes(data: EncodedImage | np.ndarray) -> bytes:
@@ -239,7 +227,10 @@ class ImageDatasetWriter:
             self.finish()
 
     def _check_encoded(self, data: bytes) -> tuple[int, ...]:
-        header = image_header(data)
+        try:
+            header = image_header(data)
+        except ValueError as error:
+            raise ValueError(f"{self.name} frame {self._count}: {error}") from None
         if header.format != self.image_format:
             raise ValueError(
                 f"{self.name} frame {self._count}: {header.format} bytes in a "
@@ -419,7 +410,7 @@ class ImageDatasetReader:
             # Attributes first; the first entry's header fills in what they do not say
             # (image-stack files have no ``channels``).
             missing = {"format", "width", "height", "channels"} - set(attrs)
-            header = image_header(dset[0]) if missing and dset.shape[0] else None
+            header = _first_header(dset) if missing and dset.shape[0] else None
             self.format = str(attrs.get("format", header.format if header else "jpeg"))
             self.width = int(attrs.get("width", header.width if header else 0))
             self.height = int(attrs.get("height", header.height if header else 0))
@@ -543,6 +534,13 @@ class ImageDatasetReader:
                 f"not {self.frame_shape}"
             )
         return frame
+
+
+def _first_header(dset: h5py.Dataset) -> ImageHeader:
+    try:
+        return image_header(dset[0])
+    except ValueError as error:
+        raise ValueError(f"{dset.name} frame 0: {error}") from None
 
 
 def open_images(dset: h5py.Dataset) -> ImageDatasetReader:
