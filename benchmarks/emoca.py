@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dpl_assets.nodes.emoca import EMOCA_INPUT_SIZE, EmocaEncoder
+from dpl_assets.face3d.emoca import EMOCA_INPUT_SIZE, EmocaEncoder
 
 BATCH_SIZES = (1, 4, 8)
 

@@ -20,7 +20,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from dpl_assets.nodes.flame import FlameLayer, FlameModel
+from dpl_assets.face3d.flame import FlameModel
+from dpl_assets.face3d.flame_layer import FlameLayer
 
 VERTS, FACES, JOINTS = 5023, 9976, 5
 

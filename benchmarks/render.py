@@ -2,7 +2,7 @@
 
 A FLAME-sized mesh (5023 vertices, 9976 faces, open at the neck like FLAME) is built as
 an ellipsoid head closed at the crown; it is turned a little, projected with a typical
-EMOCA camera (scale 9) and rendered with :func:`dpl_assets.nodes.render.render` (normal,
+EMOCA camera (scale 9) and rendered with :func:`dpl_assets.face3d.render.render` (normal,
 UV and mask images) at several image sizes, with 1 torch thread and with torch's default.
 Per size and thread count (frames per second, from the median call time):
 
@@ -31,7 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpl_assets.nodes.render import MeshTemplate, orthographic_project, rasterize, render
+from dpl_assets.face3d.camera import orthographic_project
+from dpl_assets.face3d.obj import MeshTemplate
+from dpl_assets.face3d.rasterizer import rasterize
+from dpl_assets.face3d.render import render
 
 SIZES = (128, 224, 256, 512)
 CROWN_RING = 58  # vertices in the ring around the crown pole

@@ -100,17 +100,18 @@ class Wav2vecModels(dg.ConfigurableResource):
 
 @functools.lru_cache(maxsize=2)
 def cached_emoca(weights_path: str, device: str) -> Any:
-    """Loaded EMOCA/DECA encoders (:func:`dpl_assets.nodes.emoca.load_emoca`), per process."""
-    from dpl_assets.nodes.emoca import load_emoca
+    """Loaded EMOCA/DECA encoders (:func:`dpl_assets.face3d.weights.load_emoca`), per process."""
+    from dpl_assets.face3d.weights import load_emoca
 
     return load_emoca(weights_path, device)
 
 
 @functools.lru_cache(maxsize=2)
 def cached_flame(model_path: str, embedding_path: str, n_shape: int, n_exp: int) -> Any:
-    """A FLAME layer (:class:`dpl_assets.nodes.flame.FlameLayer`) on the CPU, per process;
+    """A FLAME layer (:class:`dpl_assets.face3d.flame_layer.FlameLayer`) on the CPU, per process;
     the caller moves it to its device."""
-    from dpl_assets.nodes.flame import FlameLayer, FlameModel
+    from dpl_assets.face3d.flame import FlameModel
+    from dpl_assets.face3d.flame_layer import FlameLayer
 
     model = FlameModel.load(model_path, embedding_path, num_vertices=None)
     return FlameLayer(model, n_shape=n_shape, n_exp=n_exp)
@@ -118,7 +119,7 @@ def cached_flame(model_path: str, embedding_path: str, n_shape: int, n_exp: int)
 
 @functools.lru_cache(maxsize=2)
 def cached_template(path: str) -> Any:
-    """The head template mesh (:func:`dpl_assets.nodes.render.load_obj_template`)."""
-    from dpl_assets.nodes.render import load_obj_template
+    """The head template mesh (:func:`dpl_assets.face3d.obj.load_obj_template`)."""
+    from dpl_assets.face3d.obj import load_obj_template
 
     return load_obj_template(path)

@@ -20,18 +20,16 @@ import pytest
 import torch
 from torch import nn
 
-from dpl_assets.nodes.emoca import (
-    COARSE_OUTPUTS,
-    EmocaEncoder,
+from dpl_assets.face3d.emoca import COARSE_OUTPUTS, EmocaEncoder, smooth_parameters
+from dpl_assets.face3d.resnet_torch import ResNet50Backbone
+from dpl_assets.face3d.weights import (
     EmocaLoadError,
     EmocaWeightsNotFound,
     LightningPlaceholder,
     _expression_pose_from_config,
     load_emoca,
     safe_load_checkpoint,
-    smooth_parameters,
 )
-from dpl_assets.nodes.resnet import ResNet50Backbone
 
 SHAPES = {
     "shape": (100,),

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from dpl_assets.nodes.emoca import EmocaEncoder
-from dpl_assets.nodes.flame import FlameLayer, FlameModel
-from dpl_assets.nodes.render import load_obj_template, render
+from dpl_assets.face3d.emoca import EmocaEncoder
+from dpl_assets.face3d.flame import FlameModel
+from dpl_assets.face3d.flame_layer import FlameLayer
+from dpl_assets.face3d.obj import load_obj_template
+from dpl_assets.face3d.render import render
 from dpl_assets.samples import make_clip
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets_tests.test_flame import make_arrays, make_embedding, write_embedding, write_model

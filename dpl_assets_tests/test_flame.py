@@ -26,15 +26,14 @@ import scipy.sparse
 import torch
 from scipy.spatial.transform import Rotation
 
-from dpl_assets.nodes.flame import (
+from dpl_assets.face3d.flame import (
     FLAME_SHAPE_COMPONENTS,
     NUM_LANDMARKS,
-    FlameLayer,
     FlameLoadError,
     FlameModel,
-    axis_angle_to_matrix,
 )
-from dpl_assets.nodes.safe_pickle import (
+from dpl_assets.face3d.flame_layer import FlameLayer, axis_angle_to_matrix
+from dpl_assets.face3d.safe_pickle import (
     ChumpyObject,
     UnsafePickleError,
     load_npy_object,
@@ -279,7 +278,7 @@ def test_python3_pickles_of_chumpy_objects_load(protocol: int) -> None:
 
 
 def load_pickle_bytes(data: bytes) -> Any:
-    from dpl_assets.nodes.safe_pickle import to_plain
+    from dpl_assets.face3d.safe_pickle import to_plain
 
     return to_plain(safe_loads(data))
 
@@ -613,7 +612,7 @@ class ObjectArrayFromBytes:
 
 
 def test_object_arrays_from_raw_bytes_and_views_outside_storage_are_refused() -> None:
-    from dpl_assets.nodes.safe_pickle import _rebuild_tensor, safe_loads
+    from dpl_assets.face3d.safe_pickle import _rebuild_tensor, safe_loads
 
     with pytest.raises(UnsafePickleError, match="object dtype"):
         safe_loads(pickle.dumps(ObjectArrayFromBytes(), protocol=2))

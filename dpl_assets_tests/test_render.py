@@ -16,17 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from dpl_assets.nodes.render import (
-    Fragments,
-    MeshTemplate,
-    load_obj_template,
-    ndc_to_pixels,
-    orthographic_project,
-    pytorch3d_available,
-    rasterize,
-    render,
-    sh_shading,
-)
+from dpl_assets.face3d.camera import ndc_to_pixels, orthographic_project
+from dpl_assets.face3d.obj import MeshTemplate, load_obj_template
+from dpl_assets.face3d.rasterizer import Fragments, pytorch3d_available, rasterize
+from dpl_assets.face3d.render import render
+from dpl_assets.face3d.shading import sh_shading
 
 # Offsets that keep pixel centres off every edge, so coverage has one right answer.
 NUDGE = np.array([0.0123, 0.0071, 0.0])

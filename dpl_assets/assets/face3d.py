@@ -93,7 +93,7 @@ def emoca(
     device = torch_device.for_node(config.device)
     import torch  # torch and the 3D nodes load with these assets, not with the package
 
-    from dpl_assets.nodes.emoca import smooth_parameters
+    from dpl_assets.face3d.emoca import smooth_parameters
 
     def encode(video_id: str, _: dict) -> dict[str, Any]:
         encoder = cached_emoca(config.weights_path, device)
@@ -195,7 +195,7 @@ def rendering(
         raise dg.Failure("RenderingNode needs head_template_path (a head .obj with UVs)")
     import torch
 
-    from dpl_assets.nodes.render import render
+    from dpl_assets.face3d.render import render
 
     device = torch.device(torch_device.for_node(config.device))
 

@@ -1,11 +1,11 @@
-"""ResNet-50 feature backbone in plain torch, named like torchvision and DECA.
+"""The hand-written ResNet-50 backbone: the fallback when torchvision does not import.
 
-The EMOCA and DECA encoders put a ResNet-50 without its classifier in front of a small
-regressor. Their checkpoints store the backbone under torchvision's parameter names
-(``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ...), so this module
-uses exactly those names and shapes: an official state dict loads by name with
-``strict=True``. torchvision itself is not imported (its wheel does not import beside
-this machine's torch).
+:func:`dpl_assets.face3d.resnet.resnet50_backbone` uses torchvision's model when it can;
+this module is what runs otherwise (torchvision's wheel does not import beside this
+machine's torch). EMOCA's and DECA's checkpoints store the backbone under torchvision's
+parameter names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ...), so
+this module uses exactly those names and shapes: an official state dict loads by name with
+``strict=True`` into either implementation.
 
 Architecture (He et al. 2016, the "v1.5" variant used by torchvision and DECA: the stride
 of a downsampling block sits on its 3x3 convolution):
@@ -25,8 +25,8 @@ from torch import nn
 
 RESNET50_BLOCKS = (3, 4, 6, 3)
 """Bottleneck blocks per stage of ResNet-50."""
-RESNET50_FEATURES = 2048
-"""Width of the pooled feature vector."""
+STAGE_WIDTHS = (64, 128, 256, 512)
+"""Inner width of the bottleneck blocks of each stage."""
 BOTTLENECK_EXPANSION = 4
 """A bottleneck block's output is this many times its inner width."""
 
@@ -82,7 +82,7 @@ class ResNet50Backbone(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         channels = 64
         stages = []
-        for index, (width, count) in enumerate(zip((64, 128, 256, 512), blocks, strict=True)):
+        for index, (width, count) in enumerate(zip(STAGE_WIDTHS, blocks, strict=True)):
             stride = 1 if index == 0 else 2
             stage = [Bottleneck(channels, width, stride)]
             channels = width * BOTTLENECK_EXPANSION

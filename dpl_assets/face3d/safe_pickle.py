@@ -18,7 +18,8 @@ broken on current NumPy) and, worse, call any global the file names: a pickle is
   OrderedDict`` (torch pickles empty backward hooks as one) and ``_codecs.encode`` limited to
   latin-1 (how Python 3 writes ``bytes`` at protocol 2);
 - optionally (``allow_torch_tensors``) torch tensors, whose storage bytes are read with
-  torch's own restricted loader (``torch.load(..., weights_only=True)``).
+  the project's one safe torch loader (:func:`dpl_assets.face3d.weights.safe_load_checkpoint`,
+  ``torch.load(..., weights_only=True)``).
 
 Any other global raises :class:`UnsafePickleError` naming ``module.name``, before anything
 from the file is called. :func:`to_plain` then turns the stand-ins into NumPy arrays and
@@ -214,13 +215,16 @@ def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
 
 
 def _load_storage_bytes(data: Any) -> Any:
-    """A torch storage from the bytes torch pickles it as, via torch's restricted loader."""
+    """A torch storage from the bytes torch pickles it as, via the project's one safe
+    torch loader (:func:`dpl_assets.face3d.weights.safe_load_checkpoint`)."""
     import torch
+
+    from dpl_assets.face3d.weights import safe_load_checkpoint
 
     if not isinstance(data, bytes):
         raise UnsafePickleError("torch.storage._load_from_bytes", "argument is not bytes")
     # torch's own implementation uses weights_only=False, i.e. an unrestricted nested pickle.
-    storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    storage = safe_load_checkpoint(io.BytesIO(data), label="a torch storage inside a pickle")
     if not isinstance(storage, torch.storage.TypedStorage):
         raise UnsafePickleError("torch.storage._load_from_bytes", "bytes are not a storage")
     return storage
