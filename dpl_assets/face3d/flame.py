@@ -89,6 +89,7 @@ class FlameModel:
 
     @property
     def num_vertices(self) -> int:
+        """V, the template's vertex count (5023 for FLAME)."""
         return int(self.v_template.shape[0])
 
     @property
