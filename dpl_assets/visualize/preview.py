@@ -1,10 +1,8 @@
 """Preview videos: a clip's frames with their overlays, as H.264 + AAC in an mp4.
 
-One ffmpeg process (the pipeline's binary, :func:`~dpl_assets.media.ffmpeg.ffmpeg_executable`)
-does everything: raw RGB frames are piped to its stdin one at a time, so memory stays at
-one frame whatever the clip's length, and the 16 kHz wav is its second input, read as a
-``file:`` URL. The output is H.264 (yuv420p, so odd frame sizes are padded by one black
-pixel on the right / bottom), with ``+faststart`` so browsers play it while loading.
+Frames are checked, drawn on (overlays, a rejected video's banner) and streamed one at a
+time to ffmpeg (:mod:`dpl_assets.visualize.mp4_pipe`, which says why it is not moviepy), so
+memory stays at one frame whatever the clip's length.
 
 The preview has exactly as many video frames as were given. The audio is put on the
 container clock (:mod:`dpl_assets.media.timeline`): the wav's sample k sits at k / 16000 s,
@@ -13,10 +11,7 @@ that starts late does not get the audio from before its first frame). Audio is f
 the video when the frame count is known up front (``frame_count``, ``len(frames)`` or the
 overlays' N): padded with silence past the audio's end, or cut, to exactly
 ``frames / fps`` seconds. Otherwise it is muxed from ``audio_start_s`` as it is (a
-shorter track just ends early, a longer one outlasts the last frame): ffmpeg's
-``-shortest`` is not used, because with padded audio where it stops depends on timing
-(measured: audio cut at 0.5 s of a 1 s clip), and without padding it would cut the video
-when the audio is shorter.
+shorter track just ends early, a longer one outlasts the last frame).
 
 The file is written under a temp name and renamed only when ffmpeg succeeded, so a crash
 or an error never leaves a partial preview under the final name.
@@ -24,25 +19,17 @@ or an error never leaves a partial preview under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import subprocess
-import tempfile
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
-from dpl_assets.media.ffmpeg import FFmpegError, ffmpeg_executable, file_url
 from dpl_assets.storage.atomic import atomic_path
+from dpl_assets.visualize.mp4_pipe import mp4_pipe
 from dpl_assets.visualize.overlay import Overlays, banner, stamp_banner
-
-VIDEO_CODEC_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")
-AUDIO_CODEC_ARGS = ("-c:a", "aac", "-b:a", "64k")
-_STDERR_TAIL_CHARS = 1500
 
 
 @dataclass(frozen=True)
@@ -95,42 +82,24 @@ def write_preview(
         raise ValueError(f"{path}: no frames to write")
     shape = _check_frame(path, 0, first, None)
     rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 2997/100, 25.0 -> 25
-    command = [
-        ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        *_arguments((shape[1], shape[0]), rate, wav, expected, audio_start_s),
-    ]  # fmt: skip
-
-    with atomic_path(path) as temp, tempfile.TemporaryFile() as stderr:
-        command.append(file_url(temp))
-        # stderr goes to a file, not a pipe: a chatty ffmpeg can never block on it.
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-        assert process.stdin is not None
-        count, broken_pipe = 0, False
-        band = banner(shape[1], mark) if mark else None
-        try:
+    audio_seconds = None if expected is None else float(expected / rate)
+    band = banner(shape[1], mark) if mark else None
+    with atomic_path(path) as temp:
+        with mp4_pipe(
+            temp,
+            (shape[1], shape[0]),
+            rate,
+            what=f"the preview {path}",
+            wav=wav,
+            audio_start_s=audio_start_s,
+            audio_seconds=audio_seconds,
+        ) as write:
+            count = 0
             for index, rgb in enumerate(itertools.chain([first], stream)):
                 _check_frame(path, index, rgb, shape)
                 drawn = overlays.draw(index, rgb) if overlays is not None else rgb
-                if band is not None:
-                    drawn = stamp_banner(drawn, band, where="bottom")
-                process.stdin.write(drawn.tobytes())  # C order, whatever the strides
+                write(drawn if band is None else stamp_banner(drawn, band, where="bottom"))
                 count = index + 1
-            process.stdin.close()
-        except BrokenPipeError:
-            broken_pipe = True  # ffmpeg exited early; its stderr says why
-            _close_quietly(process.stdin)
-        except BaseException:
-            process.kill()
-            _close_quietly(process.stdin)
-            process.wait()
-            raise
-        returncode = process.wait()
-        if returncode != 0 or broken_pipe:
-            raise FFmpegError(
-                f"ffmpeg failed writing the preview {path} (exit {returncode}): {_tail(stderr)}"
-            )
         if expected is not None and count != expected:
             raise ValueError(f"{path}: {count} frames given where {expected} were announced")
     return PreviewSummary(frames=count, seconds=float(count / rate), has_audio=wav is not None)
@@ -164,47 +133,3 @@ def _check_frame(
     if rgb.shape[2] != 3 or (shape is not None and rgb.shape != shape):
         raise ValueError(f"{path}: frame {index} has shape {rgb.shape}, the preview {shape}")
     return tuple(rgb.shape)
-
-
-def _arguments(
-    size: tuple[int, int],
-    rate: Fraction,
-    wav: Path | None,
-    expected: int | None,
-    audio_start_s: float = 0.0,
-) -> list[str]:
-    """ffmpeg arguments after the global options, up to (not including) the output URL."""
-    width, height = size
-    args = [
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
-        "-framerate", str(rate), "-i", "pipe:0",
-    ]  # fmt: skip
-    if wav is not None:
-        args += ["-i", file_url(wav)]
-    args += ["-map", "0:v:0"]
-    if width % 2 or height % 2:
-        # yuv420p halves the chroma planes: both sides must be even.
-        args += ["-vf", f"pad={width + width % 2}:{height + height % 2}:0:0"]
-    args += [*VIDEO_CODEC_ARGS, "-pix_fmt", "yuv420p"]
-    if wav is not None:
-        args += ["-map", "1:a:0"]
-        # The wav is on the container clock: play it from the first frame's time.
-        filters = [f"atrim=start={audio_start_s:.6f}", "asetpts=PTS-STARTPTS"]
-        if expected is not None:
-            # Pad with silence to at least the video's length, then cut to exactly it.
-            seconds = f"{float(expected / rate):.6f}"
-            filters += [f"apad=whole_dur={seconds}", f"atrim=duration={seconds}"]
-        args += ["-af", ",".join(filters)]
-        args += [*AUDIO_CODEC_ARGS]
-    return [*args, "-movflags", "+faststart", "-f", "mp4"]
-
-
-def _close_quietly(pipe: IO[bytes]) -> None:
-    """Close a pipe whose reader may be gone (the unflushed rest is dropped, no warning)."""
-    with contextlib.suppress(BrokenPipeError):
-        pipe.close()
-
-
-def _tail(stderr: IO[bytes]) -> str:
-    stderr.seek(0)
-    return stderr.read().decode("utf-8", errors="replace").strip()[-_STDERR_TAIL_CHARS:]
