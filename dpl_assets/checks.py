@@ -13,6 +13,8 @@ partition only in single-partition runs, so batched runs would show every video 
 the run's partition tags), and a check launched on its own checks every registered video.
 """
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from dpl_assets.partitions import (
@@ -23,7 +25,7 @@ from dpl_assets.partitions import (
 )
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.store import ArtifactStore
-from dpl_assets.validation import CHECKED, VideoFacts, check_artifact
+from dpl_assets.validation import VideoFacts, check_artifact, checked_keys
 
 CHECK_NAME = "output_valid"
 MAX_LISTED = 50  # failing videos listed in the metadata table
@@ -95,4 +97,15 @@ def output_check(key: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-OUTPUT_CHECKS = [output_check(key) for key in CHECKED]
+def output_checks(
+    assets: Sequence[dg.AssetsDefinition | dg.AssetSpec],
+) -> list[dg.AssetChecksDefinition]:
+    """The ``output_valid`` checks of ``assets``: one per checked datatype among them
+    (:func:`dpl_assets.validation.checked_keys`, custom nodes' datatypes included)."""
+    keys = {
+        key.path[-1]
+        for asset in assets
+        if isinstance(asset, dg.AssetsDefinition)
+        for key in asset.keys
+    }
+    return [output_check(key) for key in checked_keys() if key in keys]

@@ -2,16 +2,28 @@
 
 A datatype key (``video``, ``wav``, ``wav2vec``, ...) names both a Dagster asset and the folder
 ``{output_dir}/{key}/`` that holds its files, as in the original tool. Each datatype has a
-storage format, the file extensions accepted when users give a root folder for it, and for
-array datatypes a shape/dtype contract that every written array is checked against.
+storage format, the file extensions accepted when users give a root folder for it, for
+array datatypes a shape/dtype contract that every written array is checked against, and
+the axis its rows run along (video frames or 50 Hz audio steps) with its NaN rule. What a
+packer may pack and which datatypes have output checks follow from these facts
+(:func:`packable_keys`, :func:`dpl_assets.validation.checked_keys`).
+
+Custom nodes (:mod:`dpl_assets.specs`) add their own datatypes with :func:`register_datatype`.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final, Literal
 
 import numpy as np
+
+FRAME: Final = "frame"
+"""``Datatype.per``: one row (or image) per video frame; N = the ``images`` frame count."""
+
+AUDIO_STEP: Final = "audio_step"
+"""``Datatype.per``: one row per 50 Hz audio step (320 samples at 16 kHz), as wav2vec."""
 
 AUDIO_SAMPLE_RATE_HZ = 16_000
 """Every ``wav`` artefact is mono PCM16 at this rate: what wav2vec-family models expect."""
@@ -60,6 +72,8 @@ class Datatype:
 
     ``extensions`` are matched case-insensitively; a file belongs to the datatype when its
     name ends with *any* of them. The first one is the extension the pipeline writes.
+    ``per``: the axis the rows run along (:data:`FRAME`, :data:`AUDIO_STEP`, or None);
+    ``nan_rows``: a frame without a face is a whole NaN row (else no NaN is allowed).
     """
 
     key: str
@@ -67,6 +81,16 @@ class Datatype:
     extensions: tuple[str, ...]
     description: str
     contract: ArrayContract | None = None
+    per: Literal["frame", "audio_step"] | None = None
+    nan_rows: bool = False
+
+    @property
+    def packable(self) -> bool:
+        """A packer can put it in a training file: an image stack, or an array with one row
+        per frame or per audio step (audio steps are resampled onto the frames)."""
+        if self.storage is StorageFormat.IMAGE_STACK:
+            return True
+        return self.storage is StorageFormat.NPY and self.per is not None
 
     @property
     def output_extension(self) -> str:
@@ -112,12 +136,14 @@ DATATYPES: dict[str, Datatype] = {
             StorageFormat.IMAGE_STACK,
             (".h5",),
             "Video frames, upright, native size unless resized: HDF5 of JPEG/PNG + timestamps.",
+            per=FRAME,
         ),
         Datatype(
             "crops",
             StorageFormat.IMAGE_STACK,
             (".h5",),
             "Square face crops per frame, same layout as images.",
+            per=FRAME,
         ),
         Datatype(
             "raw_bboxes",
@@ -125,6 +151,8 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Detected face box per frame (N, 5) float32 [x1, y1, x2, y2, conf] px; NaN = none.",
             ArrayContract(("N", 5), "float32"),
+            per=FRAME,
+            nan_rows=True,
         ),
         Datatype(
             "landmarks",
@@ -132,6 +160,8 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "68-point landmarks (N, 68, 2) float32 px (iBUG order); NaN where no face.",
             ArrayContract(("N", 68, 2), "float32"),
+            per=FRAME,
+            nan_rows=True,
         ),
         Datatype(
             "landmarks_mesh",
@@ -139,6 +169,8 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "MediaPipe 478-point mesh (N, 478, 3) float32 px (z: relative depth, px scale).",
             ArrayContract(("N", 478, 3), "float32"),
+            per=FRAME,
+            nan_rows=True,
         ),
         Datatype(
             "face_mask",
@@ -146,6 +178,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Per-frame face validity (N,) uint8: 0 no face, 1 detected, 2 gap filled.",
             ArrayContract(("N",), "uint8"),
+            per=FRAME,
         ),
         Datatype(
             "faces",
@@ -159,6 +192,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Square crop boxes per frame (N, 4) int64 [x1, y1, x2, y2] px; may exceed the frame.",
             ArrayContract(("N", 4), "int64"),
+            per=FRAME,
         ),
         Datatype(
             "head_pose",
@@ -166,6 +200,8 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Head pose (N, 6) float32 [yaw, pitch, roll] degrees + translation; NaN = no face.",
             ArrayContract(("N", 6), "float32"),
+            per=FRAME,
+            nan_rows=True,
         ),
         Datatype(
             "blinks",
@@ -173,6 +209,8 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Eye opening (N, 3) float32 [left, right, average] from the 68 landmarks.",
             ArrayContract(("N", 3), "float32"),
+            per=FRAME,
+            nan_rows=True,
         ),
         Datatype(
             "wav2vec",
@@ -180,6 +218,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "wav2vec 2.0 features (T, D) float32 at 50 Hz (320-sample hop at 16 kHz).",
             ArrayContract(("T", "D"), "float32"),
+            per=AUDIO_STEP,
         ),
         Datatype(
             "volume",
@@ -187,6 +226,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Loudness envelope (T,) float32: mean |x| per 320-sample hop, T as for wav2vec.",
             ArrayContract(("T",), "float32"),
+            per=AUDIO_STEP,
         ),
         Datatype(
             "shape",
@@ -194,6 +234,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "FLAME shape coefficients per frame (N, S) float32 (EMOCA: S = 100).",
             ArrayContract(("N", "S"), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "tex",
@@ -201,6 +242,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "FLAME albedo (texture) coefficients per frame (N, 50) float32.",
             ArrayContract(("N", "K"), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "exp",
@@ -208,6 +250,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "FLAME expression coefficients per frame (N, E) float32 (EMOCA: E = 50).",
             ArrayContract(("N", "E"), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "pose",
@@ -215,6 +258,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "FLAME pose per frame (N, 6) float32: global rotation, jaw (axis-angle, radians).",
             ArrayContract(("N", 6), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "cam",
@@ -222,6 +266,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Orthographic camera per frame (N, 3) float32 [scale, tx, ty].",
             ArrayContract(("N", 3), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "light",
@@ -229,6 +274,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "Spherical-harmonics lighting per frame (N, 9, 3) float32.",
             ArrayContract(("N", 9, 3), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "verts",
@@ -236,6 +282,7 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "FLAME mesh vertices per frame (N, V, 3) float32, metres (FLAME: V = 5023).",
             ArrayContract(("N", "V", 3), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "landmarks3d",
@@ -243,24 +290,28 @@ DATATYPES: dict[str, Datatype] = {
             (".npy",),
             "68 FLAME landmarks per frame (N, 68, 3) float32, metres (model space).",
             ArrayContract(("N", 68, 3), "float32"),
+            per=FRAME,
         ),
         Datatype(
             "render_normal",
             StorageFormat.IMAGE_STACK,
             (".h5",),
             "Normal renders of the FLAME mesh per frame, same layout as images.",
+            per=FRAME,
         ),
         Datatype(
             "render_uv",
             StorageFormat.IMAGE_STACK,
             (".h5",),
             "UV renders (u, 1 - v, 0.5) x SH shading per frame, same layout as images.",
+            per=FRAME,
         ),
         Datatype(
             "render_mask",
             StorageFormat.IMAGE_STACK,
             (".h5",),
             "Mesh coverage per frame (white = mesh), lossless PNG in the images layout.",
+            per=FRAME,
         ),
         Datatype(
             "a2en",
@@ -306,6 +357,26 @@ DATATYPES: dict[str, Datatype] = {
         ),
     )
 }
+
+
+BUILT_IN_DATATYPES: tuple[str, ...] = tuple(DATATYPES)
+"""The package's own datatype keys (custom nodes register more in :data:`DATATYPES`)."""
+
+
+def register_datatype(datatype: Datatype) -> None:
+    """Add a custom node's datatype to the registry (the same declaration again is a no-op;
+    a different one under a known key is an error)."""
+    known = DATATYPES.get(datatype.key)
+    if known is not None and known != datatype:
+        raise ValueError(f"datatype {datatype.key!r} is already registered differently: {known}")
+    if datatype.storage is StorageFormat.MEDIA:
+        raise ValueError(f"datatype {datatype.key!r}: custom datatypes cannot be source media")
+    DATATYPES[datatype.key] = datatype
+
+
+def packable_keys() -> list[str]:
+    """Datatypes a packer (``H5DatasetNode``...) can include, in registry order."""
+    return [key for key, datatype in DATATYPES.items() if datatype.packable]
 
 
 def get_datatype(key: str) -> Datatype:

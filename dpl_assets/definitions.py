@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
-from dpl_assets.assets import ALL_ASSETS, DATASET_LEVEL_ASSETS
+from dpl_assets.assets import DATASET_LEVEL_ASSETS, NODE_SPECS, assets_with
 from dpl_assets.automation import SCHEDULES, SENSORS
-from dpl_assets.checks import OUTPUT_CHECKS
+from dpl_assets.catalog import Catalog
+from dpl_assets.checks import output_checks
 from dpl_assets.partitions import video_partitions
 from dpl_assets.resources import TorchDevice, Wav2vecModels
 from dpl_assets.settings import output_dir_from_env
+from dpl_assets.specs import NodeError, NodeSpec, is_node_ref, load_node
 from dpl_assets.storage.io_manager import ArtifactIOManager, ArtifactStorage
 
 offline_audio_job = dg.define_asset_job(
@@ -21,13 +26,16 @@ offline_audio_job = dg.define_asset_job(
     description="The default graph: probe, 16 kHz wav and volume; needs no model weights.",
 )
 
+NEEDS_WEIGHTS: tuple[str, ...] = tuple(
+    dict.fromkeys(key for spec in NODE_SPECS if spec.needs_weights for key in spec.outputs)
+)
+"""Outputs of the nodes that need model files the user brings (wav2vec, EMOCA, FLAME,
+the head template): they and everything downstream stay out of ``offline_default``."""
+
 offline_default_job = dg.define_asset_job(
     "offline_default",
     selection=dg.AssetSelection.all()
-    # wav2vec weights, EMOCA weights and FLAME files are the user's to bring
-    - dg.AssetSelection.assets(
-        "wav2vec", "shape", "tex", "exp", "pose", "cam", "light"
-    ).downstream()
+    - dg.AssetSelection.assets(*NEEDS_WEIGHTS).downstream()
     - dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS),
     description="Every per-video asset that needs no model files you bring (no wav2vec, EMOCA, "
     "FLAME or renders).",
@@ -62,14 +70,51 @@ dataset_job = dg.define_asset_job(
 )
 
 
+CUSTOM_NODES_ENV = "DPL_NODES"
+"""Comma-separated ``package.module:Name`` custom nodes every code location loads (besides
+those of the graph ``dpl run`` saved in the output dir's catalog)."""
+
+
+def custom_node_refs(output_dir: Path | str) -> tuple[list[str], list[str]]:
+    """The custom nodes a code location on ``output_dir`` knows: ``DPL_NODES``'s, and those
+    named by the graph the last ``dpl run`` saved there. Returns (from env, from catalog)."""
+    from_env = [ref.strip() for ref in os.environ.get(CUSTOM_NODES_ENV, "").split(",")]
+    saved = Catalog(output_dir).saved_graph() if Path(output_dir).is_dir() else None
+    names = [node.get("name") for node in saved or [] if isinstance(node, dict)]
+    from_catalog = [name for name in names if isinstance(name, str) and is_node_ref(name)]
+    return [ref for ref in from_env if ref], from_catalog
+
+
+def load_custom_nodes(output_dir: Path | str, nodes: Sequence[str] = ()) -> list[NodeSpec]:
+    """Import the custom nodes named by ``nodes``, ``DPL_NODES`` and the saved graph. One
+    that fails to load is an error when named explicitly, a warning when only the saved
+    graph names it (the code location still loads; that node's assets are missing)."""
+    from_env, from_catalog = custom_node_refs(output_dir)
+    specs: dict[str, NodeSpec] = {}
+    for ref in dict.fromkeys([*nodes, *from_env, *from_catalog]):
+        try:
+            specs[ref] = load_node(ref)
+        except NodeError as error:
+            if ref in nodes or ref in from_env:
+                raise
+            warnings.warn(f"custom node of the saved graph not loaded: {error}", stacklevel=2)
+    return list(specs.values())
+
+
 def build_definitions(
-    output_dir: Path | str | None = None, jobs: list[dg.UnresolvedAssetJobDefinition] | None = None
+    output_dir: Path | str | None = None,
+    jobs: list[dg.UnresolvedAssetJobDefinition] | None = None,
+    nodes: Sequence[str] = (),
 ) -> dg.Definitions:
-    """All assets and resources, writing under ``output_dir`` (default: ``DPL_OUTPUT_DIR``)."""
-    storage = ArtifactStorage(output_dir=str(output_dir or output_dir_from_env()))
+    """All assets and resources, writing under ``output_dir`` (default: ``DPL_OUTPUT_DIR``),
+    with the custom ``nodes`` (``package.module:Name``) and those :func:`load_custom_nodes`
+    finds."""
+    output_dir = output_dir or output_dir_from_env()
+    storage = ArtifactStorage(output_dir=str(output_dir))
+    assets = assets_with(load_custom_nodes(output_dir, nodes))
     return dg.Definitions(
-        assets=ALL_ASSETS,
-        asset_checks=OUTPUT_CHECKS,
+        assets=assets,
+        asset_checks=output_checks(assets),
         resources={
             "storage": storage,
             "artifacts": ArtifactIOManager(storage=storage),

@@ -15,13 +15,13 @@ from pathlib import Path
 import dagster as dg
 from tqdm import tqdm
 
-from dpl_assets.assets import DATASET_LEVEL_ASSETS
+from dpl_assets.assets import DATASET_LEVEL_ASSETS, producers_of
 from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.catalog import Registration
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions
 from dpl_assets.discovery import InputRoots
-from dpl_assets.graph import NODES, GraphError, GraphPlan
+from dpl_assets.graph import GraphError, GraphPlan
 from dpl_assets.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -70,17 +70,17 @@ def selected_assets(plan: GraphPlan, inputs: InputRoots) -> list[str]:
 
 
 def check_inputs_available(
-    defs: dg.Definitions, plan: GraphPlan, assets: list[str], inputs: InputRoots,
-    store: ArtifactStore,
-) -> None:  # fmt: skip
-    """Fail before any work when an asset's input is neither produced nor given."""
+    plan: GraphPlan, assets: list[str], inputs: InputRoots, store: ArtifactStore
+) -> None:
+    """Fail before any work when a node's input is neither produced nor given."""
     for asset in assets:
-        for key in required_inputs(defs, asset, plan.full_config.get(asset, {})):
+        spec = plan.node_of.get(asset) or producers_of(asset)[0]
+        for key in required_inputs(spec, plan.full_config.get(asset, {})):
             if get_datatype(key).storage is StorageFormat.MEDIA or key in assets:
                 continue
             if key in inputs.roots or (store.output_dir / key).is_dir():
                 continue
-            producers = [name for name, spec in NODES.items() if spec.asset == key]
+            producers = [spec.name for spec in producers_of(key)]
             raise GraphError(
                 f"{asset!r} needs {key!r}: add {' or '.join(producers)} to the graph, "
                 f"or give a {key!r} root in the inputs"
@@ -112,8 +112,8 @@ def run_plan(
         for name, selection in ((RUN_JOB_NAME, per_video), (DATASET_JOB_NAME, dataset_level))
         if selection
     ]
-    defs = build_definitions(output_dir, jobs=jobs)
-    check_inputs_available(defs, plan, assets, inputs, store)
+    defs = build_definitions(output_dir, jobs=jobs, nodes=plan.custom_nodes)
+    check_inputs_available(plan, assets, inputs, store)
     store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
 
     leftovers = remove_dead_temps(store.output_dir) + store.remove_dead_staging()

@@ -11,11 +11,12 @@ as a sentence; an empty list means the artefact passed. Rules per datatype:
 
 - every array datatype: shape and dtype against its :class:`~dpl_assets.datatypes.ArrayContract`;
 - ``wav``: a 16 kHz mono PCM16 file, at least one sample;
-- ``wav2vec`` / ``volume``: finite; T = the wav2vec frame count of the video's wav
+- audio-step arrays (``per=AUDIO_STEP``: ``wav2vec``, ``volume``): finite; T = the wav2vec
+  frame count of the video's wav
   (``floor((N - 400) / 320) + 1`` for N >= 400 samples); volume >= 0;
-- per-frame arrays (``raw_bboxes``, ``landmarks``, ``landmarks_mesh``, ``face_mask``,
-  ``bboxes``, ``head_pose``, ``blinks``): N = the frame count of ``images``; NaN only as
-  whole rows (a frame has a face or not), never in ``face_mask`` or ``bboxes``;
+- per-frame arrays (registry ``per=FRAME``: ``raw_bboxes``, ``landmarks``, ...
+  and a custom node's): N = the frame count of ``images``; NaN only as whole rows (a frame
+  has a face or not) where the registry allows NaN rows (``nan_rows``), else none;
 - boxes: ``x1 < x2``, ``y1 < y2``; each box overlaps the frame and runs past it by at most
   its own size (the crop pads at most that much); ``bboxes`` square; scores in [0, 1];
 - ``face_mask`` codes in {0, 1, 2}; landmarks within the frame widened by half its size;
@@ -33,6 +34,7 @@ as a sentence; an empty list means the artefact passed. Rules per datatype:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,29 +44,40 @@ import h5py
 import numpy as np
 import soundfile
 
-from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ, StorageFormat, get_datatype
+from dpl_assets.datatypes import (
+    AUDIO_SAMPLE_RATE_HZ,
+    AUDIO_STEP,
+    DATATYPES,
+    FRAME,
+    StorageFormat,
+    get_datatype,
+)
 from dpl_assets.packing.layouts import open_images
 from dpl_assets.storage.image_stack import decode_image
-
-PER_FRAME = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "bboxes", "head_pose",
-             "blinks", "shape", "tex", "exp", "pose", "cam", "light", "verts",
-             "landmarks3d")  # fmt: skip
-"""Arrays with one row per video frame (first axis N = the ``images`` frame count)."""
-
-NAN_ROWS_ALLOWED = ("raw_bboxes", "landmarks", "landmarks_mesh", "head_pose", "blinks")
-"""Per-frame arrays where a frame without a face is a NaN row."""
-
-AUDIO_RATE = ("wav2vec", "volume")
-"""Arrays at the wav2vec step rate (50 Hz)."""
 
 PACKED = ("h5_dataset", "source_sequence", "vid2vid_audio", "vid2vid_dataset")
 """Per-video training files (:mod:`dpl_assets.packing.video_pack`)."""
 
-RENDERS = ("render_normal", "render_uv", "render_mask")
 
-CHECKED = ("wav", "images", "crops", *RENDERS, *PER_FRAME, *AUDIO_RATE, *PACKED, "preview",
-           "contact_sheet", "a2en")  # fmt: skip
-"""Datatypes with output checks."""
+def per_frame_keys() -> tuple[str, ...]:
+    """Arrays with one row per video frame (first axis N = the ``images`` frame count)."""
+    return tuple(
+        key
+        for key, datatype in DATATYPES.items()
+        if datatype.storage is StorageFormat.NPY and datatype.per == FRAME
+    )
+
+
+def checked_keys() -> tuple[str, ...]:
+    """Datatypes with output checks, in registry order: every wav, image stack and array
+    datatype (custom ones too), and the files of the checkers in :data:`FILE_CHECKS`."""
+    return tuple(
+        key
+        for key, datatype in DATATYPES.items()
+        if datatype.storage in (StorageFormat.WAV, StorageFormat.IMAGE_STACK, StorageFormat.NPY)
+        or key in FILE_CHECKS
+    )
+
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -95,14 +108,9 @@ class VideoFacts:
 def check_artifact(key: str, path: Path, facts: VideoFacts) -> list[str]:
     """Every problem of the artefact ``path`` of datatype ``key`` (empty list: it passed)."""
     datatype = get_datatype(key)
-    if key in PACKED:
-        return _check_packed(path, facts)
-    if key == "preview":
-        return _check_preview(path, facts)
-    if key == "contact_sheet":
-        return _check_png(path)
-    if key == "a2en":
-        return _check_a2en(path)
+    if datatype.storage is StorageFormat.FILE:
+        check_file = FILE_CHECKS.get(key)
+        return check_file(path, facts) if check_file is not None else []
     if datatype.storage is StorageFormat.WAV:
         return _check_wav(path)
     if datatype.storage is StorageFormat.IMAGE_STACK:
@@ -115,7 +123,7 @@ def check_artifact(key: str, path: Path, facts: VideoFacts) -> list[str]:
     violation = datatype.contract.violation(array)
     if violation:
         return [f"{violation} (contract {datatype.contract.shape} {datatype.contract.dtype})"]
-    if key in AUDIO_RATE:
+    if datatype.per == AUDIO_STEP:
         return _check_audio_rate(key, array, facts)
     return _check_per_frame(key, array, facts)
 
@@ -155,13 +163,17 @@ def _check_audio_rate(key: str, array: np.ndarray, facts: VideoFacts) -> list[st
 
 def _check_per_frame(key: str, array: np.ndarray, facts: VideoFacts) -> list[str]:
     problems = []
-    if facts.frame_count is not None and array.shape[0] != facts.frame_count:
+    datatype = get_datatype(key)
+    per_frame = datatype.per == FRAME
+    if per_frame and facts.frame_count is not None and array.shape[0] != facts.frame_count:
         problems.append(f"{array.shape[0]} rows where images has {facts.frame_count} frames")
+    if array.ndim == 0:
+        return problems + ([] if np.isfinite(array).all() else ["non-finite value"])
     values = (
         array.reshape(array.shape[0], -1).astype(np.float64) if array.size else np.zeros((0, 1))
     )
     finite = np.isfinite(values)
-    if key in NAN_ROWS_ALLOWED:
+    if datatype.nan_rows:
         partial = int((finite.any(axis=1) & ~finite.all(axis=1)).sum())
         if partial:
             problems.append(f"{partial} frames partly NaN (a frame has a whole face or none)")
@@ -298,7 +310,7 @@ def _check_preview(path: Path, facts: VideoFacts) -> list[str]:
     return problems
 
 
-def _check_png(path: Path) -> list[str]:
+def _check_png(path: Path, facts: VideoFacts | None = None) -> list[str]:
     with path.open("rb") as file:
         signature = file.read(len(PNG_SIGNATURE))
     if signature != PNG_SIGNATURE:
@@ -310,7 +322,7 @@ def _check_png(path: Path) -> list[str]:
 A2EN_KEYS = ("wav2vec", "volume", "exp", "jaw", "left_blink", "right_blink", "average_blink")
 
 
-def _check_a2en(path: Path) -> list[str]:
+def _check_a2en(path: Path, facts: VideoFacts | None = None) -> list[str]:
     """All of the file's arrays present, with one row per expression frame."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -324,3 +336,16 @@ def _check_a2en(path: Path) -> list[str]:
     if len(set(lengths.values())) > 1:
         problems.append(f"arrays disagree on the frame count: {lengths}")
     return problems
+
+
+FILE_CHECKS: dict[str, Callable[[Path, VideoFacts], list[str]]] = {
+    **dict.fromkeys(PACKED, _check_packed),
+    "preview": _check_preview,
+    "contact_sheet": _check_png,
+    "a2en": _check_a2en,
+}
+"""Checkers of the datatypes stored as whole files (a custom file datatype has none)."""
+
+CHECKED = checked_keys()
+"""The built-in datatypes with output checks (custom ones: :func:`checked_keys` after
+their node is loaded)."""

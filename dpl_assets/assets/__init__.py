@@ -1,54 +1,155 @@
-"""Datatype assets: thin Dagster wiring around the node functions in :mod:`dpl_assets.nodes`.
+"""Datatype assets: thin Dagster wiring around the node functions in :mod:`dpl_assets.nodes`,
+and :data:`NODE_SPECS`, the registry list of every built-in graph node.
 
 Every asset is partitioned per video, takes and returns ``{video_id: value}`` dicts (see
 :mod:`dpl_assets.storage.io_manager`) and runs its videos through
-:func:`dpl_assets.assets.batch.run_videos`.
+:func:`dpl_assets.assets.batch.run_videos`. Each node is declared once, as a
+:class:`~dpl_assets.specs.NodeSpec` beside its asset (or with a ``compute`` function its
+asset is generated from); adding a node is one module and one line in :data:`NODE_SPECS`.
 """
+
+from collections.abc import Sequence
 
 import dagster as dg
 
 from dpl_assets.assets.a2en import a2en
-from dpl_assets.assets.audio import volume, wav
-from dpl_assets.assets.crops import bboxes, crops
-from dpl_assets.assets.dataset import dataset_pack, dataset_summary
-from dpl_assets.assets.face3d import emoca, flame, rendering
-from dpl_assets.assets.faces import blinks, face_alignment, head_pose
-from dpl_assets.assets.packing import (
-    h5_dataset,
-    source_sequence,
-    vid2vid_audio,
-    vid2vid_dataset,
+from dpl_assets.assets.audio import AAC_TO_WAV_NODE, VIDEO_TO_WAV_NODE, VOLUME_NODE
+from dpl_assets.assets.config import (
+    A2enConfig,
+    EmocaConfig,
+    FlameConfig,
+    RenderingConfig,
 )
-from dpl_assets.assets.sources import aac, probe, video
-from dpl_assets.assets.vision import images
-from dpl_assets.assets.visualize import contact_sheet, preview
-from dpl_assets.assets.wav2vec import wav2vec
+from dpl_assets.assets.crops import (
+    CROP_NODE,
+    EMOCA_LIKE_BBOXES_NODE,
+    FIXED_BBOXES_NODE,
+    TRANSFORM_RAW_BBOXES_NODE,
+)
+from dpl_assets.assets.dataset import DATASET_PACK_NODE, DATASET_SUMMARY_NODE
+from dpl_assets.assets.face3d import EMOCA_OUTPUTS, FLAME_OUTPUTS, emoca, flame, rendering
+from dpl_assets.assets.faces import (
+    BLINKS_NODE,
+    FACE_ALIGNMENT_NODE,
+    FACE_DETECTION_NODE,
+    FACE_LANDMARKS_NODE,
+    HEAD_POSE_NODE,
+)
+from dpl_assets.assets.generated import spec_asset
+from dpl_assets.assets.packing import (
+    H5_DATASET_NODE,
+    SOURCE_SEQUENCE_NODE,
+    VID2VID_AUDIO_NODE,
+    VID2VID_DATASET_NODE,
+    packing_also,
+)
+from dpl_assets.assets.sources import PROBE_NODE, aac, video
+from dpl_assets.assets.vision import VIDEO_TO_IMAGES_NODE
+from dpl_assets.assets.visualize import CONTACT_SHEET_NODE, PREVIEW_NODE
+from dpl_assets.assets.wav2vec import WAV2VEC_NODE
+from dpl_assets.datatypes import get_datatype
+from dpl_assets.specs import NodeSpec
+
+# The 3D nodes' specs live here until assets/face3d.py and assets/a2en.py are free to take
+# them (the 3D code is moving into its own package).
+EMOCA_NODE = NodeSpec(
+    name="EmocaNode",
+    inputs=("crops",),
+    outputs=EMOCA_OUTPUTS,
+    config=EmocaConfig,
+    fixed={"source": "crops"},
+    summary="EMOCA/DECA encoders on the crops: FLAME shape, texture, expression, pose, "
+    "camera and lighting per frame",
+    needs_gpu=True,
+    needs_weights=True,
+    asset=emoca,
+)
+EMOCA_FROM_IMAGES_NODE = NodeSpec(
+    name="EmocaFromImagesNode",
+    inputs=("images", "bboxes"),
+    outputs=EMOCA_OUTPUTS,
+    config=EmocaConfig,
+    fixed={"source": "images"},
+    summary="EmocaNode on the images cut by bboxes on the fly",
+    needs_gpu=True,
+    needs_weights=True,
+    asset=emoca,
+)
+FLAME_NODE = NodeSpec(
+    name="FlameNode",
+    inputs=("shape", "exp", "pose"),
+    outputs=FLAME_OUTPUTS,
+    config=FlameConfig,
+    summary="FLAME 2020 mesh and its 68 landmarks, metres",
+    needs_weights=True,
+    asset=flame,
+)
+RENDERING_NODE = NodeSpec(
+    name="RenderingNode",
+    inputs=("verts", "cam", "light"),
+    outputs=("render_uv", "render_normal", "render_mask"),
+    config=RenderingConfig,
+    summary="normal, shaded UV and mask renders of the mesh (image stacks)",
+    needs_gpu=True,
+    needs_weights=True,
+    asset=rendering,
+)
+A2EN_DATASET_NODE = NodeSpec(
+    name="A2enDatasetNode",
+    inputs=("wav2vec", "volume", "exp", "pose", "landmarks3d"),
+    outputs=("a2en",),
+    config=A2enConfig,
+    summary="A2EN training file: audio features on the expression frames, jaw, blinks",
+    asset=a2en,
+)
+
+NODE_SPECS: list[NodeSpec] = [
+    PROBE_NODE,
+    VIDEO_TO_WAV_NODE,
+    AAC_TO_WAV_NODE,
+    VOLUME_NODE,
+    VIDEO_TO_IMAGES_NODE,
+    FACE_ALIGNMENT_NODE,
+    FACE_DETECTION_NODE,
+    FACE_LANDMARKS_NODE,
+    TRANSFORM_RAW_BBOXES_NODE,
+    FIXED_BBOXES_NODE,
+    EMOCA_LIKE_BBOXES_NODE,
+    CROP_NODE,
+    HEAD_POSE_NODE,
+    BLINKS_NODE,
+    EMOCA_NODE,
+    EMOCA_FROM_IMAGES_NODE,
+    FLAME_NODE,
+    RENDERING_NODE,
+    H5_DATASET_NODE,
+    SOURCE_SEQUENCE_NODE,
+    VID2VID_AUDIO_NODE,
+    VID2VID_DATASET_NODE,
+    A2EN_DATASET_NODE,
+    PREVIEW_NODE,
+    CONTACT_SHEET_NODE,
+    DATASET_PACK_NODE,
+    DATASET_SUMMARY_NODE,
+    WAV2VEC_NODE,
+]
+"""Every built-in graph node, in the order ``dpl nodes`` and ``docs/nodes.md`` list them."""
+
+SOURCE_ASSETS: list[dg.AssetSpec] = [video, aac]
+"""The user's files: registered, never computed."""
+
+
+def _unique(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """Each asset once (several node names share one asset), in first-seen order."""
+    seen: dict[int, dg.AssetsDefinition] = {}
+    for asset in assets:
+        seen.setdefault(id(asset), asset)
+    return list(seen.values())
+
 
 ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
-    video,
-    aac,
-    probe,
-    wav,
-    volume,
-    wav2vec,
-    images,
-    face_alignment,
-    bboxes,
-    crops,
-    head_pose,
-    blinks,
-    emoca,
-    flame,
-    rendering,
-    h5_dataset,
-    source_sequence,
-    vid2vid_audio,
-    vid2vid_dataset,
-    a2en,
-    preview,
-    contact_sheet,
-    dataset_pack,
-    dataset_summary,
+    *SOURCE_ASSETS,
+    *_unique([spec_asset(spec) for spec in NODE_SPECS]),
 ]
 
 DATASET_LEVEL_ASSETS: frozenset[str] = frozenset(
@@ -65,4 +166,28 @@ OP_OF: dict[str, str] = {
     if isinstance(asset, dg.AssetsDefinition)
     for key in asset.keys
 }
-"""Asset key -> the op computing it (a multi-asset's outputs share one op and its config)."""
+"""Asset key -> the op computing it (a multi-asset's outputs share one op and its config);
+custom nodes' assets are added by :func:`assets_with`."""
+
+
+def assets_with(custom: Sequence[NodeSpec]) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """Every asset, with those of the ``custom`` nodes; packers then also depend on the
+    custom outputs they could pack, so they run after them."""
+    if not custom:
+        return ALL_ASSETS
+    packable = [key for spec in custom for key in spec.outputs if get_datatype(key).packable]
+    specs = [
+        packing_also(spec, packable) if spec.configured_inputs == "datatypes" and packable
+        else spec
+        for spec in NODE_SPECS
+    ]  # fmt: skip
+    extra = [spec_asset(spec) for spec in custom]
+    for asset in extra:
+        OP_OF.update({key.path[-1]: asset.node_def.name for key in asset.keys})
+    return [*SOURCE_ASSETS, *_unique([spec_asset(spec) for spec in specs]), *extra]
+
+
+def producers_of(key: str) -> list[NodeSpec]:
+    """The built-in nodes whose main output is ``key`` (else those writing it at all)."""
+    main = [spec for spec in NODE_SPECS if spec.main == key]
+    return main or [spec for spec in NODE_SPECS if key in spec.outputs]

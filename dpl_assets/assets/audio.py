@@ -10,6 +10,7 @@ from dpl_assets.assets.config import VolumeConfig, WavConfig
 from dpl_assets.assets.sources import aac, video
 from dpl_assets.nodes.audio import check_feature_window, extract_wav, volume_envelope
 from dpl_assets.outcomes import InputRejected
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
 
@@ -68,3 +69,31 @@ def volume(
     return run_videos(
         context, store, recompute=config.recompute, inputs={"wav": wav}, compute_one=envelope
     )
+
+
+VIDEO_TO_WAV_NODE = NodeSpec(
+    name="VideoToWavNode",
+    inputs=("video",),
+    outputs=("wav",),
+    config=WavConfig,
+    fixed={"source": "video"},
+    summary="16 kHz mono audio on the container clock",
+    asset=wav,
+)
+AAC_TO_WAV_NODE = NodeSpec(
+    name="AacToWavNode",
+    inputs=("aac",),
+    outputs=("wav",),
+    config=WavConfig,
+    fixed={"source": "aac"},
+    summary="16 kHz mono audio of the aac file",
+    asset=wav,
+)
+VOLUME_NODE = NodeSpec(
+    name="VolumeNode",
+    inputs=("wav",),
+    outputs=("volume",),
+    config=VolumeConfig,
+    summary="loudness envelope at the wav2vec step rate",
+    asset=volume,
+)

@@ -5,6 +5,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
+from dpl_assets.datatypes import packable_keys
 from dpl_assets.nodes.wav2vec import DEFAULT_CHECKPOINT
 
 
@@ -133,15 +134,6 @@ class BlinksConfig(NodeConfig):
     pass
 
 
-PACKABLE = (
-    "images", "crops", "raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "bboxes",
-    "head_pose", "blinks", "wav2vec", "volume", "shape", "tex", "exp", "pose", "cam", "light",
-    "verts", "landmarks3d", "render_normal", "render_uv", "render_mask",
-)  # fmt: skip
-"""Datatypes a packer can include: image stacks, per-frame arrays, audio-rate features.
-(Dagster config cannot take a list of Literals, so ``datatypes`` is checked by a validator.)"""
-
-
 class H5DatasetConfig(NodeConfig):
     """``H5DatasetNode``: one training HDF5 file per video with the chosen datatypes.
 
@@ -178,9 +170,12 @@ class H5DatasetConfig(NodeConfig):
     @field_validator("datatypes")
     @classmethod
     def _packable(cls, datatypes: list[str]) -> list[str]:
-        unknown = [key for key in datatypes if key not in PACKABLE]
+        # Dagster config cannot take a list of Literals; the registry says what is packable
+        # (image stacks, per-frame and audio-step arrays, custom nodes' ones too).
+        packable = packable_keys()
+        unknown = [key for key in datatypes if key not in packable]
         if unknown:
-            raise ValueError(f"cannot pack {unknown}; packable datatypes: {', '.join(PACKABLE)}")
+            raise ValueError(f"cannot pack {unknown}; packable datatypes: {', '.join(packable)}")
         return datatypes
 
     @model_validator(mode="after")

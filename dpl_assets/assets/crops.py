@@ -11,6 +11,7 @@ from dpl_assets.nodes.bboxes import emoca_like_bboxes, fixed_bboxes, transform_r
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.nodes.frames import IMAGE_FORMAT_BY_EXT
 from dpl_assets.outcomes import StagedFile
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
@@ -78,3 +79,43 @@ def crops(
         context, store, recompute=config.recompute,
         inputs={"images": images, "bboxes": bboxes}, compute_one=crop, workers=config.num_jobs,
     )  # fmt: skip
+
+
+TRANSFORM_RAW_BBOXES_NODE = NodeSpec(
+    name="TransformRawBboxesNode",
+    inputs=("raw_bboxes",),
+    outputs=("bboxes",),
+    config=BboxesConfig,
+    fixed={"method": "transform_raw"},
+    only=("extend_factor",),
+    summary="a square around each detection (a frame without a box rejects the clip)",
+    asset=bboxes,
+)
+FIXED_BBOXES_NODE = NodeSpec(
+    name="FixedBboxesNode",
+    inputs=("landmarks",),
+    outputs=("bboxes",),
+    config=BboxesConfig,
+    fixed={"method": "fixed"},
+    only=("scale",),
+    summary="one box for the whole clip around every landmark",
+    asset=bboxes,
+)
+EMOCA_LIKE_BBOXES_NODE = NodeSpec(
+    name="EmocaLikeBboxesNode",
+    inputs=("landmarks",),
+    outputs=("bboxes",),
+    config=BboxesConfig,
+    fixed={"method": "emoca_like"},
+    only=("scale", "window_size", "use_smoothing", "equal_size", "size_quantile"),
+    summary="sliding-window boxes around the landmarks, smoothed, optionally of one size",
+    asset=bboxes,
+)
+CROP_NODE = NodeSpec(
+    name="CropNode",
+    inputs=("images", "bboxes"),
+    outputs=("crops",),
+    config=CropConfig,
+    summary="face crops per frame (HDF5 stack), padded where a box leaves the frame",
+    asset=crops,
+)

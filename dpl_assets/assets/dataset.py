@@ -17,6 +17,7 @@ from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, OPTIONAL_INPUTS
 from dpl_assets.datatypes import DATATYPES, StorageFormat
 from dpl_assets.packing.dataset_pack import DatasetPack
 from dpl_assets.report import all_video_reports
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.visualize.summary import collect_summary_inputs, summarize
 
@@ -91,3 +92,21 @@ def dataset_summary(
             "folder": dg.MetadataValue.path(str(folder)),
         }
     )
+
+
+DATASET_PACK_NODE = NodeSpec(
+    name="DatasetPackNode",
+    outputs=("dataset_pack",),
+    config=DatasetPackConfig,
+    configured_inputs="source",
+    summary="every video's packed file in one appendable, sharded HDF5 dataset + index",
+    asset=dataset_pack,
+)
+DATASET_SUMMARY_NODE = NodeSpec(
+    name="DatasetSummaryNode",
+    optional_inputs=tuple(SUMMARY_INPUTS),
+    outputs=("dataset_summary",),
+    config=DatasetSummaryConfig,
+    summary="plots and a markdown digest over every registered video",
+    asset=dataset_summary,
+)

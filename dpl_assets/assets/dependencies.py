@@ -1,11 +1,18 @@
-"""Which upstream datatypes an asset needs before it can run (checked by ``dpl run``).
+"""Which upstream datatypes a node needs before it can run (checked by ``dpl run``).
 
-By default every parent in the asset graph is required. Two metadata keys relax that:
-an asset lists parents it only uses when present (a preview draws landmarks if there are
-any), or names the config field listing the datatypes it reads (the packers).
+Derived from the node's spec (:class:`~dpl_assets.specs.NodeSpec`): its ``inputs``, or,
+for a node whose config names what it reads (the packers' ``datatypes``, the dataset
+pack's ``source``), the datatypes that config value names. ``optional_inputs`` are used
+when present and never required.
+
+The metadata keys below are what some assets still carry for the UI; the requirements
+are read from the specs, not from them.
 """
 
-import dagster as dg
+from collections.abc import Mapping
+from typing import Any
+
+from dpl_assets.specs import NodeSpec
 
 OPTIONAL_INPUTS = "dpl/optional_inputs"
 """Asset metadata: upstream datatypes used when present, never required."""
@@ -18,16 +25,9 @@ INPUTS_BY_VALUE = "dpl/inputs_by_value"
 that field (when the field names a mode rather than the datatypes themselves)."""
 
 
-def required_inputs(defs: dg.Definitions, asset: str, config: dict) -> list[str]:
-    """The datatypes ``asset`` cannot run without, given its full config."""
-    node = defs.resolve_asset_graph().get(dg.AssetKey(asset))
-    metadata = node.metadata or {}
-    field = metadata.get(CONFIGURED_INPUTS)
-    if field:
-        value = config.get(field, [])
-        by_value = metadata.get(INPUTS_BY_VALUE)
-        if by_value:
-            return list(by_value[value])
+def required_inputs(spec: NodeSpec, config: Mapping[str, Any]) -> list[str]:
+    """The datatypes the node ``spec`` cannot run without, given its full config."""
+    if spec.configured_inputs:
+        value = config.get(spec.configured_inputs, [])
         return [value] if isinstance(value, str) else list(value)
-    optional = set(metadata.get(OPTIONAL_INPUTS, []))
-    return [p.path[-1] for p in node.parent_keys if p.path[-1] not in optional]
+    return [key for key in spec.inputs if key not in spec.optional_inputs]

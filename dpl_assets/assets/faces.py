@@ -1,19 +1,13 @@
 """Face assets: detection, tracking and landmarks (one node), then per-frame geometry."""
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import (
-    multi_outputs,
-    per_video_asset,
-    per_video_multi_asset,
-    run_videos,
-    run_videos_multi,
-)
+from dpl_assets.assets.batch import multi_outputs, per_video_multi_asset, run_videos_multi
 from dpl_assets.assets.config import BlinksConfig, FaceAlignmentConfig, HeadPoseConfig
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.nodes.faces import (
@@ -27,6 +21,7 @@ from dpl_assets.nodes.faces import (
 from dpl_assets.nodes.fan_faces import FanFaceModel
 from dpl_assets.nodes.head_pose import head_pose as estimate_head_pose
 from dpl_assets.resources import TorchDevice
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
@@ -114,34 +109,66 @@ def face_alignment(
     yield from multi_outputs(per_output)
 
 
-@per_video_asset(group_name="faces")
-def head_pose(
-    context: dg.AssetExecutionContext,
-    config: HeadPoseConfig,
-    storage: ArtifactStorage,
-    landmarks: LazyArtifacts,
-    faces: LazyArtifacts,
-) -> dict:
-    """Head pose (N, 6) float32 ``[yaw, pitch, roll]`` degrees + translation (``HeadPoseNode``)."""
-    return run_videos(
-        context, storage.store(), recompute=config.recompute,
-        inputs={"landmarks": landmarks, "faces": faces},
-        compute_one=lambda _, x: estimate_head_pose(
-            x["landmarks"], (x["faces"]["frame_width"], x["faces"]["frame_height"])
-        ),
-    )  # fmt: skip
+def face_node(name: str, main: str, summary: str, **options: Any) -> NodeSpec:
+    """A node name for the one face computation, whose main output is ``main``."""
+    return NodeSpec(
+        name=name,
+        inputs=("images",),
+        outputs=(main, *(key for key in FACE_OUTPUTS if key != main)),
+        config=FaceAlignmentConfig,
+        summary=summary,
+        asset=face_alignment,
+        **options,
+    )
 
 
-@per_video_asset(group_name="faces")
-def blinks(
-    context: dg.AssetExecutionContext,
-    config: BlinksConfig,
-    storage: ArtifactStorage,
-    landmarks: LazyArtifacts,
-) -> dict:
-    """Eye opening (N, 3) float32 ``[left, right, average]`` (``BlinksNode``)."""
-    return run_videos(
-        context, storage.store(), recompute=config.recompute,
-        inputs={"landmarks": landmarks},
-        compute_one=lambda _, x: eye_openness(x["landmarks"]),
-    )  # fmt: skip
+FACE_ALIGNMENT_NODE = face_node(
+    "FaceAlignmentNode", "landmarks",
+    "one tracked face per clip: 68 landmarks, detector box, 478-point mesh, face mask "
+    "and the tracking record",
+)  # fmt: skip
+FACE_DETECTION_NODE = face_node(
+    "FaceDetectionNode", "raw_bboxes", "the face computation, named by its detector box"
+)  # fmt: skip
+# Detection, tracking and landmarks are one computation (a graph naming several of these
+# nodes runs it once); where the inputs give a video's raw_bboxes, landmarks are found in
+# those boxes without detection, as the original FaceLandmarksNode did.
+FACE_LANDMARKS_NODE = face_node(
+    "FaceLandmarksNode", "landmarks_mesh",
+    "landmarks in the given raw_bboxes (else detected), and the face outputs",
+    optional_inputs=("raw_bboxes",),
+)  # fmt: skip
+
+
+def head_pose_of(inputs: Mapping[str, Any], config: HeadPoseConfig) -> dict[str, np.ndarray]:
+    """Head pose (N, 6) float32 ``[yaw, pitch, roll]`` degrees + translation, from the
+    landmarks and the frame size in the ``faces`` record."""
+    size = (inputs["faces"]["frame_width"], inputs["faces"]["frame_height"])
+    return {"head_pose": estimate_head_pose(inputs["landmarks"], size)}
+
+
+HEAD_POSE_NODE = NodeSpec(
+    name="HeadPoseNode",
+    inputs=("landmarks", "faces"),
+    outputs=("head_pose",),
+    config=HeadPoseConfig,
+    summary="solvePnP of six landmarks against a generic 3D face",
+    compute=head_pose_of,
+    group="faces",
+)
+
+
+def blinks_of(inputs: Mapping[str, Any], config: BlinksConfig) -> dict[str, np.ndarray]:
+    """Eye opening (N, 3) float32 ``[left, right, average]`` from the 68 landmarks."""
+    return {"blinks": eye_openness(inputs["landmarks"])}
+
+
+BLINKS_NODE = NodeSpec(
+    name="BlinksNode",
+    inputs=("landmarks",),
+    outputs=("blinks",),
+    config=BlinksConfig,
+    summary="eye opening, as the original defined it",
+    compute=blinks_of,
+    group="faces",
+)

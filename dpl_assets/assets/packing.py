@@ -14,6 +14,7 @@ timestamps are read for it (:func:`stored_frame_times`).
 """
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,13 @@ import soundfile
 
 from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
 from dpl_assets.assets.config import (
-    PACKABLE,
     H5DatasetConfig,
     SourceSequenceConfig,
     Vid2vidAudioConfig,
     Vid2vidDatasetConfig,
 )
 from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, OPTIONAL_INPUTS
-from dpl_assets.datatypes import StorageFormat, get_datatype
+from dpl_assets.datatypes import StorageFormat, get_datatype, packable_keys
 from dpl_assets.media import timeline
 from dpl_assets.outcomes import InputRejected, Rejected, StagedFile
 from dpl_assets.packing.video_pack import (
@@ -40,6 +40,7 @@ from dpl_assets.packing.video_pack import (
     pack_video,
     resample_audio_feature,
 )
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
@@ -196,17 +197,20 @@ def audio_blink_feature(
     return np.concatenate([*parts, blinks[:, :2]], axis=1).astype(np.float32)
 
 
-def packer_asset(name: str, config_class: type[H5DatasetConfig], node: str) -> Any:
-    """A per-video packer asset named ``name`` taking ``config_class``."""
+def packer_asset(
+    name: str, config_class: type[H5DatasetConfig], node: str, extra_deps: Sequence[str] = ()
+) -> Any:
+    """A per-video packer asset named ``name`` taking ``config_class``; ``extra_deps``:
+    further datatypes it may be asked to pack (custom nodes' outputs: they run first)."""
     defaults = config_class.model_fields["datatypes"].default
 
     @per_video_asset(
         name=name,
         group_name="datasets",
-        deps=list(dict.fromkeys([*defaults, FACE_MASK_KEY])),
+        deps=list(dict.fromkeys([*defaults, FACE_MASK_KEY, *extra_deps])),
         metadata={CONFIGURED_INPUTS: "datatypes", OPTIONAL_INPUTS: [FACE_MASK_KEY]},
         description=f"``{node}``: one training HDF5 file per video ({', '.join(defaults)} by "
-        "default; any of " + ", ".join(PACKABLE) + ").",
+        "default; any of " + ", ".join(packable_keys()) + ").",
     )
     def _packer(
         context: dg.AssetExecutionContext,
@@ -225,9 +229,40 @@ def packer_asset(name: str, config_class: type[H5DatasetConfig], node: str) -> A
     return _packer
 
 
-h5_dataset = packer_asset("h5_dataset", H5DatasetConfig, "H5DatasetNode")
-source_sequence = packer_asset("source_sequence", SourceSequenceConfig, "SourceSequenceNode")
-vid2vid_audio = packer_asset("vid2vid_audio", Vid2vidAudioConfig, "Vid2vidAudioNode")
-vid2vid_dataset = packer_asset("vid2vid_dataset", Vid2vidDatasetConfig, "Vid2vidDatasetNode")
+def packer_node(
+    name: str, asset: str, config_class: type[H5DatasetConfig], summary: str
+) -> NodeSpec:
+    """The spec of a packer: it reads the datatypes its ``datatypes`` param names."""
+    return NodeSpec(
+        name=name,
+        outputs=(asset,),
+        config=config_class,
+        configured_inputs="datatypes",
+        optional_inputs=(FACE_MASK_KEY,),
+        summary=summary,
+        asset=packer_asset(asset, config_class, name),
+    )
 
-PACKER_ASSETS = [h5_dataset, source_sequence, vid2vid_audio, vid2vid_dataset]
+
+def packing_also(spec: NodeSpec, extra_deps: Sequence[str]) -> NodeSpec:
+    """``spec`` (a packer) whose asset also depends on ``extra_deps``."""
+    assert spec.config is not None and issubclass(spec.config, H5DatasetConfig)
+    return replace(spec, asset=packer_asset(spec.main, spec.config, spec.name, extra_deps))
+
+
+H5_DATASET_NODE = packer_node(
+    "H5DatasetNode", "h5_dataset", H5DatasetConfig,
+    "one training HDF5 file per video with the datatypes named (any packable one)",
+)  # fmt: skip
+SOURCE_SEQUENCE_NODE = packer_node(
+    "SourceSequenceNode", "source_sequence", SourceSequenceConfig,
+    "the original's source sequence: frames, boxes, crops, FLAME parameters, renders",
+)  # fmt: skip
+VID2VID_AUDIO_NODE = packer_node(
+    "Vid2vidAudioNode", "vid2vid_audio", Vid2vidAudioConfig,
+    "crops with wav2vec, volume and blinks on the crop frames",
+)  # fmt: skip
+VID2VID_DATASET_NODE = packer_node(
+    "Vid2vidDatasetNode", "vid2vid_dataset", Vid2vidDatasetConfig,
+    "crops with their UV and normal renders",
+)  # fmt: skip

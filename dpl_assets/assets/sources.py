@@ -8,6 +8,7 @@ from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import ProbeConfig
 from dpl_assets.media.probe import probe_media
 from dpl_assets.partitions import video_partitions
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
 
 video = dg.AssetSpec(
@@ -42,3 +43,13 @@ def probe(context: dg.AssetExecutionContext, config: ProbeConfig, storage: Artif
         return {"video_id": video_id, **record, "sources": entry.sources}
 
     return run_videos(context, store, recompute=config.recompute, inputs={}, compute_one=describe)
+
+
+PROBE_NODE = NodeSpec(
+    name="ProbeNode",
+    inputs=("video",),
+    outputs=("probe",),
+    config=ProbeConfig,
+    summary="container, duration, streams and rotation as the header states them (JSON)",
+    asset=probe,
+)

@@ -9,6 +9,7 @@ from dpl_assets.assets.config import VideoToImagesConfig
 from dpl_assets.assets.sources import video
 from dpl_assets.nodes.frames import extract_frames
 from dpl_assets.outcomes import InputRejected, StagedFile
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
 
 
@@ -38,3 +39,13 @@ def images(
         context, store, recompute=config.recompute, inputs={}, compute_one=decode,
         workers=config.num_jobs,
     )  # fmt: skip
+
+
+VIDEO_TO_IMAGES_NODE = NodeSpec(
+    name="VideoToImagesNode",
+    inputs=("video",),
+    outputs=("images",),
+    config=VideoToImagesConfig,
+    summary="upright frames with timestamps (HDF5 stack), optionally resampled and resized",
+    asset=images,
+)

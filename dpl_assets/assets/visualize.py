@@ -26,6 +26,7 @@ from dpl_assets.assets.dependencies import OPTIONAL_INPUTS
 from dpl_assets.media import timeline
 from dpl_assets.outcomes import Kept, Rejected, StagedFile
 from dpl_assets.report import per_video_datatypes, rejection_reasons, without_subject
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
@@ -171,3 +172,23 @@ def contact_sheet(
         return staged
 
     return draw_each(context, store, config, draw)
+
+
+PREVIEW_NODE = NodeSpec(
+    name="PreviewNode",
+    inputs=("images",),
+    optional_inputs=DRAWN_WHEN_PRESENT,
+    outputs=("preview",),
+    config=PreviewConfig,
+    summary="mp4 of every frame with boxes, landmarks and head-pose axes, and the audio",
+    asset=preview,
+)
+CONTACT_SHEET_NODE = NodeSpec(
+    name="ContactSheetNode",
+    inputs=("images",),
+    optional_inputs=OVERLAY_INPUTS,
+    outputs=("contact_sheet",),
+    config=ContactSheetConfig,
+    summary="PNG grid of evenly spaced frames with the face overlays",
+    asset=contact_sheet,
+)

@@ -7,6 +7,7 @@ import dagster as dg
 from dpl_assets.assets.batch import VideoInputs, per_video_asset, run_videos
 from dpl_assets.assets.config import Wav2vecConfig
 from dpl_assets.resources import TorchDevice, Wav2vecModels
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
 
@@ -56,3 +57,16 @@ def wav2vec(
         compute_many=compute_many,
         workers=config.num_workers,
     )
+
+
+WAV2VEC_NODE = NodeSpec(
+    name="Wav2vecNode",
+    inputs=("wav",),
+    outputs=("wav2vec",),
+    also=("volume",),
+    config=Wav2vecConfig,
+    summary="wav2vec 2.0 features at 50 Hz (and the volume envelope, as the original)",
+    needs_gpu=True,
+    needs_weights=True,
+    asset=wav2vec,
+)
