@@ -13,7 +13,6 @@ from dataclasses import asdict
 import dagster as dg
 
 from dpl_assets.assets.config import DatasetPackConfig, DatasetSummaryConfig
-from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, OPTIONAL_INPUTS
 from dpl_assets.datatypes import DATATYPES, StorageFormat
 from dpl_assets.packing.dataset_pack import DatasetPack
 from dpl_assets.report import all_video_reports
@@ -28,7 +27,6 @@ SUMMARY_INPUTS = ["probe", "faces", "volume", "wav2vec"]
 @dg.asset(
     group_name="datasets",
     deps=PACKED_SOURCES,
-    metadata={CONFIGURED_INPUTS: "source"},
 )
 def dataset_pack(
     context: dg.AssetExecutionContext, config: DatasetPackConfig, storage: ArtifactStorage
@@ -71,7 +69,6 @@ def per_video_keys_present(output_dir) -> list[str]:
 @dg.asset(
     group_name="datasets",
     deps=SUMMARY_INPUTS,
-    metadata={OPTIONAL_INPUTS: SUMMARY_INPUTS},
 )
 def dataset_summary(
     context: dg.AssetExecutionContext, config: DatasetSummaryConfig, storage: ArtifactStorage

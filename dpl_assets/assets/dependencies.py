@@ -5,8 +5,8 @@ for a node whose config names what it reads (the packers' ``datatypes``, the dat
 pack's ``source``), the datatypes that config value names. ``optional_inputs`` are used
 when present and never required.
 
-The metadata keys below are what some assets still carry for the UI; the requirements
-are read from the specs, not from them.
+The metadata keys below are carried only by ``assets/face3d.py``'s ``emoca`` (shown in the
+UI; nothing reads them): drop them with its next edit.
 """
 
 from collections.abc import Mapping

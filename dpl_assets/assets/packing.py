@@ -29,7 +29,6 @@ from dpl_assets.assets.config import (
     Vid2vidAudioConfig,
     Vid2vidDatasetConfig,
 )
-from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, OPTIONAL_INPUTS
 from dpl_assets.datatypes import StorageFormat, get_datatype, packable_keys
 from dpl_assets.media import timeline
 from dpl_assets.outcomes import InputRejected, Rejected, StagedFile
@@ -208,7 +207,6 @@ def packer_asset(
         name=name,
         group_name="datasets",
         deps=list(dict.fromkeys([*defaults, FACE_MASK_KEY, *extra_deps])),
-        metadata={CONFIGURED_INPUTS: "datatypes", OPTIONAL_INPUTS: [FACE_MASK_KEY]},
         description=f"``{node}``: one training HDF5 file per video ({', '.join(defaults)} by "
         "default; any of " + ", ".join(packable_keys()) + ").",
     )

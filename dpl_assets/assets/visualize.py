@@ -22,7 +22,6 @@ import dagster as dg
 
 from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
 from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
-from dpl_assets.assets.dependencies import OPTIONAL_INPUTS
 from dpl_assets.media import timeline
 from dpl_assets.outcomes import Kept, Rejected, StagedFile
 from dpl_assets.report import per_video_datatypes, rejection_reasons, without_subject
@@ -124,7 +123,6 @@ def draw_each(
 @per_video_asset(
     group_name="visualize",
     deps=["images", *DRAWN_WHEN_PRESENT],
-    metadata={OPTIONAL_INPUTS: list(DRAWN_WHEN_PRESENT)},
 )
 def preview(
     context: dg.AssetExecutionContext, config: PreviewConfig, storage: ArtifactStorage
@@ -151,7 +149,6 @@ def preview(
 @per_video_asset(
     group_name="visualize",
     deps=["images", *OVERLAY_INPUTS],
-    metadata={OPTIONAL_INPUTS: list(OVERLAY_INPUTS)},
 )
 def contact_sheet(
     context: dg.AssetExecutionContext, config: ContactSheetConfig, storage: ArtifactStorage
