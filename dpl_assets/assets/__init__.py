@@ -12,14 +12,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dpl_assets.assets.a2en import a2en
+from dpl_assets.assets.a2en import A2EN_DATASET_NODE
 from dpl_assets.assets.audio import AAC_TO_WAV_NODE, VIDEO_TO_WAV_NODE, VOLUME_NODE
-from dpl_assets.assets.config import (
-    A2enConfig,
-    EmocaConfig,
-    FlameConfig,
-    RenderingConfig,
-)
 from dpl_assets.assets.crops import (
     CROP_NODE,
     EMOCA_LIKE_BBOXES_NODE,
@@ -27,7 +21,12 @@ from dpl_assets.assets.crops import (
     TRANSFORM_RAW_BBOXES_NODE,
 )
 from dpl_assets.assets.dataset import DATASET_PACK_NODE, DATASET_SUMMARY_NODE
-from dpl_assets.assets.face3d import EMOCA_OUTPUTS, FLAME_OUTPUTS, emoca, flame, rendering
+from dpl_assets.assets.face3d import (
+    EMOCA_FROM_IMAGES_NODE,
+    EMOCA_NODE,
+    FLAME_NODE,
+    RENDERING_NODE,
+)
 from dpl_assets.assets.faces import (
     BLINKS_NODE,
     FACE_ALIGNMENT_NODE,
@@ -49,59 +48,6 @@ from dpl_assets.assets.visualize import CONTACT_SHEET_NODE, PREVIEW_NODE
 from dpl_assets.assets.wav2vec import WAV2VEC_NODE
 from dpl_assets.datatypes import get_datatype
 from dpl_assets.specs import NodeSpec
-
-# The 3D nodes' specs live here until assets/face3d.py and assets/a2en.py are free to take
-# them (the 3D code is moving into its own package).
-EMOCA_NODE = NodeSpec(
-    name="EmocaNode",
-    inputs=("crops",),
-    outputs=EMOCA_OUTPUTS,
-    config=EmocaConfig,
-    fixed={"source": "crops"},
-    summary="EMOCA/DECA encoders on the crops: FLAME shape, texture, expression, pose, "
-    "camera and lighting per frame",
-    needs_gpu=True,
-    needs_weights=True,
-    asset=emoca,
-)
-EMOCA_FROM_IMAGES_NODE = NodeSpec(
-    name="EmocaFromImagesNode",
-    inputs=("images", "bboxes"),
-    outputs=EMOCA_OUTPUTS,
-    config=EmocaConfig,
-    fixed={"source": "images"},
-    summary="EmocaNode on the images cut by bboxes on the fly",
-    needs_gpu=True,
-    needs_weights=True,
-    asset=emoca,
-)
-FLAME_NODE = NodeSpec(
-    name="FlameNode",
-    inputs=("shape", "exp", "pose"),
-    outputs=FLAME_OUTPUTS,
-    config=FlameConfig,
-    summary="FLAME 2020 mesh and its 68 landmarks, metres",
-    needs_weights=True,
-    asset=flame,
-)
-RENDERING_NODE = NodeSpec(
-    name="RenderingNode",
-    inputs=("verts", "cam", "light"),
-    outputs=("render_uv", "render_normal", "render_mask"),
-    config=RenderingConfig,
-    summary="normal, shaded UV and mask renders of the mesh (image stacks)",
-    needs_gpu=True,
-    needs_weights=True,
-    asset=rendering,
-)
-A2EN_DATASET_NODE = NodeSpec(
-    name="A2enDatasetNode",
-    inputs=("wav2vec", "volume", "exp", "pose", "landmarks3d"),
-    outputs=("a2en",),
-    config=A2enConfig,
-    summary="A2EN training file: audio features on the expression frames, jaw, blinks",
-    asset=a2en,
-)
 
 NODE_SPECS: list[NodeSpec] = [
     PROBE_NODE,

@@ -23,6 +23,7 @@ from dpl_assets.assets.packing import stored_frame_times, wav_samples
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.packing.video_pack import frames_audio_mask, resample_audio_feature
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 
 JAW = slice(3, 6)
@@ -85,3 +86,13 @@ def a2en(
                 "landmarks3d": landmarks3d},
         compute_one=write,
     )  # fmt: skip
+
+
+A2EN_DATASET_NODE = NodeSpec(
+    name="A2enDatasetNode",
+    inputs=("wav2vec", "volume", "exp", "pose", "landmarks3d"),
+    outputs=("a2en",),
+    config=A2enConfig,
+    summary="A2EN training file: audio features on the expression frames, jaw, blinks",
+    asset=a2en,
+)

@@ -4,25 +4,12 @@ Derived from the node's spec (:class:`~dpl_assets.specs.NodeSpec`): its ``inputs
 for a node whose config names what it reads (the packers' ``datatypes``, the dataset
 pack's ``source``), the datatypes that config value names. ``optional_inputs`` are used
 when present and never required.
-
-The metadata keys below are carried only by ``assets/face3d.py``'s ``emoca`` (shown in the
-UI; nothing reads them): drop them with its next edit.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
 from dpl_assets.specs import NodeSpec
-
-OPTIONAL_INPUTS = "dpl/optional_inputs"
-"""Asset metadata: upstream datatypes used when present, never required."""
-
-CONFIGURED_INPUTS = "dpl/configured_inputs"
-"""Asset metadata: the config field whose value lists the datatypes the asset reads."""
-
-INPUTS_BY_VALUE = "dpl/inputs_by_value"
-"""Asset metadata, with :data:`CONFIGURED_INPUTS`: the datatypes read for each value of
-that field (when the field names a mode rather than the datatypes themselves)."""
 
 
 def required_inputs(spec: NodeSpec, config: Mapping[str, Any]) -> list[str]:

@@ -26,12 +26,12 @@ from dpl_assets.assets.batch import (
     run_videos_multi,
 )
 from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
-from dpl_assets.assets.dependencies import CONFIGURED_INPUTS, INPUTS_BY_VALUE
 from dpl_assets.assets.packing import stored_timestamps
 from dpl_assets.media import timeline
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.resources import TorchDevice, cached_emoca, cached_flame, cached_template
+from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 from dpl_assets.storage.store import ArtifactStore
@@ -39,21 +39,23 @@ from dpl_assets.storage.store import ArtifactStore
 EMOCA_OUTPUTS = ("shape", "tex", "exp", "pose", "cam", "light")
 FLAME_OUTPUTS = ("verts", "landmarks3d")
 RENDER_OUTPUTS = ("render_normal", "render_uv", "render_mask")
-EMOCA_SIZE = 224  # EMOCA/DECA encoders take 224 x 224 crops in [0, 1]
 FRAMES_PER_CHUNK = 64  # frames decoded and encoded at a time: bounded memory
 
 
 def emoca_frames(store: ArtifactStore, video_id: str, source: str) -> Iterator[np.ndarray]:
     """RGB uint8 224 x 224 face crops of one video, streamed: its ``crops`` resized, or its
     ``images`` cut by its ``bboxes`` (the original's EmocaFromImagesNode)."""
+    from dpl_assets.face3d.emoca import EMOCA_INPUT_SIZE  # torch: imported at first use
+
+    size = (EMOCA_INPUT_SIZE, EMOCA_INPUT_SIZE)
     if source == "crops":
         with ImageStack(load_required(store, "crops", video_id), "crops") as stack:
             for crop in stack:
-                yield cv2.resize(crop, (EMOCA_SIZE, EMOCA_SIZE), interpolation=cv2.INTER_AREA)
+                yield cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
         return
     boxes = load_required(store, "bboxes", video_id)
     with ImageStack(load_required(store, "images", video_id), "images") as stack:
-        yield from crop_frames(iter(stack), boxes, (EMOCA_SIZE, EMOCA_SIZE))
+        yield from crop_frames(iter(stack), boxes, size)
 
 
 def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -73,11 +75,6 @@ def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
     group_name="flame",
     deps=["crops", "images", "bboxes"],
     pool="gpu",
-    # `source` says which inputs are read: crops, or images cut by bboxes
-    metadata={
-        CONFIGURED_INPUTS: "source",
-        INPUTS_BY_VALUE: {"crops": ["crops"], "images": ["images", "bboxes"]},
-    },
 )
 def emoca(
     context: dg.AssetExecutionContext,
@@ -237,3 +234,47 @@ def rendering(
         inputs={"verts": verts, "cam": cam, "light": light}, compute_one=draw,
     )  # fmt: skip
     yield from multi_outputs(per_output)
+
+
+EMOCA_NODE = NodeSpec(
+    name="EmocaNode",
+    inputs=("crops",),
+    outputs=EMOCA_OUTPUTS,
+    config=EmocaConfig,
+    fixed={"source": "crops"},
+    summary="EMOCA/DECA encoders on the crops: FLAME shape, texture, expression, pose, "
+    "camera and lighting per frame",
+    needs_gpu=True,
+    needs_weights=True,
+    asset=emoca,
+)
+EMOCA_FROM_IMAGES_NODE = NodeSpec(
+    name="EmocaFromImagesNode",
+    inputs=("images", "bboxes"),
+    outputs=EMOCA_OUTPUTS,
+    config=EmocaConfig,
+    fixed={"source": "images"},
+    summary="EmocaNode on the images cut by bboxes on the fly",
+    needs_gpu=True,
+    needs_weights=True,
+    asset=emoca,
+)
+FLAME_NODE = NodeSpec(
+    name="FlameNode",
+    inputs=("shape", "exp", "pose"),
+    outputs=FLAME_OUTPUTS,
+    config=FlameConfig,
+    summary="FLAME 2020 mesh and its 68 landmarks, metres",
+    needs_weights=True,
+    asset=flame,
+)
+RENDERING_NODE = NodeSpec(
+    name="RenderingNode",
+    inputs=("verts", "cam", "light"),
+    outputs=("render_uv", "render_normal", "render_mask"),
+    config=RenderingConfig,
+    summary="normal, shaded UV and mask renders of the mesh (image stacks)",
+    needs_gpu=True,
+    needs_weights=True,
+    asset=rendering,
+)
