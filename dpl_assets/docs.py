@@ -27,8 +27,9 @@ Do not edit: dpl_assets_tests/test_docs.py fails when this file drifts. -->
 
 A graph is a JSON list of `{"name": ..., "params": {...}}` naming these nodes (or
 `"package.module:Name"` for a node of your own: see `dpl_assets/specs.py`). Inputs in
-parentheses are used when present; *GPU* nodes run in the `gpu` pool; nodes needing *model
-files* you bring are left out of the `offline_default` job.
+parentheses are used when present. In the *needs* column: *gpu pool* nodes use a GPU when
+there is one (`device: "auto"`, else the CPU) and run in the `gpu` pool; *weights* nodes load
+model weights you bring or a hub downloads, so they are left out of the `offline_default` job.
 """
 
 
@@ -52,7 +53,7 @@ def _outputs(spec: NodeSpec) -> str:
 
 
 def _needs(spec: NodeSpec) -> str:
-    needs = [("*GPU*", spec.needs_gpu), ("*model files*", spec.needs_weights)]
+    needs = [("*gpu pool*", spec.needs_gpu), ("*weights*", spec.needs_weights)]
     return ", ".join(label for label, needed in needs if needed)
 
 

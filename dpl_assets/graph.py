@@ -150,6 +150,7 @@ def load_graph_file(path: Path) -> GraphPlan:
 
 def node_reference() -> str:
     """Markdown table of the built-in nodes (``dpl nodes``; ``docs/nodes.md``)."""
-    from dpl_assets.docs import node_table
+    from dpl_assets.docs import HEADER, node_table
 
-    return node_table(NODE_SPECS)
+    legend = HEADER.split("\n\n")[-1].strip()  # what "needs" means, as in docs/nodes.md
+    return f"{node_table(NODE_SPECS)}\n\n{legend}"

@@ -109,7 +109,10 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
     }
     reasons = rejection_reasons(store, video_id, datatypes)
     if reasons:
-        status, reason = "rejected", REASON_SEPARATOR.join(reasons)
+        # One line naming the file once: "a.mp4: no audio stream; no face: ..."
+        subjects = (entry.primary_source, video_id)
+        rest = [without_subject(r, subjects) for r in reasons[1:]]
+        status, reason = "rejected", REASON_SEPARATOR.join([reasons[0], *rest])
     elif len(outputs) == len(datatypes):
         status, reason = "processed", None
     else:
