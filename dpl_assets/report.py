@@ -21,8 +21,8 @@ exists (so a rejected video has those its surviving outputs give, an empty file 
 No speech-activity node exists yet, so there is no speech figure.
 
 ``damaged_spans`` lists the (start_s, end_s) spans on the container clock where the
-video's frames were missing because its data was damaged (kept as ffmpeg keeps what
-decodes), and ``warnings`` says so in words.
+video's frames were missing, or its audio is silence, because its data was damaged (kept
+as ffmpeg keeps what decodes), and ``warnings`` says so in words (video and audio apart).
 
 ``failed_checks`` lists, per datatype, the problems its output check found (see
 :mod:`dpl_assets.checks`); the summary counts the videos with any.
@@ -128,6 +128,11 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         key: problems for key in outputs if (problems := store.check_problems(key, video_id))
     }
     stats, spans, warnings = _frame_facts(store, video_id)
+    audio_damage = store.damage("wav", video_id) if "wav" in outputs else None
+    if audio_damage:
+        audio_spans = [[round(a, 3), round(b, 3)] for a, b in audio_damage["spans"]]
+        spans = sorted(spans + audio_spans)
+        warnings = [*warnings, str(audio_damage["damage"])]
     stats.update(_audio_stats(store, video_id))
     stats.update(_face_stats(store, video_id))
     return VideoReport(

@@ -300,7 +300,10 @@ def test_damaged_and_short_files_never_fail_their_batch(tmp_path, chunk_size):
     for name in ("clean", "late", "random bytes", "zero block"):
         assert report[name]["status"] == "processed", report[name]
     for name in ("random bytes", "zero block"):
-        assert report[name]["damaged_spans"] and "damaged video data" in report[name]["warnings"][0]
+        assert report[name]["damaged_spans"]
+        assert any("damaged video data" in w for w in report[name]["warnings"])
+    # The audio of the random-bytes clip was hit too: its silence is reported.
+    assert any("damaged audio data" in w for w in report["random bytes"]["warnings"])
     assert report["clean"]["damaged_spans"] == [] and report["clean"]["warnings"] == []
     blip = report["blip"]
     assert blip["status"] == "rejected"
@@ -344,3 +347,26 @@ def test_decode_errors_name_their_file(tmp_path):
     reason = decode_rejection(caught.value, "/fallback.mkv")
     assert reason is not None and reason.startswith(f"{junk}: media does not decode")
     assert decode_rejection(ValueError("a bug")) is None
+
+
+def test_damaged_audio_becomes_silence_and_is_flagged(media_dir):
+    from dpl_assets.nodes.audio import extract_wav_with_damage
+
+    clean = clock_media.make_noise_clip(media_dir / "clean.mp4")
+    damaged = clock_media.damage_mid_stream(clean, media_dir / "damaged.mp4")
+
+    reference, clean_damage = extract_wav_with_damage(clean)
+    wav, damage = extract_wav_with_damage(damaged)
+
+    assert clean_damage.spans == [] and clean_damage.summary == ""
+    assert damage.spans and damage.summary.startswith("damaged audio data")
+    assert abs(wav.size - reference.size) <= 0.03 * RATE  # later audio did not move up
+    # Every place the audio differs from the clean clip's lies in a flagged span (give or
+    # take one AAC frame of overlap on each side), and the spans are silence.
+    differs = np.flatnonzero(np.abs(wav[: reference.size] - reference[: wav.size]) > 0.05) / RATE
+    slack = 0.05
+    for t in differs:
+        assert any(a - slack <= t <= b + slack for a, b in damage.spans), t
+    for a, b in damage.spans:
+        inside = wav[int((a + 0.03) * RATE) : int((b - 0.03) * RATE)]
+        assert inside.size == 0 or np.max(np.abs(inside)) < 1e-3

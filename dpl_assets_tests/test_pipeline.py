@@ -193,14 +193,14 @@ def test_bad_inputs_are_rejected_with_reasons_while_good_ones_succeed(tmp_path, 
 def test_unexpected_error_fails_one_video_and_keeps_the_others(tmp_path, good_videos, monkeypatch):
     from dpl_assets.assets import audio as audio_assets
 
-    real_extract = audio_assets.extract_wav
+    real_extract = audio_assets.extract_wav_with_damage
 
     def flaky(source: Path):
         if source.name == "alpha.mp4":
             raise MemoryError("simulated out-of-memory")
         return real_extract(source)
 
-    monkeypatch.setattr(audio_assets, "extract_wav", flaky)
+    monkeypatch.setattr(audio_assets, "extract_wav_with_damage", flaky)
     graph = [{"name": "VideoToWavNode", "params": {}}]
     code, report = run_cli(tmp_path, graph, {"video": str(good_videos)})
 
@@ -212,7 +212,7 @@ def test_unexpected_error_fails_one_video_and_keeps_the_others(tmp_path, good_vi
     materialized = instance.get_materialized_partitions(dg.AssetKey("wav"))
     assert "beta_gamma" in materialized and "alpha" not in materialized
 
-    monkeypatch.setattr(audio_assets, "extract_wav", real_extract)
+    monkeypatch.setattr(audio_assets, "extract_wav_with_damage", real_extract)
     code, report = run_cli(tmp_path, graph, {"video": str(good_videos)})
     assert code == 0 and report["alpha"]["status"] == "processed"
 

@@ -8,7 +8,11 @@ import numpy as np
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import VolumeConfig, WavConfig
 from dpl_assets.assets.sources import aac, video
-from dpl_assets.nodes.audio import check_feature_window, extract_wav, volume_envelope
+from dpl_assets.nodes.audio import (
+    check_feature_window,
+    extract_wav_with_damage,
+    volume_envelope,
+)
 from dpl_assets.outcomes import InputRejected
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
@@ -24,7 +28,8 @@ def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactS
     The stream ffmpeg would choose (``default``-flagged, else the first), placed on the
     container clock (sample k at k / 16000 s: silence before a late start and in timestamp
     gaps), downmixed keeping dialogue level. Rejects files without an audio stream, with
-    empty, truncated or shorter-than-25-ms audio, and unreadable files.
+    empty, truncated or shorter-than-25-ms audio, and unreadable files. Damaged packets
+    become silence, and where is recorded (``store.damage("wav", id)``, shown in the report).
     """
     store = storage.store()
 
@@ -35,7 +40,10 @@ def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactS
                 f"{video_id}: no {config.source!r} file found for this video "
                 f"(give an {config.source!r} root in the inputs with the same relative path)"
             )
-        return extract_wav(Path(source))
+        samples, damage = extract_wav_with_damage(Path(source))
+        # Kept like ffmpeg keeps it; where it did not decode is recorded for the report.
+        store.record_damage("wav", video_id, [list(span) for span in damage.spans], damage.summary)
+        return samples
 
     return run_videos(
         context,

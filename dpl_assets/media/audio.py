@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
-from dpl_assets.media.ffmpeg import file_url, run_ffmpeg
-from dpl_assets.media.probe import probe_media
+from dpl_assets.media.ffmpeg import file_url, run_ffmpeg_logged
+from dpl_assets.media.probe import container_start_s, open_container, probe_media
 from dpl_assets.outcomes import InputRejected
 
 CENTRE_GAIN = 1.0
@@ -82,13 +83,25 @@ def decode_audio_mono_16k(
     channel_names: Sequence[str] | None = None,
     channels: int | None = None,
 ) -> np.ndarray:
+    """:func:`decode_audio_logged` without the decoder's log."""
+    return decode_audio_logged(path, stream_index, channel_names, channels)[0]
+
+
+def decode_audio_logged(
+    path: Path | str,
+    stream_index: int | None = None,
+    channel_names: Sequence[str] | None = None,
+    channels: int | None = None,
+) -> tuple[np.ndarray, str]:
     """Decode one audio stream of ``path`` to float32 (N,) in [-1, 1] at 16 kHz, placed on
     the container clock: sample k sits at ``k / 16000`` s from the container's start.
 
     ``stream_index`` is the absolute stream index; None takes the stream the probe chooses
     (:func:`dpl_assets.media.probe.choose_audio_stream`), and its layout. ``channel_names``
     and ``channels`` describe the stream's layout for the downmix (read from the file when
-    not given). Raises :class:`~dpl_assets.media.ffmpeg.FFmpegError` when ffmpeg fails.
+    not given). Returns the samples and the errors ffmpeg logged and went past (damaged
+    packets, whose time becomes silence; "" when clean). Raises
+    :class:`~dpl_assets.media.ffmpeg.FFmpegError` when ffmpeg fails.
     """
     if stream_index is None or channels is None:
         stream_index, channel_names, channels = _audio_layout(path, stream_index)
@@ -96,7 +109,7 @@ def decode_audio_mono_16k(
     resample = (
         f"aresample={AUDIO_SAMPLE_RATE_HZ}:async=1:min_hard_comp={TIMESTAMP_SLACK_S}:first_pts=0"
     )
-    pcm = run_ffmpeg(
+    pcm, log = run_ffmpeg_logged(
         [
             "-i", file_url(path),
             "-map", f"0:{stream_index}",
@@ -110,7 +123,33 @@ def decode_audio_mono_16k(
     )  # fmt: skip
     samples = np.frombuffer(pcm, dtype="<f4")
     # A loud full mix can sum past full scale: clip as PCM16 storage would.
-    return np.clip(samples, -1.0, 1.0).astype(np.float32)
+    return np.clip(samples, -1.0, 1.0).astype(np.float32), log
+
+
+def audio_damage_spans(path: Path | str, stream_index: int) -> list[tuple[float, float]]:
+    """(start_s, end_s) on the container clock of the audio packets of stream
+    ``stream_index`` that do not decode (merged where they touch), by decoding each packet
+    with PyAV. Run it only when ffmpeg logged errors: it decodes the stream once more."""
+    spans: list[tuple[float, float]] = []
+    with open_container(path) as container:
+        origin = container_start_s(container)
+        stream = container.streams[stream_index]
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                try:
+                    packet.decode()
+                except av.FFmpegError:
+                    start = float(packet.pts * packet.time_base) - origin
+                    end = start + float((packet.duration or 0) * packet.time_base)
+                    if spans and start <= spans[-1][1] + 1e-3:
+                        spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+                    else:
+                        spans.append((start, end))
+        except av.FFmpegError:
+            pass  # a demuxer error: the spans found so far
+    return [(round(a, 4), round(b, 4)) for a, b in spans]
 
 
 def _audio_layout(path: Path | str, stream_index: int | None) -> tuple[int, list[str] | None, int]:

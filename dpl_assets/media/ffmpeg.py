@@ -40,9 +40,15 @@ def run_ffmpeg(args: Sequence[str], *, what: str) -> bytes:
 
     ``what`` names the job in the error message (e.g. the input file).
     """
+    return run_ffmpeg_logged(args, what=what)[0]
+
+
+def run_ffmpeg_logged(args: Sequence[str], *, what: str) -> tuple[bytes, str]:
+    """:func:`run_ffmpeg` that also returns the errors ffmpeg logged while it went on (a
+    damaged packet is logged and skipped; the exit status stays 0)."""
     command = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
     completed = subprocess.run(command, capture_output=True, check=False)
+    log = completed.stderr.decode("utf-8", errors="replace").strip()
     if completed.returncode != 0:
-        detail = completed.stderr.decode("utf-8", errors="replace").strip()[-1500:]
-        raise FFmpegError(f"ffmpeg failed on {what} (exit {completed.returncode}): {detail}")
-    return completed.stdout
+        raise FFmpegError(f"ffmpeg failed on {what} (exit {completed.returncode}): {log[-1500:]}")
+    return completed.stdout, log

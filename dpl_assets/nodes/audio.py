@@ -7,12 +7,13 @@ of wav2vec frames the same audio yields (50 Hz: a 320-sample hop, a 400-sample w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
-from dpl_assets.media.audio import decode_audio_mono_16k
+from dpl_assets.media.audio import audio_damage_spans, decode_audio_logged
 from dpl_assets.media.ffmpeg import FFmpegError
 from dpl_assets.media.probe import MediaProbe, StreamInfo, probe_media, stream_end_s
 from dpl_assets.media.timeline import audio_end_s
@@ -31,9 +32,25 @@ FEATURE_WINDOW_SAMPLES = 400
 """The shortest audio any audio feature is defined on: one 25 ms wav2vec2/volume window."""
 
 
+@dataclass
+class AudioDamage:
+    """Where a source's audio did not decode (its time is silence in the wav):
+    ``spans`` (start_s, end_s) on the container clock, ``summary`` one line ("" if clean)."""
+
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    summary: str = ""
+
+
 def extract_wav(source: Path) -> np.ndarray:
+    """:func:`extract_wav_with_damage` without the damage record."""
+    return extract_wav_with_damage(source)[0]
+
+
+def extract_wav_with_damage(source: Path) -> tuple[np.ndarray, AudioDamage]:
     """Decode the chosen audio stream of ``source`` to float32 (N,) mono at 16 kHz, placed
-    on the container clock (sample k at k / 16000 s; see :mod:`dpl_assets.media.timeline`).
+    on the container clock (sample k at k / 16000 s; see :mod:`dpl_assets.media.timeline`),
+    and say where its data was damaged (packets that do not decode become silence, as
+    ffmpeg keeps what decodes).
 
     Rejects (:class:`InputRejected`, naming the file) a file that is empty, cannot be
     opened, has no audio stream, decodes to no samples or to less than one 25 ms feature
@@ -44,7 +61,7 @@ def extract_wav(source: Path) -> np.ndarray:
     if audio is None:
         raise InputRejected(f"{source}: no audio stream")
     try:
-        samples = decode_audio_mono_16k(
+        samples, log = decode_audio_logged(
             source, audio.index, audio.channel_names, audio.channels or 1
         )
     except FFmpegError as error:
@@ -54,7 +71,13 @@ def extract_wav(source: Path) -> np.ndarray:
     lead = round(max(audio.start_time_s or 0.0, 0.0) * AUDIO_SAMPLE_RATE_HZ)
     check_feature_window(samples.size - min(lead, samples.size), source)
     check_not_truncated(source, probe, audio, audio_end_s(samples.size))
-    return samples
+    damage = AudioDamage()
+    if log:
+        damage.spans = audio_damage_spans(source, audio.index)
+        where = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in damage.spans) or "not located"
+        first = log.splitlines()[0][:200]
+        damage.summary = f"damaged audio data: silence where it did not decode: {where} ({first})"
+    return samples, damage
 
 
 def check_feature_window(num_samples: int, what: Path | str) -> None:

@@ -333,6 +333,23 @@ class ArtifactStore:
             self._status_path(key, video_id, "failed"), json.dumps(record, ensure_ascii=False)
         )
 
+    def record_damage(self, key: str, video_id: str, spans: list, summary: str) -> None:
+        """Record where the source's data for ``key`` was damaged ((start_s, end_s) on the
+        container clock) though the artefact was kept; an empty ``summary`` clears it."""
+        path = self._status_path(key, video_id, "damaged")
+        if not summary:
+            path.unlink(missing_ok=True)
+            return
+        record = {"datatype": key, "video_id": video_id, "spans": spans, "damage": summary}
+        atomic_write_text(path, json.dumps(record, ensure_ascii=False))
+
+    def damage(self, key: str, video_id: str) -> dict | None:
+        """The damage record of ``key`` for ``video_id`` (see :meth:`record_damage`)."""
+        try:
+            return dict(json.loads(self._status_path(key, video_id, "damaged").read_text()))
+        except FileNotFoundError:
+            return None
+
     def _check_path(self, key: str, video_id: str) -> Path:
         return self.output_dir / CHECKS_DIR / key / f"{video_id}.json"
 
@@ -361,7 +378,7 @@ class ArtifactStore:
             if artifact.exists():
                 artifact.unlink()
                 removed.append(key)
-            for status in ("rejected", "failed"):
+            for status in ("rejected", "failed", "damaged"):
                 self._status_path(key, video_id, status).unlink(missing_ok=True)
             self._check_path(key, video_id).unlink(missing_ok=True)
         return removed
