@@ -370,3 +370,34 @@ def test_damaged_audio_becomes_silence_and_is_flagged(media_dir):
     for a, b in damage.spans:
         inside = wav[int((a + 0.03) * RATE) : int((b - 0.03) * RATE)]
         assert inside.size == 0 or np.max(np.abs(inside)) < 1e-3
+
+
+def test_frames_in_damaged_audio_spans_are_invalid_in_training_files(tmp_path):
+    from dpl_assets_tests.test_pipeline import run_cli
+
+    folder = tmp_path / "videos"
+    clean = clock_media.make_noise_clip(folder / "clean.mp4")
+    clock_media.damage_mid_stream(clean, folder / "damaged.mp4")
+    clean.unlink()
+    graph = [
+        {"name": "VideoToWavNode", "params": {}},
+        {"name": "VolumeNode", "params": {}},
+        {"name": "VideoToImagesNode", "params": {"fps": 25}},
+        {"name": "H5DatasetNode", "params": {"datatypes": ["images", "volume"]}},
+    ]
+
+    code, report = run_cli(tmp_path, graph, {"video": str(folder)})
+
+    assert code == 0 and report["damaged"]["status"] == "processed"
+    record = json.loads((tmp_path / "out/_status/wav/damaged.damaged.json").read_text())
+    assert record["spans"]
+    with h5py.File(tmp_path / "out/h5_dataset/damaged.h5") as file:
+        times = file["timestamps"][:]
+        mask = file["audio_mask"][:].astype(bool)
+        volume = file["volume"][:]
+    in_gap = np.zeros(times.size, bool)
+    for start, end in record["spans"]:
+        in_gap |= (times >= start) & (times < end)
+    assert in_gap.any()
+    assert np.array_equal(mask, ~in_gap & (times < 4.0))
+    assert np.all(volume[in_gap] == 0)

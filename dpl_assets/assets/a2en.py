@@ -12,6 +12,7 @@ the ``fps`` parameter (parameters brought from elsewhere), else the ``images``
 timestamps. A video with empty audio is rejected.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -19,7 +20,7 @@ import numpy as np
 
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import A2enConfig
-from dpl_assets.assets.packing import stored_frame_times, wav_samples
+from dpl_assets.assets.packing import audio_gaps, stored_frame_times, wav_samples
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.packing.video_pack import frames_audio_mask, resample_audio_feature
@@ -30,12 +31,16 @@ JAW = slice(3, 6)
 
 
 def a2en_arrays(
-    inputs: dict[str, Any], times: np.ndarray, audio_samples: int | None = None
+    inputs: dict[str, Any],
+    times: np.ndarray,
+    audio_samples: int | None = None,
+    gaps: Sequence[Sequence[float]] = (),
 ) -> dict[str, np.ndarray]:
     """The file's arrays from one video's wav2vec, volume, exp, pose and landmarks3d.
 
     ``audio_samples``: the wav's length (where the audio ends); None: what the features
-    account for. Frames after the audio's end get silence and ``audio_mask`` False.
+    account for. Frames after the audio's end, or in ``gaps`` (spans of damaged audio),
+    get silence and ``audio_mask`` False.
     """
     if inputs["wav2vec"].shape[0] == 0 or inputs["volume"].shape[0] == 0:
         raise InputRejected("empty audio: no wav2vec steps to align with the expressions")
@@ -44,7 +49,7 @@ def a2en_arrays(
         if inputs[key].shape[0] != count:
             raise InputRejected(f"{key} has {inputs[key].shape[0]} frames, exp has {count}")
     audio = {key: inputs[key] for key in ("wav2vec", "volume")}
-    with_audio = frames_audio_mask(times, audio, audio_samples)
+    with_audio = frames_audio_mask(times, audio, audio_samples, gaps)
     blinks = eye_openness(inputs["landmarks3d"])
     return {
         "wav2vec": resample_audio_feature("wav2vec", audio["wav2vec"], times, 0, with_audio),
@@ -77,7 +82,8 @@ def a2en(
     def write(video_id: str, inputs: dict) -> StagedFile:
         times = stored_frame_times(store, video_id, inputs["exp"].shape[0], config.fps)
         staged = store.staging_path("a2en", video_id)
-        np.savez(staged, **a2en_arrays(inputs, times, wav_samples(store, video_id)))
+        samples, gaps = wav_samples(store, video_id), audio_gaps(store, video_id)
+        np.savez(staged, **a2en_arrays(inputs, times, samples, gaps))
         return StagedFile(staged)
 
     return run_videos(

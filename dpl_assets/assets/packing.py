@@ -100,6 +100,15 @@ def frame_times(
     return stored_frame_times(store, video_id, count, fps, (reference,))
 
 
+def audio_gaps(store: ArtifactStore, video_id: str) -> list[list[float]]:
+    """(start_s, end_s) spans where the video's source audio did not decode (silence in
+    its wav; see ``store.record_damage``): empty for clean audio or a user's wav."""
+    if store.user_source("wav", video_id) is not None:
+        return []
+    record = store.damage("wav", video_id)
+    return [list(span) for span in record["spans"]] if record else []
+
+
 def wav_samples(store: ArtifactStore, video_id: str) -> int | None:
     """Length of the video's wav in samples (where its audio ends), None without a wav."""
     path = store.existing_file("wav", video_id)
@@ -152,9 +161,10 @@ def pack_one(
         if face_mask is not None:
             arrays[FACE_MASK_KEY] = face_mask
     samples = wav_samples(store, video_id) if audio else None
+    gaps = audio_gaps(store, video_id) if audio else []
     derived: tuple[str, ...] = ()
     if config.audio_blink_feature:
-        with_audio = frames_audio_mask(times, audio, samples)
+        with_audio = frames_audio_mask(times, audio, samples, gaps)
         arrays[AUDIO_BLINK_FEATURE] = audio_blink_feature(
             audio, arrays["blinks"], times, options, with_audio
         )
@@ -165,7 +175,7 @@ def pack_one(
             staged, video_id=video_id, frame_times=times, image_stacks=image_stacks,
             arrays=arrays, audio_features=audio, options=options,
             attrs={"node": asset, "source": store.catalog.entry(video_id).primary_source},
-            audio_samples=samples, audio_derived=derived,
+            audio_samples=samples, audio_derived=derived, audio_gaps=gaps,
         )  # fmt: skip
     except ValueError as error:  # lengths disagree: this video's inputs do not fit together
         raise InputRejected(f"cannot pack {asset}: {error}") from error

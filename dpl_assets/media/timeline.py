@@ -17,6 +17,8 @@ functions instead of computing times themselves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
@@ -37,6 +39,16 @@ def frames_with_audio(
 ) -> np.ndarray:
     """bool (N,): which frames at ``frame_times`` (N,) seconds lie before the audio's end."""
     return np.asarray(frame_times, np.float64) < audio_end_s(num_samples, sample_rate_hz)
+
+
+def frames_in_spans(frame_times: np.ndarray, spans: Sequence[Sequence[float]]) -> np.ndarray:
+    """bool (N,): which frames at ``frame_times`` (N,) seconds lie in any of ``spans``
+    ((start_s, end_s) on the clock, start included, end excluded)."""
+    times = np.asarray(frame_times, np.float64)
+    inside = np.zeros(times.shape, dtype=bool)
+    for start, end in spans:
+        inside |= (times >= start) & (times < end)
+    return inside
 
 
 def constant_rate_times(count: int, fps: float) -> np.ndarray:

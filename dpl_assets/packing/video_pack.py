@@ -31,7 +31,7 @@ renamed into place only when complete.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -129,6 +129,7 @@ def pack_video(
     attrs: Mapping[str, Any] | None = None,
     audio_samples: int | None = None,
     audio_derived: tuple[str, ...] = (),
+    audio_gaps: Sequence[Sequence[float]] = (),
 ) -> PackSummary:
     """Write one video's pack file at ``path`` (atomically) and return what it holds.
 
@@ -141,6 +142,8 @@ def pack_video(
     ``audio_samples``: the wav's length in samples (16 kHz; where the audio ends on the
     clock); None: the least the audio features account for. ``audio_derived``: array keys
     computed from the audio features (marked ``valid_where = "audio_mask"``).
+    ``audio_gaps``: (start_s, end_s) spans where the source's audio was damaged (silence
+    in the wav): their frames get ``audio_mask`` False too.
 
     Every input is checked before anything is written: a length that disagrees with
     ``len(frame_times)`` raises ValueError naming the key, as do clashing or invalid keys.
@@ -157,7 +160,7 @@ def pack_video(
     audio = {key: _check_audio(key, value) for key, value in audio_features.items()}
     if audio and AUDIO_MASK_KEY in frame_arrays:
         raise ValueError(f"{AUDIO_MASK_KEY!r} is written by pack_video itself")
-    with_audio = frames_audio_mask(times, audio, audio_samples) if audio else None
+    with_audio = frames_audio_mask(times, audio, audio_samples, audio_gaps) if audio else None
 
     with contextlib.ExitStack() as sources:
         readers: dict[str, ImageDatasetReader] = {}
@@ -363,10 +366,14 @@ def frames_audio_mask(
     frame_times: np.ndarray,
     audio_features: Mapping[str, np.ndarray],
     audio_samples: int | None = None,
+    audio_gaps: Sequence[Sequence[float]] = (),
 ) -> np.ndarray:
     """bool (N,): frames at ``frame_times`` before the audio's end (see
-    :func:`audio_end_samples`), by :func:`dpl_assets.media.timeline.frames_with_audio`."""
-    return timeline.frames_with_audio(frame_times, audio_end_samples(audio_features, audio_samples))
+    :func:`audio_end_samples`), by :func:`dpl_assets.media.timeline.frames_with_audio`,
+    and outside ``audio_gaps`` (spans of damaged audio, silence in the wav)."""
+    end = audio_end_samples(audio_features, audio_samples)
+    with_audio = timeline.frames_with_audio(frame_times, end)
+    return with_audio & ~timeline.frames_in_spans(frame_times, audio_gaps)
 
 
 def _window_samples(key: str) -> int:
