@@ -203,14 +203,14 @@ def test_a_source_replaced_while_processed_is_not_saved(tmp_path, monkeypatch):
     import dpl_assets.assets.audio as audio_assets
 
     media.make_talking_clip(tmp_path / "videos" / "v.mp4", seconds=1.0)
-    original = audio_assets.extract_wav
+    original = audio_assets.extract_wav_with_damage
 
     def extract_then_replace(path):
-        samples = original(path)
+        extracted = original(path)
         media.make_talking_clip(tmp_path / "videos" / "v.mp4", seconds=2.0)  # replaced now
-        return samples
+        return extracted
 
-    monkeypatch.setattr(audio_assets, "extract_wav", extract_then_replace)
+    monkeypatch.setattr(audio_assets, "extract_wav_with_damage", extract_then_replace)
     (tmp_path / "graph.json").write_text(json.dumps([{"name": "VideoToWavNode", "params": {}}]))
     (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
     out = tmp_path / "out"
@@ -221,7 +221,7 @@ def test_a_source_replaced_while_processed_is_not_saved(tmp_path, monkeypatch):
     assert video["status"] == "failed" and "changed while it was processed" in video["reason"]
     assert not (out / "wav" / "v.wav").exists()
 
-    monkeypatch.setattr(audio_assets, "extract_wav", original)
+    monkeypatch.setattr(audio_assets, "extract_wav_with_damage", original)
     assert cli.main(arguments) == 0
     import soundfile
 
