@@ -26,7 +26,7 @@ import numpy as np
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
 from dpl_assets.media.ffmpeg import file_url, run_ffmpeg_logged
-from dpl_assets.media.probe import container_start_s, open_container, probe_media
+from dpl_assets.media.probe import probe_media, timed_packets
 from dpl_assets.outcomes import InputRejected
 
 CENTRE_GAIN = 1.0
@@ -131,24 +131,14 @@ def audio_damage_spans(path: Path | str, stream_index: int) -> list[tuple[float,
     ``stream_index`` that do not decode (merged where they touch), by decoding each packet
     with PyAV. Run it only when ffmpeg logged errors: it decodes the stream once more."""
     spans: list[tuple[float, float]] = []
-    with open_container(path) as container:
-        origin = container_start_s(container)
-        stream = container.streams[stream_index]
+    for packet, start, end in timed_packets(path, stream_index):
         try:
-            for packet in container.demux(stream):
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                try:
-                    packet.decode()
-                except av.FFmpegError:
-                    start = float(packet.pts * packet.time_base) - origin
-                    end = start + float((packet.duration or 0) * packet.time_base)
-                    if spans and start <= spans[-1][1] + 1e-3:
-                        spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
-                    else:
-                        spans.append((start, end))
+            packet.decode()
         except av.FFmpegError:
-            pass  # a demuxer error: the spans found so far
+            if spans and start <= spans[-1][1] + 1e-3:
+                spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+            else:
+                spans.append((start, end))
     return [(round(a, 4), round(b, 4)) for a, b in spans]
 
 

@@ -17,7 +17,12 @@ from typing import Any
 import av
 import numpy as np
 
-from dpl_assets.media.probe import choose_video_stream, container_start_s, open_container
+from dpl_assets.media.probe import (
+    choose_video_stream,
+    container_start_s,
+    open_container,
+    packet_span_s,
+)
 from dpl_assets.outcomes import InputRejected
 
 
@@ -109,12 +114,12 @@ def decode_frames(path: Path | str, damage: DecodeDamage | None = None) -> Itera
         kept_times: list[float] = []
         packet_end = 0.0
         for packet in _demux_skipping_damage(container, stream, damage):
-            if packet.pts is not None and packet.time_base is not None:
-                packet_end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            if (span := packet_span_s(packet, origin)) is not None:
+                packet_end = span[1]
             try:
                 frames = packet.decode()
             except av.FFmpegError as error:
-                damage.record_error(packet_end - origin, error)
+                damage.record_error(packet_end, error)
                 continue
             for frame in frames:
                 if frame.time is None:  # no timestamp at all: cannot be placed in time
@@ -125,7 +130,7 @@ def decode_frames(path: Path | str, damage: DecodeDamage | None = None) -> Itera
                     continue
                 kept_times.append(time_s)
                 yield VideoFrame(time_s=time_s, rgb=_upright(frame))
-        damage.finish(kept_times, packet_end - origin)
+        damage.finish(kept_times, packet_end)
 
 
 def _demux_skipping_damage(container: Any, stream: Any, damage: DecodeDamage) -> Iterator[Any]:

@@ -14,6 +14,7 @@ Stream start times are on the container clock (see :mod:`dpl_assets.media.timeli
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -269,22 +270,33 @@ def _first_frame_rotation(container: Any, stream: Any) -> float | None:
     return None
 
 
+def packet_span_s(packet: Any, origin: float) -> tuple[float, float] | None:
+    """(start_s, end_s) of ``packet`` on the container clock whose start is ``origin``
+    seconds; None when the packet carries no timestamp."""
+    if packet.pts is None or packet.time_base is None:
+        return None
+    start = float(packet.pts * packet.time_base) - origin
+    return start, start + float((packet.duration or 0) * packet.time_base)
+
+
+def timed_packets(path: Path | str, stream_index: int) -> Iterator[tuple[Any, float, float]]:
+    """Demux stream ``stream_index`` of ``path``: (packet, start_s, end_s) on the container
+    clock for every packet with a timestamp. Damaged data ends the scan where it starts."""
+    with open_container(path) as container:
+        origin = container_start_s(container)
+        try:
+            for packet in container.demux(container.streams[stream_index]):
+                span = packet_span_s(packet, origin)
+                if span is not None:
+                    yield packet, *span
+        except av.FFmpegError:
+            return
+
+
 def stream_end_s(path: Path | str, stream_index: int) -> float | None:
     """Where stream ``stream_index`` of ``path`` ends on the container clock (seconds):
     the latest packet's timestamp plus its duration, read by demuxing (no decoding).
 
     None when no packet carries a timestamp. Damaged data ends the scan where it starts.
     """
-    end: float | None = None
-    with open_container(path) as container:
-        origin = container_start_s(container)
-        stream = container.streams[stream_index]
-        try:
-            for packet in container.demux(stream):
-                if packet.pts is None or packet.time_base is None:
-                    continue
-                packet_end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
-                end = packet_end if end is None else max(end, packet_end)
-        except av.FFmpegError:
-            pass
-    return end - origin if end is not None else None
+    return max((end for _, _, end in timed_packets(path, stream_index)), default=None)
