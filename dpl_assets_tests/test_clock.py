@@ -401,3 +401,24 @@ def test_frames_in_damaged_audio_spans_are_invalid_in_training_files(tmp_path):
     assert in_gap.any()
     assert np.array_equal(mask, ~in_gap & (times < 4.0))
     assert np.all(volume[in_gap] == 0)
+
+
+def test_a_users_wav_too_short_for_a_feature_frame_has_the_same_reason(tmp_path):
+    from dpl_assets_tests.test_pipeline import run_cli
+
+    videos, wavs = tmp_path / "videos", tmp_path / "wavs"
+    clock_media.make_noise_clip(videos / "blip.mp4", seconds=1.0)
+    wavs.mkdir()
+    clock_media._ffmpeg(
+        "-f", "lavfi", "-i", "sine=d=0.01:r=16000", clock_media._url(wavs / "blip.wav")
+    )
+
+    code, report = run_cli(tmp_path, [{"name": "VolumeNode", "params": {}}],
+                           {"video": str(videos), "wav": str(wavs)})  # fmt: skip
+
+    assert code == 0 and report["blip"]["status"] == "rejected"
+    # The user's file is named, as the video's own wav would be.
+    assert report["blip"]["reasons"] == [
+        f"{videos / 'blip.mp4'}: {wavs / 'blip.wav'}: audio of 10 ms is shorter than one "
+        "25 ms feature frame"
+    ]

@@ -71,7 +71,7 @@ def volume(
     store = storage.store()
 
     def envelope(video_id: str, inputs: dict) -> np.ndarray:
-        check_feature_window(inputs["wav"].size, store.artifact_path("wav", video_id))
+        check_feature_window(inputs["wav"].size, store.existing_file("wav", video_id) or video_id)
         return volume_envelope(inputs["wav"])
 
     return run_videos(
