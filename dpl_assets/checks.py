@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
 from dpl_assets.partitions import (
     PARTITION_TAG,
     RANGE_END_TAG,
@@ -32,14 +33,20 @@ MAX_LISTED = 50  # failing videos listed in the metadata table
 
 
 def check_videos(store: ArtifactStore, key: str, video_ids: list[str]) -> dict[str, list[str]]:
-    """Check ``key`` for each video that has it; record and return ``{video_id: problems}``."""
+    """Check ``key`` for each video that has it; record and return ``{video_id: problems}``.
+
+    Each artefact is compared with the same video's reference frames and audio (the
+    registry's :data:`~dpl_assets.datatypes.FRAME_REFERENCE` and
+    :data:`~dpl_assets.datatypes.AUDIO_REFERENCE`).
+    """
     results = {}
     for video_id in video_ids:
         path = store.artifact_path(key, video_id)
         if not path.exists():
             continue
         facts = VideoFacts.read(
-            store.artifact_path("images", video_id), store.artifact_path("wav", video_id)
+            store.artifact_path(FRAME_REFERENCE, video_id),
+            store.artifact_path(AUDIO_REFERENCE, video_id),
         )
         problems = check_artifact(key, path, facts)
         store.save_check(key, video_id, problems)

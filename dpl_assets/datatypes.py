@@ -4,9 +4,13 @@ A datatype key (``video``, ``wav``, ``wav2vec``, ...) names both a Dagster asset
 ``{output_dir}/{key}/`` that holds its files, as in the original tool. Each datatype has a
 storage format, the file extensions accepted when users give a root folder for it, for
 array datatypes a shape/dtype contract that every written array is checked against, and
-the axis its rows run along (video frames or 50 Hz audio steps) with its NaN rule. What a
-packer may pack and which datatypes have output checks follow from these facts
-(:func:`packable_keys`, :func:`dpl_assets.validation.checked_keys`).
+the axis its rows run along (video frames or 50 Hz audio steps) with its NaN rule, and the
+extra rules its output check applies: value rules of arrays (:data:`ValueRule`) and the
+check of a datatype written as a whole file (:data:`FileCheck`). These are plain data, run
+by :mod:`dpl_assets.validation`, which names no datatype. What a packer may pack and which
+datatypes have output checks follow from these facts (:func:`packable_keys`,
+:func:`dpl_assets.validation.checked_keys`). The registry also names the two reference
+artefacts the rows are counted against (:data:`FRAME_REFERENCE`, :data:`AUDIO_REFERENCE`).
 
 Custom nodes (:mod:`dpl_assets.specs`) add their own datatypes with :func:`register_datatype`.
 """
@@ -20,10 +24,21 @@ from typing import Final, Literal
 import numpy as np
 
 FRAME: Final = "frame"
-"""``Datatype.per``: one row (or image) per video frame; N = the ``images`` frame count."""
+"""``Datatype.per``: one row (or image) per video frame; N = the frame count of the
+video's :data:`FRAME_REFERENCE` stack."""
 
 AUDIO_STEP: Final = "audio_step"
-"""``Datatype.per``: one row per 50 Hz audio step (320 samples at 16 kHz), as wav2vec."""
+"""``Datatype.per``: one row per 50 Hz audio step (320 samples at 16 kHz), as wav2vec;
+T follows from the length of the video's :data:`AUDIO_REFERENCE` audio."""
+
+FRAME_REFERENCE: Final = "images"
+"""The image stack that defines a video's frames: every other per-frame datatype (arrays,
+image stacks, training files, previews) must have its frame count, and its frame size is
+the one boxes and landmarks are checked against."""
+
+AUDIO_REFERENCE: Final = "wav"
+"""The 16 kHz mono audio of a video (:attr:`StorageFormat.WAV`): audio-step datatypes
+have as many rows as its samples give 50 Hz steps."""
 
 AUDIO_SAMPLE_RATE_HZ = 16_000
 """Every ``wav`` artefact is mono PCM16 at this rate: what wav2vec-family models expect."""
@@ -66,6 +81,80 @@ class ArrayContract:
         return None
 
 
+# Value rules: extra checks of an array datatype's values (finite rows only), on top of its
+# contract and NaN rule. Frozen data, so a declaration stays comparable and import-light;
+# :mod:`dpl_assets.validation` runs them.
+
+
+@dataclass(frozen=True)
+class NonNegative:
+    """Value rule: every value is >= 0 (e.g. a loudness envelope)."""
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Value rule: every value is one of ``allowed`` (integer status codes)."""
+
+    allowed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DetectionBoxes:
+    """Value rule: rows ``[x1, y1, x2, y2, score]`` px of a face detector: non-empty
+    (``x1 < x2``, ``y1 < y2``), overlapping the reference frame and running past it by at
+    most their own size; ``score`` in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class CropBoxes:
+    """Value rule: rows ``[x1, y1, x2, y2]`` px of square crop windows (sides within 1 px):
+    non-empty, overlapping the reference frame and running past it by at most their own
+    size (a crop pads at most that much)."""
+
+
+@dataclass(frozen=True)
+class PointsNearFrame:
+    """Value rule: image points ``(x, y)`` px (the last axis has 2 entries), each within
+    the reference frame widened by half its width and height on every side (landmarks)."""
+
+
+ValueRule = NonNegative | Codes | DetectionBoxes | CropBoxes | PointsNearFrame
+"""An extra rule of an array datatype's values (:attr:`Datatype.values`)."""
+
+
+# File checks: what is checked of a datatype stored as a whole file (StorageFormat.FILE).
+
+
+@dataclass(frozen=True)
+class TrainingFile:
+    """File check: a per-video HDF5 training file (:mod:`dpl_assets.packing.video_pack`):
+    every dataset has the file's ``frame_count`` rows, which is the reference frame count;
+    the first image of each image dataset decodes at the stated size."""
+
+
+@dataclass(frozen=True)
+class PreviewVideo:
+    """File check: a video file with one video stream holding one packet per reference
+    frame, and an audio stream when the video has its reference audio."""
+
+
+@dataclass(frozen=True)
+class PngImage:
+    """File check: a PNG file (signature) that decodes to a non-empty image."""
+
+
+@dataclass(frozen=True)
+class NpzFrames:
+    """File check: an ``.npz`` whose arrays each have a frame axis (first axis), all of the
+    same length, holding at least the ``required`` arrays."""
+
+    required: tuple[str, ...]
+
+
+FileCheck = TrainingFile | PreviewVideo | PngImage | NpzFrames
+"""The check of a datatype written as a whole file (:attr:`Datatype.file_check`)."""
+
+
 @dataclass(frozen=True)
 class Datatype:
     """One datatype: its key, storage format and accepted extensions.
@@ -74,6 +163,9 @@ class Datatype:
     name ends with *any* of them. The first one is the extension the pipeline writes.
     ``per``: the axis the rows run along (:data:`FRAME`, :data:`AUDIO_STEP`, or None);
     ``nan_rows``: a frame without a face is a whole NaN row (else no NaN is allowed).
+    ``values``: extra rules of an array's values (:data:`ValueRule`); ``file_check``: what
+    the output check verifies of a :attr:`StorageFormat.FILE` datatype (None: nothing, and
+    the datatype has no output check).
     """
 
     key: str
@@ -83,6 +175,8 @@ class Datatype:
     contract: ArrayContract | None = None
     per: Literal["frame", "audio_step"] | None = None
     nan_rows: bool = False
+    values: tuple[ValueRule, ...] = ()
+    file_check: FileCheck | None = None
 
     @property
     def packable(self) -> bool:
@@ -110,6 +204,9 @@ class Datatype:
             f"{filename!r} has none of the extensions {self.extensions} of {self.key!r}"
         )
 
+
+A2EN_ARRAYS = ("wav2vec", "volume", "exp", "jaw", "left_blink", "right_blink", "average_blink")
+"""Arrays every A2EN ``.npz`` holds (:mod:`dpl_assets.assets.a2en` writes them)."""
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
 
@@ -153,6 +250,7 @@ DATATYPES: dict[str, Datatype] = {
             ArrayContract(("N", 5), "float32"),
             per=FRAME,
             nan_rows=True,
+            values=(DetectionBoxes(),),
         ),
         Datatype(
             "landmarks",
@@ -162,6 +260,7 @@ DATATYPES: dict[str, Datatype] = {
             ArrayContract(("N", 68, 2), "float32"),
             per=FRAME,
             nan_rows=True,
+            values=(PointsNearFrame(),),
         ),
         Datatype(
             "landmarks_mesh",
@@ -179,6 +278,7 @@ DATATYPES: dict[str, Datatype] = {
             "Per-frame face validity (N,) uint8: 0 no face, 1 detected, 2 gap filled.",
             ArrayContract(("N",), "uint8"),
             per=FRAME,
+            values=(Codes((0, 1, 2)),),
         ),
         Datatype(
             "faces",
@@ -193,6 +293,7 @@ DATATYPES: dict[str, Datatype] = {
             "Square crop boxes per frame (N, 4) int64 [x1, y1, x2, y2] px; may exceed the frame.",
             ArrayContract(("N", 4), "int64"),
             per=FRAME,
+            values=(CropBoxes(),),
         ),
         Datatype(
             "head_pose",
@@ -227,6 +328,7 @@ DATATYPES: dict[str, Datatype] = {
             "Loudness envelope (T,) float32: mean |x| per 320-sample hop, T as for wav2vec.",
             ArrayContract(("T",), "float32"),
             per=AUDIO_STEP,
+            values=(NonNegative(),),
         ),
         Datatype(
             "shape",
@@ -318,42 +420,49 @@ DATATYPES: dict[str, Datatype] = {
             StorageFormat.FILE,
             (".npz",),
             "A2EN training file: wav2vec and volume on the expression frames, exp, jaw, blinks.",
+            file_check=NpzFrames(A2EN_ARRAYS),
         ),
         Datatype(
             "h5_dataset",
             StorageFormat.FILE,
             (".h5",),
             "Training file per video (H5DatasetNode): the chosen datatypes, images as JPEG/PNG.",
+            file_check=TrainingFile(),
         ),
         Datatype(
             "source_sequence",
             StorageFormat.FILE,
             (".h5",),
             "Training file per video (SourceSequenceNode): frames, boxes, crops, landmarks...",
+            file_check=TrainingFile(),
         ),
         Datatype(
             "vid2vid_dataset",
             StorageFormat.FILE,
             (".h5",),
             "Training file per video (Vid2vidDatasetNode): crops with their UV and normal renders.",
+            file_check=TrainingFile(),
         ),
         Datatype(
             "vid2vid_audio",
             StorageFormat.FILE,
             (".h5",),
             "Training file per video (Vid2vidAudioNode): crops + audio features per frame.",
+            file_check=TrainingFile(),
         ),
         Datatype(
             "preview",
             StorageFormat.FILE,
             (".mp4",),
             "Preview video: frames with box, landmarks and head-pose axes, 16 kHz audio.",
+            file_check=PreviewVideo(),
         ),
         Datatype(
             "contact_sheet",
             StorageFormat.FILE,
             (".png",),
             "Contact sheet PNG: evenly spaced frames with the face overlays.",
+            file_check=PngImage(),
         ),
     )
 }

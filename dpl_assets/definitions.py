@@ -19,26 +19,35 @@ from dpl_assets.settings import output_dir_from_env
 from dpl_assets.specs import NodeError, NodeSpec, is_node_ref, load_node
 from dpl_assets.storage.io_manager import ArtifactIOManager, ArtifactStorage
 
-offline_audio_job = dg.define_asset_job(
-    "offline_audio",
-    selection=dg.AssetSelection.assets("probe", "wav", "volume"),
-    partitions_def=video_partitions,
-    description="The default graph: probe, 16 kHz wav and volume; needs no model weights.",
-)
-
 NEEDS_WEIGHTS: tuple[str, ...] = tuple(
     dict.fromkeys(key for spec in NODE_SPECS if spec.needs_weights for key in spec.outputs)
 )
 """Outputs of the nodes that need model files the user brings (wav2vec, EMOCA, FLAME,
 the head template): they and everything downstream stay out of ``offline_default``."""
 
+OFFLINE = (
+    dg.AssetSelection.all()
+    - dg.AssetSelection.assets(*NEEDS_WEIGHTS).downstream()
+    - dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS)
+)
+"""Every per-video asset that needs no model files the user brings."""
+
 offline_default_job = dg.define_asset_job(
     "offline_default",
-    selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets(*NEEDS_WEIGHTS).downstream()
-    - dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS),
+    selection=OFFLINE,
     description="Every per-video asset that needs no model files you bring (no wav2vec, EMOCA, "
     "FLAME or renders).",
+)
+
+OFFLINE_AUDIO_GROUPS = ("sources", "audio")
+"""The asset groups of ``offline_audio``: the per-video record and the audio assets."""
+
+offline_audio_job = dg.define_asset_job(
+    "offline_audio",
+    selection=OFFLINE & dg.AssetSelection.groups(*OFFLINE_AUDIO_GROUPS),
+    partitions_def=video_partitions,
+    description="The probe record and the audio assets that need no model files you bring "
+    "(16 kHz wav, volume).",
 )
 
 _STOCK_EXECUTOR = dg.multi_or_in_process_executor

@@ -199,3 +199,90 @@ def test_training_file_preview_and_contact_sheet_checks(video, tmp_path):
     sheet = tmp_path / "sheet.png"
     sheet.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really")
     assert check_artifact("contact_sheet", sheet, facts) == ["PNG does not decode"]
+
+
+def test_a_custom_datatype_is_checked_by_the_rules_it_declares(video, tmp_path, monkeypatch):
+    from dpl_assets.datatypes import (
+        DATATYPES,
+        FRAME,
+        ArrayContract,
+        Codes,
+        Datatype,
+        NonNegative,
+        PointsNearFrame,
+        StorageFormat,
+    )
+    from dpl_assets.validation import checked_keys
+
+    points = Datatype(
+        "test_mouth_points", StorageFormat.NPY, (".npy",), "Mouth points (N, 4, 2) px.",
+        ArrayContract(("N", 4, 2), "float32"), per=FRAME, nan_rows=True,
+        values=(PointsNearFrame(), NonNegative()),
+    )  # fmt: skip
+    state = Datatype(
+        "test_mouth_state", StorageFormat.NPY, (".npy",), "Mouth state (N,) uint8.",
+        ArrayContract(("N",), "uint8"), per=FRAME, values=(Codes((0, 1)),),
+    )  # fmt: skip
+    monkeypatch.setitem(DATATYPES, points.key, points)
+    monkeypatch.setitem(DATATYPES, state.key, state)
+    assert {points.key, state.key} <= set(checked_keys())
+    facts = VideoFacts.read(video["images"], video["wav"])
+    good = np.full((FRAMES, 4, 2), 20, np.float32)
+    good[2] = np.nan
+    np.save(path := tmp_path / "points.npy", good)
+    assert check_artifact(points.key, path, facts) == []
+    np.save(path, _set(_set(good, (0, 1), 1e4), (1, 0, 0), -1.0))
+    problems = check_artifact(points.key, path, facts)
+    assert any("1 landmark points far outside" in p for p in problems), problems
+    assert any("negative test_mouth_points values" in p for p in problems), problems
+    np.save(path := tmp_path / "state.npy", np.array([0, 1, 1, 2, 0, 1], np.uint8))
+    assert check_artifact(state.key, path, facts) == [
+        "unknown test_mouth_state codes [2] (0, 1 allowed)"
+    ]
+
+
+def test_a_file_datatype_is_checked_only_by_its_declared_file_check(tmp_path, monkeypatch):
+    from dpl_assets.datatypes import DATATYPES, Datatype, NpzFrames, StorageFormat
+    from dpl_assets.validation import checked_keys
+
+    declared = Datatype(
+        "test_frames_npz", StorageFormat.FILE, (".npz",), "Arrays per frame.",
+        file_check=NpzFrames(("exp", "jaw")),
+    )  # fmt: skip
+    undeclared = Datatype("test_blob", StorageFormat.FILE, (".bin",), "Anything.")
+    monkeypatch.setitem(DATATYPES, declared.key, declared)
+    monkeypatch.setitem(DATATYPES, undeclared.key, undeclared)
+    assert declared.key in checked_keys() and undeclared.key not in checked_keys()
+    (blob := tmp_path / "a.bin").write_bytes(b"whatever")
+    assert check_artifact(undeclared.key, blob, VideoFacts()) == []
+
+    path = tmp_path / "a.npz"
+    np.savez(path, exp=np.zeros((5, 50)), jaw=np.zeros((5, 3)), timestamps=np.arange(5.0))
+    assert check_artifact(declared.key, path, VideoFacts()) == []
+    np.savez(path, exp=np.zeros((5, 50)), timestamps=np.arange(4.0))
+    problems = check_artifact(declared.key, path, VideoFacts())
+    assert "no jaw" in problems and any("disagree on the frame count" in p for p in problems)
+    np.savez(path, exp=np.zeros((5, 50)), jaw=np.float32(1))
+    assert check_artifact(declared.key, path, VideoFacts()) == [
+        "test_frames_npz arrays must have a frame axis"
+    ]
+
+
+def test_the_a2en_check_requires_only_arrays_its_writer_writes(tmp_path):
+    """The arrays the registry's a2en check requires are among those ``a2en_arrays`` writes."""
+    from dpl_assets.assets.a2en import a2en_arrays
+    from dpl_assets.datatypes import DATATYPES, NpzFrames
+
+    rng = np.random.default_rng(1)
+    inputs = {
+        "wav2vec": rng.normal(size=(STEPS, 8)).astype(np.float32),
+        "volume": np.abs(rng.normal(size=STEPS)).astype(np.float32),
+        "exp": np.zeros((FRAMES, 50), np.float32),
+        "pose": np.zeros((FRAMES, 6), np.float32),
+        "landmarks3d": rng.normal(size=(FRAMES, 68, 3)).astype(np.float32),
+    }
+    arrays = a2en_arrays(inputs, np.arange(FRAMES) / 25, SAMPLES)
+    check = DATATYPES["a2en"].file_check
+    assert isinstance(check, NpzFrames) and set(check.required) <= set(arrays)
+    np.savez(path := tmp_path / "a2en.npz", **arrays)
+    assert check_artifact("a2en", path, VideoFacts()) == []
