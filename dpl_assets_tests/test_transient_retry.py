@@ -35,7 +35,7 @@ def flaky(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dict:
             raise error
         return np.zeros(4, np.float32)
 
-    return run_videos(context, storage.store(), recompute=False, inputs={}, compute_one=compute)
+    return run_videos(context, storage, recompute=False, inputs={}, compute_one=compute)
 
 
 def run(tmp_path, monkeypatch, failure: BaseException) -> tuple[dg.ExecuteInProcessResult, dict]:

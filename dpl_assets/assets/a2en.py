@@ -7,12 +7,12 @@ expression frames by timestamps (linear, see :mod:`dpl_assets.packing.resample`)
 :mod:`dpl_assets.nodes.blinks`, Euclidean in 3D), ``timestamps`` (N,) seconds and
 ``audio_mask`` (N,) bool: False on frames at or after the end of the wav, whose
 ``wav2vec`` and ``volume`` are silence (0), never the last audio step held. Frame times
-follow the one rule (:func:`dpl_assets.media.timeline.frame_times_for`): ``i / fps`` with
+follow the one rule (:meth:`dpl_assets.storage.video_io.VideoIO.frame_times`): ``i / fps`` with
 the ``fps`` parameter (parameters brought from elsewhere), else the ``images``
 timestamps. A video with empty audio is rejected.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -20,18 +20,18 @@ import numpy as np
 
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import A2enConfig
-from dpl_assets.assets.packing import audio_gaps, stored_frame_times, wav_samples
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.packing.video_pack import frames_audio_mask, resample_audio_feature
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+from dpl_assets.storage.video_io import VideoIO
 
 JAW = slice(3, 6)
 
 
 def a2en_arrays(
-    inputs: dict[str, Any],
+    inputs: Mapping[str, Any],
     times: np.ndarray,
     audio_samples: int | None = None,
     gaps: Sequence[Sequence[float]] = (),
@@ -77,17 +77,15 @@ def a2en(
 ) -> dict:
     """A2EN ``.npz`` per video (``A2enDatasetNode``): audio features on the expression
     frames, expressions, jaw pose and blinks."""
-    store = storage.store()
 
-    def write(video_id: str, inputs: dict) -> StagedFile:
-        times = stored_frame_times(store, video_id, inputs["exp"].shape[0], config.fps)
-        staged = store.staging_path("a2en", video_id)
-        samples, gaps = wav_samples(store, video_id), audio_gaps(store, video_id)
-        np.savez(staged, **a2en_arrays(inputs, times, samples, gaps))
+    def write(_: str, io: VideoIO) -> StagedFile:
+        times = io.frame_times(io["exp"].shape[0], config.fps)
+        staged = io.stage("a2en")
+        np.savez(staged, **a2en_arrays(io, times, io.wav_samples(), io.audio_gaps()))
         return StagedFile(staged)
 
     return run_videos(
-        context, store, recompute=config.recompute,
+        context, storage, recompute=config.recompute,
         inputs={"wav2vec": wav2vec, "volume": volume, "exp": exp, "pose": pose,
                 "landmarks3d": landmarks3d},
         compute_one=write,

@@ -1,7 +1,5 @@
 """Audio assets: ``wav`` (16 kHz mono) and ``volume`` (its loudness envelope)."""
 
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 
@@ -13,9 +11,9 @@ from dpl_assets.nodes.audio import (
     extract_wav_with_damage,
     volume_envelope,
 )
-from dpl_assets.outcomes import InputRejected
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+from dpl_assets.storage.video_io import VideoIO
 
 
 @per_video_asset(
@@ -29,25 +27,18 @@ def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactS
     container clock (sample k at k / 16000 s: silence before a late start and in timestamp
     gaps), downmixed keeping dialogue level. Rejects files without an audio stream, with
     empty, truncated or shorter-than-25-ms audio, and unreadable files. Damaged packets
-    become silence, and where is recorded (``store.damage("wav", id)``, shown in the report).
+    become silence, and where is recorded (shown in the report).
     """
-    store = storage.store()
 
-    def extract(video_id: str, _: dict) -> np.ndarray:
-        source = store.catalog.entry(video_id).sources.get(config.source)
-        if source is None:
-            raise InputRejected(
-                f"{video_id}: no {config.source!r} file found for this video "
-                f"(give an {config.source!r} root in the inputs with the same relative path)"
-            )
-        samples, damage = extract_wav_with_damage(Path(source))
+    def extract(_: str, io: VideoIO) -> np.ndarray:
+        samples, damage = extract_wav_with_damage(io.source(config.source))
         # Kept like ffmpeg keeps it; where it did not decode is recorded for the report.
-        store.record_damage("wav", video_id, [list(span) for span in damage.spans], damage.summary)
+        io.record_damage("wav", damage.spans, damage.summary)
         return samples
 
     return run_videos(
         context,
-        store,
+        storage,
         recompute=config.recompute,
         inputs={},
         compute_one=extract,
@@ -68,14 +59,13 @@ def volume(
 
     Needs no model weights (``VolumeNode``; ``Wav2vecNode`` also produces it).
     """
-    store = storage.store()
 
-    def envelope(video_id: str, inputs: dict) -> np.ndarray:
-        check_feature_window(inputs["wav"].size, store.existing_file("wav", video_id) or video_id)
-        return volume_envelope(inputs["wav"])
+    def envelope(video_id: str, io: VideoIO) -> np.ndarray:
+        check_feature_window(io["wav"].size, io.file_of("wav") or video_id)
+        return volume_envelope(io["wav"])
 
     return run_videos(
-        context, store, recompute=config.recompute, inputs={"wav": wav}, compute_one=envelope
+        context, storage, recompute=config.recompute, inputs={"wav": wav}, compute_one=envelope
     )
 
 

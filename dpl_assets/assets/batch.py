@@ -46,11 +46,13 @@ from dpl_assets.media.errors import decode_rejection
 from dpl_assets.outcomes import InputRejected, Kept, Rejected, StagedFile
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.atomic import remove_dead_temps
+from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.locks import Claim
 from dpl_assets.storage.store import FEATURE_RATE_HZ, ArtifactStore, artifact_stats
+from dpl_assets.storage.video_io import UpstreamRejected, VideoIO
 
-VideoInputs = dict[str, Any]
-"""One video's inputs: input name -> loaded artefact."""
+VideoInputs = VideoIO
+"""One video's inputs: input name -> loaded artefact, and the rest of the node boundary."""
 
 ComputeOne = Callable[[str, VideoInputs], Any]
 ComputeMany = Callable[[dict[str, VideoInputs]], dict[str, Any]]
@@ -97,24 +99,6 @@ def is_transient(error: BaseException) -> bool:
     )
 
 
-class UpstreamRejected(Exception):
-    """An input read by the node itself (not a declared asset input) was rejected for this
-    video: the video's outcome is that same rejection (see :func:`load_required`)."""
-
-    def __init__(self, rejection: Rejected):
-        super().__init__(rejection.reason)
-        self.rejection = rejection
-
-
-def load_required(store: ArtifactStore, key: str, video_id: str) -> Any:
-    """``store.load`` for a node that reads an input itself; a rejection stops the video
-    with that rejection, as a rejected declared input does."""
-    value = store.load(key, video_id)
-    if isinstance(value, Rejected):
-        raise UpstreamRejected(value)
-    return value
-
-
 def per_video_asset(**kwargs: Any) -> Any:
     """``@dg.asset`` partitioned per video, batched in backfills, stored by the IO manager."""
     kwargs.setdefault("retry_policy", TRANSIENT_RETRY_POLICY)
@@ -146,7 +130,7 @@ def multi_outputs(per_output: Mapping[str, Mapping[str, Any]]) -> Iterator[dg.Ou
 
 def run_videos(
     context: dg.AssetExecutionContext,
-    store: ArtifactStore,
+    storage: ArtifactStorage,
     *,
     recompute: bool,
     inputs: Mapping[str, Mapping[str, Any]],
@@ -157,8 +141,11 @@ def run_videos(
     """Run one asset over the step's videos; return ``{video_id: outcome}`` for the IO manager.
 
     Args:
+        storage: the output dir (the loop reads and writes it; the node never does).
         inputs: input name -> ``{video_id: artefact}`` (lazy mappings from the IO manager).
-        compute_one: (video_id, inputs) -> artefact; raises InputRejected for bad input.
+        compute_one: (video_id, io) -> artefact, where ``io`` is the video's
+            :class:`~dpl_assets.storage.video_io.VideoIO` (its declared inputs, and the
+            rest of the node boundary); raises InputRejected for bad input.
         compute_many: optional batched version over many videos (one GPU batch); when it
             raises, the videos are retried one by one so one bad video cannot sink the rest.
         workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work).
@@ -173,7 +160,7 @@ def run_videos(
         return {video_id: {key: value} for video_id, value in compute_many(todo).items()}
 
     per_output = run_videos_multi(
-        context, store, outputs=[key], recompute=recompute, inputs=inputs, compute_one=one,
+        context, storage, outputs=[key], recompute=recompute, inputs=inputs, compute_one=one,
         compute_many=many if compute_many is not None else None, workers=workers,
     )  # fmt: skip
     return per_output[key]
@@ -181,7 +168,7 @@ def run_videos(
 
 def run_videos_multi(
     context: dg.AssetExecutionContext,
-    store: ArtifactStore,
+    storage: ArtifactStorage,
     *,
     outputs: Sequence[str],
     recompute: bool,
@@ -195,6 +182,7 @@ def run_videos_multi(
     ``compute_one`` returns ``{output_key: artefact}``; a video is done when every output
     is; a rejection rejects every output. Returns ``{output_key: {video_id: outcome}}``.
     """
+    store = storage.store()
     name = "+".join(outputs)
     started, step_started = time.perf_counter(), time.time()
     # Files a killed writer left (streamed stacks, temp files): sensor and backfill runs
@@ -219,7 +207,7 @@ def run_videos_multi(
                 return video_id, Rejected(reason=reason, origin=outputs[0])
             return video_id, f"cannot load inputs: {type(error).__name__}: {error}"
         upstream = next((v for v in loaded.values() if isinstance(v, Rejected)), None)
-        return video_id, upstream if upstream is not None else loaded
+        return video_id, upstream if upstream is not None else VideoIO(store, video_id, loaded)
 
     todo: dict[str, VideoInputs] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -1,22 +1,24 @@
 """Crop assets: square boxes per frame, then face crops as an HDF5 image stack."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import BboxesConfig, CropConfig
-from dpl_assets.media import timeline
 from dpl_assets.nodes.bboxes import emoca_like_bboxes, fixed_bboxes, transform_raw_bboxes
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.nodes.frames import IMAGE_FORMAT_BY_EXT
 from dpl_assets.outcomes import StagedFile
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
+from dpl_assets.storage.handles import ImageStackRef
+from dpl_assets.storage.image_stack import ImageStackWriter
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+from dpl_assets.storage.video_io import VideoIO
 
 
-def compute_bboxes(config: BboxesConfig, inputs: dict[str, Any]) -> Any:
+def compute_bboxes(config: BboxesConfig, inputs: Mapping[str, Any]) -> Any:
     """Dispatch to the box rule the node name chose (``method``)."""
     if config.method == "transform_raw":
         return transform_raw_bboxes(inputs["raw_bboxes"], config.extend_factor)
@@ -42,7 +44,7 @@ def bboxes(
         {"raw_bboxes": raw_bboxes} if config.method == "transform_raw" else {"landmarks": landmarks}
     )
     return run_videos(
-        context, storage.store(), recompute=config.recompute, inputs=needed,
+        context, storage, recompute=config.recompute, inputs=needed,
         compute_one=lambda _, inputs: compute_bboxes(config, inputs),
     )  # fmt: skip
 
@@ -57,26 +59,26 @@ def crops(
 ) -> dict:
     """Square face crops per frame (``CropNode``): HDF5 stack like ``images``, Lanczos
     resampling, padded (never shifted) where a box runs past the frame edge."""
-    store = storage.store()
     height, width = (config.size_hw * 2)[:2]  # [side] or [height, width]
 
-    def crop(video_id: str, inputs: dict) -> StagedFile:
-        staging = store.staging_path("crops", video_id)
+    def crop(_: str, io: VideoIO) -> StagedFile:
+        staging = io.stage("crops")
         image_format = IMAGE_FORMAT_BY_EXT[config.output_ext]
-        with ImageStack(inputs["images"], "images") as frames:
-            fps = float(frames.attrs["fps"]) or None
-            # A crop sits at its frame's time (the one rule: the frames' own timestamps).
-            times = timeline.frame_times_for(frames.timestamps, len(frames))
-            with ImageStackWriter(staging, "crops", image_format, config.quality, fps) as out:
-                cropped = crop_frames(
-                    iter(frames), inputs["bboxes"], (height, width), config.pad_mode
-                )
-                for time_s, crop_rgb in zip(times, cropped, strict=True):
-                    out.append(crop_rgb, float(time_s))
+        images: ImageStackRef = io["images"]
+        # A crop sits at its frame's time (the one rule: the frames' own timestamps).
+        times = images.frame_times()
+        fps = float(images.attrs["fps"]) or None
+        with (
+            images.open() as frames,
+            ImageStackWriter(staging, "crops", image_format, config.quality, fps) as out,
+        ):
+            cropped = crop_frames(iter(frames), io["bboxes"], (height, width), config.pad_mode)
+            for time_s, crop_rgb in zip(times, cropped, strict=True):
+                out.append(crop_rgb, float(time_s))
         return StagedFile(staging)
 
     return run_videos(
-        context, store, recompute=config.recompute,
+        context, storage, recompute=config.recompute,
         inputs={"images": images, "bboxes": bboxes}, compute_one=crop, workers=config.num_jobs,
     )  # fmt: skip
 

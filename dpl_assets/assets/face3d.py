@@ -19,22 +19,16 @@ import cv2
 import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import (
-    load_required,
-    multi_outputs,
-    per_video_multi_asset,
-    run_videos_multi,
-)
+from dpl_assets.assets.batch import multi_outputs, per_video_multi_asset, run_videos_multi
 from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
-from dpl_assets.assets.packing import stored_timestamps
 from dpl_assets.media import timeline
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.resources import TorchDevice, cached_emoca, cached_flame, cached_template
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
+from dpl_assets.storage.image_stack import ImageStackWriter
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
-from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.storage.video_io import VideoIO
 
 EMOCA_OUTPUTS = ("shape", "tex", "exp", "pose", "cam", "light")
 FLAME_OUTPUTS = ("verts", "landmarks3d")
@@ -42,19 +36,19 @@ RENDER_OUTPUTS = ("render_normal", "render_uv", "render_mask")
 FRAMES_PER_CHUNK = 64  # frames decoded and encoded at a time: bounded memory
 
 
-def emoca_frames(store: ArtifactStore, video_id: str, source: str) -> Iterator[np.ndarray]:
+def emoca_frames(io: VideoIO, source: str) -> Iterator[np.ndarray]:
     """RGB uint8 224 x 224 face crops of one video, streamed: its ``crops`` resized, or its
     ``images`` cut by its ``bboxes`` (the original's EmocaFromImagesNode)."""
     from dpl_assets.face3d.emoca import EMOCA_INPUT_SIZE  # torch: imported at first use
 
     size = (EMOCA_INPUT_SIZE, EMOCA_INPUT_SIZE)
     if source == "crops":
-        with ImageStack(load_required(store, "crops", video_id), "crops") as stack:
+        with io["crops"].open() as stack:
             for crop in stack:
                 yield cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
         return
-    boxes = load_required(store, "bboxes", video_id)
-    with ImageStack(load_required(store, "images", video_id), "images") as stack:
+    boxes = io["bboxes"]
+    with io["images"].open() as stack:
         yield from crop_frames(iter(stack), boxes, size)
 
 
@@ -84,7 +78,6 @@ def emoca(
 ) -> Any:
     """EMOCA parameters per frame (``EmocaNode``, ``EmocaFromImagesNode``): ``shape`` (N, 100),
     ``tex`` (N, 50), ``exp`` (N, 50), ``pose`` (N, 6), ``cam`` (N, 3), ``light`` (N, 9, 3)."""
-    store = storage.store()
     if not config.weights_path:
         raise dg.Failure("EmocaNode needs weights_path: the EMOCA model folder (see README)")
     device = torch_device.for_node(config.device)
@@ -92,11 +85,11 @@ def emoca(
 
     from dpl_assets.face3d.emoca import smooth_parameters
 
-    def encode(video_id: str, _: dict) -> dict[str, Any]:
+    def encode(_: str, io: VideoIO) -> dict[str, Any]:
         encoder = cached_emoca(config.weights_path, device)
         parts = [
             encoder.encode(torch.from_numpy(chunk), batch_size=config.batch_size)
-            for chunk in _chunks(emoca_frames(store, video_id, config.source), FRAMES_PER_CHUNK)
+            for chunk in _chunks(emoca_frames(io, config.source), FRAMES_PER_CHUNK)
         ]
         if not parts:
             raise InputRejected("no frames to encode")
@@ -104,7 +97,7 @@ def emoca(
         return smooth_parameters(params) if config.use_smoothing else params
 
     per_output = run_videos_multi(
-        context, store, outputs=EMOCA_OUTPUTS, recompute=config.recompute, inputs={},
+        context, storage, outputs=EMOCA_OUTPUTS, recompute=config.recompute, inputs={},
         compute_one=encode,
     )  # fmt: skip
     yield from multi_outputs(per_output)
@@ -127,7 +120,6 @@ def flame(
     """FLAME mesh per frame (``FlameNode``): ``verts`` (N, 5023, 3) and ``landmarks3d``
     (N, 68, 3), metres, from the first ``n_shape`` shape and ``n_exp`` expression
     coefficients and the pose (global + jaw; neck and eyes zero)."""
-    store = storage.store()
     if not config.flame_model_path or not config.flame_lmk_embedding_path:
         raise dg.Failure(
             "FlameNode needs flame_model_path (generic_model.pkl) and flame_lmk_embedding_path "
@@ -135,7 +127,7 @@ def flame(
         )
     device = torch_device.for_node(config.device)
 
-    def compute(video_id: str, inputs: dict) -> dict[str, Any]:
+    def compute(_: str, inputs: VideoIO) -> dict[str, Any]:
         layer = cached_flame(
             config.flame_model_path, config.flame_lmk_embedding_path, config.n_shape, config.n_exp
         ).to(device)
@@ -149,7 +141,7 @@ def flame(
         return {"verts": verts, "landmarks3d": landmarks3d}
 
     per_output = run_videos_multi(
-        context, store, outputs=FLAME_OUTPUTS, recompute=config.recompute,
+        context, storage, outputs=FLAME_OUTPUTS, recompute=config.recompute,
         inputs={"shape": shape, "exp": exp, "pose": pose}, compute_one=compute,
     )  # fmt: skip
     yield from multi_outputs(per_output)
@@ -160,10 +152,10 @@ RENDER_ASSUMED_FPS = 25.0
 labels only: nothing aligns them with audio)."""
 
 
-def render_times(store: ArtifactStore, video_id: str, count: int) -> np.ndarray:
+def render_times(io: VideoIO, count: int) -> np.ndarray:
     """Timestamps for the renders, by the one frame-time rule: those of the video's crops
     or images with ``count`` frames, else ``i / 25`` (parameters brought from elsewhere)."""
-    timestamps = stored_timestamps(store, video_id, ("crops", "images"), count)
+    timestamps = io.stored_timestamps(("crops", "images"), count)
     if timestamps is not None and timestamps.size != count:
         timestamps = None  # the video's frames are not these frames
     return timeline.frame_times_for(timestamps, count, assume_fps=RENDER_ASSUMED_FPS)
@@ -187,7 +179,6 @@ def rendering(
     """Renders per frame (``RenderingNode``): ``render_normal``, ``render_uv`` (JPEG) and
     ``render_mask`` (PNG) image stacks at ``image_size``, orthographic camera from ``cam``,
     spherical-harmonics ``light``, the head template's UVs."""
-    store = storage.store()
     if not config.head_template_path:
         raise dg.Failure("RenderingNode needs head_template_path (a head .obj with UVs)")
     import torch
@@ -196,13 +187,13 @@ def rendering(
 
     device = torch.device(torch_device.for_node(config.device))
 
-    def draw(video_id: str, inputs: dict) -> dict[str, Any]:
+    def draw(_: str, inputs: VideoIO) -> dict[str, Any]:
         template = cached_template(config.head_template_path)
         count = inputs["verts"].shape[0]
         if inputs["cam"].shape[0] != count or inputs["light"].shape[0] != count:
             raise InputRejected("verts, cam and light disagree on the frame count")
-        times = render_times(store, video_id, count)
-        staged = {key: store.staging_path(key, video_id) for key in RENDER_OUTPUTS}
+        times = render_times(inputs, count)
+        staged = {key: inputs.stage(key) for key in RENDER_OUTPUTS}
         formats = {"render_normal": "jpeg", "render_uv": "jpeg", "render_mask": "png"}
         with contextlib.ExitStack() as open_writers:  # each writer discards its file on error
             writers = {
@@ -230,7 +221,7 @@ def rendering(
         return {key: StagedFile(path) for key, path in staged.items()}
 
     per_output = run_videos_multi(
-        context, store, outputs=RENDER_OUTPUTS, recompute=config.recompute,
+        context, storage, outputs=RENDER_OUTPUTS, recompute=config.recompute,
         inputs={"verts": verts, "cam": cam, "light": light}, compute_one=draw,
     )  # fmt: skip
     yield from multi_outputs(per_output)

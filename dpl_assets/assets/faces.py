@@ -22,8 +22,9 @@ from dpl_assets.nodes.fan_faces import FanFaceModel
 from dpl_assets.nodes.head_pose import head_pose as estimate_head_pose
 from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+from dpl_assets.storage.video_io import VideoIO
 
 FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces")
 
@@ -55,7 +56,6 @@ def face_alignment(
     ``raw_bboxes`` (N, 5), ``landmarks`` (N, 68, 2), ``landmarks_mesh`` (N, 478, 3; NaN
     with the face_alignment backend), ``face_mask`` (N,) and the ``faces`` record.
     """
-    store = storage.store()
     device = torch_device.for_node(config.device) if config.backend != "mediapipe" else "cpu"
     new_model = face_model_factory(config, device)
     per_thread = threading.local()
@@ -67,15 +67,14 @@ def face_alignment(
             opened.append(per_thread.model)
         return per_thread.model
 
-    def analyze(video_id: str, inputs: dict) -> dict[str, Any]:
-        given = store.user_source("raw_bboxes", video_id) is not None
-        with ImageStack(inputs["images"], "images") as stack:
-            if given:  # the user's boxes (store.load reads their file first)
-                boxes = store.load("raw_bboxes", video_id)
-                result = landmarks_in_boxes(model(), iter(stack), boxes)
+    def analyze(_: str, io: VideoIO) -> dict[str, Any]:
+        images: ImageStackRef = io["images"]
+        with images.open() as stack:
+            if io.given("raw_bboxes"):  # the user's boxes: landmarks in them, no detection
+                result = landmarks_in_boxes(model(), iter(stack), io["raw_bboxes"])
             else:
                 result = track_faces(model(), iter(stack))
-            width, height = int(stack.attrs["width"]), int(stack.attrs["height"])
+        width, height = int(images.attrs["width"]), int(images.attrs["height"])
         result = fill_gaps(result, config.max_gap_frames)
         check_coverage(result, config.min_face_coverage, config.min_track_frames)
         mask = np.where(result.detected, DETECTED, np.where(result.valid, GAP_FILLED, NO_FACE))
@@ -89,7 +88,7 @@ def face_alignment(
 
     try:
         per_output = run_videos_multi(
-            context, store, outputs=FACE_OUTPUTS, recompute=config.recompute,
+            context, storage, outputs=FACE_OUTPUTS, recompute=config.recompute,
             inputs={"images": images}, compute_one=analyze, workers=config.num_workers,
         )  # fmt: skip
     finally:

@@ -72,7 +72,7 @@ def _build(spec: NodeSpec) -> dg.AssetsDefinition:
             **inputs: Any,
         ) -> dict:
             return run_videos(
-                context, storage.store(), recompute=config.recompute, inputs=inputs,  # type: ignore[attr-defined]
+                context, storage, recompute=config.recompute, inputs=inputs,  # type: ignore[attr-defined]
                 compute_one=lambda _, loaded: _outputs_of(spec, loaded, config)[key],
             )  # fmt: skip
 
@@ -86,7 +86,7 @@ def _build(spec: NodeSpec) -> dg.AssetsDefinition:
         **inputs: Any,
     ) -> Iterator[dg.Output]:
         per_output = run_videos_multi(
-            context, storage.store(), outputs=spec.outputs,
+            context, storage, outputs=spec.outputs,
             recompute=config.recompute,  # type: ignore[attr-defined]
             inputs=inputs, compute_one=lambda _, loaded: _outputs_of(spec, loaded, config),
         )  # fmt: skip

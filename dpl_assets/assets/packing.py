@@ -9,8 +9,7 @@ Validity: every training file holds ``face_mask`` (N,) (1 detected, 2 interpolat
 face) whenever the video has the face node's ``face_mask`` for these frames, named in
 ``datatypes`` or not, and ``audio_mask`` (N,) whenever it holds audio features (frames
 after the audio's end have silence there). Frame times come from the one rule,
-:func:`dpl_assets.media.timeline.frame_times_for`; this module is where the stored frames'
-timestamps are read for it (:func:`stored_frame_times`).
+:meth:`dpl_assets.storage.video_io.VideoIO.frame_times`.
 """
 
 from collections.abc import Sequence
@@ -20,18 +19,22 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-import soundfile
 
-from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
+from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import (
     H5DatasetConfig,
     SourceSequenceConfig,
     Vid2vidAudioConfig,
     Vid2vidDatasetConfig,
 )
-from dpl_assets.datatypes import StorageFormat, get_datatype, packable_keys
-from dpl_assets.media import timeline
-from dpl_assets.outcomes import InputRejected, Rejected, StagedFile
+from dpl_assets.datatypes import (
+    AUDIO_STEP,
+    FRAME_REFERENCE,
+    StorageFormat,
+    get_datatype,
+    packable_keys,
+)
+from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.packing.video_pack import (
     FACE_MASK_KEY,
     PackOptions,
@@ -40,113 +43,45 @@ from dpl_assets.packing.video_pack import (
     resample_audio_feature,
 )
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
+from dpl_assets.storage.video_io import VideoIO
 
-AUDIO_RATE_KEYS = ("wav2vec", "volume")
+AUDIO_BLINK_PARTS = ("wav2vec", "volume")
+"""The audio features of the original Vid2vidAudioNode's per-frame feature, in its order."""
 AUDIO_BLINK_FEATURE = "audio_blink_feature"
 
 
-def stored_timestamps(
-    store: ArtifactStore, video_id: str, keys: Sequence[str], count: int | None = None
-) -> np.ndarray | None:
-    """Timestamps of the video's frames as stored with its image stacks: those of the first
-    of ``keys`` that exists (the first with ``count`` frames, when given and one has), or
-    None when none of them exists."""
-    found: np.ndarray | None = None
-    for key in keys:
-        path = store.existing_file(key, video_id)
-        if path is None:
-            continue
-        with ImageStack(path, key) as stack:
-            times = np.asarray(stack.timestamps, np.float64)
-        if count is None or times.size == count:
-            return times
-        found = times if found is None else found
-    return found
-
-
-def stored_frame_times(
-    store: ArtifactStore,
-    video_id: str,
-    count: int,
-    fps: float | None,
-    keys: Sequence[str] = ("images",),
-    *,
-    assume_fps: float | None = None,
-) -> np.ndarray:
-    """(count,) seconds of ``count`` frames of a video by the one rule
-    (:func:`~dpl_assets.media.timeline.frame_times_for`): ``i / fps``, else the timestamps
-    of its stacks ``keys`` (:func:`stored_timestamps`), else ``i / assume_fps``; no frame
-    times (or a count that disagrees) rejects the video with the reason."""
-    timestamps = None if fps else stored_timestamps(store, video_id, keys, count)
-    try:
-        return timeline.frame_times_for(timestamps, count, fps, assume_fps=assume_fps)
-    except ValueError as error:
-        raise InputRejected(str(error)) from error
-
-
-def frame_times(
-    store: ArtifactStore, video_id: str, keys: list[str], fps: float | None
-) -> np.ndarray:
+def frame_times(io: VideoIO, keys: list[str], fps: float | None) -> np.ndarray:
     """(N,) seconds of the frames of a training file: N is the first requested image
-    stack's frame count (else ``images``'), the times by :func:`stored_frame_times`."""
+    stack's frame count (else the reference stack's), the times by the one rule
+    (:meth:`~dpl_assets.storage.video_io.VideoIO.frame_times`)."""
     stacks = [k for k in keys if get_datatype(k).storage is StorageFormat.IMAGE_STACK]
-    reference = stacks[0] if stacks else "images"
-    path = load_required(store, reference, video_id)
-    with ImageStack(path, reference) as stack:
-        count = len(stack)
-    return stored_frame_times(store, video_id, count, fps, (reference,))
+    reference = stacks[0] if stacks else FRAME_REFERENCE
+    return io.frame_times(len(io[reference]), fps, (reference,))
 
 
-def audio_gaps(store: ArtifactStore, video_id: str) -> list[list[float]]:
-    """(start_s, end_s) spans where the video's source audio did not decode (silence in
-    its wav; see ``store.record_damage``): empty for clean audio or a user's wav."""
-    if store.user_source("wav", video_id) is not None:
-        return []
-    record = store.damage("wav", video_id)
-    return [list(span) for span in record["spans"]] if record else []
-
-
-def wav_samples(store: ArtifactStore, video_id: str) -> int | None:
-    """Length of the video's wav in samples (where its audio ends), None without a wav."""
-    path = store.existing_file("wav", video_id)
-    if path is None:
-        return None
-    try:
-        return int(soundfile.info(str(path)).frames)
-    except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise InputRejected(f"unreadable wav {path.name}: {error}") from error
-
-
-def face_mask_for(store: ArtifactStore, video_id: str, count: int) -> np.ndarray | None:
+def face_mask_for(io: VideoIO, count: int) -> np.ndarray | None:
     """The face node's ``face_mask`` (count,) of the video, or None when it has none (not
     computed, rejected, or for other frames than these ``count``)."""
-    try:
-        value = store.load(FACE_MASK_KEY, video_id)
-    except MissingArtifactError:
-        return None
-    if isinstance(value, Rejected):
+    value = io.optional(FACE_MASK_KEY)
+    if value is None:
         return None
     mask = np.asarray(value)
     return mask if mask.ndim == 1 and mask.shape[0] == count else None
 
 
-def pack_one(
-    store: ArtifactStore, asset: str, video_id: str, config: H5DatasetConfig
-) -> StagedFile:
+def pack_one(io: VideoIO, asset: str, config: H5DatasetConfig) -> StagedFile:
     """Pack one video's requested datatypes into a staged file for the IO manager."""
     keys: list[str] = list(dict.fromkeys(config.datatypes))
-    times = frame_times(store, video_id, keys, config.fps)
+    times = frame_times(io, keys, config.fps)
     image_stacks: dict[str, Path] = {}
     arrays: dict[str, np.ndarray] = {}
     audio: dict[str, np.ndarray] = {}
     for key in keys:
-        value = load_required(store, key, video_id)
-        if get_datatype(key).storage is StorageFormat.IMAGE_STACK:
-            image_stacks[key] = value
-        elif key in AUDIO_RATE_KEYS:
+        value, datatype = io[key], get_datatype(key)
+        if datatype.storage is StorageFormat.IMAGE_STACK:
+            image_stacks[key] = value.path
+        elif datatype.per == AUDIO_STEP:
             audio[key] = value
         else:
             arrays[key] = value
@@ -157,11 +92,11 @@ def pack_one(
         smooth_window=config.window_size,
     )
     if FACE_MASK_KEY not in arrays:
-        face_mask = face_mask_for(store, video_id, len(times))
+        face_mask = face_mask_for(io, len(times))
         if face_mask is not None:
             arrays[FACE_MASK_KEY] = face_mask
-    samples = wav_samples(store, video_id) if audio else None
-    gaps = audio_gaps(store, video_id) if audio else []
+    samples = io.wav_samples() if audio else None
+    gaps = io.audio_gaps() if audio else []
     derived: tuple[str, ...] = ()
     if config.audio_blink_feature:
         with_audio = frames_audio_mask(times, audio, samples, gaps)
@@ -169,12 +104,12 @@ def pack_one(
             audio, arrays["blinks"], times, options, with_audio
         )
         derived = (AUDIO_BLINK_FEATURE,)
-    staged = store.staging_path(asset, video_id)
+    staged = io.stage(asset)
     try:
         pack_video(
-            staged, video_id=video_id, frame_times=times, image_stacks=image_stacks,
+            staged, video_id=io.video_id, frame_times=times, image_stacks=image_stacks,
             arrays=arrays, audio_features=audio, options=options,
-            attrs={"node": asset, "source": store.catalog.entry(video_id).primary_source},
+            attrs={"node": asset, "source": io.primary_source},
             audio_samples=samples, audio_derived=derived, audio_gaps=gaps,
         )  # fmt: skip
     except ValueError as error:  # lengths disagree: this video's inputs do not fit together
@@ -201,7 +136,7 @@ def audio_blink_feature(
         resample_audio_feature(key, audio[key], times, options.smooth_window, with_audio).reshape(
             len(times), -1
         )
-        for key in AUDIO_RATE_KEYS
+        for key in AUDIO_BLINK_PARTS
     ]
     return np.concatenate([*parts, blinks[:, :2]], axis=1).astype(np.float32)
 
@@ -225,12 +160,11 @@ def packer_asset(
         config: config_class,  # type: ignore[valid-type]  # Dagster reads the class at runtime
         storage: ArtifactStorage,
     ) -> dict:
-        store = storage.store()
         settings: H5DatasetConfig = config
 
         return run_videos(
-            context, store, recompute=settings.recompute, inputs={},
-            compute_one=lambda video_id, _: pack_one(store, name, video_id, settings),
+            context, storage, recompute=settings.recompute, inputs={},
+            compute_one=lambda _, io: pack_one(io, name, settings),
             workers=settings.num_jobs,
         )  # fmt: skip
 

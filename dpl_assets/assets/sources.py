@@ -10,6 +10,7 @@ from dpl_assets.media.probe import probe_media
 from dpl_assets.partitions import video_partitions
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
+from dpl_assets.storage.video_io import VideoIO
 
 video = dg.AssetSpec(
     "video",
@@ -35,14 +36,12 @@ def probe(context: dg.AssetExecutionContext, config: ProbeConfig, storage: Artif
 
     Header values as the container states them. Rejects missing, empty and unreadable files.
     """
-    store = storage.store()
 
-    def describe(video_id: str, _: dict) -> dict:
-        entry = store.catalog.entry(video_id)
-        record = probe_media(Path(entry.primary_source)).to_json()
-        return {"video_id": video_id, **record, "sources": entry.sources}
+    def describe(video_id: str, io: VideoIO) -> dict:
+        record = probe_media(Path(io.primary_source)).to_json()
+        return {"video_id": video_id, **record, "sources": io.sources}
 
-    return run_videos(context, store, recompute=config.recompute, inputs={}, compute_one=describe)
+    return run_videos(context, storage, recompute=config.recompute, inputs={}, compute_one=describe)
 
 
 PROBE_NODE = NodeSpec(

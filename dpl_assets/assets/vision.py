@@ -1,16 +1,15 @@
 """Vision assets: frames of each video as an HDF5 image stack."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import VideoToImagesConfig
 from dpl_assets.assets.sources import video
 from dpl_assets.nodes.frames import extract_frames
-from dpl_assets.outcomes import InputRejected, StagedFile
+from dpl_assets.outcomes import StagedFile
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
+from dpl_assets.storage.video_io import VideoIO
 
 
 @per_video_asset(deps=[video], group_name="vision")
@@ -22,21 +21,17 @@ def images(
     Decoded by timestamp (variable frame rates and late starts come out right), rotation
     applied, optionally resampled to ``fps`` and downscaled to ``max_side``.
     """
-    store = storage.store()
 
-    def decode(video_id: str, _: dict) -> StagedFile:
-        source = store.catalog.entry(video_id).sources.get("video")
-        if source is None:
-            raise InputRejected(f"{video_id}: no 'video' file registered for this video")
-        staging = store.staging_path("images", video_id)
+    def decode(_: str, io: VideoIO) -> StagedFile:
+        staging = io.stage("images")
         extract_frames(
-            Path(source), staging,
+            io.source("video"), staging,
             ext=config.ext, quality=config.quality, fps=config.fps, max_side=config.max_side,
         )  # fmt: skip
         return StagedFile(staging)
 
     return run_videos(
-        context, store, recompute=config.recompute, inputs={}, compute_one=decode,
+        context, storage, recompute=config.recompute, inputs={}, compute_one=decode,
         workers=config.num_jobs,
     )  # fmt: skip
 

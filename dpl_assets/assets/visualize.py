@@ -20,15 +20,15 @@ from typing import Any
 
 import dagster as dg
 
-from dpl_assets.assets.batch import load_required, per_video_asset, run_videos
+from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
-from dpl_assets.media import timeline
+from dpl_assets.datatypes import FRAME_REFERENCE
 from dpl_assets.outcomes import Kept, Rejected, StagedFile
-from dpl_assets.report import per_video_datatypes, rejection_reasons, without_subject
+from dpl_assets.report import per_video_datatypes, without_subject
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
+from dpl_assets.storage.video_io import VideoIO
 from dpl_assets.visualize.contact_sheet import contact_sheet as draw_contact_sheet
 from dpl_assets.visualize.contact_sheet import write_png
 from dpl_assets.visualize.overlay import Overlays
@@ -40,18 +40,9 @@ PREVIEW_FALLBACK_FPS = 25.0
 """Playback rate of a one-frame clip (no frame interval to take a rate from)."""
 
 
-def _optional(store: ArtifactStore, key: str, video_id: str) -> Any:
-    """The artefact, or None when it is rejected or not produced for this video."""
-    try:
-        value = store.load(key, video_id)
-    except MissingArtifactError:
-        return None
-    return None if isinstance(value, Rejected) else value
-
-
-def overlays_for(store: ArtifactStore, video_id: str) -> Overlays:
+def overlays_for(io: VideoIO) -> Overlays:
     """The video's annotations that exist: crop and detector boxes, landmarks, ..."""
-    found = {key: _optional(store, key, video_id) for key in OVERLAY_INPUTS}
+    found = {key: io.optional(key) for key in OVERLAY_INPUTS}
     return Overlays(
         boxes=found["bboxes"],
         detector_boxes=found["raw_bboxes"],
@@ -64,30 +55,26 @@ def overlays_for(store: ArtifactStore, video_id: str) -> Overlays:
 REJECTED_PREFIX = "REJECTED: "
 
 
-def rejection_mark(store: ArtifactStore, video_id: str) -> str | None:
+def rejection_mark(io: VideoIO) -> str | None:
     """The banner text of a rejected video, ``REJECTED: <reason>; <reason>`` (every reason
     recorded so far, besides those of the visualizations themselves, without the file name
     they start with); None when the video has no rejection."""
-    keys = [key for key in per_video_datatypes() if key not in ("preview", "contact_sheet")]
-    reasons = rejection_reasons(store, video_id, keys)
+    drawn_here = {spec_output for spec in (PREVIEW_NODE, CONTACT_SHEET_NODE)
+                  for spec_output in spec.outputs}  # fmt: skip
+    reasons = io.rejection_reasons([k for k in per_video_datatypes() if k not in drawn_here])
     if not reasons:
         return None
-    subjects = (store.catalog.entry(video_id).primary_source, video_id)
+    subjects = (io.primary_source, io.video_id)
     return REJECTED_PREFIX + "; ".join(without_subject(r, subjects) for r in reasons)
 
 
-def wav_path(store: ArtifactStore, video_id: str) -> Path | None:
-    """The video's 16 kHz wav file (the user's or ours), if any."""
-    return store.existing_file("wav", video_id)
-
-
-def announce(context: dg.AssetExecutionContext, store: ArtifactStore, outcomes: dict) -> None:
+def announce(context: dg.AssetExecutionContext, paths: dict[str, Path], outcomes: dict) -> None:
     """An observation on each partition that got a new file: its path, as a UI link."""
     key = context.asset_key.path[-1]
     for video_id, outcome in outcomes.items():
-        if isinstance(outcome, Kept | Rejected):
+        if isinstance(outcome, Kept | Rejected) or video_id not in paths:
             continue
-        path = store.artifact_path(key, video_id)
+        path = paths[video_id]
         context.log_event(
             dg.AssetObservation(
                 asset_key=key,
@@ -102,21 +89,25 @@ def announce(context: dg.AssetExecutionContext, store: ArtifactStore, outcomes: 
 
 def draw_each(
     context: dg.AssetExecutionContext,
-    store: ArtifactStore,
+    storage: ArtifactStorage,
     config: PreviewConfig | ContactSheetConfig,
-    draw: Callable[[str, Path], Path],
+    draw: Callable[[VideoIO, ImageStackRef], Path],
 ) -> dict:
-    """Run ``draw(video_id, images_path) -> staged file`` over the step's videos (a video
-    whose images were rejected carries that rejection) and announce the new files."""
+    """Run ``draw(io, images) -> staged file`` over the step's videos (a video whose
+    images were rejected carries that rejection) and announce the new files."""
+    key = context.asset_key.path[-1]
+    paths: dict[str, Path] = {}
 
-    def one(video_id: str, _: dict) -> Any:
-        return StagedFile(draw(video_id, load_required(store, "images", video_id)))
+    def one(video_id: str, io: VideoIO) -> Any:
+        staged = StagedFile(draw(io, io[FRAME_REFERENCE]))
+        paths[video_id] = io.final_path(key)
+        return staged
 
     outcomes = run_videos(
-        context, store, recompute=config.recompute, inputs={}, compute_one=one,
+        context, storage, recompute=config.recompute, inputs={}, compute_one=one,
         workers=config.num_jobs,
     )  # fmt: skip
-    announce(context, store, outcomes)
+    announce(context, paths, outcomes)
     return outcomes
 
 
@@ -129,21 +120,19 @@ def preview(
 ) -> dict:
     """Preview mp4 per video (``PreviewNode``): every frame with box, landmarks and head-pose
     axes, the 16 kHz audio muxed in as AAC."""
-    store = storage.store()
 
-    def render(video_id: str, images: Path) -> Path:
-        staged = store.staging_path("preview", video_id)
-        with ImageStack(images, "images") as stack:
-            times = timeline.frame_times_for(stack.timestamps, len(stack))
-            fps = float(stack.attrs["fps"]) or PREVIEW_FALLBACK_FPS
+    def render(io: VideoIO, images: ImageStackRef) -> Path:
+        staged = io.stage("preview")
+        times = images.frame_times()
+        fps = float(images.attrs["fps"]) or PREVIEW_FALLBACK_FPS
+        with images.open() as stack:
             write_preview(
-                staged, stack, fps=fps, wav=wav_path(store, video_id),
-                overlays=overlays_for(store, video_id), audio_start_s=float(times[0]),
-                mark=rejection_mark(store, video_id),
+                staged, stack, fps=fps, wav=io.file_of("wav"), overlays=overlays_for(io),
+                audio_start_s=float(times[0]), mark=rejection_mark(io),
             )  # fmt: skip
         return staged
 
-    return draw_each(context, store, config, render)
+    return draw_each(context, storage, config, render)
 
 
 @per_video_asset(
@@ -154,21 +143,19 @@ def contact_sheet(
     context: dg.AssetExecutionContext, config: ContactSheetConfig, storage: ArtifactStorage
 ) -> dict:
     """Contact sheet PNG per video (``ContactSheetNode``): ``count`` evenly spaced frames."""
-    store = storage.store()
 
-    def draw(video_id: str, images: Path) -> Path:
-        with ImageStack(images, "images") as stack:
+    def draw(io: VideoIO, images: ImageStackRef) -> Path:
+        with images.open() as stack:
             sheet = draw_contact_sheet(
                 stack, count=config.count, columns=config.columns,
-                tile_width=config.tile_width, overlays=overlays_for(store, video_id),
-                timestamps=timeline.frame_times_for(stack.timestamps, len(stack)),
-                title=video_id, mark=rejection_mark(store, video_id),
+                tile_width=config.tile_width, overlays=overlays_for(io),
+                timestamps=images.frame_times(), title=io.video_id, mark=rejection_mark(io),
             )  # fmt: skip
-        staged = store.staging_path("contact_sheet", video_id)
+        staged = io.stage("contact_sheet")
         write_png(staged, sheet)
         return staged
 
-    return draw_each(context, store, config, draw)
+    return draw_each(context, storage, config, draw)
 
 
 PREVIEW_NODE = NodeSpec(

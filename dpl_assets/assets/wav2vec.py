@@ -27,7 +27,6 @@ def wav2vec(
 
     The model loads once per process; windows of all videos in the step share GPU batches.
     """
-    store = storage.store()
     device = torch_device.for_node(config.device)
     extractor = None
 
@@ -50,7 +49,7 @@ def wav2vec(
 
     return run_videos(
         context,
-        store,
+        storage,
         recompute=config.recompute,
         inputs={"wav": wav},
         compute_one=lambda video_id, inputs: compute_many({video_id: inputs})[video_id],

@@ -17,6 +17,7 @@ from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ, Datatype, StorageFormat
 from dpl_assets.media.audio import decode_audio_mono_16k
 from dpl_assets.outcomes import StagedFile
 from dpl_assets.storage.atomic import atomic_path, atomic_write_text
+from dpl_assets.storage.handles import ImageStackRef
 
 
 class ContractError(ValueError):
@@ -58,9 +59,9 @@ def read_artifact(datatype: Datatype, path: Path) -> Any:
     """Read one artefact; user-given WAVs of another rate or channel count are converted.
 
     ``wav`` -> float32 (N,) in [-1, 1] at 16 kHz; ``npy`` -> the array (pickles refused);
-    ``json`` -> the object; image stacks and other files -> their path (open stacks with
-    :class:`~dpl_assets.storage.image_stack.ImageStack`: frames are streamed, never loaded
-    whole). The result is checked against the datatype's contract.
+    ``json`` -> the object; image stacks -> an
+    :class:`~dpl_assets.storage.handles.ImageStackRef` (frames are streamed, never loaded
+    whole); other files -> their path. The result is checked against the datatype's contract.
     """
     if datatype.storage is StorageFormat.WAV:
         info = soundfile.info(path)
@@ -72,7 +73,9 @@ def read_artifact(datatype: Datatype, path: Path) -> Any:
         value = np.load(path, allow_pickle=False)
     elif datatype.storage is StorageFormat.JSON:
         value = json.loads(path.read_text(encoding="utf-8"))
-    elif datatype.storage in (StorageFormat.IMAGE_STACK, StorageFormat.FILE):
+    elif datatype.storage is StorageFormat.IMAGE_STACK:
+        value = ImageStackRef(Path(path), datatype.key)
+    elif datatype.storage is StorageFormat.FILE:
         value = Path(path)
     else:
         raise ValueError(f"{datatype.key} files are decoded by the nodes that use them")

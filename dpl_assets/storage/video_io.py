@@ -1,0 +1,173 @@
+"""The node boundary: what one video's computation reads and where it writes.
+
+A node's per-video function gets a :class:`VideoIO`. It is a mapping of the node's declared
+inputs (loaded by the IO manager), and it also loads, through the same codec registry, the
+inputs a node declares as optional or names in its config (the packers' ``datatypes``). It
+locates the user's source media, hands out the staging path of a file output, and gives
+the video's frame times by the one rule. Nodes never build storage paths or read the store.
+
+Typed values, by storage format (:func:`dpl_assets.storage.formats.read_artifact`): arrays
+for ``.npy`` datatypes, float32 (N,) samples at 16 kHz for ``wav``, dicts for JSON records,
+:class:`~dpl_assets.storage.handles.ImageStackRef` for image stacks, a path for other files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
+from dpl_assets.media import timeline
+from dpl_assets.outcomes import InputRejected, Rejected
+from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
+
+
+class UpstreamRejected(Exception):
+    """An input the node reads was rejected for this video: the video's outcome is that
+    same rejection."""
+
+    def __init__(self, rejection: Rejected):
+        super().__init__(rejection.reason)
+        self.rejection = rejection
+
+
+class VideoIO(Mapping[str, Any]):
+    """One video at the node boundary (see the module docstring).
+
+    ``io[key]``: a declared input, or any other datatype the node needs (loaded on first
+    use; a rejection of it raises :class:`UpstreamRejected`, a missing one
+    :class:`~dpl_assets.storage.store.MissingArtifactError`). Iterating gives the declared
+    inputs only.
+    """
+
+    def __init__(self, store: ArtifactStore, video_id: str, declared: Mapping[str, Any]):
+        self._store, self.video_id = store, video_id
+        self._declared = dict(declared)
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._declared:
+            return self._declared[key]
+        if key not in self._loaded:
+            value = self._store.load(key, self.video_id)
+            if isinstance(value, Rejected):
+                raise UpstreamRejected(value)
+            self._loaded[key] = value
+        return self._loaded[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._declared)
+
+    def __len__(self) -> int:
+        return len(self._declared)
+
+    def optional(self, key: str) -> Any | None:
+        """The input ``key``, or None when it is not produced or rejected for this video."""
+        try:
+            return self[key]
+        except (MissingArtifactError, UpstreamRejected):
+            return None
+
+    def given(self, key: str) -> bool:
+        """Whether the user's inputs give this video's ``key`` (a root of their own files)."""
+        return self._store.user_source(key, self.video_id) is not None
+
+    def source(self, kind: str) -> Path:
+        """The user's ``kind`` source file (``video``, ``aac``); rejects the video when the
+        inputs gave none for it."""
+        source = self._store.catalog.entry(self.video_id).sources.get(kind)
+        if source is None:
+            raise InputRejected(
+                f"{self.video_id}: no {kind!r} file found for this video "
+                f"(give an {kind!r} root in the inputs with the same relative path)"
+            )
+        return Path(source)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Every source file the inputs gave for this video, by kind (``video``, ``aac``...)."""
+        return dict(self._store.catalog.entry(self.video_id).sources)
+
+    @property
+    def primary_source(self) -> str:
+        """The video's registered source file (what reasons and file attributes name)."""
+        return str(self._store.catalog.entry(self.video_id).primary_source)
+
+    def file_of(self, key: str) -> Path | None:
+        """The file holding the video's ``key`` (the user's, else ours), None if neither;
+        for naming it in a reason or handing it to a library that reads files."""
+        return self._store.existing_file(key, self.video_id)
+
+    def stage(self, key: str) -> Path:
+        """Where this node writes its ``key`` file for this video before it is moved into
+        place (return it as a :class:`~dpl_assets.outcomes.StagedFile`)."""
+        return self._store.staging_path(key, self.video_id)
+
+    def final_path(self, key: str) -> Path:
+        """Where the video's ``key`` artefact lives once saved (to link it in the UI)."""
+        return self._store.artifact_path(key, self.video_id)
+
+    def record_damage(self, key: str, spans: Sequence[Sequence[float]], summary: str) -> None:
+        """Record (start_s, end_s) ``spans`` of ``key`` that did not decode (the report's)."""
+        self._store.record_damage(key, self.video_id, [list(s) for s in spans], summary)
+
+    def audio_gaps(self) -> list[list[float]]:
+        """(start_s, end_s) spans where the source audio did not decode (silence in the
+        wav): empty for clean audio or a user's wav."""
+        if self.given(AUDIO_REFERENCE):
+            return []
+        record = self._store.damage(AUDIO_REFERENCE, self.video_id)
+        return [list(span) for span in record["spans"]] if record else []
+
+    def wav_samples(self) -> int | None:
+        """Length of the video's wav in samples (where its audio ends), None without one;
+        an unreadable wav rejects the video."""
+        path = self.file_of(AUDIO_REFERENCE)
+        if path is None:
+            return None
+        try:
+            return int(soundfile.info(str(path)).frames)
+        except (RuntimeError, soundfile.LibsndfileError) as error:
+            raise InputRejected(f"unreadable wav {path.name}: {error}") from error
+
+    def stored_timestamps(self, stacks: Sequence[str], count: int | None = None) -> Any:
+        """float64 (N,) timestamps of the first of the image stacks ``stacks`` the video has
+        (the first with ``count`` frames, when given and one has); None when it has none."""
+        found = None
+        for key in stacks:
+            ref = self.optional(key) if self.file_of(key) is not None else None
+            if ref is None:
+                continue
+            if count is None or len(ref) == count:
+                return ref.timestamps
+            found = ref.timestamps if found is None else found
+        return found
+
+    def frame_times(
+        self,
+        count: int,
+        fps: float | None = None,
+        stacks: Sequence[str] = (FRAME_REFERENCE,),
+        *,
+        assume_fps: float | None = None,
+    ) -> np.ndarray:
+        """float64 (count,) seconds of ``count`` frames of this video, by the one rule
+        (:func:`~dpl_assets.media.timeline.frame_times_for`): ``i / fps``, else the
+        timestamps of its ``stacks``, else ``i / assume_fps``. No frame times, or a count
+        that disagrees, rejects the video with the reason."""
+        timestamps = None if fps else self.stored_timestamps(stacks, count)
+        try:
+            return timeline.frame_times_for(timestamps, count, fps, assume_fps=assume_fps)
+        except ValueError as error:
+            raise InputRejected(str(error)) from error
+
+    def rejection_reasons(self, keys: Sequence[str]) -> list[str]:
+        """Every distinct reason this video was rejected for among ``keys``, where each
+        originated first (:func:`dpl_assets.report.rejection_reasons`)."""
+        from dpl_assets.report import rejection_reasons  # the report reads the store too
+
+        return rejection_reasons(self._store, self.video_id, keys)
