@@ -20,17 +20,16 @@ import pytest
 
 from dpl_assets.media.ffmpeg import ffmpeg_executable
 from dpl_assets.media.frames import decode_frames
-from dpl_assets.nodes import faces
-from dpl_assets.nodes.faces import (
-    MEDIAPIPE_TO_68,
-    FaceAnalyzer,
+from dpl_assets.nodes.face_tracking import (
+    FaceInFrame,
+    FaceTrack,
     FaceTrackResult,
     check_coverage,
     fill_gaps,
-    landmarks_in_boxes,
-    mesh_to_68,
-    plausible_landmarks,
+    link_faces,
 )
+from dpl_assets.nodes.faces import landmarks_in_boxes, plausible_landmarks
+from dpl_assets.nodes.mediapipe_faces import MEDIAPIPE_TO_68, FaceAnalyzer, mesh_to_68
 from dpl_assets.outcomes import InputRejected
 from dpl_assets_tests import media_factory as media
 
@@ -286,15 +285,15 @@ def test_a_persistent_face_beats_a_big_face_seen_briefly(analyzer: FaceAnalyzer)
 
 
 def test_tracks_link_by_overlap_skip_frames_and_resume():
-    def face(x: float) -> faces._Face:
-        return faces._Face(np.array([x, 0, x + 50, 50, 0.9], np.float32), np.zeros((6, 2)))
+    def face(x: float) -> FaceInFrame:
+        return FaceInFrame(np.array([x, 0, x + 50, 50, 0.9], np.float32), np.zeros((6, 2)))
 
-    tracks: list[faces._Track] = []
-    faces._link(tracks, 0, [face(0), face(200)])
-    faces._link(tracks, 1, [face(205), face(3)])  # order does not matter
-    faces._link(tracks, 4, [face(6)])  # skipped 2 frames: still the same track
-    faces._link(tracks, 30, [face(10)])  # long absence, overlap 0.67 >= resume IoU
-    faces._link(tracks, 60, [face(30)])  # long absence, overlap 0.25 < resume IoU: new
+    tracks: list[FaceTrack] = []
+    link_faces(tracks, 0, [face(0), face(200)])
+    link_faces(tracks, 1, [face(205), face(3)])  # order does not matter
+    link_faces(tracks, 4, [face(6)])  # skipped 2 frames: still the same track
+    link_faces(tracks, 30, [face(10)])  # long absence, overlap 0.67 >= resume IoU
+    link_faces(tracks, 60, [face(30)])  # long absence, overlap 0.25 < resume IoU: new
     assert [sorted(t.faces) for t in tracks] == [[0, 1, 4, 30], [0, 1], [60]]
     assert float(tracks[0].faces[30].box[0]) == 10
 

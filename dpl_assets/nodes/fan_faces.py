@@ -13,7 +13,7 @@ Install: ``pip install --no-deps face-alignment==1.5.0`` (its wheel requires
 with the ``face-alignment`` extra of this package). With ``DPL_NO_DOWNLOADS=1`` in the
 environment, missing weights fail at once instead of being fetched (offline clusters).
 
-Outputs follow :class:`~dpl_assets.nodes.faces.FaceModel`: boxes ``[x1, y1, x2, y2,
+Outputs follow :class:`~dpl_assets.nodes.face_model.FaceModel`: boxes ``[x1, y1, x2, y2,
 score]`` px from S3FD (after its own NMS and ``filter_threshold``), no detector keypoints,
 68 points px from FAN (with its horizontal-flip averaging), and no dense mesh.
 """
@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from dpl_assets.nodes.faces import (
+from dpl_assets.nodes.face_model import (
     DEFAULT_FILTER_THRESHOLD,
+    ClosedOnExit,
     FaceLandmarks,
     as_rgb,
     check_threshold,
@@ -49,7 +50,7 @@ def weights_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-class FanFaceModel:
+class FanFaceModel(ClosedOnExit):
     """S3FD + FAN through the ``face-alignment`` package, on ``device`` (``cpu``/``cuda:N``).
 
     Loaded on first use; :meth:`close` frees it. Not thread-safe: one per thread.
@@ -115,13 +116,8 @@ class FanFaceModel:
             raise ModelLoadError(f"face-alignment could not load: {where}: {error}") from error
 
     def close(self) -> None:
+        """Drop the loaded model (a later call loads it again)."""
         self._aligner = None
-
-    def __enter__(self) -> FanFaceModel:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     def detect(self, rgb: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """S3FD faces in an RGB uint8 (H, W, 3) frame, largest first: ``(box (5,), None)``."""

@@ -1,0 +1,215 @@
+"""Following one face through a clip: tracks, the result, gap filling and the coverage check.
+
+- **Tracking** (:func:`link_faces`): detections are linked frame to frame into tracks,
+  greedily by IoU (the best-overlapping pairs first): at least :data:`TRACK_IOU` with a
+  track's last box when the track was seen within the last :data:`TRACK_MAX_SKIP_FRAMES`
+  frames, at least :data:`TRACK_RESUME_IOU` after a longer absence (the speaker looked away
+  and came back to the same place). A detection that matches no track starts a new one.
+- **Identity** (:func:`main_track`): after the pass, the one track with the largest sum over
+  its frames of box area (pixels²) is followed: the face that is both large and persistent,
+  so a big face seen for a moment and a small face in the background lose to the speaker.
+- **After the pass**: :func:`fill_gaps` interpolates short gaps of a
+  :class:`FaceTrackResult`; :func:`check_coverage` rejects a clip whose face is missing or
+  too rare.
+
+Boxes are ``[x1, y1, x2, y2, score]`` in pixels of the frame (``x`` right, ``y`` down).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from dpl_assets.nodes.face_model import FaceLandmarks
+from dpl_assets.outcomes import InputRejected
+
+TRACK_IOU = 0.3
+TRACK_MAX_SKIP_FRAMES = 5
+TRACK_RESUME_IOU = 0.5
+
+
+@dataclass
+class FaceTrackResult:
+    """The followed face in each of N frames (pixels of the frames; NaN where no face).
+
+    - ``raw_bboxes`` float32 (N, 5): detector box ``[x1, y1, x2, y2, score]``.
+    - ``landmarks`` float32 (N, 68, 2): iBUG 68 points ``(x, y)``.
+    - ``landmarks_mesh`` float32 (N, 478, 3): mediapipe mesh ``(x, y, z)``, z in px units.
+    - ``detected`` bool (N,): the face was found (and passed the sanity check) in the frame.
+    - ``valid`` bool (N,): detected, or filled in by :func:`fill_gaps`.
+    - ``info``: JSON-able record (frames, frames_with_face, coverage, tracks_seen,
+      max_faces_in_a_frame, chosen_track, filled_frames, filter_threshold).
+    """
+
+    raw_bboxes: np.ndarray
+    landmarks: np.ndarray
+    landmarks_mesh: np.ndarray
+    detected: np.ndarray
+    valid: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.detected.shape[0])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union (0..1) of two boxes ``[x1, y1, x2, y2, ...]`` (pixels)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def coverage_fraction(mask: np.ndarray) -> float:
+    """Fraction of True in a bool (N,) mask, rounded to 4 decimals (0.0 for N = 0)."""
+    return round(float(mask.mean()), 4) if mask.size else 0.0
+
+
+# --------------------------------------------------------------------------------------
+# Tracks
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FaceInFrame:
+    """One face in one frame: box (5,) px + score, detector keypoints (6, 2) px or None,
+    and the landmarks found in the box (None until run, or when the model found none)."""
+
+    box: np.ndarray
+    keypoints: np.ndarray | None
+    landmarks: FaceLandmarks | None = None
+
+
+@dataclass
+class FaceTrack:
+    """One face followed over frames: its faces by frame index, the last frame it was seen
+    in, and the sum of its box areas (pixels²), the measure :func:`main_track` ranks by."""
+
+    faces: dict[int, FaceInFrame] = field(default_factory=dict)  # frame index -> face
+    last_frame: int = -1
+    area_sum: float = 0.0
+
+    @property
+    def last_box(self) -> np.ndarray:
+        return self.faces[self.last_frame].box
+
+    def add(self, frame: int, face: FaceInFrame) -> None:
+        self.faces[frame] = face
+        self.last_frame = frame
+        self.area_sum += float((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
+
+
+def link_faces(tracks: list[FaceTrack], frame: int, faces: list[FaceInFrame]) -> None:
+    """Append frame ``frame``'s faces to ``tracks`` in place: greedy best-IoU matching
+    (thresholds in the module docstring), then a new track for each face left over."""
+    pairs = []
+    for t, track in enumerate(tracks):
+        skipped = frame - track.last_frame - 1
+        needed = TRACK_IOU if skipped <= TRACK_MAX_SKIP_FRAMES else TRACK_RESUME_IOU
+        for f, face in enumerate(faces):
+            iou = box_iou(track.last_box, face.box)
+            if iou >= needed:
+                pairs.append((iou, track.last_frame, t, f))
+    used_tracks: set[int] = set()
+    used_faces: set[int] = set()
+    for _, _, t, f in sorted(pairs, reverse=True):  # best overlap first, then most recent
+        if t in used_tracks or f in used_faces:
+            continue
+        tracks[t].add(frame, faces[f])
+        used_tracks.add(t)
+        used_faces.add(f)
+    for f, face in enumerate(faces):
+        if f not in used_faces:
+            track = FaceTrack()
+            track.add(frame, face)
+            tracks.append(track)
+
+
+def main_track(tracks: list[FaceTrack]) -> FaceTrack | None:
+    """The track with the largest summed box area (the first of equals); None if none."""
+    return max(tracks, key=lambda t: t.area_sum) if tracks else None
+
+
+# --------------------------------------------------------------------------------------
+# After the pass
+# --------------------------------------------------------------------------------------
+
+
+def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
+    """A copy of ``result`` with short gaps between detected frames interpolated.
+
+    A run of at most ``max_gap_frames`` frames without a valid face, with a detected frame
+    on both sides, gets boxes (score included), landmarks and mesh linearly interpolated
+    between those two frames and is marked ``valid`` (``detected`` stays False). Longer gaps
+    and gaps at the start or end stay NaN and invalid. ``info`` gets the new
+    ``filled_frames`` total and ``coverage``.
+    """
+    out = replace(
+        result,
+        raw_bboxes=result.raw_bboxes.copy(),
+        landmarks=result.landmarks.copy(),
+        landmarks_mesh=result.landmarks_mesh.copy(),
+        detected=result.detected.copy(),
+        valid=result.valid.copy(),
+        info=dict(result.info),
+    )
+    detected_at = np.flatnonzero(out.detected)
+    filled = 0
+    for before, after in itertools.pairwise(detected_at):
+        gap = after - before - 1
+        if gap == 0 or gap > max_gap_frames or out.valid[before + 1 : after].all():
+            continue
+        weights = np.arange(1, gap + 1, dtype=np.float32) / (gap + 1)
+        for array in (out.raw_bboxes, out.landmarks, out.landmarks_mesh):
+            start, end = array[before], array[after]
+            w = weights.reshape(gap, *([1] * start.ndim))
+            array[before + 1 : after] = start * (1 - w) + end * w
+        filled += int((~out.valid[before + 1 : after]).sum())
+        out.valid[before + 1 : after] = True
+    out.info["filled_frames"] = int(result.info.get("filled_frames", 0)) + filled
+    out.info["coverage"] = coverage_fraction(out.valid)
+    return out
+
+
+def check_coverage(
+    result: FaceTrackResult, min_face_coverage: float = 0.5, min_track_frames: int = 3
+) -> None:
+    """Reject (:class:`InputRejected`) a clip whose followed face is missing or too rare.
+
+    - "no face": nothing detected, or the chosen track spans fewer than
+      ``min_track_frames`` frames (a one-off detection is not a face to follow);
+    - "face landmarks implausible": the mesh failed the sanity check (upside down, not a
+      face) in most of the chosen track's frames;
+    - "face in 37% of frames": valid coverage (detected or filled) under
+      ``min_face_coverage`` (a fraction 0..1; percent rounded down in the message).
+    """
+    chosen = result.info.get("chosen_track")
+    if not chosen:
+        raise InputRejected("no face: no face detected in any frame")
+    if chosen["frames"] < min_track_frames:
+        raise InputRejected(
+            f"no face: the main face is seen in {chosen['frames']} frame(s), "
+            f"fewer than min_track_frames={min_track_frames}"
+        )
+    if chosen.get("implausible_frames", 0) * 2 > chosen["frames"]:
+        percent = math.floor(100 * chosen["implausible_frames"] / chosen["frames"] + 1e-9)
+        raise InputRejected(
+            f"face landmarks implausible (upside down or not a face) in {percent}% of the "
+            "frames where the main face is detected"
+        )
+    if not result.detected.any():
+        raise InputRejected("no face: no face with usable landmarks in any frame")
+    coverage = float(result.valid.mean())
+    if coverage < min_face_coverage:
+        percent = math.floor(100 * coverage + 1e-9)
+        raise InputRejected(
+            f"face in {percent}% of frames (min_face_coverage "
+            f"{math.floor(100 * min_face_coverage + 1e-9)}%)"
+        )
