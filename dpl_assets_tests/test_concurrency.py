@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dpl_assets.assets.batch import COMPUTED_IDS_LABEL
+from dpl_assets.assets.step_log import COMPUTED_IDS_LABEL
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets.validation import VideoFacts, check_artifact

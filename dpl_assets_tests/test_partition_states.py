@@ -19,7 +19,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
 from dpl_assets import cli
-from dpl_assets.assets.batch import STATUS_KEPT, STATUS_REJECTED, STATUS_WRITTEN
+from dpl_assets.assets.step_log import STATUS_KEPT, STATUS_REJECTED, STATUS_WRITTEN
 from dpl_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, video_partitions
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets_tests import media_factory as media
