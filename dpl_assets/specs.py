@@ -34,19 +34,26 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from dpl_assets.datatypes import DATATYPES, Datatype, StorageFormat, register_datatype
 
-Compute = Callable[[Mapping[str, Any], Any], Mapping[str, Any]]
-"""A node's pure per-video computation: ``(inputs, config) -> outputs``, where ``inputs``
-maps each input datatype to the video's loaded artefact (arrays for ``.npy`` datatypes,
-float32 samples for ``wav``, dicts for JSON records, the file path of image stacks) and
-``outputs`` maps each output datatype to its value (an array meeting its contract, or a
-JSON-able dict). Raise :class:`dpl_assets.outcomes.InputRejected` to reject the video with a
-reason; anything else fails that video only (retried by the next run)."""
+if TYPE_CHECKING:
+    from dpl_assets.storage.video_io import VideoIO
+
+Compute = Callable[["VideoIO", Any], Mapping[str, Any]]
+"""A node's per-video computation: ``(inputs, config) -> outputs``. ``inputs`` is the
+video's :class:`~dpl_assets.storage.video_io.VideoIO`: a mapping of each input datatype to
+its loaded artefact (arrays for ``.npy`` datatypes, float32 samples for ``wav``, dicts for
+JSON records, :class:`~dpl_assets.storage.handles.ImageStackRef` handles for image stacks),
+with ``inputs.optional(key)`` for optional inputs, ``inputs.frame_times(n)`` for frame
+times, ``inputs.source(kind)`` for the user's media and ``inputs.stage(key)`` for a file
+output. ``outputs`` maps each output datatype to its value (an array meeting its
+contract, a JSON-able dict, or a :class:`~dpl_assets.outcomes.StagedFile`). Raise
+:class:`dpl_assets.outcomes.InputRejected` to reject the video with a reason; anything else
+fails that video only (retried by the next run)."""
 
 CUSTOM_STORAGE = (StorageFormat.NPY, StorageFormat.JSON, StorageFormat.WAV)
 """What a ``compute`` function's outputs may be stored as (values the store writes itself)."""

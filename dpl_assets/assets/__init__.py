@@ -34,7 +34,7 @@ from dpl_assets.assets.faces import (
     FACE_LANDMARKS_NODE,
     HEAD_POSE_NODE,
 )
-from dpl_assets.assets.generated import spec_asset
+from dpl_assets.assets.generated import assets_of, spec_asset
 from dpl_assets.assets.packing import (
     H5_DATASET_NODE,
     SOURCE_SEQUENCE_NODE,
@@ -85,17 +85,9 @@ SOURCE_ASSETS: list[dg.AssetSpec] = [video, aac]
 """The user's files: registered, never computed."""
 
 
-def _unique(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """Each asset once (several node names share one asset), in first-seen order."""
-    seen: dict[int, dg.AssetsDefinition] = {}
-    for asset in assets:
-        seen.setdefault(id(asset), asset)
-    return list(seen.values())
-
-
 ALL_ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     *SOURCE_ASSETS,
-    *_unique([spec_asset(spec) for spec in NODE_SPECS]),
+    *assets_of(NODE_SPECS),
 ]
 
 DATASET_LEVEL_ASSETS: frozenset[str] = frozenset(
@@ -130,7 +122,7 @@ def assets_with(custom: Sequence[NodeSpec]) -> list[dg.AssetsDefinition | dg.Ass
     extra = [spec_asset(spec) for spec in custom]
     for asset in extra:
         OP_OF.update({key.path[-1]: asset.node_def.name for key in asset.keys})
-    return [*SOURCE_ASSETS, *_unique([spec_asset(spec) for spec in specs]), *extra]
+    return [*SOURCE_ASSETS, *assets_of(specs), *extra]
 
 
 def producers_of(key: str) -> list[NodeSpec]:

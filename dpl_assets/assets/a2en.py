@@ -15,16 +15,13 @@ timestamps. A video with empty audio is rejected.
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import A2enConfig
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.packing.video_pack import frames_audio_mask, resample_audio_feature
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 from dpl_assets.storage.video_io import VideoIO
 
 JAW = slice(3, 6)
@@ -64,32 +61,13 @@ def a2en_arrays(
     }
 
 
-@per_video_asset(group_name="flame")
-def a2en(
-    context: dg.AssetExecutionContext,
-    config: A2enConfig,
-    storage: ArtifactStorage,
-    wav2vec: LazyArtifacts,
-    volume: LazyArtifacts,
-    exp: LazyArtifacts,
-    pose: LazyArtifacts,
-    landmarks3d: LazyArtifacts,
-) -> dict:
-    """A2EN ``.npz`` per video (``A2enDatasetNode``): audio features on the expression
-    frames, expressions, jaw pose and blinks."""
-
-    def write(_: str, io: VideoIO) -> StagedFile:
-        times = io.frame_times(io["exp"].shape[0], config.fps)
-        staged = io.stage("a2en")
-        np.savez(staged, **a2en_arrays(io, times, io.wav_samples(), io.audio_gaps()))
-        return StagedFile(staged)
-
-    return run_videos(
-        context, storage, recompute=config.recompute,
-        inputs={"wav2vec": wav2vec, "volume": volume, "exp": exp, "pose": pose,
-                "landmarks3d": landmarks3d},
-        compute_one=write,
-    )  # fmt: skip
+def write_a2en(io: VideoIO, config: A2enConfig) -> dict[str, StagedFile]:
+    """A2EN ``.npz`` of the video: audio features on the expression frames, expressions,
+    jaw pose and blinks (see the module docstring)."""
+    times = io.frame_times(io["exp"].shape[0], config.fps)
+    staged = io.stage("a2en")
+    np.savez(staged, **a2en_arrays(io, times, io.wav_samples(), io.audio_gaps()))
+    return {"a2en": StagedFile(staged)}
 
 
 A2EN_DATASET_NODE = NodeSpec(
@@ -98,5 +76,6 @@ A2EN_DATASET_NODE = NodeSpec(
     outputs=("a2en",),
     config=A2enConfig,
     summary="A2EN training file: audio features on the expression frames, jaw, blinks",
-    asset=a2en,
+    compute=write_a2en,
+    group="flame",
 )

@@ -1,27 +1,16 @@
-"""Audio assets: ``wav`` (16 kHz mono) and ``volume`` (its loudness envelope)."""
+"""Audio nodes: ``wav`` (16 kHz mono on the container clock) and ``volume`` (its loudness
+envelope); their assets are generated from these declarations."""
 
-import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import VolumeConfig, WavConfig
-from dpl_assets.assets.sources import aac, video
-from dpl_assets.nodes.audio import (
-    check_feature_window,
-    extract_wav_with_damage,
-    volume_envelope,
-)
+from dpl_assets.nodes.audio import check_feature_window, extract_wav_with_damage, volume_envelope
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 from dpl_assets.storage.video_io import VideoIO
 
 
-@per_video_asset(
-    deps=[video, aac],
-    group_name="audio",
-)
-def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactStorage) -> dict:
-    """Mono 16 kHz PCM16 audio of each video (``VideoToWavNode``) or aac file (``AacToWavNode``).
+def extract_wav(io: VideoIO, config: WavConfig) -> dict[str, np.ndarray]:
+    """Mono 16 kHz float32 (N,) audio of the video (``source=video``) or its aac file.
 
     The stream ffmpeg would choose (``default``-flagged, else the first), placed on the
     container clock (sample k at k / 16000 s: silence before a late start and in timestamp
@@ -29,44 +18,17 @@ def wav(context: dg.AssetExecutionContext, config: WavConfig, storage: ArtifactS
     empty, truncated or shorter-than-25-ms audio, and unreadable files. Damaged packets
     become silence, and where is recorded (shown in the report).
     """
-
-    def extract(_: str, io: VideoIO) -> np.ndarray:
-        samples, damage = extract_wav_with_damage(io.source(config.source))
-        # Kept like ffmpeg keeps it; where it did not decode is recorded for the report.
-        io.record_damage("wav", damage.spans, damage.summary)
-        return samples
-
-    return run_videos(
-        context,
-        storage,
-        recompute=config.recompute,
-        inputs={},
-        compute_one=extract,
-        workers=config.num_jobs,
-    )
+    samples, damage = extract_wav_with_damage(io.source(config.source))
+    # Kept like ffmpeg keeps it; where it did not decode is recorded for the report.
+    io.record_damage("wav", damage.spans, damage.summary)
+    return {"wav": samples}
 
 
-@per_video_asset(
-    group_name="audio",
-)
-def volume(
-    context: dg.AssetExecutionContext,
-    config: VolumeConfig,
-    storage: ArtifactStorage,
-    wav: LazyArtifacts,
-) -> dict:
-    """Loudness envelope float32 (T,): mean |x| per 320-sample hop, aligned with wav2vec frames.
-
-    Needs no model weights (``VolumeNode``; ``Wav2vecNode`` also produces it).
-    """
-
-    def envelope(video_id: str, io: VideoIO) -> np.ndarray:
-        check_feature_window(io["wav"].size, io.file_of("wav") or video_id)
-        return volume_envelope(io["wav"])
-
-    return run_videos(
-        context, storage, recompute=config.recompute, inputs={"wav": wav}, compute_one=envelope
-    )
+def volume_of(io: VideoIO, config: VolumeConfig) -> dict[str, np.ndarray]:
+    """Loudness envelope float32 (T,): mean |x| per 320-sample hop, aligned with wav2vec
+    frames. Rejects a wav shorter than one 25 ms window, naming its file."""
+    check_feature_window(io["wav"].size, io.file_of("wav") or io.video_id)
+    return {"volume": volume_envelope(io["wav"])}
 
 
 VIDEO_TO_WAV_NODE = NodeSpec(
@@ -76,7 +38,8 @@ VIDEO_TO_WAV_NODE = NodeSpec(
     config=WavConfig,
     fixed={"source": "video"},
     summary="16 kHz mono audio on the container clock",
-    asset=wav,
+    compute=extract_wav,
+    group="audio",
 )
 AAC_TO_WAV_NODE = NodeSpec(
     name="AacToWavNode",
@@ -85,7 +48,8 @@ AAC_TO_WAV_NODE = NodeSpec(
     config=WavConfig,
     fixed={"source": "aac"},
     summary="16 kHz mono audio of the aac file",
-    asset=wav,
+    compute=extract_wav,
+    group="audio",
 )
 VOLUME_NODE = NodeSpec(
     name="VolumeNode",
@@ -93,5 +57,6 @@ VOLUME_NODE = NodeSpec(
     outputs=("volume",),
     config=VolumeConfig,
     summary="loudness envelope at the wav2vec step rate",
-    asset=volume,
+    compute=volume_of,
+    group="audio",
 )

@@ -1,14 +1,22 @@
-"""Assets generated from a :class:`~dpl_assets.specs.NodeSpec` with a ``compute`` function.
+"""Assets generated from :class:`~dpl_assets.specs.NodeSpec` declarations with a ``compute``
+function.
 
 The asset is partitioned per video like every other, reads its inputs through the IO
 manager (declared once, in the spec), runs its videos through the one batch loop
 (:func:`dpl_assets.assets.batch.run_videos`: skip done videos, carry rejections, isolate
 failures, per-video events) and is stored, checked and reported by datatype. One output
 makes an asset named after it; several make a multi-asset whose op is named after the node.
+
+Node names that are variants of one computation (``VideoToWavNode`` and ``AacToWavNode``:
+the same ``compute`` and outputs, told apart by their ``fixed`` params) share one asset;
+each run reads only the inputs of the variant its config selects. Inputs that are source
+media (``video``, ``aac``) are dependencies, located through the video's
+:class:`~dpl_assets.storage.video_io.VideoIO`; optional inputs are dependencies read when
+present (``io.optional``). A config with ``num_jobs`` / ``num_workers`` sets the threads.
 """
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -18,13 +26,13 @@ from dpl_assets.assets.batch import (
     multi_outputs,
     per_video_asset,
     per_video_multi_asset,
-    run_videos,
     run_videos_multi,
 )
+from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
 
-_BUILT: dict[int, dg.AssetsDefinition] = {}
+_BUILT: dict[tuple[int, tuple[str, ...]], dg.AssetsDefinition] = {}
 
 
 def op_name(spec: NodeSpec) -> str:
@@ -34,13 +42,44 @@ def op_name(spec: NodeSpec) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", spec.name.removesuffix("Node")).lower()
 
 
+def _group_key(spec: NodeSpec) -> tuple[int, tuple[str, ...]]:
+    return id(spec.compute), tuple(sorted(spec.outputs))
+
+
+def assets_of(specs: Sequence[NodeSpec]) -> list[dg.AssetsDefinition]:
+    """The assets computing ``specs``, each once: hand-written ones as they are, and one
+    generated asset per group of variants (same ``compute`` and outputs)."""
+    groups: dict[tuple[int, tuple[str, ...]], list[NodeSpec]] = {}
+    for spec in specs:
+        if spec.asset is None:
+            groups.setdefault(_group_key(spec), []).append(spec)
+    for key, variants in groups.items():
+        if key not in _BUILT:
+            _BUILT[key] = _build(variants)
+    seen: dict[int, dg.AssetsDefinition] = {}
+    for spec in specs:
+        asset = spec_asset(spec)
+        seen.setdefault(id(asset), asset)
+    return list(seen.values())
+
+
 def spec_asset(spec: NodeSpec) -> dg.AssetsDefinition:
-    """The asset computing ``spec`` (built once per spec)."""
+    """The asset computing ``spec`` (built once per group of variants)."""
     if spec.asset is not None:
         return spec.asset
-    if id(spec) not in _BUILT:
-        _BUILT[id(spec)] = _build(spec)
-    return _BUILT[id(spec)]
+    key = _group_key(spec)
+    if key not in _BUILT:
+        _BUILT[key] = _build([spec])
+    return _BUILT[key]
+
+
+def variant_for(variants: Sequence[NodeSpec], config: Any) -> NodeSpec:
+    """The variant whose ``fixed`` params the run's ``config`` has (the node name chosen)."""
+    for spec in variants:
+        if all(getattr(config, name) == value for name, value in spec.fixed.items()):
+            return spec
+    names = ", ".join(spec.name for spec in variants)
+    raise dg.Failure(f"the config matches none of {names}: {config}")
 
 
 def _outputs_of(spec: NodeSpec, video_inputs: VideoInputs, config: Any) -> dict[str, Any]:
@@ -52,18 +91,53 @@ def _outputs_of(spec: NodeSpec, video_inputs: VideoInputs, config: Any) -> dict[
     return dict(result)
 
 
-def _build(spec: NodeSpec) -> dg.AssetsDefinition:
-    options: dict[str, Any] = {
-        "ins": {key: dg.AssetIn(key) for key in spec.inputs},
-        "group_name": spec.group,
-        "description": f"``{spec.name}``: {spec.summary}"
-        + (f"\n\n{spec.compute.__doc__}" if spec.compute and spec.compute.__doc__ else ""),
-    }
-    if spec.needs_gpu:
-        options["pool"] = "gpu"
+def _workers(config: Any) -> int:
+    workers = getattr(config, "num_jobs", None) or getattr(config, "num_workers", None)
+    return int(workers or 1)
 
-    if len(spec.outputs) == 1:
-        key = spec.outputs[0]
+
+def _is_media(key: str) -> bool:
+    return get_datatype(key).storage is StorageFormat.MEDIA
+
+
+def _options(variants: Sequence[NodeSpec]) -> dict[str, Any]:
+    """The Dagster definition of a group: loaded inputs, dependencies, pool, docs."""
+    first = variants[0]
+    inputs = list(dict.fromkeys(key for spec in variants for key in spec.inputs))
+    optional = {key for spec in variants for key in spec.optional_inputs}
+    loaded = [key for key in inputs if not _is_media(key) and key not in optional]
+    deps = [key for key in inputs if key not in loaded]
+    deps += sorted(optional - set(inputs))
+    names = ", ".join(f"``{spec.name}``" for spec in variants)
+    doc = first.compute.__doc__ if first.compute and first.compute.__doc__ else ""
+    options: dict[str, Any] = {
+        "ins": {key: dg.AssetIn(key) for key in loaded},
+        "group_name": first.group,
+        "description": f"{names}: {first.summary}" + (f"\n\n{doc}" if doc else ""),
+    }
+    if deps:
+        options["deps"] = deps
+    if any(spec.needs_gpu for spec in variants):
+        options["pool"] = "gpu"
+    return options
+
+
+def _build(variants: Sequence[NodeSpec]) -> dg.AssetsDefinition:
+    first = variants[0]
+    options = _options(variants)
+
+    def run(context: dg.AssetExecutionContext, config: Any, storage: ArtifactStorage,
+            inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:  # fmt: skip
+        spec = variant_for(variants, config)
+        mine = {key: inputs[key] for key in spec.inputs if key in inputs}
+        return run_videos_multi(
+            context, storage, outputs=spec.outputs, recompute=config.recompute,
+            inputs=mine, compute_one=lambda _, io: _outputs_of(spec, io, config),
+            workers=_workers(config),
+        )  # fmt: skip
+
+    if len(first.outputs) == 1:
+        key = first.outputs[0]
 
         def one_output(
             context: dg.AssetExecutionContext,
@@ -71,12 +145,9 @@ def _build(spec: NodeSpec) -> dg.AssetsDefinition:
             storage: ArtifactStorage,
             **inputs: Any,
         ) -> dict:
-            return run_videos(
-                context, storage, recompute=config.recompute, inputs=inputs,  # type: ignore[attr-defined]
-                compute_one=lambda _, loaded: _outputs_of(spec, loaded, config)[key],
-            )  # fmt: skip
+            return run(context, config, storage, inputs)[key]
 
-        one_output.__annotations__["config"] = spec.config_class  # Dagster reads the class
+        one_output.__annotations__["config"] = first.config_class  # Dagster reads the class
         return per_video_asset(name=key, **options)(one_output)
 
     def several_outputs(
@@ -85,12 +156,7 @@ def _build(spec: NodeSpec) -> dg.AssetsDefinition:
         storage: ArtifactStorage,
         **inputs: Any,
     ) -> Iterator[dg.Output]:
-        per_output = run_videos_multi(
-            context, storage, outputs=spec.outputs,
-            recompute=config.recompute,  # type: ignore[attr-defined]
-            inputs=inputs, compute_one=lambda _, loaded: _outputs_of(spec, loaded, config),
-        )  # fmt: skip
-        yield from multi_outputs(per_output)
+        yield from multi_outputs(run(context, config, storage, inputs))
 
-    several_outputs.__annotations__["config"] = spec.config_class
-    return per_video_multi_asset(spec.outputs, name=op_name(spec), **options)(several_outputs)
+    several_outputs.__annotations__["config"] = first.config_class
+    return per_video_multi_asset(first.outputs, name=op_name(first), **options)(several_outputs)
