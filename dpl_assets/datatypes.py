@@ -156,6 +156,17 @@ FileCheck = TrainingFile | PreviewVideo | PngImage | NpzFrames
 
 
 @dataclass(frozen=True)
+class RecordStat:
+    """A number of a JSON record shown in the materialization's metadata: the record's
+    ``field`` under ``name``, an int, or times ``scale`` rounded to 1 decimal when given
+    (``coverage`` 0..1 shown as ``face_coverage_pct``)."""
+
+    field: str
+    name: str
+    scale: float | None = None
+
+
+@dataclass(frozen=True)
 class Datatype:
     """One datatype: its key, storage format and accepted extensions.
 
@@ -165,7 +176,8 @@ class Datatype:
     ``nan_rows``: a frame without a face is a whole NaN row (else no NaN is allowed).
     ``values``: extra rules of an array's values (:data:`ValueRule`); ``file_check``: what
     the output check verifies of a :attr:`StorageFormat.FILE` datatype (None: nothing, and
-    the datatype has no output check).
+    the datatype has no output check). ``record_stats``: numbers of a JSON record shown
+    with each materialization (:class:`RecordStat`).
     """
 
     key: str
@@ -177,6 +189,7 @@ class Datatype:
     nan_rows: bool = False
     values: tuple[ValueRule, ...] = ()
     file_check: FileCheck | None = None
+    record_stats: tuple[RecordStat, ...] = ()
 
     @property
     def packable(self) -> bool:
@@ -285,6 +298,14 @@ DATATYPES: dict[str, Datatype] = {
             StorageFormat.JSON,
             (".json",),
             "Face tracking record: faces seen, the identity followed, coverage, filled frames.",
+            record_stats=(
+                RecordStat("frames", "video_frames"),
+                RecordStat("frames_with_face", "frames_with_face"),
+                RecordStat("filled_frames", "frames_gap_filled"),
+                RecordStat("tracks_seen", "faces_seen"),
+                RecordStat("max_faces_in_a_frame", "most_faces_in_a_frame"),
+                RecordStat("coverage", "face_coverage_pct", scale=100),
+            ),
         ),
         Datatype(
             "bboxes",

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 import soundfile
 
-from dpl_assets.datatypes import DATATYPES, StorageFormat
+from dpl_assets.datatypes import AUDIO_REFERENCE, DATATYPES, FRAME_REFERENCE, StorageFormat
 from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.store import ArtifactStore
 
@@ -128,7 +128,7 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         key: problems for key in outputs if (problems := store.check_problems(key, video_id))
     }
     stats, spans, warnings = _frame_facts(store, video_id)
-    audio_damage = store.damage("wav", video_id) if "wav" in outputs else None
+    audio_damage = store.damage(AUDIO_REFERENCE, video_id) if AUDIO_REFERENCE in outputs else None
     if audio_damage:
         audio_spans = [[round(a, 3), round(b, 3)] for a, b in audio_damage["spans"]]
         spans = sorted(spans + audio_spans)
@@ -161,7 +161,7 @@ def _frame_facts(
     store: ArtifactStore, video_id: str
 ) -> tuple[dict[str, Any], list[list[float]], list[str]]:
     """Frame stats, damaged spans and their description, from the video's ``images``."""
-    path = store.existing_file("images", video_id)
+    path = store.existing_file(FRAME_REFERENCE, video_id)
     if path is None:
         return {}, [], []
     try:
@@ -184,7 +184,7 @@ def _frame_facts(
 
 
 def _audio_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
-    path = store.existing_file("wav", video_id)
+    path = store.existing_file(AUDIO_REFERENCE, video_id)
     if path is None:
         return {}
     try:

@@ -26,7 +26,13 @@ INFRASTRUCTURE = (
     "storage/formats.py",
     "storage/io_manager.py",
     "storage/locks.py",
+    "storage/store.py",
+    "storage/handles.py",
+    "storage/video_io.py",
     "assets/batch.py",
+    "assets/video_step.py",
+    "assets/step_log.py",
+    "assets/claims.py",
     "assets/generated.py",
     "graph.py",
     "docs.py",
@@ -35,10 +41,10 @@ INFRASTRUCTURE = (
 """Modules (paths under the package) that are neither a node's declaration nor a genuine
 consumer of its outputs.
 
-Not (yet) listed, as they still name keys: ``storage/store.py`` (``"faces"`` in artefact
-stats), ``storage/image_stack.py`` (``"images"`` in docstring examples), ``specs.py``
-(``"landmarks"`` in its docstring example), ``report.py`` (``"images"``, ``"wav"``,
-``"faces"``), ``runner.py`` and ``automation.py`` (``"probe"``)."""
+Not listed: ``storage/image_stack.py`` (``"images"`` in docstring examples), ``specs.py``
+(``"landmarks"`` in its example of a custom node), ``report.py`` (``"faces"``: the report
+shows face coverage), ``runner.py`` and ``automation.py`` (``"probe"``: every run of
+videos records their probe first)."""
 
 OUTPUT_KEYS = sorted({key for spec in NODE_SPECS for key in spec.outputs})
 

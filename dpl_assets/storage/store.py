@@ -63,7 +63,8 @@ def artifact_stats(datatype: Datatype, path: Path) -> dict[str, int | float | st
     ``feature_steps_50hz`` (T) and ``audio_s``; wav: ``samples``, ``sample_rate_hz`` and
     ``audio_s``; image stacks: ``first_frame_s`` / ``last_frame_s`` (timestamps) and the frame
     size; videos (previews): ``video_frames`` (packets of the video stream), ``duration_s``;
-    PNG: its size in pixels; the faces record: coverage and faces seen. Always ``size_bytes``.
+    PNG: its size in pixels; JSON records: the numbers their datatype declares (the faces
+    record: coverage and faces seen). Always ``size_bytes``.
     Unreadable details are left out (the output check reports broken files).
     """
     stats: dict[str, int | float | str] = {"size_bytes": path.stat().st_size}
@@ -94,9 +95,9 @@ def artifact_stats(datatype: Datatype, path: Path) -> dict[str, int | float | st
 
             with Image.open(path) as image:
                 stats.update(width_px=image.width, height_px=image.height)
-        elif datatype.key == "faces":
+        elif datatype.record_stats:
             record = json.loads(path.read_text(encoding="utf-8"))
-            stats.update(_faces_stats(record))
+            stats.update(_record_stats(datatype, record))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return stats
@@ -152,19 +153,14 @@ def _video_stats(path: Path) -> dict[str, int | float | str]:
     return {"video_frames": count, "duration_s": round(last_end, 3), "has_audio": has_audio}
 
 
-def _faces_stats(record: dict[str, Any]) -> dict[str, int | float]:
+def _record_stats(datatype: Datatype, record: dict[str, Any]) -> dict[str, int | float]:
+    """The numbers a JSON record's datatype declares (:attr:`Datatype.record_stats`)."""
     stats: dict[str, int | float] = {}
-    for source, name in (
-        ("frames", "video_frames"),
-        ("frames_with_face", "frames_with_face"),
-        ("filled_frames", "frames_gap_filled"),
-        ("tracks_seen", "faces_seen"),
-        ("max_faces_in_a_frame", "most_faces_in_a_frame"),
-    ):
-        if isinstance(record.get(source), int | float):
-            stats[name] = int(record[source])
-    if isinstance(record.get("coverage"), int | float):
-        stats["face_coverage_pct"] = round(100 * float(record["coverage"]), 1)
+    for stat in datatype.record_stats:
+        value = record.get(stat.field)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        stats[stat.name] = int(value) if stat.scale is None else round(stat.scale * value, 1)
     return stats
 
 
