@@ -55,6 +55,10 @@ contract, a JSON-able dict, or a :class:`~dpl_assets.outcomes.StagedFile`). Rais
 :class:`dpl_assets.outcomes.InputRejected` to reject the video with a reason; anything else
 fails that video only (retried by the next run)."""
 
+ComputeMany = Callable[[dict[str, "VideoIO"], Any], Mapping[str, Mapping[str, Any]]]
+"""Several videos' computation at once: ``({video_id: inputs}, config) ->
+{video_id: outputs}`` (see :data:`Compute`)."""
+
 CUSTOM_STORAGE = (StorageFormat.NPY, StorageFormat.JSON, StorageFormat.WAV)
 """What a ``compute`` function's outputs may be stored as (values the store writes itself)."""
 
@@ -90,6 +94,18 @@ class NodeSpec:
             (:data:`Compute`); custom nodes must give this.
         declares: new datatypes the node writes (custom nodes), registered when it loads.
         group: the Dagster asset group of a generated asset.
+        model: ``(config, device) -> model``: what ``compute`` runs (a face detector...),
+            made once per worker thread of a step when first used (``inputs.model``) and
+            closed at the step's end when it has ``close()``; ``device()`` gives the torch
+            device, resolved on first call (a CPU-only model never leases a GPU).
+        compute_many: ``({video_id: inputs}, config) -> {video_id: outputs}``: the step's
+            videos in one batch (GPU batches across videos); a video it leaves out, or
+            all of them when it raises, go through ``compute`` one by one.
+        required_params: config fields that must be set (model files): a step without them
+            fails before any video, naming them.
+        summarize: ``{output: {video_id: outcome}} -> {output: metadata}``: totals of the
+            step shown on its outputs (the run's log).
+        announce: each new file is announced on its partition with a link (previews).
     """
 
     name: str
@@ -108,6 +124,13 @@ class NodeSpec:
     compute: Compute | None = field(default=None, compare=False)
     declares: tuple[Datatype, ...] = ()
     group: str = "custom"
+    model: Callable[[Any, Callable[[], str]], Any] | None = field(default=None, compare=False)
+    compute_many: ComputeMany | None = field(default=None, compare=False)
+    required_params: tuple[str, ...] = ()
+    summarize: (
+        Callable[[Mapping[str, Mapping[str, Any]]], Mapping[str, Mapping[str, Any]]] | None
+    ) = field(default=None, compare=False)
+    announce: bool = False
 
     @property
     def main(self) -> str:

@@ -35,7 +35,7 @@ import dagster as dg
 from dpl_assets.assets.video_step import VideoStep, is_transient, naming_source
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.storage.video_io import VideoIO
+from dpl_assets.storage.video_io import StepTools, VideoIO
 
 __all__ = ["is_transient", "naming_source"]  # re-exported: the loop's rules, for callers
 
@@ -130,13 +130,18 @@ def run_videos_multi(
     compute_one: Callable[[str, VideoInputs], dict[str, Any]],
     compute_many: Callable[[dict[str, VideoInputs]], dict[str, dict[str, Any]]] | None = None,
     workers: int = 1,
+    tools: StepTools | None = None,
 ) -> dict[str, dict[str, Any]]:
     """:func:`run_videos` for a node with several outputs (a multi-asset).
 
     ``compute_one`` returns ``{output_key: artefact}``; a video is done when every output
-    is; a rejection rejects every output. Returns ``{output_key: {video_id: outcome}}``.
+    is; a rejection rejects every output. ``tools``: the node's device and models, shared
+    by the step's videos (``io.device``, ``io.model``). Returns
+    ``{output_key: {video_id: outcome}}``.
     """
-    step = VideoStep(context, storage.store(), outputs, recompute=recompute, workers=workers)
+    step = VideoStep(
+        context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools
+    )
     todo = step.gather_all(inputs)
     try:
         if compute_many is not None and len(todo) > 1:

@@ -1,13 +1,11 @@
-"""Face assets: detection, tracking and landmarks (one node), then per-frame geometry."""
+"""Face nodes: detection, tracking and landmarks (one computation, three node names), then
+per-frame geometry; their assets are generated from these declarations."""
 
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import multi_outputs, per_video_multi_asset, run_videos_multi
 from dpl_assets.assets.config import BlinksConfig, FaceAlignmentConfig, HeadPoseConfig
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.nodes.faces import (
@@ -20,10 +18,8 @@ from dpl_assets.nodes.faces import (
 )
 from dpl_assets.nodes.fan_faces import FanFaceModel
 from dpl_assets.nodes.head_pose import head_pose as estimate_head_pose
-from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.handles import ImageStackRef
-from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 from dpl_assets.storage.video_io import VideoIO
 
 FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces")
@@ -32,80 +28,54 @@ FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces
 NO_FACE, DETECTED, GAP_FILLED = 0, 1, 2
 
 
-def face_model_factory(config: FaceAlignmentConfig, device: str) -> Callable[[], FaceModel]:
-    """A constructor of the configured face model (one instance per worker thread)."""
+def face_model(config: FaceAlignmentConfig, device: Callable[[], str]) -> FaceModel:
+    """The configured face model: MediaPipe on the CPU, or face-alignment on ``device()``."""
     if config.backend == "face_alignment":
-        return lambda: FanFaceModel(config.filter_threshold, device=device)
-    return lambda: FaceAnalyzer(config.filter_threshold)
+        return FanFaceModel(config.filter_threshold, device=device())
+    return FaceAnalyzer(config.filter_threshold)
 
 
-@per_video_multi_asset(FACE_OUTPUTS, group_name="faces", ins={"images": dg.AssetIn()})
-def face_alignment(
-    context: dg.AssetExecutionContext,
-    config: FaceAlignmentConfig,
-    storage: ArtifactStorage,
-    torch_device: TorchDevice,
-    images: LazyArtifacts,
-) -> Any:
-    """Faces of each video (``FaceAlignmentNode``, ``FaceDetectionNode``, ``FaceLandmarksNode``).
-
-    Tracks every face across frames and follows one identity (the largest, most persistent
-    track); where the inputs give a video's ``raw_bboxes``, landmarks are found in those
-    boxes instead (no detection). Fills gaps up to ``max_gap_frames``; rejects clips
-    without a face or with face coverage under ``min_face_coverage``. Outputs
-    ``raw_bboxes`` (N, 5), ``landmarks`` (N, 68, 2), ``landmarks_mesh`` (N, 478, 3; NaN
-    with the face_alignment backend), ``face_mask`` (N,) and the ``faces`` record.
+def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
+    """Faces of the video: every face tracked across frames, one identity followed (the
+    largest, most persistent track); where the inputs give the video's ``raw_bboxes``,
+    landmarks are found in those boxes instead (no detection). Gaps up to
+    ``max_gap_frames`` are filled; clips without a face or with face coverage under
+    ``min_face_coverage`` are rejected. Outputs ``raw_bboxes`` (N, 5), ``landmarks``
+    (N, 68, 2), ``landmarks_mesh`` (N, 478, 3; NaN with the face_alignment backend),
+    ``face_mask`` (N,) and the ``faces`` record.
     """
-    device = torch_device.for_node(config.device) if config.backend != "mediapipe" else "cpu"
-    new_model = face_model_factory(config, device)
-    per_thread = threading.local()
-    opened: list[FaceModel] = []
+    images: ImageStackRef = io["images"]
+    with images.open() as stack:
+        if io.given("raw_bboxes"):  # the user's boxes: landmarks in them, no detection
+            result = landmarks_in_boxes(io.model, iter(stack), io["raw_bboxes"])
+        else:
+            result = track_faces(io.model, iter(stack))
+    width, height = int(images.attrs["width"]), int(images.attrs["height"])
+    result = fill_gaps(result, config.max_gap_frames)
+    check_coverage(result, config.min_face_coverage, config.min_track_frames)
+    mask = np.where(result.detected, DETECTED, np.where(result.valid, GAP_FILLED, NO_FACE))
+    return {
+        "raw_bboxes": result.raw_bboxes.astype(np.float32),
+        "landmarks": result.landmarks.astype(np.float32),
+        "landmarks_mesh": result.landmarks_mesh.astype(np.float32),
+        "face_mask": mask.astype(np.uint8),
+        "faces": {**result.info, "frame_width": width, "frame_height": height},
+    }
 
-    def model() -> FaceModel:  # models are not thread-safe: one per worker thread
-        if not hasattr(per_thread, "model"):
-            per_thread.model = new_model()
-            opened.append(per_thread.model)
-        return per_thread.model
 
-    def analyze(_: str, io: VideoIO) -> dict[str, Any]:
-        images: ImageStackRef = io["images"]
-        with images.open() as stack:
-            if io.given("raw_bboxes"):  # the user's boxes: landmarks in them, no detection
-                result = landmarks_in_boxes(model(), iter(stack), io["raw_bboxes"])
-            else:
-                result = track_faces(model(), iter(stack))
-        width, height = int(images.attrs["width"]), int(images.attrs["height"])
-        result = fill_gaps(result, config.max_gap_frames)
-        check_coverage(result, config.min_face_coverage, config.min_track_frames)
-        mask = np.where(result.detected, DETECTED, np.where(result.valid, GAP_FILLED, NO_FACE))
-        return {
-            "raw_bboxes": result.raw_bboxes.astype(np.float32),
-            "landmarks": result.landmarks.astype(np.float32),
-            "landmarks_mesh": result.landmarks_mesh.astype(np.float32),
-            "face_mask": mask.astype(np.uint8),
-            "faces": {**result.info, "frame_width": width, "frame_height": height},
-        }
-
-    try:
-        per_output = run_videos_multi(
-            context, storage, outputs=FACE_OUTPUTS, recompute=config.recompute,
-            inputs={"images": images}, compute_one=analyze, workers=config.num_workers,
-        )  # fmt: skip
-    finally:
-        for opened_model in opened:
-            opened_model.close()
+def face_totals(per_output: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """The step's totals, on its ``faces`` output: videos and frames with a face, the most
+    faces seen in one frame."""
     found = [r for r in per_output["faces"].values() if isinstance(r, dict)]
-    context.add_output_metadata(
-        {
+    return {
+        "faces": {
             "videos_with_face": len(found),
             "frames_with_face": sum(int(r["frames_with_face"]) for r in found),
             "most_faces_in_a_frame": max(
                 (int(r["max_faces_in_a_frame"] or 0) for r in found), default=0
             ),
-        },
-        output_name="faces",
-    )
-    yield from multi_outputs(per_output)
+        }
+    }
 
 
 def face_node(name: str, main: str, summary: str, **options: Any) -> NodeSpec:
@@ -116,7 +86,10 @@ def face_node(name: str, main: str, summary: str, **options: Any) -> NodeSpec:
         outputs=(main, *(key for key in FACE_OUTPUTS if key != main)),
         config=FaceAlignmentConfig,
         summary=summary,
-        asset=face_alignment,
+        compute=analyze_faces,
+        model=face_model,
+        summarize=face_totals,
+        group="faces",
         **options,
     )
 

@@ -28,9 +28,12 @@ from dpl_assets.assets.batch import (
     per_video_multi_asset,
     run_videos_multi,
 )
+from dpl_assets.assets.step_log import announce_files, output_name
 from dpl_assets.datatypes import StorageFormat, get_datatype
+from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
+from dpl_assets.storage.video_io import StepTools
 
 _BUILT: dict[tuple[int, tuple[str, ...]], dg.AssetsDefinition] = {}
 
@@ -106,8 +109,10 @@ def _options(variants: Sequence[NodeSpec]) -> dict[str, Any]:
     inputs = list(dict.fromkeys(key for spec in variants for key in spec.inputs))
     optional = {key for spec in variants for key in spec.optional_inputs}
     loaded = [key for key in inputs if not _is_media(key) and key not in optional]
+    outputs = {key for spec in variants for key in spec.outputs}
     deps = [key for key in inputs if key not in loaded]
-    deps += sorted(optional - set(inputs))
+    # An optional input the node also writes (the user's raw_bboxes) is read, not a parent.
+    deps += sorted(optional - set(inputs) - outputs)
     names = ", ".join(f"``{spec.name}``" for spec in variants)
     doc = first.compute.__doc__ if first.compute and first.compute.__doc__ else ""
     options: dict[str, Any] = {
@@ -122,19 +127,61 @@ def _options(variants: Sequence[NodeSpec]) -> dict[str, Any]:
     return options
 
 
+def check_required_params(spec: NodeSpec, config: Any) -> None:
+    """Fail the step before any video when a param the node cannot run without is unset."""
+    missing = [name for name in spec.required_params if not getattr(config, name)]
+    if missing:
+        fields = spec.config_class.model_fields
+        needs = "; ".join(f"{name} ({fields[name].description or 'see docs'})" for name in missing)
+        raise dg.Failure(f"{spec.name} needs {needs}")
+
+
+def _tools(spec: NodeSpec, config: Any, torch_device: TorchDevice) -> StepTools:
+    """The step's device (the node's ``device`` param, else the resource's) and models."""
+    node_device = getattr(config, "device", "auto")
+    model = spec.model
+    return StepTools(
+        device=lambda: torch_device.for_node(node_device),
+        model=(lambda device: model(config, device)) if model is not None else None,
+    )
+
+
+def run_spec(
+    context: dg.AssetExecutionContext,
+    spec: NodeSpec,
+    config: Any,
+    storage: ArtifactStorage,
+    torch_device: TorchDevice,
+    inputs: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """One step of ``spec``'s asset: its videos through the batch loop with its inputs,
+    device and models; its totals on its outputs; its new files announced."""
+    check_required_params(spec, config)
+    mine = {key: inputs[key] for key in spec.inputs if key in inputs}
+    batch = spec.compute_many
+    tools = _tools(spec, config, torch_device)
+    try:
+        per_output = run_videos_multi(
+            context, storage, outputs=spec.outputs, recompute=config.recompute, inputs=mine,
+            compute_one=lambda _, io: _outputs_of(spec, io, config),
+            compute_many=(lambda todo: {v: dict(out) for v, out in batch(todo, config).items()})
+            if batch else None,
+            workers=_workers(config), tools=tools,
+        )  # fmt: skip
+    finally:
+        tools.close()
+    if spec.summarize is not None:
+        for key, metadata in spec.summarize(per_output).items():
+            context.add_output_metadata(dict(metadata), output_name=output_name(context, key))
+    if spec.announce:
+        for key in spec.outputs:
+            announce_files(context, storage.store(), key, per_output[key])
+    return per_output
+
+
 def _build(variants: Sequence[NodeSpec]) -> dg.AssetsDefinition:
     first = variants[0]
     options = _options(variants)
-
-    def run(context: dg.AssetExecutionContext, config: Any, storage: ArtifactStorage,
-            inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:  # fmt: skip
-        spec = variant_for(variants, config)
-        mine = {key: inputs[key] for key in spec.inputs if key in inputs}
-        return run_videos_multi(
-            context, storage, outputs=spec.outputs, recompute=config.recompute,
-            inputs=mine, compute_one=lambda _, io: _outputs_of(spec, io, config),
-            workers=_workers(config),
-        )  # fmt: skip
 
     if len(first.outputs) == 1:
         key = first.outputs[0]
@@ -143,9 +190,11 @@ def _build(variants: Sequence[NodeSpec]) -> dg.AssetsDefinition:
             context: dg.AssetExecutionContext,
             config: dg.Config,
             storage: ArtifactStorage,
+            torch_device: TorchDevice,
             **inputs: Any,
         ) -> dict:
-            return run(context, config, storage, inputs)[key]
+            spec = variant_for(variants, config)
+            return run_spec(context, spec, config, storage, torch_device, inputs)[key]
 
         one_output.__annotations__["config"] = first.config_class  # Dagster reads the class
         return per_video_asset(name=key, **options)(one_output)
@@ -154,9 +203,11 @@ def _build(variants: Sequence[NodeSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: dg.Config,
         storage: ArtifactStorage,
+        torch_device: TorchDevice,
         **inputs: Any,
     ) -> Iterator[dg.Output]:
-        yield from multi_outputs(run(context, config, storage, inputs))
+        spec = variant_for(variants, config)
+        yield from multi_outputs(run_spec(context, spec, config, storage, torch_device, inputs))
 
     several_outputs.__annotations__["config"] = first.config_class
     return per_video_multi_asset(first.outputs, name=op_name(first), **options)(several_outputs)

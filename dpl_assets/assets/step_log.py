@@ -176,6 +176,27 @@ def announce_videos(
         )
 
 
+def announce_files(
+    context: dg.AssetExecutionContext, store: ArtifactStore, key: str, outcomes: Mapping[str, Any]
+) -> None:
+    """An observation on each partition of ``key`` that got a new file: its path, as a UI
+    link (previews and contact sheets, which people open)."""
+    for video_id, outcome in outcomes.items():
+        if isinstance(outcome, Kept | Rejected):
+            continue
+        path = store.artifact_path(key, video_id)
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=key,
+                partition=video_id,
+                metadata={
+                    "path": dg.MetadataValue.path(str(path)),
+                    "open": dg.MetadataValue.md(f"[{path.name}]({path.as_uri()})"),
+                },
+            )
+        )
+
+
 def fail_after_saving(
     context: dg.AssetExecutionContext,
     store: ArtifactStore,

@@ -33,7 +33,7 @@ from dpl_assets.media.errors import decode_rejection
 from dpl_assets.outcomes import InputRejected, Kept, Rejected
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
-from dpl_assets.storage.video_io import UpstreamRejected, VideoIO
+from dpl_assets.storage.video_io import StepTools, UpstreamRejected, VideoIO
 
 ComputeVideo = Callable[[str, VideoIO], dict[str, Any]]
 """(video_id, io) -> ``{output_key: artefact}``."""
@@ -74,8 +74,10 @@ class VideoStep:
         *,
         recompute: bool,
         workers: int,
+        tools: StepTools | None = None,
     ):
         self.context, self.store, self.outputs = context, store, list(outputs)
+        self.tools = tools or StepTools()
         self.recompute, self.workers = recompute, max(1, workers)
         self.name = "+".join(outputs)
         self.started, self.step_started = time.perf_counter(), time.time()
@@ -129,7 +131,7 @@ class VideoStep:
         upstream = next((v for v in loaded.values() if isinstance(v, Rejected)), None)
         if upstream is not None:
             return video_id, upstream
-        return video_id, VideoIO(self.store, video_id, loaded)
+        return video_id, VideoIO(self.store, video_id, loaded, self.tools)
 
     # -- one video ------------------------------------------------------------------------
     def done_meanwhile(self, video_id: str) -> bool:

@@ -13,7 +13,8 @@ for ``.npy`` datatypes, float32 (N,) samples at 16 kHz for ``wav``, dicts for JS
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,51 @@ class UpstreamRejected(Exception):
         self.rejection = rejection
 
 
+class StepTools:
+    """What a step's videos share: the node's device (resolved on first use, so a step
+    whose videos are all done leases no GPU) and its models (one per worker thread, made
+    on first use: models are not thread-safe; :meth:`close` closes them)."""
+
+    def __init__(
+        self,
+        device: Callable[[], str] | None = None,
+        model: Callable[[Callable[[], str]], Any] | None = None,
+    ):
+        self._resolve_device, self._new_model = device, model
+        self._device: str | None = None
+        self._per_thread = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        """The torch device the node runs on (``cpu``, ``cuda:N``)."""
+        with self._lock:
+            if self._device is None:
+                self._device = self._resolve_device() if self._resolve_device else "cpu"
+            return self._device
+
+    def model(self) -> Any:
+        """This thread's model (made by the node's ``model`` factory, which may ask for the
+        device)."""
+        if self._new_model is None:
+            raise TypeError("this node declares no model")
+        if not hasattr(self._per_thread, "model"):
+            self._per_thread.model = self._new_model(lambda: self.device)
+            with self._lock:
+                self._opened.append(self._per_thread.model)
+        return self._per_thread.model
+
+    def close(self) -> None:
+        """Close every model made (those with a ``close`` method)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for model in opened:
+            close = getattr(model, "close", None)
+            if callable(close):
+                close()
+
+
 class VideoIO(Mapping[str, Any]):
     """One video at the node boundary (see the module docstring).
 
@@ -44,10 +90,27 @@ class VideoIO(Mapping[str, Any]):
     inputs only.
     """
 
-    def __init__(self, store: ArtifactStore, video_id: str, declared: Mapping[str, Any]):
+    def __init__(
+        self,
+        store: ArtifactStore,
+        video_id: str,
+        declared: Mapping[str, Any],
+        tools: StepTools | None = None,
+    ):
         self._store, self.video_id = store, video_id
         self._declared = dict(declared)
         self._loaded: dict[str, Any] = {}
+        self._tools = tools or StepTools()
+
+    @property
+    def device(self) -> str:
+        """The torch device of the step (the node's ``device`` param, else the resource)."""
+        return self._tools.device
+
+    @property
+    def model(self) -> Any:
+        """The node's model for this thread (see :class:`StepTools`)."""
+        return self._tools.model()
 
     def __getitem__(self, key: str) -> Any:
         if key in self._declared:
