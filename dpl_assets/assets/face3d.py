@@ -13,21 +13,17 @@ go straight into FLAME and rendering. Models load once per process on the node's
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import cv2
-import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import multi_outputs, per_video_multi_asset, run_videos_multi
 from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
 from dpl_assets.media import timeline
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.outcomes import InputRejected, StagedFile
-from dpl_assets.resources import TorchDevice, cached_emoca, cached_flame, cached_template
+from dpl_assets.resources import cached_emoca, cached_flame, cached_template
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.image_stack import ImageStackWriter
-from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
 from dpl_assets.storage.video_io import VideoIO
 
 EMOCA_OUTPUTS = ("shape", "tex", "exp", "pose", "cam", "light")
@@ -64,87 +60,40 @@ def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
-@per_video_multi_asset(
-    EMOCA_OUTPUTS,
-    group_name="flame",
-    deps=["crops", "images", "bboxes"],
-    pool="gpu",
-)
-def emoca(
-    context: dg.AssetExecutionContext,
-    config: EmocaConfig,
-    storage: ArtifactStorage,
-    torch_device: TorchDevice,
-) -> Any:
-    """EMOCA parameters per frame (``EmocaNode``, ``EmocaFromImagesNode``): ``shape`` (N, 100),
-    ``tex`` (N, 50), ``exp`` (N, 50), ``pose`` (N, 6), ``cam`` (N, 3), ``light`` (N, 9, 3)."""
-    if not config.weights_path:
-        raise dg.Failure("EmocaNode needs weights_path: the EMOCA model folder (see README)")
-    device = torch_device.for_node(config.device)
-    import torch  # torch and the 3D nodes load with these assets, not with the package
+def encode_emoca(io: VideoIO, config: EmocaConfig) -> dict[str, np.ndarray]:
+    """EMOCA parameters per frame: ``shape`` (N, 100), ``tex`` (N, 50), ``exp`` (N, 50),
+    ``pose`` (N, 6), ``cam`` (N, 3), ``light`` (N, 9, 3); smoothed over time when asked.
+    The encoders load once per process on the node's device."""
+    import torch  # torch and the 3D nodes load with these nodes, not with the package
 
     from dpl_assets.face3d.emoca import smooth_parameters
 
-    def encode(_: str, io: VideoIO) -> dict[str, Any]:
-        encoder = cached_emoca(config.weights_path, device)
-        parts = [
-            encoder.encode(torch.from_numpy(chunk), batch_size=config.batch_size)
-            for chunk in _chunks(emoca_frames(io, config.source), FRAMES_PER_CHUNK)
-        ]
-        if not parts:
-            raise InputRejected("no frames to encode")
-        params = {key: np.concatenate([p[key] for p in parts]) for key in EMOCA_OUTPUTS}
-        return smooth_parameters(params) if config.use_smoothing else params
+    encoder = cached_emoca(config.weights_path, io.device)
+    parts = [
+        encoder.encode(torch.from_numpy(chunk), batch_size=config.batch_size)
+        for chunk in _chunks(emoca_frames(io, config.source), FRAMES_PER_CHUNK)
+    ]
+    if not parts:
+        raise InputRejected("no frames to encode")
+    params = {key: np.concatenate([p[key] for p in parts]) for key in EMOCA_OUTPUTS}
+    return smooth_parameters(params) if config.use_smoothing else params
 
-    per_output = run_videos_multi(
-        context, storage, outputs=EMOCA_OUTPUTS, recompute=config.recompute, inputs={},
-        compute_one=encode,
+
+def flame_mesh(io: VideoIO, config: FlameConfig) -> dict[str, np.ndarray]:
+    """FLAME mesh per frame: ``verts`` (N, 5023, 3) and ``landmarks3d`` (N, 68, 3), metres,
+    from the first ``n_shape`` shape and ``n_exp`` expression coefficients and the pose
+    (global + jaw; neck and eyes zero). Rejects parameters of different frame counts."""
+    layer = cached_flame(
+        config.flame_model_path, config.flame_lmk_embedding_path, config.n_shape, config.n_exp
+    ).to(io.device)
+    counts = {key: io[key].shape[0] for key in ("shape", "exp", "pose")}
+    if len(set(counts.values())) != 1:
+        raise InputRejected(f"shape, exp and pose disagree on the frame count: {counts}")
+    verts, landmarks3d = layer.forward_numpy(
+        io["shape"][:, : config.n_shape], io["exp"][:, : config.n_exp], io["pose"],
+        batch_size=config.batch_size,
     )  # fmt: skip
-    yield from multi_outputs(per_output)
-
-
-@per_video_multi_asset(
-    FLAME_OUTPUTS,
-    group_name="flame",
-    ins={"shape": dg.AssetIn(), "exp": dg.AssetIn(), "pose": dg.AssetIn()},
-)
-def flame(
-    context: dg.AssetExecutionContext,
-    config: FlameConfig,
-    storage: ArtifactStorage,
-    torch_device: TorchDevice,
-    shape: LazyArtifacts,
-    exp: LazyArtifacts,
-    pose: LazyArtifacts,
-) -> Any:
-    """FLAME mesh per frame (``FlameNode``): ``verts`` (N, 5023, 3) and ``landmarks3d``
-    (N, 68, 3), metres, from the first ``n_shape`` shape and ``n_exp`` expression
-    coefficients and the pose (global + jaw; neck and eyes zero)."""
-    if not config.flame_model_path or not config.flame_lmk_embedding_path:
-        raise dg.Failure(
-            "FlameNode needs flame_model_path (generic_model.pkl) and flame_lmk_embedding_path "
-            "(landmark_embedding.npy); see README"
-        )
-    device = torch_device.for_node(config.device)
-
-    def compute(_: str, inputs: VideoIO) -> dict[str, Any]:
-        layer = cached_flame(
-            config.flame_model_path, config.flame_lmk_embedding_path, config.n_shape, config.n_exp
-        ).to(device)
-        counts = {key: inputs[key].shape[0] for key in ("shape", "exp", "pose")}
-        if len(set(counts.values())) != 1:
-            raise InputRejected(f"shape, exp and pose disagree on the frame count: {counts}")
-        verts, landmarks3d = layer.forward_numpy(
-            inputs["shape"][:, : config.n_shape], inputs["exp"][:, : config.n_exp],
-            inputs["pose"], batch_size=config.batch_size,
-        )  # fmt: skip
-        return {"verts": verts, "landmarks3d": landmarks3d}
-
-    per_output = run_videos_multi(
-        context, storage, outputs=FLAME_OUTPUTS, recompute=config.recompute,
-        inputs={"shape": shape, "exp": exp, "pose": pose}, compute_one=compute,
-    )  # fmt: skip
-    yield from multi_outputs(per_output)
+    return {"verts": verts, "landmarks3d": landmarks3d}
 
 
 RENDER_ASSUMED_FPS = 25.0
@@ -161,70 +110,48 @@ def render_times(io: VideoIO, count: int) -> np.ndarray:
     return timeline.frame_times_for(timestamps, count, assume_fps=RENDER_ASSUMED_FPS)
 
 
-@per_video_multi_asset(
-    RENDER_OUTPUTS,
-    group_name="flame",
-    ins={"verts": dg.AssetIn(), "cam": dg.AssetIn(), "light": dg.AssetIn()},
-    pool="gpu",
-)
-def rendering(
-    context: dg.AssetExecutionContext,
-    config: RenderingConfig,
-    storage: ArtifactStorage,
-    torch_device: TorchDevice,
-    verts: LazyArtifacts,
-    cam: LazyArtifacts,
-    light: LazyArtifacts,
-) -> Any:
-    """Renders per frame (``RenderingNode``): ``render_normal``, ``render_uv`` (JPEG) and
-    ``render_mask`` (PNG) image stacks at ``image_size``, orthographic camera from ``cam``,
-    spherical-harmonics ``light``, the head template's UVs."""
-    if not config.head_template_path:
-        raise dg.Failure("RenderingNode needs head_template_path (a head .obj with UVs)")
+RENDER_FORMATS = {"render_normal": "jpeg", "render_uv": "jpeg", "render_mask": "png"}
+"""How each render is encoded: the mask is lossless."""
+
+
+def render_mesh(io: VideoIO, config: RenderingConfig) -> dict[str, StagedFile]:
+    """Renders per frame: ``render_normal``, ``render_uv`` (JPEG) and ``render_mask`` (PNG)
+    image stacks at ``image_size``, orthographic camera from ``cam``, spherical-harmonics
+    ``light``, the head template's UVs; at the video's frame times (:func:`render_times`)."""
     import torch
 
     from dpl_assets.face3d.render import render
 
-    device = torch.device(torch_device.for_node(config.device))
-
-    def draw(_: str, inputs: VideoIO) -> dict[str, Any]:
-        template = cached_template(config.head_template_path)
-        count = inputs["verts"].shape[0]
-        if inputs["cam"].shape[0] != count or inputs["light"].shape[0] != count:
-            raise InputRejected("verts, cam and light disagree on the frame count")
-        times = render_times(inputs, count)
-        staged = {key: inputs.stage(key) for key in RENDER_OUTPUTS}
-        formats = {"render_normal": "jpeg", "render_uv": "jpeg", "render_mask": "png"}
-        with contextlib.ExitStack() as open_writers:  # each writer discards its file on error
-            writers = {
-                key: open_writers.enter_context(
-                    ImageStackWriter(path, key, image_format=formats[key])  # fps from times
-                )
-                for key, path in staged.items()
+    template = cached_template(config.head_template_path)
+    device = torch.device(io.device)
+    count = io["verts"].shape[0]
+    if io["cam"].shape[0] != count or io["light"].shape[0] != count:
+        raise InputRejected("verts, cam and light disagree on the frame count")
+    times = render_times(io, count)
+    staged = {key: io.stage(key) for key in RENDER_OUTPUTS}
+    with contextlib.ExitStack() as open_writers:  # each writer discards its file on error
+        writers = {
+            key: open_writers.enter_context(
+                ImageStackWriter(path, key, image_format=RENDER_FORMATS[key])  # fps from times
+            )
+            for key, path in staged.items()
+        }
+        for start in range(0, count, config.batch_size):
+            window = slice(start, start + config.batch_size)
+            out = render(
+                torch.from_numpy(io["verts"][window]).to(device),
+                io["cam"][window], io["light"][window], template,
+                config.image_size, config.uv_size, backend=config.backend,
+            )  # fmt: skip
+            images = {
+                "render_normal": out.render_normal.cpu().numpy(),
+                "render_uv": out.render_uv.cpu().numpy(),
+                "render_mask": np.repeat(out.render_mask.cpu().numpy()[..., None], 3, -1),
             }
-            for start in range(0, count, config.batch_size):
-                window = slice(start, start + config.batch_size)
-                out = render(
-                    torch.from_numpy(inputs["verts"][window]).to(device),
-                    inputs["cam"][window], inputs["light"][window], template,
-                    config.image_size, config.uv_size, backend=config.backend,
-                )  # fmt: skip
-                images = {
-                    "render_normal": out.render_normal.cpu().numpy(),
-                    "render_uv": out.render_uv.cpu().numpy(),
-                    "render_mask": np.repeat(out.render_mask.cpu().numpy()[..., None], 3, -1),
-                }
-                for offset in range(images["render_uv"].shape[0]):
-                    for key, writer in writers.items():
-                        frame = np.ascontiguousarray(images[key][offset])
-                        writer.append(frame, times[start + offset])
-        return {key: StagedFile(path) for key, path in staged.items()}
-
-    per_output = run_videos_multi(
-        context, storage, outputs=RENDER_OUTPUTS, recompute=config.recompute,
-        inputs={"verts": verts, "cam": cam, "light": light}, compute_one=draw,
-    )  # fmt: skip
-    yield from multi_outputs(per_output)
+            for offset in range(images["render_uv"].shape[0]):
+                for key, writer in writers.items():
+                    writer.append(np.ascontiguousarray(images[key][offset]), times[start + offset])
+    return {key: StagedFile(path) for key, path in staged.items()}
 
 
 EMOCA_NODE = NodeSpec(
@@ -237,7 +164,9 @@ EMOCA_NODE = NodeSpec(
     "camera and lighting per frame",
     needs_gpu=True,
     needs_weights=True,
-    asset=emoca,
+    compute=encode_emoca,
+    required_params=("weights_path",),
+    group="flame",
 )
 EMOCA_FROM_IMAGES_NODE = NodeSpec(
     name="EmocaFromImagesNode",
@@ -248,7 +177,9 @@ EMOCA_FROM_IMAGES_NODE = NodeSpec(
     summary="EmocaNode on the images cut by bboxes on the fly",
     needs_gpu=True,
     needs_weights=True,
-    asset=emoca,
+    compute=encode_emoca,
+    required_params=("weights_path",),
+    group="flame",
 )
 FLAME_NODE = NodeSpec(
     name="FlameNode",
@@ -257,7 +188,9 @@ FLAME_NODE = NodeSpec(
     config=FlameConfig,
     summary="FLAME 2020 mesh and its 68 landmarks, metres",
     needs_weights=True,
-    asset=flame,
+    compute=flame_mesh,
+    required_params=("flame_model_path", "flame_lmk_embedding_path"),
+    group="flame",
 )
 RENDERING_NODE = NodeSpec(
     name="RenderingNode",
@@ -267,5 +200,7 @@ RENDERING_NODE = NodeSpec(
     summary="normal, shaded UV and mask renders of the mesh (image stacks)",
     needs_gpu=True,
     needs_weights=True,
-    asset=rendering,
+    compute=render_mesh,
+    required_params=("head_template_path",),
+    group="flame",
 )
