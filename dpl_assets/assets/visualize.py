@@ -14,20 +14,12 @@ Each new file is announced on its partition in the Dagster UI (an observation wi
 file's path and a markdown line).
 """
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-import dagster as dg
-
-from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
 from dpl_assets.datatypes import FRAME_REFERENCE
-from dpl_assets.outcomes import Kept, Rejected, StagedFile
+from dpl_assets.outcomes import StagedFile
 from dpl_assets.report import per_video_datatypes, without_subject
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.handles import ImageStackRef
-from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.video_io import VideoIO
 from dpl_assets.visualize.contact_sheet import contact_sheet as draw_contact_sheet
 from dpl_assets.visualize.contact_sheet import write_png
@@ -68,94 +60,33 @@ def rejection_mark(io: VideoIO) -> str | None:
     return REJECTED_PREFIX + "; ".join(without_subject(r, subjects) for r in reasons)
 
 
-def announce(context: dg.AssetExecutionContext, paths: dict[str, Path], outcomes: dict) -> None:
-    """An observation on each partition that got a new file: its path, as a UI link."""
-    key = context.asset_key.path[-1]
-    for video_id, outcome in outcomes.items():
-        if isinstance(outcome, Kept | Rejected) or video_id not in paths:
-            continue
-        path = paths[video_id]
-        context.log_event(
-            dg.AssetObservation(
-                asset_key=key,
-                partition=video_id,
-                metadata={
-                    "path": dg.MetadataValue.path(str(path)),
-                    "open": dg.MetadataValue.md(f"[{path.name}]({path.as_uri()})"),
-                },
-            )
-        )
+def render_preview(io: VideoIO, config: PreviewConfig) -> dict[str, StagedFile]:
+    """Preview mp4 of the video: every frame with box, landmarks and head-pose axes, the
+    16 kHz audio muxed in as AAC from the first frame's time."""
+    images: ImageStackRef = io[FRAME_REFERENCE]
+    staged = io.stage("preview")
+    times = images.frame_times()
+    fps = float(images.attrs["fps"]) or PREVIEW_FALLBACK_FPS
+    with images.open() as stack:
+        write_preview(
+            staged, stack, fps=fps, wav=io.file_of("wav"), overlays=overlays_for(io),
+            audio_start_s=float(times[0]), mark=rejection_mark(io),
+        )  # fmt: skip
+    return {"preview": StagedFile(staged)}
 
 
-def draw_each(
-    context: dg.AssetExecutionContext,
-    storage: ArtifactStorage,
-    config: PreviewConfig | ContactSheetConfig,
-    draw: Callable[[VideoIO, ImageStackRef], Path],
-) -> dict:
-    """Run ``draw(io, images) -> staged file`` over the step's videos (a video whose
-    images were rejected carries that rejection) and announce the new files."""
-    key = context.asset_key.path[-1]
-    paths: dict[str, Path] = {}
-
-    def one(video_id: str, io: VideoIO) -> Any:
-        staged = StagedFile(draw(io, io[FRAME_REFERENCE]))
-        paths[video_id] = io.final_path(key)
-        return staged
-
-    outcomes = run_videos(
-        context, storage, recompute=config.recompute, inputs={}, compute_one=one,
-        workers=config.num_jobs,
-    )  # fmt: skip
-    announce(context, paths, outcomes)
-    return outcomes
-
-
-@per_video_asset(
-    group_name="visualize",
-    deps=["images", *DRAWN_WHEN_PRESENT],
-)
-def preview(
-    context: dg.AssetExecutionContext, config: PreviewConfig, storage: ArtifactStorage
-) -> dict:
-    """Preview mp4 per video (``PreviewNode``): every frame with box, landmarks and head-pose
-    axes, the 16 kHz audio muxed in as AAC."""
-
-    def render(io: VideoIO, images: ImageStackRef) -> Path:
-        staged = io.stage("preview")
-        times = images.frame_times()
-        fps = float(images.attrs["fps"]) or PREVIEW_FALLBACK_FPS
-        with images.open() as stack:
-            write_preview(
-                staged, stack, fps=fps, wav=io.file_of("wav"), overlays=overlays_for(io),
-                audio_start_s=float(times[0]), mark=rejection_mark(io),
-            )  # fmt: skip
-        return staged
-
-    return draw_each(context, storage, config, render)
-
-
-@per_video_asset(
-    group_name="visualize",
-    deps=["images", *OVERLAY_INPUTS],
-)
-def contact_sheet(
-    context: dg.AssetExecutionContext, config: ContactSheetConfig, storage: ArtifactStorage
-) -> dict:
-    """Contact sheet PNG per video (``ContactSheetNode``): ``count`` evenly spaced frames."""
-
-    def draw(io: VideoIO, images: ImageStackRef) -> Path:
-        with images.open() as stack:
-            sheet = draw_contact_sheet(
-                stack, count=config.count, columns=config.columns,
-                tile_width=config.tile_width, overlays=overlays_for(io),
-                timestamps=images.frame_times(), title=io.video_id, mark=rejection_mark(io),
-            )  # fmt: skip
-        staged = io.stage("contact_sheet")
-        write_png(staged, sheet)
-        return staged
-
-    return draw_each(context, storage, config, draw)
+def draw_sheet(io: VideoIO, config: ContactSheetConfig) -> dict[str, StagedFile]:
+    """Contact sheet PNG of the video: ``count`` evenly spaced frames with the overlays."""
+    images: ImageStackRef = io[FRAME_REFERENCE]
+    with images.open() as stack:
+        sheet = draw_contact_sheet(
+            stack, count=config.count, columns=config.columns, tile_width=config.tile_width,
+            overlays=overlays_for(io), timestamps=images.frame_times(), title=io.video_id,
+            mark=rejection_mark(io),
+        )  # fmt: skip
+    staged = io.stage("contact_sheet")
+    write_png(staged, sheet)
+    return {"contact_sheet": StagedFile(staged)}
 
 
 PREVIEW_NODE = NodeSpec(
@@ -165,7 +96,9 @@ PREVIEW_NODE = NodeSpec(
     outputs=("preview",),
     config=PreviewConfig,
     summary="mp4 of every frame with boxes, landmarks and head-pose axes, and the audio",
-    asset=preview,
+    compute=render_preview,
+    announce=True,
+    group="visualize",
 )
 CONTACT_SHEET_NODE = NodeSpec(
     name="ContactSheetNode",
@@ -174,5 +107,7 @@ CONTACT_SHEET_NODE = NodeSpec(
     outputs=("contact_sheet",),
     config=ContactSheetConfig,
     summary="PNG grid of evenly spaced frames with the face overlays",
-    asset=contact_sheet,
+    compute=draw_sheet,
+    announce=True,
+    group="visualize",
 )
