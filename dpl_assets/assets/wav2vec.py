@@ -1,61 +1,48 @@
-"""The ``wav2vec`` asset: wav2vec 2.0 features of each video's 16 kHz audio."""
+"""``Wav2vecNode``: wav2vec 2.0 features of each video's 16 kHz audio; its asset is generated
+from this declaration (the model once per process, the step's videos in shared batches)."""
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
+import numpy as np
 
-from dpl_assets.assets.batch import VideoInputs, per_video_asset, run_videos
 from dpl_assets.assets.config import Wav2vecConfig
-from dpl_assets.resources import TorchDevice, Wav2vecModels
+from dpl_assets.nodes.wav2vec import Wav2vecExtractor
+from dpl_assets.resources import cached_wav2vec
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.io_manager import ArtifactStorage, LazyArtifacts
+from dpl_assets.storage.video_io import VideoIO
 
 
-@per_video_asset(
-    group_name="audio",
-    pool="gpu",
-)
-def wav2vec(
-    context: dg.AssetExecutionContext,
-    config: Wav2vecConfig,
-    storage: ArtifactStorage,
-    torch_device: TorchDevice,
-    wav2vec_models: Wav2vecModels,
-    wav: LazyArtifacts,
-) -> dict:
-    """wav2vec 2.0 features float32 (T, D) at 50 Hz (``Wav2vecNode``).
-
-    The model loads once per process; windows of all videos in the step share GPU batches.
-    """
-    device = torch_device.for_node(config.device)
-    extractor = None
-
-    def load_extractor():  # lazily: a step whose videos are all done loads no model
-        nonlocal extractor
-        if extractor is None:
-            extractor = wav2vec_models.extractor(config.checkpoint, config.features, device)
-            context.log.info(f"wav2vec: {config.checkpoint!r} ({config.features}) on {device}")
-        return extractor
-
-    windowing = {
-        "chunk_seconds": config.chunk_seconds,
-        "context_seconds": config.context_seconds,
-        "batch_size": config.batch_size,
-    }
-
-    def compute_many(todo: dict[str, VideoInputs]) -> dict[str, Any]:
-        audios = {video_id: inputs["wav"] for video_id, inputs in todo.items()}
-        return load_extractor().extract_many(audios, **windowing)
-
-    return run_videos(
-        context,
-        storage,
-        recompute=config.recompute,
-        inputs={"wav": wav},
-        compute_one=lambda video_id, inputs: compute_many({video_id: inputs})[video_id],
-        compute_many=compute_many,
-        workers=config.num_workers,
+def wav2vec_model(config: Wav2vecConfig, device: Callable[[], str]) -> Wav2vecExtractor:
+    """The configured checkpoint's extractor on the node's device, loaded once per process
+    (made when a step first has a video to compute: a step with all done loads none)."""
+    extractor = cached_wav2vec(config.checkpoint, config.features, device())
+    dg.get_dagster_logger().info(
+        f"wav2vec: {config.checkpoint!r} ({config.features}) on {extractor.device}"
     )
+    return extractor
+
+
+def wav2vec_many(
+    todo: Mapping[str, VideoIO], config: Wav2vecConfig
+) -> dict[str, dict[str, np.ndarray]]:
+    """wav2vec 2.0 features float32 (T, D) at 50 Hz of several videos: windows of all of
+    them share the model's batches (``chunk_seconds`` with ``context_seconds`` each side)."""
+    if not todo:
+        return {}
+    extractor = next(iter(todo.values())).model
+    audios = {video_id: io["wav"] for video_id, io in todo.items()}
+    features = extractor.extract_many(
+        audios, chunk_seconds=config.chunk_seconds, context_seconds=config.context_seconds,
+        batch_size=config.batch_size,
+    )  # fmt: skip
+    return {video_id: {"wav2vec": value} for video_id, value in features.items()}
+
+
+def wav2vec_one(io: VideoIO, config: Wav2vecConfig) -> dict[str, Any]:
+    """wav2vec 2.0 features of one video (:func:`wav2vec_many` of one)."""
+    return wav2vec_many({io.video_id: io}, config)[io.video_id]
 
 
 WAV2VEC_NODE = NodeSpec(
@@ -67,5 +54,8 @@ WAV2VEC_NODE = NodeSpec(
     summary="wav2vec 2.0 features at 50 Hz (and the volume envelope, as the original)",
     needs_gpu=True,
     needs_weights=True,
-    asset=wav2vec,
+    compute=wav2vec_one,
+    compute_many=wav2vec_many,
+    model=wav2vec_model,
+    group="audio",
 )
