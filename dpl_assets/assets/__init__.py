@@ -34,13 +34,12 @@ from dpl_assets.assets.faces import (
     FACE_LANDMARKS_NODE,
     HEAD_POSE_NODE,
 )
-from dpl_assets.assets.generated import assets_of, spec_asset
+from dpl_assets.assets.generated import assets_of
 from dpl_assets.assets.packing import (
     H5_DATASET_NODE,
     SOURCE_SEQUENCE_NODE,
     VID2VID_AUDIO_NODE,
     VID2VID_DATASET_NODE,
-    packing_also,
 )
 from dpl_assets.assets.sources import PROBE_NODE, aac, video
 from dpl_assets.assets.vision import VIDEO_TO_IMAGES_NODE
@@ -114,15 +113,10 @@ def assets_with(custom: Sequence[NodeSpec]) -> list[dg.AssetsDefinition | dg.Ass
     if not custom:
         return ALL_ASSETS
     packable = [key for spec in custom for key in spec.outputs if get_datatype(key).packable]
-    specs = [
-        packing_also(spec, packable) if spec.configured_inputs == "datatypes" and packable
-        else spec
-        for spec in NODE_SPECS
-    ]  # fmt: skip
-    extra = [spec_asset(spec) for spec in custom]
+    extra = assets_of(custom)
     for asset in extra:
         OP_OF.update({key.path[-1]: asset.node_def.name for key in asset.keys})
-    return [*SOURCE_ASSETS, *assets_of(specs), *extra]
+    return [*SOURCE_ASSETS, *assets_of(NODE_SPECS, packable), *extra]
 
 
 def producers_of(key: str) -> list[NodeSpec]:

@@ -35,7 +35,10 @@ from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.video_io import StepTools
 
-_BUILT: dict[tuple[int, tuple[str, ...]], dg.AssetsDefinition] = {}
+GroupKey = tuple[int, tuple[str, ...], tuple[str, ...]]
+"""A generated asset: its compute function, its outputs, the extra dependencies it got."""
+
+_BUILT: dict[GroupKey, dg.AssetsDefinition] = {}
 
 
 def op_name(spec: NodeSpec) -> str:
@@ -45,23 +48,30 @@ def op_name(spec: NodeSpec) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", spec.name.removesuffix("Node")).lower()
 
 
-def _group_key(spec: NodeSpec) -> tuple[int, tuple[str, ...]]:
-    return id(spec.compute), tuple(sorted(spec.outputs))
+def _group_key(spec: NodeSpec, packable_extra: Sequence[str] = ()) -> GroupKey:
+    extra = tuple(packable_extra) if spec.configured_inputs else ()
+    return id(spec.compute), tuple(sorted(spec.outputs)), extra
 
 
-def assets_of(specs: Sequence[NodeSpec]) -> list[dg.AssetsDefinition]:
+def assets_of(
+    specs: Sequence[NodeSpec], packable_extra: Sequence[str] = ()
+) -> list[dg.AssetsDefinition]:
     """The assets computing ``specs``, each once: hand-written ones as they are, and one
-    generated asset per group of variants (same ``compute`` and outputs)."""
-    groups: dict[tuple[int, tuple[str, ...]], list[NodeSpec]] = {}
+    generated asset per group of variants (same ``compute`` and outputs).
+
+    ``packable_extra``: more datatypes the nodes with configured inputs (the packers) may
+    be asked to read (custom nodes' outputs): they become dependencies, so they run first.
+    """
+    groups: dict[GroupKey, list[NodeSpec]] = {}
     for spec in specs:
         if spec.asset is None:
-            groups.setdefault(_group_key(spec), []).append(spec)
+            groups.setdefault(_group_key(spec, packable_extra), []).append(spec)
     for key, variants in groups.items():
         if key not in _BUILT:
-            _BUILT[key] = _build(variants)
+            _BUILT[key] = _build(variants, key[2])
     seen: dict[int, dg.AssetsDefinition] = {}
     for spec in specs:
-        asset = spec_asset(spec)
+        asset = spec.asset or _BUILT[_group_key(spec, packable_extra)]
         seen.setdefault(id(asset), asset)
     return list(seen.values())
 
@@ -103,7 +113,15 @@ def _is_media(key: str) -> bool:
     return get_datatype(key).storage is StorageFormat.MEDIA
 
 
-def _options(variants: Sequence[NodeSpec]) -> dict[str, Any]:
+def _configured_defaults(spec: NodeSpec) -> list[str]:
+    """What a node with configured inputs reads by default (its config field's default)."""
+    if not spec.configured_inputs:
+        return []
+    default = spec.config_class.model_fields[spec.configured_inputs].default
+    return [default] if isinstance(default, str) else list(default or [])
+
+
+def _options(variants: Sequence[NodeSpec], extra_deps: Sequence[str] = ()) -> dict[str, Any]:
     """The Dagster definition of a group: loaded inputs, dependencies, pool, docs."""
     first = variants[0]
     inputs = list(dict.fromkeys(key for spec in variants for key in spec.inputs))
@@ -113,6 +131,10 @@ def _options(variants: Sequence[NodeSpec]) -> dict[str, Any]:
     deps = [key for key in inputs if key not in loaded]
     # An optional input the node also writes (the user's raw_bboxes) is read, not a parent.
     deps += sorted(optional - set(inputs) - outputs)
+    # A node whose config names what it reads: what it reads by default (and what it may
+    # be asked to) runs before it.
+    configured = [key for spec in variants for key in _configured_defaults(spec)]
+    deps += [key for key in dict.fromkeys([*configured, *extra_deps]) if key not in deps]
     names = ", ".join(f"``{spec.name}``" for spec in variants)
     doc = first.compute.__doc__ if first.compute and first.compute.__doc__ else ""
     options: dict[str, Any] = {
@@ -179,9 +201,9 @@ def run_spec(
     return per_output
 
 
-def _build(variants: Sequence[NodeSpec]) -> dg.AssetsDefinition:
+def _build(variants: Sequence[NodeSpec], extra_deps: Sequence[str] = ()) -> dg.AssetsDefinition:
     first = variants[0]
-    options = _options(variants)
+    options = _options(variants, extra_deps)
 
     if len(first.outputs) == 1:
         key = first.outputs[0]

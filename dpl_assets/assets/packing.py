@@ -12,15 +12,11 @@ after the audio's end have silence there). Frame times come from the one rule,
 :meth:`dpl_assets.storage.video_io.VideoIO.frame_times`.
 """
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import dagster as dg
 import numpy as np
 
-from dpl_assets.assets.batch import per_video_asset, run_videos
 from dpl_assets.assets.config import (
     H5DatasetConfig,
     SourceSequenceConfig,
@@ -43,7 +39,6 @@ from dpl_assets.packing.video_pack import (
     resample_audio_feature,
 )
 from dpl_assets.specs import NodeSpec
-from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.video_io import VideoIO
 
 AUDIO_BLINK_PARTS = ("wav2vec", "volume")
@@ -141,34 +136,19 @@ def audio_blink_feature(
     return np.concatenate([*parts, blinks[:, :2]], axis=1).astype(np.float32)
 
 
-def packer_asset(
-    name: str, config_class: type[H5DatasetConfig], node: str, extra_deps: Sequence[str] = ()
-) -> Any:
-    """A per-video packer asset named ``name`` taking ``config_class``; ``extra_deps``:
-    further datatypes it may be asked to pack (custom nodes' outputs: they run first)."""
-    defaults = config_class.model_fields["datatypes"].default
+def packer_compute(asset: str) -> Callable[[VideoIO, H5DatasetConfig], dict[str, StagedFile]]:
+    """The compute function of the packer writing ``asset`` files."""
 
-    @per_video_asset(
-        name=name,
-        group_name="datasets",
-        deps=list(dict.fromkeys([*defaults, FACE_MASK_KEY, *extra_deps])),
-        description=f"``{node}``: one training HDF5 file per video ({', '.join(defaults)} by "
-        "default; any of " + ", ".join(packable_keys()) + ").",
+    def pack(io: VideoIO, config: H5DatasetConfig) -> dict[str, StagedFile]:
+        return {asset: pack_one(io, asset, config)}
+
+    pack.__doc__ = (
+        "One training HDF5 file per video with the datatypes ``datatypes`` names (any of "
+        + ", ".join(packable_keys())
+        + "); images as JPEG/PNG in the chosen ``layout``, audio features resampled onto "
+        "the frames, ``face_mask`` and ``audio_mask`` for validity."
     )
-    def _packer(
-        context: dg.AssetExecutionContext,
-        config: config_class,  # type: ignore[valid-type]  # Dagster reads the class at runtime
-        storage: ArtifactStorage,
-    ) -> dict:
-        settings: H5DatasetConfig = config
-
-        return run_videos(
-            context, storage, recompute=settings.recompute, inputs={},
-            compute_one=lambda _, io: pack_one(io, name, settings),
-            workers=settings.num_jobs,
-        )  # fmt: skip
-
-    return _packer
+    return pack
 
 
 def packer_node(
@@ -182,14 +162,9 @@ def packer_node(
         configured_inputs="datatypes",
         optional_inputs=(FACE_MASK_KEY,),
         summary=summary,
-        asset=packer_asset(asset, config_class, name),
+        compute=packer_compute(asset),
+        group="datasets",
     )
-
-
-def packing_also(spec: NodeSpec, extra_deps: Sequence[str]) -> NodeSpec:
-    """``spec`` (a packer) whose asset also depends on ``extra_deps``."""
-    assert spec.config is not None and issubclass(spec.config, H5DatasetConfig)
-    return replace(spec, asset=packer_asset(spec.main, spec.config, spec.name, extra_deps))
 
 
 H5_DATASET_NODE = packer_node(
