@@ -71,6 +71,99 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1)
 
 
+def write_source(path: Path, photo: np.ndarray, count: int) -> None:
+    """The pipeline's ``images`` stack of ``count`` synthetic frames (JPEG q95), streamed."""
+    with ImageStackWriter(path, "images", quality=95) as stack:
+        for index in range(count):  # streamed: one frame in memory at a time
+            stack.append(synth_frame(photo, index), index / FPS)
+
+
+def synth_arrays(
+    count: int, audio_steps: int, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(frame arrays of ``count`` frames, audio features of ``audio_steps`` 50 Hz steps)."""
+    steps = feature_times(audio_steps)
+    arrays = {
+        "landmarks": rng.normal(200, 50, (count, 68, 2)).astype(np.float32),
+        "bboxes": rng.integers(0, SIZE, (count, 4)),
+        "head_pose": rng.normal(size=(count, 6)).astype(np.float32),
+    }
+    audio = {
+        "wav2vec": rng.normal(size=(steps.size, 256)).astype(np.float32),
+        "volume": rng.uniform(size=steps.size).astype(np.float32),
+    }
+    return arrays, audio
+
+
+def bench_encode(path: Path, options: PackOptions, sample: list[np.ndarray]) -> dict[str, float]:
+    """``ImageDatasetWriter.append`` of ``sample`` (RGB frames in memory) into ``path``,
+    beside bare ``cv2.imencode``: frames/s."""
+    with h5py.File(path, "w") as f:
+        writer = ImageDatasetWriter(
+            f, "images", layout=options.layout, image_format=options.image_format,
+            quality=options.jpeg_quality,
+        )  # fmt: skip
+        t_encode, _ = timed(lambda: [writer.append(x) for x in sample])
+        writer.finish()
+    ext, params = (
+        (".jpg", [cv2.IMWRITE_JPEG_QUALITY, options.jpeg_quality])
+        if options.image_format == "jpeg"
+        else (".png", [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    )
+    t_bare_encode, _ = timed(
+        lambda: [cv2.imencode(ext, cv2.cvtColor(x, cv2.COLOR_RGB2BGR), params) for x in sample]
+    )
+    return {
+        "encode_fps": rate(len(sample), t_encode),
+        "bare_encode_fps": rate(len(sample), t_bare_encode),
+    }
+
+
+def bench_read(path: Path, count: int, sample: int) -> dict[str, float]:
+    """Every frame of ``path``'s images decoded in order through ``open_images``, beside
+    bare ``cv2.imdecode`` of the first ``sample`` frames' bytes in memory: frames/s."""
+    with h5py.File(path, "r") as f:
+        images = open_images(f["images"])
+        t_read, decoded = timed(lambda: sum(1 for _ in images))
+        assert decoded == count
+        in_memory = [images.encoded(i) for i in range(sample)]
+    t_bare_decode, _ = timed(
+        lambda: [
+            cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+            )
+            for b in in_memory
+        ]
+    )
+    return {"read_fps": rate(count, t_read), "bare_decode_fps": rate(sample, t_bare_decode)}
+
+
+def window_latency(
+    path: Path, count: int, windows: int, rng: np.random.Generator
+) -> dict[str, dict[str, float]]:
+    """``PackedWindows.window_at`` of ``windows`` random 16-frame windows: median and p95 ms,
+    for images alone and images + landmarks + wav2vec."""
+    latency = {}
+    window_keys = {
+        "images": ["images"],
+        "images+landmarks+wav2vec": ["images", "landmarks", "wav2vec"],
+    }
+    for label, keys in window_keys.items():
+        dataset = PackedWindows([path], window=16, keys=keys)
+        dataset.window_at("bench", 0)  # open the file once, outside the timing
+        starts = rng.integers(0, count - 16 + 1, windows)
+        times_ms = []
+        for start in starts:
+            t, _ = timed(lambda start=start, d=dataset: d.window_at("bench", int(start)))
+            times_ms.append(t * 1000)
+        dataset.close()
+        latency[label] = {
+            "median_ms": round(float(np.median(times_ms)), 2),
+            "p95_ms": round(float(np.percentile(times_ms, 95)), 2),
+        }
+    return latency
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -87,22 +180,8 @@ def main() -> None:
         scratch = Path(scratch_name)
         source = scratch / "images.h5"
 
-        def write_source() -> None:
-            with ImageStackWriter(source, "images", quality=95) as stack:
-                for index in range(count):  # streamed: one frame in memory at a time
-                    stack.append(synth_frame(photo, index), index / FPS)
-
-        t_source, _ = timed(write_source)
-        steps = feature_times(int(args.seconds * 50))
-        arrays = {
-            "landmarks": rng.normal(200, 50, (count, 68, 2)).astype(np.float32),
-            "bboxes": rng.integers(0, SIZE, (count, 4)),
-            "head_pose": rng.normal(size=(count, 6)).astype(np.float32),
-        }
-        audio = {
-            "wav2vec": rng.normal(size=(steps.size, 256)).astype(np.float32),
-            "volume": rng.uniform(size=steps.size).astype(np.float32),
-        }
+        t_source, _ = timed(lambda: write_source(source, photo, count))
+        arrays, audio = synth_arrays(count, int(args.seconds * 50), rng)
         sample = [synth_frame(photo, index) for index in range(min(args.sample, count))]
         report: dict[str, Any] = {
             "clip": {"width": SIZE, "height": SIZE, "fps": FPS, "frames": count,
@@ -126,64 +205,14 @@ def main() -> None:
                     options=options,
                 )
             )
-            with h5py.File(scratch / "encode.h5", "w") as f:
-                writer = ImageDatasetWriter(
-                    f, "images", layout=layout, image_format=image_format, quality=quality
-                )
-                t_encode, _ = timed(lambda writer=writer: [writer.append(x) for x in sample])
-                writer.finish()
-            ext, params = (
-                (".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality])
-                if image_format == "jpeg"
-                else (".png", [cv2.IMWRITE_PNG_COMPRESSION, 3])
-            )
-            t_bare_encode, _ = timed(
-                lambda ext=ext, params=params: [
-                    cv2.imencode(ext, cv2.cvtColor(x, cv2.COLOR_RGB2BGR), params) for x in sample
-                ]
-            )
-            with h5py.File(out, "r") as f:
-                images = open_images(f["images"])
-                t_read, decoded = timed(lambda images=images: sum(1 for _ in images))
-                assert decoded == count
-                in_memory = [images.encoded(i) for i in range(len(sample))]
-            t_bare_decode, _ = timed(
-                lambda in_memory=in_memory: [
-                    cv2.cvtColor(
-                        cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR),
-                        cv2.COLOR_BGR2RGB,
-                    )
-                    for b in in_memory
-                ]
-            )
-            latency = {}
-            window_keys = {
-                "images": ["images"],
-                "images+landmarks+wav2vec": ["images", "landmarks", "wav2vec"],
-            }
-            for label, keys in window_keys.items():
-                dataset = PackedWindows([out], window=16, keys=keys)
-                dataset.window_at("bench", 0)  # open the file once, outside the timing
-                starts = rng.integers(0, count - 16 + 1, args.windows)
-                times_ms = []
-                for start in starts:
-                    t, _ = timed(lambda start=start, d=dataset: d.window_at("bench", int(start)))
-                    times_ms.append(t * 1000)
-                dataset.close()
-                latency[label] = {
-                    "median_ms": round(float(np.median(times_ms)), 2),
-                    "p95_ms": round(float(np.percentile(times_ms, 95)), 2),
-                }
             report["configs"][name] = {
                 "pack_fps": rate(count, t_pack),
                 "copied_bytes": "images" in summary.copied,
-                "encode_fps": rate(len(sample), t_encode),
-                "bare_encode_fps": rate(len(sample), t_bare_encode),
-                "read_fps": rate(count, t_read),
-                "bare_decode_fps": rate(len(sample), t_bare_decode),
+                **bench_encode(scratch / "encode.h5", options, sample),
+                **bench_read(out, count, len(sample)),
                 "file_mb": round(summary.bytes / 2**20, 1),
                 "mb_per_minute": round(summary.bytes / 2**20 / minutes, 1),
-                "window16_latency": latency,
+                "window16_latency": window_latency(out, count, args.windows, rng),
             }
             print(name, json.dumps(report["configs"][name]), flush=True)
             out.unlink()

@@ -214,6 +214,43 @@ def test_open_images_reads_pipeline_image_stacks(tmp_path):
         assert psnr(images[2], frames[2]) > 33
 
 
+def test_stacks_and_vlen_training_datasets_are_one_layout(tmp_path):
+    """A stack's entries copied into a training file keep their bytes, dtype and chunking;
+    both read back through the same reader, past one read block (64 entries)."""
+    write_stack(tmp_path / "images.h5", "images", 70, size=(16, 24))
+    with h5py.File(tmp_path / "images.h5", "r") as src, h5py.File(tmp_path / "t.h5", "w") as f:
+        stack = open_images(src["images"])
+        with ImageDatasetWriter(f, "images", frame_shape=stack.frame_shape) as writer:
+            for data in stack.iter_encoded():
+                writer.append(data)
+        packed = open_images(f["images"])
+        for dset in (src["images"], f["images"]):
+            assert (dset.dtype, dset.chunks, dset.maxshape) == (
+                src["images"].dtype, (64,), (None,)
+            )  # fmt: skip
+        assert list(packed.iter_encoded()) == [stack.encoded(i) for i in range(70)]
+        assert np.array_equal(packed.read(slice(None)), np.stack(list(stack)))
+        assert np.array_equal(packed.read([69, 3, 3]), stack.read([69, 3, 3]))
+
+
+def test_raw_frames_read_like_the_other_layouts(tmp_path):
+    """Plain uint8 (N, H, W, 3) frames (a filter32019 file after h5repack) read as they
+    are, in runs past one read block, and encode as JPEG on request."""
+    frames = np.stack([textured_frame(16, 24, index=i) for i in range(70)])
+    with h5py.File(tmp_path / "raw.h5", "w") as f:
+        f["images"] = frames
+        images = open_images(f["images"])
+        assert (images.layout, images.format, images.quality) == ("raw", "raw", 95)
+        assert np.array_equal(images.read(range(70)), frames)
+        assert np.array_equal(images.read([5, 1]), frames[[5, 1]])
+        assert np.array_equal(np.stack(list(images)), frames)
+        assert np.array_equal(images[-1], frames[-1])
+        assert psnr(cv2.imdecode(np.frombuffer(images.encoded(3), np.uint8), 1)[..., ::-1],
+                    frames[3]) > PSNR_BOUND_Q95  # fmt: skip
+        with pytest.raises(IndexError, match="frame 70 out of range"):
+            images.read([70])
+
+
 # --- resampling ----------------------------------------------------------------------
 
 

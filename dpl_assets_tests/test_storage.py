@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import soundfile
@@ -15,7 +16,10 @@ from dpl_assets.catalog import Catalog
 from dpl_assets.discovery import parse_inputs
 from dpl_assets.outcomes import Kept, Rejected
 from dpl_assets.storage.formats import ContractError
+from dpl_assets.storage.image_codec import decode_image, encode_image
+from dpl_assets.storage.image_stack import ImageStack, ImageStackWriter
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
+from dpl_assets.storage.vlen_images import VlenImageReader, VlenImageWriter
 
 
 @pytest.fixture
@@ -151,3 +155,76 @@ def test_a_reused_pid_does_not_keep_a_dead_writers_files(store):
     assert store.remove_dead_staging() == [stale]
     assert ours.exists()
     ours.unlink()
+
+
+# --- image stacks: the vlen layout's one writer and reader ----------------------------
+
+
+def _frames(count, height=12, width=20):
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.mark.parametrize("image_format", ["jpeg", "png"])
+def test_an_image_stack_reads_back_its_exact_bytes_and_timestamps(tmp_path, image_format):
+    """More frames than one resize step (256) and one read block (64): every entry is the
+    encoder's bytes for its frame, every timestamp exact, iteration equals indexing."""
+    frames = _frames(300)
+    times = np.cumsum(np.r_[0.1, np.full(299, 0.04)]) + np.arange(300) * 1e-6
+    path = tmp_path / "images" / "clip.h5"
+    path.parent.mkdir()
+    with ImageStackWriter(path, "images", image_format=image_format, quality=90) as out:
+        out.attrs["source"] = "test"
+        for frame, time_s in zip(frames, times, strict=True):
+            out.append(frame, time_s)
+    with ImageStack(path) as stack:  # key from the directory name
+        assert len(stack) == 300
+        assert np.array_equal(stack.timestamps, times)
+        expected = [encode_image(frame, image_format, 90) for frame in frames]
+        assert [stack.encoded(i) for i in range(300)] == expected
+        decoded = list(stack)
+        assert all(np.array_equal(a, stack[i]) for i, a in enumerate(decoded))
+        assert all(np.array_equal(a, decode_image(b)) for a, b in zip(decoded, expected))
+        if image_format == "png":
+            assert all(np.array_equal(a, f) for a, f in zip(decoded, frames, strict=True))
+        assert {k: stack.attrs[k] for k in ("format", "quality", "width", "height", "count")} == {
+            "format": image_format, "quality": 90, "width": 20, "height": 12, "count": 300
+        }  # fmt: skip
+        assert stack.attrs["fps"] == pytest.approx(1 / 0.040001)
+        assert stack.attrs["source"] == "test"
+    with h5py.File(path, "r") as f:
+        assert h5py.check_vlen_dtype(f["images"].dtype) == np.dtype(np.uint8)
+        assert (f["images"].chunks, f["images"].maxshape) == ((64,), (None,))
+        assert (f["timestamps"].dtype, f["timestamps"].chunks) == (np.float64, (1024,))
+
+
+def test_an_image_stack_refuses_frames_of_another_size_and_leaves_no_file(tmp_path):
+    path = tmp_path / "crops.h5"
+    first = _frames(1)[0]
+    wrong_size = r"frame 1 is \(8, 8\), the stack is \(12, 20\)"
+    with pytest.raises(ValueError, match=wrong_size), ImageStackWriter(path, "crops") as out:
+        out.append(first, 0.0)
+        out.append(np.zeros((8, 8, 3), np.uint8), 0.04)
+    assert not path.exists()
+    with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\)"), ImageStackWriter(path, "c") as out:
+        out.append(np.zeros((8, 8), np.uint8), 0.0)
+    assert not path.exists()
+
+
+def test_vlen_entries_are_stored_as_given_and_checked_against_the_frame_shape(tmp_path):
+    encoded = [encode_image(frame) for frame in _frames(70)]
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        writer = VlenImageWriter(f, "crops")
+        for index, data in enumerate(encoded):  # bytes and 1-D uint8 arrays alike
+            writer.append(data if index % 2 else np.frombuffer(data, np.uint8))
+        assert writer.finish().shape == (70,) and writer.count == 70
+        reader = VlenImageReader(f["crops"], (12, 20, 3))
+        assert list(reader.iter_encoded()) == encoded
+        assert list(reader.iter_encoded(65, 100)) == encoded[65:]
+        assert np.array_equal(reader[3], decode_image(encoded[3]))
+        assert [frame.shape for frame in reader.frames(60, 70)] == [(12, 20, 3)] * 10
+        with pytest.raises(ValueError, match=r"frame 2 of /crops decodes to .*, not \(12, 21\)"):
+            next(VlenImageReader(f["crops"], (12, 21)).frames(2))  # grey, one column more
+        with pytest.raises(ValueError, match=r"frame 0 of /crops decodes to \(12, 20, 3\)"):
+            VlenImageReader(f["crops"], (20, 12, 3))[0]
+        assert VlenImageReader(f["crops"], (12, 20))[0].shape == (12, 20)  # decoded grey

@@ -31,7 +31,7 @@ renamed into place only when complete.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +49,8 @@ from dpl_assets.packing.resample import (
     resample_to_frames,
 )
 from dpl_assets.storage.atomic import atomic_path
-from dpl_assets.storage.image_stack import IMAGE_FORMATS, nominal_fps
+from dpl_assets.storage.image_codec import IMAGE_FORMATS
+from dpl_assets.storage.image_stack import nominal_fps
 
 PACK_VERSION = 1
 TIMESTAMPS_KEY = "timestamps"
@@ -155,34 +156,18 @@ def pack_video(
     extra = dict(attrs or {})
     if clash := sorted(_RESERVED_ATTRS & set(extra)):
         raise ValueError(f"attrs {clash} are written by pack_video itself")
-    _check_keys(image_stacks, arrays, audio_features)
-    frame_arrays = {key: _check_array(key, value, count) for key, value in arrays.items()}
-    audio = {key: _check_audio(key, value) for key, value in audio_features.items()}
-    if audio and AUDIO_MASK_KEY in frame_arrays:
-        raise ValueError(f"{AUDIO_MASK_KEY!r} is written by pack_video itself")
+    frame_arrays, audio = _check_inputs(image_stacks, arrays, audio_features, count)
     with_audio = frames_audio_mask(times, audio, audio_samples, audio_gaps) if audio else None
 
     with contextlib.ExitStack() as sources:
-        readers: dict[str, ImageDatasetReader] = {}
-        for key, stack_path in image_stacks.items():
-            source = sources.enter_context(h5py.File(stack_path, "r"))
-            readers[key] = open_images(_stack_dataset(source, key, Path(stack_path)))
-            if len(readers[key]) != count:
-                raise ValueError(
-                    f"{key}: image stack {stack_path} has {len(readers[key])} frames, "
-                    f"frame_times has {count}"
-                )
-
-        shapes: dict[str, tuple[int, ...]] = {TIMESTAMPS_KEY: (count,)}
-        copied: list[str] = []
-        reencoded: list[str] = []
+        readers = _open_stacks(sources, image_stacks, count)
         with atomic_path(Path(path)) as temp, h5py.File(temp, "w") as out:
             stamps = out.create_dataset(TIMESTAMPS_KEY, data=times)
             stamps.attrs["kind"] = "timestamps"
-            for key, reader in readers.items():
-                did_copy = _pack_images(reader, out, key, options)
-                (copied if did_copy else reencoded).append(key)
-                shapes[key] = (count, *reader.frame_shape)
+            shapes: dict[str, tuple[int, ...]] = {TIMESTAMPS_KEY: (count,)}
+            copied = _write_images(out, readers, options, shapes)
+            # Datasets are written here, not in helpers: a dataset handle closed earlier
+            # changes where HDF5 allocates what follows (same contents, other file bytes).
             for key, value in frame_arrays.items():
                 dset = _write_array(out, key, value)
                 dset.attrs["kind"] = "mask" if key in MASK_KEYS else "array"
@@ -194,46 +179,106 @@ def pack_video(
                     key, steps, times, options.smooth_window, with_audio
                 )
                 dset = _write_array(out, key, resampled)
-                dset.attrs.update(
-                    {
-                        "kind": "audio",
-                        "source_steps": steps.shape[0],
-                        "window_samples": _window_samples(key),
-                        "smooth_window": options.smooth_window,
-                        VALID_WHERE_ATTR: AUDIO_MASK_KEY,
-                    }
-                )
+                dset.attrs.update(_audio_attrs(key, steps, options.smooth_window))
                 shapes[key] = resampled.shape
             if with_audio is not None:
                 mask = _write_array(out, AUDIO_MASK_KEY, with_audio)
                 end_s = timeline.audio_end_s(audio_end_samples(audio, audio_samples))
                 mask.attrs.update({"kind": "mask", "audio_end_s": end_s})
                 shapes[AUDIO_MASK_KEY] = with_audio.shape
-            out.attrs.update(
-                {
-                    "video_id": video_id,
-                    "fps": nominal_fps(times),
-                    "frame_count": count,
-                    "layout": options.layout,
-                    "image_format": options.image_format,
-                    "jpeg_quality": options.jpeg_quality,
-                    "smooth_window": options.smooth_window,
-                    "image_keys": _str_array(readers),
-                    "array_keys": _str_array(frame_arrays),
-                    "audio_keys": _str_array(audio),
-                    "pack_version": PACK_VERSION,
-                    **extra,
-                }
-            )
+            keys = (readers.keys(), frame_arrays.keys(), audio.keys())
+            out.attrs.update(_file_attrs(video_id, times, options, keys, extra))
     return PackSummary(
         path=Path(path),
         video_id=video_id,
         frames=count,
         datasets=shapes,
         bytes=Path(path).stat().st_size,
-        copied=tuple(copied),
-        reencoded=tuple(reencoded),
+        copied=tuple(key for key in readers if key in copied),
+        reencoded=tuple(key for key in readers if key not in copied),
     )
+
+
+def _open_stacks(
+    sources: contextlib.ExitStack, image_stacks: Mapping[str, Path], count: int
+) -> dict[str, ImageDatasetReader]:
+    """A reader per image-stack file (kept open by ``sources``), each of ``count`` frames."""
+    readers: dict[str, ImageDatasetReader] = {}
+    for key, stack_path in image_stacks.items():
+        source = sources.enter_context(h5py.File(stack_path, "r"))
+        readers[key] = open_images(_stack_dataset(source, key, Path(stack_path)))
+        if len(readers[key]) != count:
+            raise ValueError(
+                f"{key}: image stack {stack_path} has {len(readers[key])} frames, "
+                f"frame_times has {count}"
+            )
+    return readers
+
+
+def _write_images(
+    out: h5py.File,
+    readers: Mapping[str, ImageDatasetReader],
+    options: PackOptions,
+    shapes: dict[str, tuple[int, ...]],
+) -> set[str]:
+    """Every stack into ``out``, shapes recorded; the keys whose bytes were copied."""
+    copied: set[str] = set()
+    for key, reader in readers.items():
+        if _pack_images(reader, out, key, options):
+            copied.add(key)
+        shapes[key] = (len(reader), *reader.frame_shape)
+    return copied
+
+
+def _audio_attrs(key: str, steps: np.ndarray, smooth_window: int) -> dict[str, Any]:
+    """The attributes of audio feature ``key`` resampled from ``steps`` (T, ...)."""
+    return {
+        "kind": "audio",
+        "source_steps": steps.shape[0],
+        "window_samples": _window_samples(key),
+        "smooth_window": smooth_window,
+        VALID_WHERE_ATTR: AUDIO_MASK_KEY,
+    }
+
+
+def _file_attrs(
+    video_id: str,
+    times: np.ndarray,
+    options: PackOptions,
+    keys: tuple[Iterable[str], Iterable[str], Iterable[str]],
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A pack file's attributes; ``keys``: (image, array, audio) dataset keys."""
+    image_keys, array_keys, audio_keys = keys
+    return {
+        "video_id": video_id,
+        "fps": nominal_fps(times),
+        "frame_count": int(times.size),
+        "layout": options.layout,
+        "image_format": options.image_format,
+        "jpeg_quality": options.jpeg_quality,
+        "smooth_window": options.smooth_window,
+        "image_keys": _str_array(image_keys),
+        "array_keys": _str_array(array_keys),
+        "audio_keys": _str_array(audio_keys),
+        "pack_version": PACK_VERSION,
+        **extra,
+    }
+
+
+def _check_inputs(
+    image_stacks: Mapping[str, Path],
+    arrays: Mapping[str, np.ndarray],
+    audio_features: Mapping[str, np.ndarray],
+    count: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(frame arrays, audio features) as arrays, once keys, lengths and dtypes are valid."""
+    _check_keys(image_stacks, arrays, audio_features)
+    frame_arrays = {key: _check_array(key, value, count) for key, value in arrays.items()}
+    audio = {key: _check_audio(key, value) for key, value in audio_features.items()}
+    if audio and AUDIO_MASK_KEY in frame_arrays:
+        raise ValueError(f"{AUDIO_MASK_KEY!r} is written by pack_video itself")
+    return frame_arrays, audio
 
 
 def _check_frame_times(times: np.ndarray) -> int:
@@ -380,5 +425,5 @@ def _window_samples(key: str) -> int:
     return _FEATURE_WINDOW_SAMPLES.get(key, WAV2VEC_WINDOW_SAMPLES)
 
 
-def _str_array(keys: Mapping[str, Any]) -> np.ndarray:
+def _str_array(keys: Iterable[str]) -> np.ndarray:
     return np.array(list(keys), dtype=h5py.string_dtype())
