@@ -155,7 +155,7 @@ def check_required_params(spec: NodeSpec, config: Any) -> None:
     if missing:
         fields = spec.config_class.model_fields
         needs = "; ".join(f"{name} ({fields[name].description or 'see docs'})" for name in missing)
-        raise dg.Failure(f"{spec.name} needs {needs}")
+        raise dg.Failure(f"{spec.name} needs {needs}", allow_retries=False)
 
 
 def _tools(spec: NodeSpec, config: Any, torch_device: TorchDevice) -> StepTools:
