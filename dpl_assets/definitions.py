@@ -13,10 +13,11 @@ from dpl_assets.assets import DATASET_LEVEL_ASSETS, NODE_SPECS, assets_with
 from dpl_assets.automation import SCHEDULES, SENSORS
 from dpl_assets.catalog import Catalog
 from dpl_assets.checks import output_checks
+from dpl_assets.graph import custom_names, is_custom, node_spec
 from dpl_assets.partitions import video_partitions
 from dpl_assets.resources import TorchDevice, Wav2vecModels
 from dpl_assets.settings import output_dir_from_env
-from dpl_assets.specs import NodeError, NodeSpec, is_node_ref, load_node
+from dpl_assets.specs import NodeError, NodeSpec
 from dpl_assets.storage.io_manager import ArtifactIOManager, ArtifactStorage
 
 NEEDS_WEIGHTS: tuple[str, ...] = tuple(
@@ -80,34 +81,64 @@ dataset_job = dg.define_asset_job(
 
 
 CUSTOM_NODES_ENV = "DPL_NODES"
-"""Comma-separated ``package.module:Name`` custom nodes every code location loads (besides
-those of the graph ``dpl run`` saved in the output dir's catalog)."""
+"""Comma-separated custom nodes every code location loads (besides those of the graph
+``dpl run`` saved in the output dir's catalog): ``package.module:Name`` references or the
+names installed packages register in the ``dpl_assets.nodes`` entry-point group."""
 
 
 def custom_node_refs(output_dir: Path | str) -> tuple[list[str], list[str]]:
     """The custom nodes a code location on ``output_dir`` knows: ``DPL_NODES``'s, and those
-    named by the graph the last ``dpl run`` saved there. Returns (from env, from catalog)."""
+    named by the graph the last ``dpl run`` saved there; built-in names are left out (they
+    need no loading). Returns (from env, from catalog), each a list of names as written:
+    ``package.module:Name`` or an entry-point name."""
     from_env = [ref.strip() for ref in os.environ.get(CUSTOM_NODES_ENV, "").split(",")]
     saved = Catalog(output_dir).saved_graph() if Path(output_dir).is_dir() else None
-    names = [node.get("name") for node in saved or [] if isinstance(node, dict)]
-    from_catalog = [name for name in names if isinstance(name, str) and is_node_ref(name)]
-    return [ref for ref in from_env if ref], from_catalog
+    return [ref for ref in from_env if ref and is_custom(ref)], custom_names(saved)
 
 
 def load_custom_nodes(output_dir: Path | str, nodes: Sequence[str] = ()) -> list[NodeSpec]:
-    """Import the custom nodes named by ``nodes``, ``DPL_NODES`` and the saved graph. One
-    that fails to load is an error when named explicitly, a warning when only the saved
-    graph names it (the code location still loads; that node's assets are missing)."""
+    """The specs of the custom nodes named by ``nodes``, ``DPL_NODES`` and the saved graph,
+    each once (:func:`dpl_assets.graph.node_spec`). One that fails to load raises
+    :class:`NodeError` when named explicitly, and is a warning when only the saved graph
+    names it (the code location still loads; that node's assets are missing)."""
     from_env, from_catalog = custom_node_refs(output_dir)
-    specs: dict[str, NodeSpec] = {}
-    for ref in dict.fromkeys([*nodes, *from_env, *from_catalog]):
+    explicit = [name for name in nodes if is_custom(name)]
+    specs: dict[int, NodeSpec] = {}
+    writers: dict[str, str] = {}
+    for ref in dict.fromkeys([*explicit, *from_env, *from_catalog]):
         try:
-            specs[ref] = load_node(ref)
+            spec = node_spec(ref)
         except NodeError as error:
-            if ref in nodes or ref in from_env:
+            if ref in explicit or ref in from_env:
                 raise
             warnings.warn(f"custom node of the saved graph not loaded: {error}", stacklevel=2)
+            continue
+        if id(spec) in specs:  # one node under two names (reference and entry point)
+            continue
+        for key in spec.outputs:
+            if writers.setdefault(key, ref) != ref:
+                raise NodeError(f"custom nodes {writers[key]!r} and {ref!r} both write {key!r}")
+        specs[id(spec)] = spec
     return list(specs.values())
+
+
+def offline_jobs(custom: Sequence[NodeSpec]) -> list[dg.UnresolvedAssetJobDefinition]:
+    """``offline_audio`` and ``offline_default``, also leaving out the outputs of ``custom``
+    nodes that need model files (``needs_weights``) and everything downstream of them."""
+    weights = [key for spec in custom if spec.needs_weights for key in spec.outputs]
+    if not weights:
+        return [offline_audio_job, offline_default_job]
+    offline = OFFLINE - dg.AssetSelection.assets(*weights).downstream()
+    audio = offline & dg.AssetSelection.groups(*OFFLINE_AUDIO_GROUPS)
+    return [
+        dg.define_asset_job(
+            job.name,
+            selection=selection,
+            partitions_def=job.partitions_def,
+            description=job.description,
+        )
+        for job, selection in ((offline_audio_job, audio), (offline_default_job, offline))
+    ]
 
 
 def build_definitions(
@@ -116,11 +147,13 @@ def build_definitions(
     nodes: Sequence[str] = (),
 ) -> dg.Definitions:
     """All assets and resources, writing under ``output_dir`` (default: ``DPL_OUTPUT_DIR``),
-    with the custom ``nodes`` (``package.module:Name``) and those :func:`load_custom_nodes`
-    finds."""
+    with the custom ``nodes`` (``package.module:Name`` or entry-point names) and those
+    :func:`load_custom_nodes` finds; raises :class:`~dpl_assets.specs.NodeError` when one
+    named in ``nodes`` or ``DPL_NODES`` does not load."""
     output_dir = output_dir or output_dir_from_env()
     storage = ArtifactStorage(output_dir=str(output_dir))
-    assets = assets_with(load_custom_nodes(output_dir, nodes))
+    custom = load_custom_nodes(output_dir, nodes)
+    assets = assets_with(custom)
     return dg.Definitions(
         assets=assets,
         asset_checks=output_checks(assets),
@@ -130,7 +163,7 @@ def build_definitions(
             "torch_device": TorchDevice(),
             "wav2vec_models": Wav2vecModels(),
         },
-        jobs=[offline_audio_job, offline_default_job, dataset_job, *(jobs or [])],
+        jobs=[*offline_jobs(custom), dataset_job, *(jobs or [])],
         executor=in_process_by_default_executor,
         sensors=SENSORS,
         schedules=SCHEDULES,

@@ -1,10 +1,11 @@
 """The seed's graph format: node names and params -> an asset selection and its run config.
 
 A graph is a JSON list of ``{"name": "<NodeName>", "params": {...}}`` as in the original
-tool. Each node name is a :class:`~dpl_assets.specs.NodeSpec` (built-in, or
-``"package.module:Name"`` for one of the user's own): it maps to the asset(s) it
-materializes and to the typed config of its main asset; params are validated before any
-work, and errors list what is valid.
+tool. Each node name is a :class:`~dpl_assets.specs.NodeSpec`: a built-in name (it always
+wins), ``"package.module:Name"`` for one of the user's own, or the plain name an installed
+package registers in the :data:`~dpl_assets.specs.NODE_ENTRY_POINTS` entry-point group. It
+maps to the asset(s) it materializes and to the typed config of its main asset; params are
+validated before any work, and errors list what is valid.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import pydantic
 
 from dpl_assets.assets import NODE_SPECS, producers_of
 from dpl_assets.discovery import did_you_mean
-from dpl_assets.specs import NodeError, NodeSpec, is_node_ref, load_node
+from dpl_assets.specs import (
+    NODE_ENTRY_POINTS,
+    NodeError,
+    NodeSpec,
+    installed_nodes,
+    is_node_ref,
+    load_node,
+)
 
 
 class GraphError(ValueError):
@@ -33,21 +41,38 @@ NODES: dict[str, NodeSpec] = {spec.name: spec for spec in NODE_SPECS}
 BUILT_IN_OUTPUTS: frozenset[str] = frozenset(key for spec in NODE_SPECS for key in spec.outputs)
 
 
+def is_custom(name: str) -> bool:
+    """Whether a graph's node name is not a built-in one: ``"package.module:Name"`` or an
+    installed node's entry-point name (see :func:`node_spec`)."""
+    return name not in NODES
+
+
 def node_spec(name: str) -> NodeSpec:
-    """The spec a graph's node name means: a built-in name, or ``"package.module:Name"``.
-    Raises :class:`NodeError` (unknown name, or a custom node that does not load)."""
-    if is_node_ref(name):
-        spec = load_node(name)
-        taken = sorted(set(spec.outputs) & BUILT_IN_OUTPUTS)
-        if taken:
-            raise NodeError(f"{name!r}: {taken} are built-in nodes' outputs; name yours apart")
-        return spec
-    if name not in NODES:
-        raise NodeError(
-            f"unknown node{did_you_mean(name, NODES)}; valid nodes: {', '.join(NODES)} "
-            "(or 'package.module:Name' for a node of your own)"
-        )
-    return NODES[name]
+    """The spec a graph's node name means: a built-in name (always first), a
+    ``"package.module:Name"``, or a name in the :data:`~dpl_assets.specs.NODE_ENTRY_POINTS`
+    entry-point group. Raises :class:`NodeError` (unknown name, with the closest valid one;
+    a custom node that does not load; one writing a built-in node's output)."""
+    if name in NODES:
+        return NODES[name]
+    if not is_node_ref(name):
+        installed = installed_nodes()
+        if name not in installed:
+            raise NodeError(_unknown_node(name, installed))
+    spec = load_node(name)
+    taken = sorted(set(spec.outputs) & BUILT_IN_OUTPUTS)
+    if taken:
+        raise NodeError(f"{name!r}: {taken} are built-in nodes' outputs; name yours apart")
+    return spec
+
+
+def _unknown_node(name: str, installed: Mapping[str, str]) -> str:
+    hint = did_you_mean(name, [*NODES, *installed])
+    listed = f"; installed nodes: {', '.join(installed)}" if installed else ""
+    return (
+        f"unknown node{hint}; valid nodes: {', '.join(NODES)}{listed} (or "
+        "'package.module:Name' for a node of your own, or a name a package registers in "
+        f"the {NODE_ENTRY_POINTS!r} entry-point group)"
+    )
 
 
 def planned_assets(spec: NodeSpec) -> list[tuple[str, type[dg.Config], bool]]:
@@ -70,9 +95,9 @@ class GraphPlan:
 
     @property
     def custom_nodes(self) -> list[str]:
-        """References of the graph's nodes from outside the package (``pkg.mod:Name``)."""
-        names = [node.get("name") for node in self.source if isinstance(node, Mapping)]
-        return [name for name in names if isinstance(name, str) and is_node_ref(name)]
+        """Names of the graph's nodes from outside the package (``pkg.mod:Name`` or an
+        installed node's entry-point name), as the graph gives them."""
+        return custom_names(self.source)
 
     @property
     def recompute(self) -> bool:
@@ -87,26 +112,45 @@ class GraphPlan:
         return {"ops": {op: {"config": config} for op, config in ops.items()}}
 
 
+def custom_names(graph: object) -> list[str]:
+    """The names of a graph's (parsed JSON) nodes that are not built-in, once each, in
+    order; nothing for what is not a graph."""
+    nodes = graph if isinstance(graph, list) else []
+    names = [node.get("name") for node in nodes if isinstance(node, Mapping)]
+    return list(dict.fromkeys(n for n in names if isinstance(n, str) and is_custom(n)))
+
+
 def _node_error(index: int, name: str, message: str) -> GraphError:
     return GraphError(f"graph node #{index} ({name}): {message}")
 
 
-def plan_graph(graph: object) -> GraphPlan:
-    """Validate a graph (parsed JSON) and turn it into a :class:`GraphPlan`."""
-    if not isinstance(graph, list) or not graph:
-        raise GraphError('a graph is a non-empty JSON list of {"name": ..., "params": {...}}')
-    plan = GraphPlan(assets=[], asset_config={}, source=list(graph))
-    producers: dict[str, str] = {}
+def _resolve(graph: list[Any]) -> list[tuple[str, Mapping[str, Any], NodeSpec]]:
+    """Each node's name, params and spec. Custom nodes load here, before any params are
+    validated, so a packer may name a custom datatype wherever the node is in the graph."""
+    nodes = []
     for index, node in enumerate(graph):
         if not isinstance(node, Mapping) or "name" not in node or set(node) - {"name", "params"}:
             raise GraphError(f'graph node #{index} must be {{"name": ..., "params": {{...}}}}')
-        name, params = node["name"], node.get("params") or {}
+        name, params = str(node["name"]), node.get("params") or {}
         try:
-            spec = node_spec(str(name))
+            spec = node_spec(name)
         except NodeError as error:
-            raise _node_error(index, str(name), str(error)) from error
+            raise _node_error(index, name, str(error)) from error
         if not isinstance(params, Mapping):
             raise _node_error(index, name, "params must be a JSON object")
+        nodes.append((name, params, spec))
+    return nodes
+
+
+def plan_graph(graph: object) -> GraphPlan:
+    """Validate a graph (parsed JSON) and turn it into a :class:`GraphPlan`; raises
+    :class:`GraphError` naming the node (by position and name) and what to fix."""
+    if not isinstance(graph, list) or not graph:
+        raise GraphError('a graph is a non-empty JSON list of {"name": ..., "params": {...}}')
+    nodes = _resolve(graph)
+    plan = GraphPlan(assets=[], asset_config={}, source=list(graph))
+    producers: dict[str, str] = {}
+    for index, (name, params, spec) in enumerate(nodes):
         unknown = sorted(set(params) - set(spec.param_names()))
         if unknown:
             hints = "".join(did_you_mean(param, spec.param_names()) for param in unknown)

@@ -11,11 +11,14 @@ requires and ``docs/nodes.md`` are derived from the list of built-in specs
 (:data:`dpl_assets.assets.NODE_SPECS`).
 
 A graph may also name a spec of its own as ``"my_package.my_module:MyNode"`` (importable
-from the process: installed, or on ``PYTHONPATH``). Such a node declares a ``compute``
-function and any new datatypes it writes; it becomes a per-video asset with the same
-partitions, storage, batch loop, output check and report as the built-in ones. The Dagster
-code location knows it from the graph saved by ``dpl run`` (``catalog.json``) or from
-``DPL_NODES`` (see :func:`dpl_assets.definitions.custom_node_refs`). Example::
+from the process: installed, or on ``PYTHONPATH``), or by a plain name an installed
+package registers in the entry-point group :data:`NODE_ENTRY_POINTS` (a built-in name always
+means the built-in node). Such a node declares a ``compute`` function and any new datatypes
+it writes; it becomes a per-video asset with the same partitions, storage, batch loop,
+output check and report as the built-in ones. The Dagster code location knows it from the
+graph saved by ``dpl run`` (``catalog.json``) or from ``DPL_NODES`` (see
+:func:`dpl_assets.definitions.custom_node_refs`). ``docs/custom_nodes.md`` is the guide.
+Example::
 
     MOUTH_OPENING = Datatype("mouth_opening", StorageFormat.NPY, (".npy",),
                              "Lip gap over mouth width (N,) float32", ArrayContract(("N",),
@@ -32,6 +35,7 @@ code location knows it from the graph saved by ``dpl run`` (``catalog.json``) or
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,23 +48,50 @@ if TYPE_CHECKING:
     from dpl_assets.storage.video_io import VideoIO
 
 Compute = Callable[["VideoIO", Any], Mapping[str, Any]]
-"""A node's per-video computation: ``(inputs, config) -> outputs``. ``inputs`` is the
-video's :class:`~dpl_assets.storage.video_io.VideoIO`: a mapping of each input datatype to
-its loaded artefact (arrays for ``.npy`` datatypes, float32 samples for ``wav``, dicts for
-JSON records, :class:`~dpl_assets.storage.handles.ImageStackRef` handles for image stacks),
-with ``inputs.optional(key)`` for optional inputs, ``inputs.frame_times(n)`` for frame
-times, ``inputs.source(kind)`` for the user's media and ``inputs.stage(key)`` for a file
-output. ``outputs`` maps each output datatype to its value (an array meeting its
-contract, a JSON-able dict, or a :class:`~dpl_assets.outcomes.StagedFile`). Raise
-:class:`dpl_assets.outcomes.InputRejected` to reject the video with a reason; anything else
-fails that video only (retried by the next run)."""
+"""A node's per-video computation: ``(inputs, config) -> outputs``.
+
+``inputs`` is the video's :class:`~dpl_assets.storage.video_io.VideoIO`: a mapping of each
+input datatype to its loaded artefact (arrays for ``.npy`` datatypes, float32 (N,) samples
+at 16 kHz for ``wav``, dicts for JSON records,
+:class:`~dpl_assets.storage.handles.ImageStackRef` handles for image stacks, paths for
+whole files), with ``inputs.optional(key)`` for optional inputs (None when absent or
+rejected), ``inputs.frame_times(n)`` for frame times (seconds), ``inputs.source(kind)`` for
+the user's media, ``inputs.stage(key)`` for a file output, ``inputs.model`` and
+``inputs.device`` for the node's model (:attr:`NodeSpec.model`).
+
+``outputs`` maps every output datatype to its value, by the datatype's storage format:
+``npy``: an array meeting its contract; ``json``: a JSON-able dict; ``wav``: float32 (N,)
+samples in [-1, 1] at 16 kHz; ``image_stack``: a
+:class:`~dpl_assets.outcomes.StagedFile` of ``inputs.stage(key)`` after writing there with
+:class:`~dpl_assets.storage.image_stack.ImageStackWriter` (dataset named ``key``, one
+image per frame at the frame's time); ``file``: a ``StagedFile`` of ``inputs.stage(key)``
+after writing the whole file there. Raise :class:`dpl_assets.outcomes.InputRejected` to
+reject the video with a reason; anything else fails that video only (retried by the next
+run); missing or extra outputs fail it with a ``TypeError``."""
 
 ComputeMany = Callable[[dict[str, "VideoIO"], Any], Mapping[str, Mapping[str, Any]]]
 """Several videos' computation at once: ``({video_id: inputs}, config) ->
 {video_id: outputs}`` (see :data:`Compute`)."""
 
-CUSTOM_STORAGE = (StorageFormat.NPY, StorageFormat.JSON, StorageFormat.WAV)
-"""What a ``compute`` function's outputs may be stored as (values the store writes itself)."""
+CUSTOM_STORAGE = (
+    StorageFormat.NPY,
+    StorageFormat.JSON,
+    StorageFormat.WAV,
+    StorageFormat.IMAGE_STACK,
+    StorageFormat.FILE,
+)
+"""What a custom node's outputs may be stored as: every format the pipeline writes
+(:data:`Compute` says what value each takes). ``media`` is the user's source files only."""
+
+NODE_ENTRY_POINTS = "dpl_assets.nodes"
+"""Entry-point group of installed nodes: a package's ``pyproject.toml`` registers
+``[project.entry-points."dpl_assets.nodes"] MouthOpeningNode = "my_pkg.nodes:MouthOpeningNode"``
+and graphs may then name ``"MouthOpeningNode"`` (a built-in node's name always means the
+built-in node)."""
+
+UNSUPPORTED_IN_CUSTOM = ("configured_inputs", "also", "fixed", "asset")
+""":class:`NodeSpec` fields only built-in nodes use (packers, variants of one asset, other
+nodes' outputs, hand-written assets): a custom node declaring one is refused."""
 
 
 class NodeError(ValueError):
@@ -155,14 +186,40 @@ def is_node_ref(name: str) -> bool:
     return ":" in name
 
 
+def installed_nodes() -> dict[str, str]:
+    """Node names installed packages register in :data:`NODE_ENTRY_POINTS`, each with the
+    ``package.module:Name`` it points at, sorted by name (read from the installed
+    distributions' metadata on every call, so a package installed meanwhile counts)."""
+    points = importlib.metadata.entry_points(group=NODE_ENTRY_POINTS)
+    return {point.name: point.value for point in sorted(points, key=lambda p: p.name)}
+
+
 _LOADED: dict[str, NodeSpec] = {}
 
 
 def load_node(ref: str) -> NodeSpec:
-    """The :class:`NodeSpec` named by ``"package.module:Name"``, imported once; its declared
-    datatypes are added to the registry. Raises :class:`NodeError` saying what is wrong."""
+    """The :class:`NodeSpec` named by ``"package.module:Name"`` or by an entry point of
+    :data:`NODE_ENTRY_POINTS`, imported once; its declared datatypes are added to the
+    registry once the whole spec is valid. Raises :class:`NodeError` saying what to fix."""
     if ref in _LOADED:
         return _LOADED[ref]
+    found = _import_ref(ref) if is_node_ref(ref) else _import_entry_point(ref)
+    if not isinstance(found, NodeSpec):
+        raise NodeError(f"{ref!r} is {type(found).__name__}, not a NodeSpec")
+    _check_custom(ref, found)
+    _check_datatypes(ref, found)
+    for datatype in found.declares:
+        register_datatype(datatype)  # checked above: cannot fail
+    _LOADED[ref] = found
+    return found
+
+
+def loaded_nodes() -> dict[str, NodeSpec]:
+    """The custom nodes loaded so far, by reference."""
+    return dict(_LOADED)
+
+
+def _import_ref(ref: str) -> object:
     module_name, _, attribute = ref.partition(":")
     if not module_name or not attribute:
         raise NodeError(f"{ref!r}: a custom node is named 'package.module:Name'")
@@ -172,51 +229,107 @@ def load_node(ref: str) -> NodeSpec:
         raise NodeError(
             f"{ref!r}: cannot import {module_name!r} ({error}); install it or put it on PYTHONPATH"
         ) from error
-    spec = getattr(module, attribute, None)
-    if not isinstance(spec, NodeSpec):
-        found = "nothing" if spec is None else type(spec).__name__
-        raise NodeError(f"{ref!r}: {module_name}.{attribute} is {found}, not a NodeSpec")
-    _check_custom(ref, spec)
-    for datatype in spec.declares:
-        try:
-            register_datatype(datatype)
-        except ValueError as error:
-            raise NodeError(f"{ref!r}: {error}") from error
-    _check_datatypes(ref, spec)
-    _LOADED[ref] = spec
-    return spec
+    if not hasattr(module, attribute):
+        raise NodeError(f"{ref!r}: {module_name}.{attribute} is nothing, not a NodeSpec")
+    return getattr(module, attribute)
 
 
-def loaded_nodes() -> dict[str, NodeSpec]:
-    """The custom nodes loaded so far, by reference."""
-    return dict(_LOADED)
+def _import_entry_point(name: str) -> object:
+    points = importlib.metadata.entry_points(group=NODE_ENTRY_POINTS).select(name=name)
+    values = sorted({point.value for point in points})
+    if not values:
+        raise NodeError(
+            f"{name!r}: no installed package registers a node of that name (entry-point "
+            f"group {NODE_ENTRY_POINTS!r}); install it, or name it 'package.module:Name'"
+        )
+    if len(values) > 1:
+        owners = ", ".join(
+            f"{point.dist.name if point.dist else '?'} ({point.value})" for point in points
+        )
+        raise NodeError(
+            f"{name!r} is registered by several installed packages: {owners}; uninstall "
+            "one or name the node as 'package.module:Name'"
+        )
+    try:
+        return next(iter(points)).load()
+    except (ImportError, AttributeError) as error:
+        raise NodeError(
+            f"{name!r}: its entry point {values[0]!r} does not load ({error}); reinstall "
+            "the package that registers it"
+        ) from error
 
 
 def _check_custom(ref: str, spec: NodeSpec) -> None:
     from dpl_assets.assets.config import NodeConfig
 
     if spec.compute is None:
-        raise NodeError(f"{ref!r}: a custom node needs a compute function")
+        raise NodeError(f"{ref!r}: a custom node needs a compute function (NodeSpec(compute=))")
     if not spec.outputs:
         raise NodeError(f"{ref!r}: a node needs at least one output datatype")
     if spec.config is not None and not issubclass(spec.config, NodeConfig):
         raise NodeError(f"{ref!r}: config must subclass dpl_assets.assets.config.NodeConfig")
-    if spec.optional_inputs or spec.configured_inputs or spec.also or spec.fixed:
+    refused = [name for name in UNSUPPORTED_IN_CUSTOM if getattr(spec, name)]
+    if refused:
         raise NodeError(
-            f"{ref!r}: custom nodes declare inputs and outputs only (no optional_inputs, "
-            "configured_inputs, also or fixed)"
+            f"{ref!r}: custom nodes cannot declare {', '.join(refused)} (only built-in "
+            "packers, variants and hand-written assets use them); remove it: the asset is "
+            "generated from compute, its inputs are `inputs` and `optional_inputs`"
         )
+    fields = spec.config_class.model_fields
+    unknown = [name for name in spec.required_params if name not in fields]
+    if unknown:
+        raise NodeError(
+            f"{ref!r}: required_params {unknown} are not fields of "
+            f"{spec.config_class.__name__} (fields: {', '.join(sorted(fields))})"
+        )
+    for name in ("model", "compute_many", "summarize"):
+        if getattr(spec, name) is not None and not callable(getattr(spec, name)):
+            raise NodeError(f"{ref!r}: {name} must be a function")
 
 
 def _check_datatypes(ref: str, spec: NodeSpec) -> None:
-    for key in (*spec.inputs, *spec.outputs):
-        if key not in DATATYPES:
+    """Every datatype the node names is registered or declared, and storable by it."""
+    declared: dict[str, Datatype] = {}
+    for datatype in spec.declares:
+        _check_declared(ref, datatype)
+        declared[datatype.key] = datatype
+    known = {**DATATYPES, **declared}
+    for key in (*spec.inputs, *spec.optional_inputs, *spec.outputs):
+        if key not in known:
             raise NodeError(
                 f"{ref!r}: unknown datatype {key!r}; declare it in the spec's `declares` or "
                 f"use one of {', '.join(DATATYPES)}"
             )
+    for key in spec.optional_inputs:
+        if known[key].storage is StorageFormat.MEDIA:
+            raise NodeError(
+                f"{ref!r}: optional input {key!r} is source media; read it with "
+                f"inputs.source({key!r}) or inputs.sources, or list it in `inputs`"
+            )
     for key in spec.outputs:
-        if DATATYPES[key].storage not in CUSTOM_STORAGE:
-            stored = DATATYPES[key].storage.value
-            raise NodeError(f"{ref!r}: output {key!r} is stored as {stored}; a compute "
-                            "function writes npy, json or wav datatypes")  # fmt: skip
+        if known[key].storage not in CUSTOM_STORAGE:
+            raise NodeError(
+                f"{ref!r}: output {key!r} is StorageFormat.MEDIA (the user's source files, "
+                f"never written); write a datatype of your own stored as {_formats()} (a "
+                "video you make: FILE)"
+            )
+
+
+def _check_declared(ref: str, datatype: Datatype) -> None:
+    known = DATATYPES.get(datatype.key)
+    if known is not None and known != datatype:
+        raise NodeError(
+            f"{ref!r}: datatype {datatype.key!r} is already registered differently; give "
+            "yours another key"
+        )
+    if datatype.storage not in CUSTOM_STORAGE:
+        raise NodeError(
+            f"{ref!r}: declared datatype {datatype.key!r} is StorageFormat.MEDIA, which only "
+            f"the user's source files are; store it as {_formats()} (a video you make: FILE)"
+        )
+
+
+def _formats() -> str:
+    """``StorageFormat.NPY, JSON, ... or FILE``: what a custom node may write."""
+    names = [storage.name for storage in CUSTOM_STORAGE]
+    return f"StorageFormat.{', '.join(names[:-1])} or {names[-1]}"
