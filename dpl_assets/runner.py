@@ -8,7 +8,7 @@ once per process), then read every video's outcome off the store into ``report.j
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,83 +120,116 @@ def run_plan(
     if leftovers:
         progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
     registration = register_videos(instance, store, inputs)
-    all_ids, new_ids = registration.all_ids, registration.new_ids
     if retry_rejected:
-        for video_id in all_ids:
+        for video_id in registration.all_ids:
             store.clear_rejections(video_id)
-    pending = set(pending_videos(store, all_ids, per_video, recompute=plan.recompute))
-    ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
-    ranges = pending_ranges(list(ordered), pending, chunk_size) if per_video else []
+    pending = set(pending_videos(store, registration.all_ids, per_video, recompute=plan.recompute))
+    ordered = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
+    ranges = pending_ranges(ordered, pending, chunk_size) if per_video else []
+    progress(_plan_line(registration, pending, ranges, assets))
+    run_config = {
+        **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    launch = _Launcher(defs, instance, run_config, progress)
+    for first, last in _with_progress_bar(ranges, ordered, pending):
+        launch(RUN_JOB_NAME, per_video, f"{first} ... {last}",
+               {RANGE_START_TAG: first, RANGE_END_TAG: last})  # fmt: skip
+    # Dataset-level outputs change only when videos were processed, added, changed or
+    # removed (or are missing): a rerun with nothing new starts no run at all.
+    videos_moved = bool(
+        ranges or registration.new_ids or registration.changed_ids or registration.removed_ids
+    )
+    missing = [asset for asset in dataset_level if not (store.output_dir / asset).exists()]
+    if dataset_level and (videos_moved or missing or plan.recompute):
+        launch(DATASET_JOB_NAME, dataset_level, ", ".join(dataset_level), {})
+    return RunOutcome(
+        reports=_reports(store, registration, per_video),
+        run_ids=launch.run_ids,
+        new_videos=registration.new_ids,
+        dataset_outputs={
+            asset: str(path)
+            for asset in dataset_level
+            if (path := store.output_dir / asset).exists()
+        },
+    )
+
+
+def _plan_line(
+    registration: Registration, pending: set[str], ranges: list, assets: list[str]
+) -> str:
+    """What the run will do, in one line: videos registered (new, changed, removed), how
+    many to process in how many runs, and which assets."""
     changes = "".join(
         f", {len(ids)} {what}"
         for what, ids in (("changed", registration.changed_ids),
                           ("removed", registration.removed_ids))
         if ids
     )  # fmt: skip
-    progress(
-        f"{len(all_ids)} videos registered ({len(new_ids)} new{changes}); {len(pending)} to "
-        f"process in {len(ranges)} run(s): {', '.join(assets)}"
+    count = len(registration.all_ids)
+    return (
+        f"{count} {'video' if count == 1 else 'videos'} registered "
+        f"({len(registration.new_ids)} new{changes}); {len(pending)} to process in "
+        f"{len(ranges)} run(s): {', '.join(assets)}"
     )
-    run_config = {
-        **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
-        "loggers": {"console": {"config": {"log_level": log_level}}},
-    }
-    run_ids = []
+
+
+def _with_progress_bar(
+    ranges: list[tuple[str, str]], ordered: list[str], pending: set[str]
+) -> Iterator[tuple[str, str]]:
+    """``ranges`` one by one, advancing a progress bar of the pending videos (on a
+    terminal: tqdm turns itself off when stderr is not one) after each."""
     position = {video_id: index for index, video_id in enumerate(ordered)}
-    # A progress bar on a terminal (tqdm turns itself off when stderr is not one).
     bar = tqdm(total=len(pending), unit="video", desc="dpl run", disable=None, file=sys.stderr)
-    for first, last in ranges:
-        result = defs.resolve_job_def(RUN_JOB_NAME).execute_in_process(
-            run_config=_ops_in(run_config, per_video, defs),
-            instance=instance,
+    try:
+        for first, last in ranges:
+            bar.clear()
+            yield first, last
+            span = ordered[position[first] : position[last] + 1]
+            bar.update(sum(1 for video_id in span if video_id in pending))
+            bar.refresh()
+    finally:
+        bar.close()
+
+
+class _Launcher:
+    """Runs jobs of ``defs`` in process, one after another, and says how each ended."""
+
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        instance: dg.DagsterInstance,
+        run_config: dict,
+        progress: Callable[[str], None],
+    ):
+        self.defs, self.instance, self.run_config = defs, instance, run_config
+        self.progress = progress
+        self.run_ids: list[str] = []
+
+    def __call__(self, job: str, assets: list[str], what: str, tags: dict[str, str]) -> None:
+        result = self.defs.resolve_job_def(job).execute_in_process(
+            run_config=_ops_in(self.run_config, assets, self.defs),
+            instance=self.instance,
             raise_on_error=False,
-            tags={
-                RANGE_START_TAG: first,
-                RANGE_END_TAG: last,
-                "dpl/launched_by": "dpl run",
-            },
+            tags={**tags, "dpl/launched_by": "dpl run"},
         )
-        run_ids.append(result.run_id)
-        bar.update(
-            sum(1 for vid in ordered[position[first] : position[last] + 1] if vid in pending)
-        )
-        bar.clear()
-        progress(
-            f"run {result.run_id[:8]} [{first} ... {last}]: "
-            f"{'succeeded' if result.success else 'had failures'}"
-        )
-        bar.refresh()
-    bar.close()
-    # Dataset-level outputs change only when videos were processed, added, changed or
-    # removed (or are missing): a rerun with nothing new starts no run at all.
-    videos_moved = bool(ranges or new_ids or registration.changed_ids or registration.removed_ids)
-    missing = [asset for asset in dataset_level if not (store.output_dir / asset).exists()]
-    if dataset_level and (videos_moved or missing or plan.recompute):
-        result = defs.resolve_job_def(DATASET_JOB_NAME).execute_in_process(
-            run_config=_ops_in(run_config, dataset_level, defs),
-            instance=instance,
-            raise_on_error=False,
-            tags={"dpl/launched_by": "dpl run"},
-        )
-        run_ids.append(result.run_id)
-        progress(
-            f"run {result.run_id[:8]} [{', '.join(dataset_level)}]: "
-            f"{'succeeded' if result.success else 'had failures'}"
-        )
-    reports = [video_report(store, video_id, per_video) for video_id in all_ids]
-    # Files refused at discovery (symbolic links out of the roots, broken, looping): never
-    # registered, never run, but never silent either.
+        self.run_ids.append(result.run_id)
+        ended = "succeeded" if result.success else "had failures"
+        self.progress(f"run {result.run_id[:8]} [{what}]: {ended}")
+
+
+def _reports(
+    store: ArtifactStore, registration: Registration, per_video: list[str]
+) -> list[VideoReport]:
+    """Each registered video's report, and one for each file refused at discovery
+    (symbolic links out of the roots, broken, looping): never run, never silent either."""
+    reports = [video_report(store, video_id, per_video) for video_id in registration.all_ids]
     reports += [
         VideoReport(video_id=entry.video_id, source=entry.path, status="rejected",
                     reason=entry.reason)
         for entry in registration.refused
     ]  # fmt: skip
-    dataset_outputs = {
-        asset: str(path) for asset in dataset_level if (path := store.output_dir / asset).exists()
-    }
-    return RunOutcome(
-        reports=reports, run_ids=run_ids, new_videos=new_ids, dataset_outputs=dataset_outputs
-    )
+    return reports
 
 
 def _ops_in(run_config: dict, assets: list[str], defs: dg.Definitions) -> dict:
