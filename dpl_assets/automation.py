@@ -64,7 +64,15 @@ def per_video_assets(plan: GraphPlan) -> list[str]:
 def run_request(
     plan: GraphPlan, assets: list[str], first: str, last: str, run_key: str | None, why: str
 ) -> dg.RunRequest:
-    """A run of ``assets`` over the partition range ``first`` .. ``last``."""
+    """A run of ``assets`` over the partition range ``first`` .. ``last``. Raises
+    ``dg.DagsterInvariantViolationError`` naming the assets this code location does not
+    know (a node added to the saved graph since it loaded)."""
+    unknown = [asset for asset in assets if asset not in OP_OF]
+    if unknown:
+        raise dg.DagsterInvariantViolationError(
+            f"the saved graph computes {unknown}, which this code location does not know: "
+            "reload the code location (a later `dpl run` added a custom node) or set DPL_NODES"
+        )
     ops = {OP_OF[asset] for asset in assets}
     config = plan.run_config(lambda asset: OP_OF[asset])
     return dg.RunRequest(

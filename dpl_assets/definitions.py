@@ -15,7 +15,7 @@ from dpl_assets.catalog import Catalog
 from dpl_assets.checks import output_checks
 from dpl_assets.graph import custom_names, is_custom, node_spec
 from dpl_assets.partitions import video_partitions
-from dpl_assets.resources import TorchDevice, Wav2vecModels
+from dpl_assets.resources import TorchDevice
 from dpl_assets.settings import output_dir_from_env
 from dpl_assets.specs import NodeError, NodeSpec
 from dpl_assets.storage.io_manager import ArtifactIOManager, ArtifactStorage
@@ -161,7 +161,6 @@ def build_definitions(
             "storage": storage,
             "artifacts": ArtifactIOManager(storage=storage),
             "torch_device": TorchDevice(),
-            "wav2vec_models": Wav2vecModels(),
         },
         jobs=[*offline_jobs(custom), dataset_job, *(jobs or [])],
         executor=in_process_by_default_executor,

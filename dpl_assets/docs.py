@@ -26,7 +26,8 @@ dpl_assets/assets/__init__.py) and the datatype registry (dpl_assets/datatypes.p
 Do not edit: dpl_assets_tests/test_docs.py fails when this file drifts. -->
 
 A graph is a JSON list of `{"name": ..., "params": {...}}` naming these nodes (or
-`"package.module:Name"` for a node of your own: see `dpl_assets/specs.py`). Inputs in
+`"package.module:Name"`, or a name installed in the `dpl_assets.nodes` entry-point group,
+for a node of your own: see [Writing a node](custom_nodes.md)). Inputs in
 parentheses are used when present. In the *needs* column: *gpu pool* nodes use a GPU when
 there is one (`device: "auto"`, else the CPU) and run in the `gpu` pool; *weights* nodes load
 model weights you bring or a hub downloads, so they are left out of the `offline_default` job.

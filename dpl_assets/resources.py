@@ -91,13 +91,6 @@ def cached_wav2vec(
     return Wav2vecExtractor(checkpoint=checkpoint, features=features, device=device)
 
 
-class Wav2vecModels(dg.ConfigurableResource):
-    """Hands out wav2vec extractors, loading each checkpoint once per process."""
-
-    def extractor(self, checkpoint: str, features: str, device: str) -> Wav2vecExtractor:
-        return cached_wav2vec(checkpoint, features, device)
-
-
 @functools.lru_cache(maxsize=2)
 def cached_emoca(weights_path: str, device: str) -> Any:
     """Loaded EMOCA/DECA encoders (:func:`dpl_assets.face3d.weights.load_emoca`), per process."""

@@ -226,3 +226,15 @@ def test_a_source_replaced_while_processed_is_not_saved(tmp_path, monkeypatch):
     import soundfile
 
     assert soundfile.info(out / "wav" / "v.wav").frames == 32000  # the new 2 s file
+
+
+def test_a_run_of_an_asset_the_code_location_does_not_know_says_to_reload_it():
+    from dpl_assets.automation import run_request
+    from dpl_assets.graph import plan_graph
+
+    plan = plan_graph([{"name": "VideoToWavNode", "params": {}}])
+    with pytest.raises(dg.DagsterInvariantViolationError, match="reload the code location"):
+        run_request(plan, ["wav", "not_loaded_here"], "a", "b", None, "sensor")
+    assert run_request(plan, ["wav"], "a", "b", None, "sensor").asset_selection == [
+        dg.AssetKey("wav")
+    ]
