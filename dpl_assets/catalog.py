@@ -90,6 +90,27 @@ def fingerprint(path: str | Path) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def _attach_other_roots(videos: dict[str, dict], inputs: InputRoots) -> list:
+    """Match the user's other roots (precomputed wav, aac, ...) to the videos afresh, by
+    relative stem (a file gone there is gone here); returns the files refused there."""
+    primary = inputs.primary_key
+    by_stem: dict[str, list[str]] = {}
+    for video_id, entry in videos.items():
+        by_stem.setdefault(entry["stem"], []).append(video_id)
+        if primary in entry["sources"]:
+            entry["sources"] = {primary: entry["sources"][primary]}
+    refused = []
+    for key in inputs.roots:
+        if key == primary:
+            continue
+        others, refused_here = scan_source_files(inputs, key)
+        refused += refused_here
+        for source in others:
+            for video_id in by_stem.get(source.stem, []):
+                videos[video_id]["sources"][key] = str(source.path)
+    return refused
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -199,21 +220,7 @@ class Catalog:
             assignment: IdAssignment = assign_ids(found, taken)
             for video_id, source in assignment.new.items():
                 videos[video_id] = {"stem": source.stem, "sources": {primary: str(source.path)}}
-            by_stem: dict[str, list[str]] = {}
-            for video_id, entry in videos.items():
-                by_stem.setdefault(entry["stem"], []).append(video_id)
-                # Other roots are matched afresh below: a file gone there is gone here.
-                if primary in entry["sources"]:
-                    entry["sources"] = {primary: entry["sources"][primary]}
-            # Other roots (precomputed wav, aac, ...) attach to videos by relative stem.
-            for key in inputs.roots:
-                if key == primary:
-                    continue
-                others, refused_here = scan_source_files(inputs, key)
-                refused += refused_here
-                for source in others:
-                    for video_id in by_stem.get(source.stem, []):
-                        videos[video_id]["sources"][key] = str(source.path)
+            refused += _attach_other_roots(videos, inputs)
             changed, removed, restored = _update_fingerprints(videos, primary, assignment.new)
             for video_id in changed:
                 if on_changed is not None:
