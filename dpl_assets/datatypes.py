@@ -396,6 +396,15 @@ BUILT_IN_DATATYPES: tuple[str, ...] = tuple(DATATYPES)
 """The package's own datatype keys (custom nodes register more in :data:`DATATYPES`)."""
 
 
+WRITTEN_EXTENSION: dict[StorageFormat, str] = {
+    StorageFormat.WAV: ".wav",
+    StorageFormat.NPY: ".npy",
+    StorageFormat.JSON: ".json",
+    StorageFormat.IMAGE_STACK: ".h5",
+}
+"""The extension each storage format's files are written with (whole files: any)."""
+
+
 def register_datatype(datatype: Datatype) -> None:
     """Add a custom node's datatype to the registry (the same declaration again is a no-op;
     a different one under a known key is an error)."""
@@ -404,6 +413,12 @@ def register_datatype(datatype: Datatype) -> None:
         raise ValueError(f"datatype {datatype.key!r} is already registered differently: {known}")
     if datatype.storage is StorageFormat.MEDIA:
         raise ValueError(f"datatype {datatype.key!r}: custom datatypes cannot be source media")
+    written = WRITTEN_EXTENSION.get(datatype.storage)
+    if written is not None and datatype.output_extension.lower() != written:
+        raise ValueError(
+            f"datatype {datatype.key!r}: {datatype.storage.value} files are written as "
+            f"{written}, not {datatype.output_extension} (make {written!r} the first extension)"
+        )
     DATATYPES[datatype.key] = datatype
 
 

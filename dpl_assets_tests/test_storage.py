@@ -35,8 +35,8 @@ def test_a_write_killed_midway_leaves_no_file_under_the_final_name(store, monkey
     path = store.artifact_path("volume", "clip")
 
     def dies_after_partial_write(file, array, allow_pickle):
-        with open(file, "wb") as handle:
-            handle.write(b"\x93NUMPY partial")
+        file.write(b"\x93NUMPY partial")  # the store hands np.save an open file
+        file.flush()
         raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(np, "save", dies_after_partial_write)
@@ -228,3 +228,32 @@ def test_vlen_entries_are_stored_as_given_and_checked_against_the_frame_shape(tm
         with pytest.raises(ValueError, match=r"frame 0 of /crops decodes to \(12, 20, 3\)"):
             VlenImageReader(f["crops"], (20, 12, 3))[0]
         assert VlenImageReader(f["crops"], (12, 20))[0].shape == (12, 20)  # decoded grey
+
+
+def test_a_datatype_whose_extension_is_not_its_formats_is_refused_at_registration():
+    from dpl_assets.datatypes import ArrayContract, Datatype, StorageFormat, register_datatype
+
+    npz = Datatype(
+        "speaker_npz", StorageFormat.NPY, (".npz",), "x", ArrayContract(("N",), "float32")
+    )
+    with pytest.raises(ValueError, match=r"npy files are written as \.npy, not \.npz"):
+        register_datatype(npz)
+
+
+def test_an_image_stack_staged_under_another_dataset_name_is_not_saved(tmp_path):
+    store = ArtifactStore(tmp_path)
+    staged = store.staging_path("crops", "v")
+    with ImageStackWriter(staged, "thumbs") as writer:  # the key is "crops"
+        writer.append(np.zeros((8, 8, 3), np.uint8), 0.0)
+    from dpl_assets.outcomes import StagedFile
+
+    with pytest.raises(ValueError, match=r"has no dataset 'crops' \(it has thumbs, timestamps\)"):
+        store.save("crops", "v", StagedFile(staged))
+    assert not store.artifact_path("crops", "v").exists()
+
+
+def test_arrays_are_written_under_exactly_the_final_name(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.save("volume", "v", np.arange(3, dtype=np.float32))
+    assert sorted(p.name for p in (tmp_path / "volume").iterdir()) == ["v.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "volume" / "v.npy"), [0, 1, 2])

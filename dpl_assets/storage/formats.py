@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import soundfile
 
@@ -42,17 +43,32 @@ def write_artifact(datatype: Datatype, path: Path, value: Any) -> None:
         with atomic_path(path) as temp:
             soundfile.write(temp, value, AUDIO_SAMPLE_RATE_HZ, subtype="PCM_16", format="WAV")
     elif datatype.storage is StorageFormat.NPY:
-        with atomic_path(path) as temp:
-            np.save(temp, value, allow_pickle=False)
+        # Through a file object: np.save would append ".npy" to a path without it.
+        with atomic_path(path) as temp, open(temp, "wb") as file:
+            np.save(file, value, allow_pickle=False)
     elif datatype.storage is StorageFormat.JSON:
         atomic_write_text(path, json.dumps(value, indent=1, ensure_ascii=False))
     elif datatype.storage in (StorageFormat.IMAGE_STACK, StorageFormat.FILE):
+        if isinstance(value, StagedFile) and datatype.storage is StorageFormat.IMAGE_STACK:
+            check_stack_dataset(datatype.key, value.path)
         if not isinstance(value, StagedFile):
             raise TypeError(f"{path}: {datatype.key} must be a StagedFile, got {type(value)}")
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(value.path, path)  # the file was written completely before staging
     else:
         raise ValueError(f"{datatype.key} files are user sources; the pipeline never writes them")
+
+
+def check_stack_dataset(key: str, path: Path) -> None:
+    """Raise ``ValueError`` unless the staged image stack at ``path`` holds its frames in a
+    dataset named ``key`` (where every reader looks for them)."""
+    with h5py.File(path, "r") as file:
+        if key not in file:
+            names = ", ".join(sorted(file)) or "nothing"
+            raise ValueError(
+                f"{path.name}: the image stack of {key!r} has no dataset {key!r} (it has "
+                f"{names}); write it with ImageStackWriter(path, {key!r})"
+            )
 
 
 def read_artifact(datatype: Datatype, path: Path) -> Any:
