@@ -157,3 +157,16 @@ def test_compute_many_batches_the_step_and_a_left_out_video_is_computed_alone(tm
         assert batches == [["a", "b", "c"]] and alone == ["b"]
         assert np.load(tmp_path / "test_rows" / "a.npy")[0] == 1.0
         assert np.load(tmp_path / "test_rows" / "b.npy")[0] == 0.0
+
+
+def test_a_node_reading_an_input_it_does_not_declare_fails_saying_so(tmp_path):
+    def compute(io, config):
+        io["landmarks"]  # not among its inputs
+        return {"test_rows": np.zeros(1, np.float32)}
+
+    result = run_node(tmp_path, spec_with(compute), {}, ("a",))
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "TestRowsNode reads 'landmarks' but does not declare it" in message
+    assert not (tmp_path / "test_rows" / "a.npy").exists()

@@ -76,6 +76,7 @@ A2EN_DATASET_NODE = NodeSpec(
     outputs=("a2en",),
     config=A2enConfig,
     summary="A2EN training file: audio features on the expression frames, jaw, blinks",
+    optional_inputs=("images", "wav"),  # frame times; where the audio ends
     compute=write_a2en,
     group="flame",
 )

@@ -200,6 +200,7 @@ RENDERING_NODE = NodeSpec(
     summary="normal, shaded UV and mask renders of the mesh (image stacks)",
     needs_gpu=True,
     needs_weights=True,
+    optional_inputs=("crops", "images"),  # their frame times, when the video has them
     compute=render_mesh,
     required_params=("head_template_path",),
     group="flame",

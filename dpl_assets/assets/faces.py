@@ -78,7 +78,7 @@ def face_totals(per_output: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
     }
 
 
-def face_node(name: str, main: str, summary: str, **options: Any) -> NodeSpec:
+def face_node(name: str, main: str, summary: str) -> NodeSpec:
     """A node name for the one face computation, whose main output is ``main``."""
     return NodeSpec(
         name=name,
@@ -86,11 +86,12 @@ def face_node(name: str, main: str, summary: str, **options: Any) -> NodeSpec:
         outputs=(main, *(key for key in FACE_OUTPUTS if key != main)),
         config=FaceAlignmentConfig,
         summary=summary,
+        # Given boxes are read when the inputs have them, whichever name runs the node.
+        optional_inputs=("raw_bboxes",),
         compute=analyze_faces,
         model=face_model,
         summarize=face_totals,
         group="faces",
-        **options,
     )
 
 
@@ -108,7 +109,6 @@ FACE_DETECTION_NODE = face_node(
 FACE_LANDMARKS_NODE = face_node(
     "FaceLandmarksNode", "landmarks_mesh",
     "landmarks in the given raw_bboxes (else detected), and the face outputs",
-    optional_inputs=("raw_bboxes",),
 )  # fmt: skip
 
 

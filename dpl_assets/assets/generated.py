@@ -33,7 +33,7 @@ from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.storage.video_io import StepTools
+from dpl_assets.storage.video_io import Reads, StepTools
 
 GroupKey = tuple[int, tuple[str, ...], tuple[str, ...]]
 """A generated asset: its compute function, its outputs, the extra dependencies it got."""
@@ -158,6 +158,16 @@ def check_required_params(spec: NodeSpec, config: Any) -> None:
         raise dg.Failure(f"{spec.name} needs {needs}", allow_retries=False)
 
 
+def declared_reads(spec: NodeSpec, config: Any) -> Reads:
+    """What ``spec`` may read for a video: its inputs, optional inputs, and the datatypes
+    its config names (a packer's ``datatypes``)."""
+    keys = [*spec.inputs, *spec.optional_inputs]
+    if spec.configured_inputs:
+        value = getattr(config, spec.configured_inputs)
+        keys += [value] if isinstance(value, str) else list(value)
+    return Reads(spec.name, frozenset(keys))
+
+
 def _tools(spec: NodeSpec, config: Any, torch_device: TorchDevice) -> StepTools:
     """The step's device (the node's ``device`` param, else the resource's) and models."""
     node_device = getattr(config, "device", "auto")
@@ -188,7 +198,7 @@ def run_spec(
             compute_one=lambda _, io: _outputs_of(spec, io, config),
             compute_many=(lambda todo: {v: dict(out) for v, out in batch(todo, config).items()})
             if batch else None,
-            workers=_workers(config), tools=tools,
+            workers=_workers(config), tools=tools, reads=declared_reads(spec, config),
         )  # fmt: skip
     finally:
         tools.close()

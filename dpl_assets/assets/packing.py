@@ -24,6 +24,7 @@ from dpl_assets.assets.config import (
     Vid2vidDatasetConfig,
 )
 from dpl_assets.datatypes import (
+    AUDIO_REFERENCE,
     AUDIO_STEP,
     FRAME_REFERENCE,
     StorageFormat,
@@ -160,7 +161,8 @@ def packer_node(
         outputs=(asset,),
         config=config_class,
         configured_inputs="datatypes",
-        optional_inputs=(FACE_MASK_KEY,),
+        # face_mask for validity; the frames' times; where the audio ends.
+        optional_inputs=(FACE_MASK_KEY, FRAME_REFERENCE, AUDIO_REFERENCE),
         summary=summary,
         compute=packer_compute(asset),
         group="datasets",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ from dpl_assets.outcomes import InputRejected, Rejected
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
 
 
+class UndeclaredInput(TypeError):
+    """A node read a datatype its declaration does not name (a bug in the node: without
+    the declaration, nothing makes that input exist before the node runs)."""
+
+
 class UpstreamRejected(Exception):
     """An input the node reads was rejected for this video: the video's outcome is that
     same rejection."""
@@ -34,6 +40,15 @@ class UpstreamRejected(Exception):
     def __init__(self, rejection: Rejected):
         super().__init__(rejection.reason)
         self.rejection = rejection
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a node may read: the datatypes it declares (inputs, optional inputs, and those
+    its config names); reading another raises :class:`UndeclaredInput`."""
+
+    node: str
+    keys: frozenset[str]
 
 
 class StepTools:
@@ -84,10 +99,10 @@ class StepTools:
 class VideoIO(Mapping[str, Any]):
     """One video at the node boundary (see the module docstring).
 
-    ``io[key]``: a declared input, or any other datatype the node needs (loaded on first
-    use; a rejection of it raises :class:`UpstreamRejected`, a missing one
-    :class:`~dpl_assets.storage.store.MissingArtifactError`). Iterating gives the declared
-    inputs only.
+    ``io[key]``: an input the node declares (loaded on first use unless the IO manager
+    loaded it; a rejection of it raises :class:`UpstreamRejected`, a missing one
+    :class:`~dpl_assets.storage.store.MissingArtifactError`, an undeclared one
+    :class:`UndeclaredInput`). Iterating gives the inputs the IO manager loaded.
     """
 
     def __init__(
@@ -96,11 +111,20 @@ class VideoIO(Mapping[str, Any]):
         video_id: str,
         declared: Mapping[str, Any],
         tools: StepTools | None = None,
+        reads: Reads | None = None,
     ):
         self._store, self.video_id = store, video_id
         self._declared = dict(declared)
         self._loaded: dict[str, Any] = {}
         self._tools = tools or StepTools()
+        self._reads = reads
+
+    def _check_declared(self, key: str) -> None:
+        if self._reads is not None and key not in self._reads.keys:
+            raise UndeclaredInput(
+                f"{self._reads.node} reads {key!r} but does not declare it: add it to the "
+                "node's inputs or optional_inputs"
+            )
 
     @property
     def device(self) -> str:
@@ -115,6 +139,7 @@ class VideoIO(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key in self._declared:
             return self._declared[key]
+        self._check_declared(key)
         if key not in self._loaded:
             value = self._store.load(key, self.video_id)
             if isinstance(value, Rejected):
@@ -137,6 +162,7 @@ class VideoIO(Mapping[str, Any]):
 
     def given(self, key: str) -> bool:
         """Whether the user's inputs give this video's ``key`` (a root of their own files)."""
+        self._check_declared(key)
         return self._store.user_source(key, self.video_id) is not None
 
     def source(self, kind: str) -> Path:
@@ -163,6 +189,7 @@ class VideoIO(Mapping[str, Any]):
     def file_of(self, key: str) -> Path | None:
         """The file holding the video's ``key`` (the user's, else ours), None if neither;
         for naming it in a reason or handing it to a library that reads files."""
+        self._check_declared(key)
         return self._store.existing_file(key, self.video_id)
 
     def stage(self, key: str) -> Path:
