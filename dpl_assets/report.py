@@ -45,6 +45,7 @@ from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.store import ArtifactStore
 
 STATUSES = ("processed", "rejected", "failed")
+"""The statuses of a report entry, in the order tables and legends list them."""
 REASON_SEPARATOR = "; "
 
 
@@ -195,6 +196,9 @@ def _audio_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
 
 
 def _face_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
+    """``face_coverage``: the faces record's ``coverage`` (fraction 0..1 of frames with a
+    face, rounded to 4 places); empty without a readable record. A consumer of the record,
+    beside its ``RecordStat`` (``face_coverage_pct``) on the output's metadata."""
     path = store.existing_file("faces", video_id)
     if path is None:
         return {}

@@ -24,8 +24,8 @@ Example::
                              "Lip gap over mouth width (N,) float32", ArrayContract(("N",),
                              "float32"), per=FRAME, nan_rows=True)
 
-    def mouth_opening(inputs, config):
-        return {"mouth_opening": gap_over_width(inputs["landmarks"])}
+    def mouth_opening(io, config):
+        return {"mouth_opening": gap_over_width(io["landmarks"])}
 
     MouthOpeningNode = NodeSpec(name="MouthOpeningNode", inputs=("landmarks",),
                                 outputs=("mouth_opening",), compute=mouth_opening,
@@ -48,29 +48,29 @@ if TYPE_CHECKING:
     from dpl_assets.storage.video_io import VideoIO
 
 Compute = Callable[["VideoIO", Any], Mapping[str, Any]]
-"""A node's per-video computation: ``(inputs, config) -> outputs``.
+"""A node's per-video computation: ``(io, config) -> outputs``.
 
-``inputs`` is the video's :class:`~dpl_assets.storage.video_io.VideoIO`: a mapping of each
+``io`` is the video's :class:`~dpl_assets.storage.video_io.VideoIO`: a mapping of each
 input datatype to its loaded artefact (arrays for ``.npy`` datatypes, float32 (N,) samples
 at 16 kHz for ``wav``, dicts for JSON records,
 :class:`~dpl_assets.storage.handles.ImageStackRef` handles for image stacks, paths for
-whole files), with ``inputs.optional(key)`` for optional inputs (None when absent or
-rejected), ``inputs.frame_times(n)`` for frame times (seconds), ``inputs.source(kind)`` for
-the user's media, ``inputs.stage(key)`` for a file output, ``inputs.model`` and
-``inputs.device`` for the node's model (:attr:`NodeSpec.model`).
+whole files), with ``io.optional(key)`` for optional inputs (None when absent or
+rejected), ``io.frame_times(n)`` for frame times (seconds), ``io.source(kind)`` for
+the user's media, ``io.stage(key)`` for a file output, ``io.model`` and
+``io.device`` for the node's model (:attr:`NodeSpec.model`).
 
 ``outputs`` maps every output datatype to its value, by the datatype's storage format:
 ``npy``: an array meeting its contract; ``json``: a JSON-able dict; ``wav``: float32 (N,)
 samples in [-1, 1] at 16 kHz; ``image_stack``: a
-:class:`~dpl_assets.outcomes.StagedFile` of ``inputs.stage(key)`` after writing there with
+:class:`~dpl_assets.outcomes.StagedFile` of ``io.stage(key)`` after writing there with
 :class:`~dpl_assets.storage.image_stack.ImageStackWriter` (dataset named ``key``, one
-image per frame at the frame's time); ``file``: a ``StagedFile`` of ``inputs.stage(key)``
+image per frame at the frame's time); ``file``: a ``StagedFile`` of ``io.stage(key)``
 after writing the whole file there. Raise :class:`dpl_assets.outcomes.InputRejected` to
 reject the video with a reason; anything else fails that video only (retried by the next
 run); missing or extra outputs fail it with a ``TypeError``."""
 
 ComputeMany = Callable[[dict[str, "VideoIO"], Any], Mapping[str, Mapping[str, Any]]]
-"""Several videos' computation at once: ``({video_id: inputs}, config) ->
+"""Several videos' computation at once: ``({video_id: io}, config) ->
 {video_id: outputs}`` (see :data:`Compute`)."""
 
 CUSTOM_STORAGE = (
@@ -126,10 +126,10 @@ class NodeSpec:
         declares: new datatypes the node writes (custom nodes), registered when it loads.
         group: the Dagster asset group of a generated asset.
         model: ``(config, device) -> model``: what ``compute`` runs (a face detector...),
-            made once per worker thread of a step when first used (``inputs.model``) and
+            made once per worker thread of a step when first used (``io.model``) and
             closed at the step's end when it has ``close()``; ``device()`` gives the torch
             device, resolved on first call (a CPU-only model never leases a GPU).
-        compute_many: ``({video_id: inputs}, config) -> {video_id: outputs}``: the step's
+        compute_many: ``({video_id: io}, config) -> {video_id: outputs}``: the step's
             videos in one batch (GPU batches across videos); a video it leaves out, or
             all of them when it raises, go through ``compute`` one by one.
         required_params: config fields that must be set (model files): a step without them
@@ -170,6 +170,8 @@ class NodeSpec:
 
     @property
     def config_class(self) -> type[dg.Config]:
+        """The node's Dagster config class: ``config``, else :class:`NodeConfig` (only
+        ``recompute``)."""
         from dpl_assets.assets.config import NodeConfig  # the default: just ``recompute``
 
         return self.config or NodeConfig
@@ -208,15 +210,13 @@ def load_node(ref: str) -> NodeSpec:
         raise NodeError(f"{ref!r} is {type(found).__name__}, not a NodeSpec")
     _check_custom(ref, found)
     _check_datatypes(ref, found)
-    for datatype in found.declares:
-        register_datatype(datatype)  # checked above: cannot fail
+    try:
+        for datatype in found.declares:
+            register_datatype(datatype)
+    except ValueError as error:  # what the registry refuses beyond the checks above
+        raise NodeError(f"{ref!r}: {error}") from error
     _LOADED[ref] = found
     return found
-
-
-def loaded_nodes() -> dict[str, NodeSpec]:
-    """The custom nodes loaded so far, by reference."""
-    return dict(_LOADED)
 
 
 def _import_ref(ref: str) -> object:
@@ -230,7 +230,13 @@ def _import_ref(ref: str) -> object:
             f"{ref!r}: cannot import {module_name!r} ({error}); install it or put it on PYTHONPATH"
         ) from error
     if not hasattr(module, attribute):
-        raise NodeError(f"{ref!r}: {module_name}.{attribute} is nothing, not a NodeSpec")
+        defined = sorted(
+            name for name, value in vars(module).items() if isinstance(value, NodeSpec)
+        )
+        raise NodeError(
+            f"{ref!r}: module {module_name} has no attribute {attribute!r}; the NodeSpecs it "
+            f"defines: {', '.join(defined) or 'none'}"
+        )
     return getattr(module, attribute)
 
 
@@ -304,7 +310,7 @@ def _check_datatypes(ref: str, spec: NodeSpec) -> None:
         if known[key].storage is StorageFormat.MEDIA:
             raise NodeError(
                 f"{ref!r}: optional input {key!r} is source media; read it with "
-                f"inputs.source({key!r}) or inputs.sources, or list it in `inputs`"
+                f"io.source({key!r}) or io.sources, or list it in `inputs`"
             )
     for key in spec.outputs:
         if known[key].storage not in CUSTOM_STORAGE:

@@ -78,15 +78,6 @@ from dpl_assets.packing.layouts import open_images
 from dpl_assets.storage.image_stack import decode_image
 
 
-def per_frame_keys() -> tuple[str, ...]:
-    """Arrays with one row per video frame (first axis N = the reference frame count)."""
-    return tuple(
-        key
-        for key, datatype in DATATYPES.items()
-        if datatype.storage is StorageFormat.NPY and datatype.per == FRAME
-    )
-
-
 def checked_keys() -> tuple[str, ...]:
     """Datatypes with output checks, in registry order: every wav, image stack and array
     datatype (custom ones too), and the whole files that declare a ``file_check``."""
@@ -197,7 +188,7 @@ def _check_per_frame(datatype: Datatype, array: np.ndarray, facts: VideoFacts) -
     if datatype.nan_rows:
         partial = int((finite.any(axis=1) & ~finite.all(axis=1)).sum())
         if partial:
-            problems.append(f"{partial} frames partly NaN (a frame has a whole face or none)")
+            problems.append(f"{partial} rows partly NaN (a row is all NaN or all numbers)")
     elif not finite.all():
         problems.append(f"{int((~finite).sum())} non-finite values")
     return problems + _check_values(datatype, array, facts.frame_size)

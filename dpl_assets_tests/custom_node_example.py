@@ -5,15 +5,13 @@ A graph names it ``"dpl_assets_tests.custom_node_example:MouthOpeningNode"``
 (``test_custom_node.py`` runs it end to end).
 """
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 from pydantic import Field
 
 from dpl_assets.assets.config import NodeConfig
 from dpl_assets.datatypes import FRAME, ArrayContract, Datatype, StorageFormat
 from dpl_assets.specs import NodeSpec
+from dpl_assets.storage.video_io import VideoIO
 
 MOUTH_OPENING = Datatype(
     "mouth_opening",
@@ -35,9 +33,9 @@ class MouthOpeningConfig(NodeConfig):
     scale: float = Field(default=1.0, gt=0, description="Factor applied to the ratio.")
 
 
-def mouth_opening(inputs: Mapping[str, Any], config: MouthOpeningConfig) -> dict[str, np.ndarray]:
+def mouth_opening(io: VideoIO, config: MouthOpeningConfig) -> dict[str, np.ndarray]:
     """Inner-lip gap over mouth width (N,) float32, times ``scale``, from the landmarks."""
-    landmarks = inputs["landmarks"].astype(np.float64)
+    landmarks = io["landmarks"].astype(np.float64)
     gap = np.linalg.norm(landmarks[:, INNER_UPPER_LIP] - landmarks[:, INNER_LOWER_LIP], axis=-1)
     width = np.linalg.norm(landmarks[:, MOUTH_LEFT] - landmarks[:, MOUTH_RIGHT], axis=-1)
     return {"mouth_opening": (config.scale * gap / width).astype(np.float32)}

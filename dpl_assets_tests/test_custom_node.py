@@ -147,7 +147,10 @@ def test_a_code_location_knows_custom_nodes_from_the_environment(tmp_path, monke
     ("name", "message"),
     [
         ("no_such_package.nodes:MyNode", "cannot import 'no_such_package.nodes'"),
-        ("dpl_assets_tests.custom_node_example:Missing", "is nothing, not a NodeSpec"),
+        (
+            "dpl_assets_tests.custom_node_example:Missing",
+            "has no attribute 'Missing'; the NodeSpecs it defines: MouthOpeningNode",
+        ),
         ("dpl_assets_tests.custom_node_example:NOT_A_SPEC", "is str, not a NodeSpec"),
         ("dpl_assets_tests.custom_node_example:", "a custom node is named"),
     ],

@@ -79,7 +79,7 @@ BROKEN_ARRAYS = {
     "wrong dtype": ("landmarks", lambda a: a.astype(np.float64), "dtype float64"),
     "wrong shape": ("head_pose", lambda a: a[:, :5], "axis 1 has 5"),
     "frame count": ("blinks", lambda a: a[:-1], "5 rows where images has 6"),
-    "partial NaN": ("landmarks", lambda a: _set(a, (0, 5, 0), np.nan), "partly NaN"),
+    "partial NaN": ("landmarks", lambda a: _set(a, (0, 5, 0), np.nan), "rows partly NaN"),
     "unknown face_mask code": ("face_mask", lambda a: _set(a, 0, 7), "codes [7]"),
     "box misses the frame": ("bboxes", lambda a: a + 500, "miss the 64x48 frame"),
     "box not square": ("bboxes", lambda a: _set(a, (0, 2), 30), "not square"),

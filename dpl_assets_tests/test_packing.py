@@ -20,12 +20,12 @@ from dpl_assets.packing.layouts import (
     JPEG_FILTER_ID,
     LAYOUTS,
     ImageDatasetWriter,
-    encode_frame,
     image_header,
     open_images,
 )
 from dpl_assets.packing.resample import feature_times, moving_average, resample_to_frames
 from dpl_assets.packing.video_pack import PackOptions, pack_video
+from dpl_assets.storage.image_codec import encode_image
 from dpl_assets.storage.image_stack import ImageStackWriter
 
 PSNR_BOUND_Q95 = 35.0
@@ -148,7 +148,7 @@ def test_filter32019_grey_frames_use_mode_0(tmp_path):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_encoded_bytes_are_stored_unchanged(tmp_path, layout):
-    encoded = [encode_frame(textured_frame(32, 32, index=i), "jpeg", 95) for i in range(3)]
+    encoded = [encode_image(textured_frame(32, 32, index=i), "jpeg", 95) for i in range(3)]
     with h5py.File(tmp_path / "f.h5", "w") as f:
         with ImageDatasetWriter(f, "crops", layout=layout) as w:
             w.append(encoded[0])
@@ -164,12 +164,12 @@ def test_writer_refuses_bytes_that_do_not_fit(tmp_path):
     with h5py.File(tmp_path / "f.h5", "w") as f:
         writer = ImageDatasetWriter(f, "a", layout="filter32019")
         with pytest.raises(ValueError, match="png bytes in a jpeg"):
-            writer.append(encode_frame(rgb, "png"))
-        writer.append(encode_frame(rgb, "jpeg"))
+            writer.append(encode_image(rgb, "png"))
+        writer.append(encode_image(rgb, "jpeg"))
         with pytest.raises(ValueError, match=r"\(16, 32, 3\)"):
-            writer.append(encode_frame(rgb[:16], "jpeg"))
+            writer.append(encode_image(rgb[:16], "jpeg"))
         with pytest.raises(ValueError, match="is \\(32, 32\\)"):
-            writer.append(encode_frame(rgb[..., 0], "jpeg"))  # grey into an RGB dataset
+            writer.append(encode_image(rgb[..., 0], "jpeg"))  # grey into an RGB dataset
         with pytest.raises(ValueError, match="magic"):
             writer.append(b"GIF89a not an image")
         with pytest.raises(ValueError, match="JPEG only"):
@@ -179,16 +179,16 @@ def test_writer_refuses_bytes_that_do_not_fit(tmp_path):
 
 def test_image_header_reads_size_and_channels_without_decoding():
     rgb = textured_frame(24, 40)
-    jpeg = image_header(encode_frame(rgb, "jpeg"))
+    jpeg = image_header(encode_image(rgb, "jpeg"))
     assert (jpeg.format, jpeg.height, jpeg.width, jpeg.channels, jpeg.bits) == (
         "jpeg", 24, 40, 3, 8,
     )  # fmt: skip
-    png = image_header(encode_frame(rgb[..., 0], "png"))
+    png = image_header(encode_image(rgb[..., 0], "png"))
     assert (png.format, png.height, png.width, png.channels, png.png_colour) == (
         "png", 24, 40, 1, 0,
     )  # fmt: skip
     with pytest.raises(ValueError):
-        image_header(encode_frame(rgb, "jpeg")[:20])
+        image_header(encode_image(rgb, "jpeg")[:20])
 
 
 def test_unfiltered_chunks_read_as_raw_pixels(tmp_path):
@@ -642,7 +642,7 @@ def test_filter32019_datasets_record_the_plugins_filter_name(tmp_path, grey):
     path = tmp_path / "f.h5"
     with h5py.File(path, "w") as f, ImageDatasetWriter(f, "crops", layout="filter32019") as w:
         w.append(frame)
-        w.append(encode_frame(frame))
+        w.append(encode_image(frame))
     code, flags, values, name = stored_filter_in_a_fresh_process(path, "crops")
     assert code == 32019 and name.encode() == PLUGIN_FILTER_NAME
     assert flags & h5py.h5z.FLAG_OPTIONAL and values == [95, 48, 32, 0 if grey else 1]
@@ -675,7 +675,7 @@ def cmyk_jpeg(height: int, width: int) -> bytes:
 
 def test_filter32019_writer_refuses_chunks_the_jpeg_decoder_rejects(tmp_path):
     rgb = textured_frame(32, 32)
-    good = encode_frame(rgb, "jpeg")
+    good = encode_image(rgb, "jpeg")
     truncated = good[: len(good) // 2]
     no_tables = without_quantization_tables(good)
     # Independent decoders agree these are broken (OpenCV gives up; Pillow raises).

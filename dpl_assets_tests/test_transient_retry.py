@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dpl_assets.assets.batch import (
-    TRANSIENT_RETRY_POLICY,
-    is_transient,
-    per_video_asset,
-    run_videos,
-)
+from dpl_assets.assets.batch import TRANSIENT_RETRY_POLICY, per_video_asset, run_videos_multi
+from dpl_assets.assets.video_step import is_transient
 from dpl_assets.outcomes import InputRejected
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets.storage.io_manager import ArtifactIOManager, ArtifactStorage
@@ -28,14 +24,16 @@ QUICK = dg.RetryPolicy(max_retries=TRANSIENT_RETRY_POLICY.max_retries, delay=0)
 
 @per_video_asset(name="volume", retry_policy=QUICK)  # a registered (T,) float32 datatype
 def flaky(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> dict:
-    def compute(video_id: str, _: dict) -> np.ndarray:
+    def compute(video_id: str, _: object) -> dict[str, np.ndarray]:
         CALLS[video_id] += 1
         error = FAIL_WITH.pop(video_id, None)
         if error is not None:
             raise error
-        return np.zeros(4, np.float32)
+        return {"volume": np.zeros(4, np.float32)}
 
-    return run_videos(context, storage, recompute=False, inputs={}, compute_one=compute)
+    return run_videos_multi(
+        context, storage, outputs=["volume"], recompute=False, inputs={}, compute_one=compute
+    )["volume"]
 
 
 def run(tmp_path, monkeypatch, failure: BaseException) -> tuple[dg.ExecuteInProcessResult, dict]:

@@ -3,7 +3,7 @@ and :data:`NODE_SPECS`, the registry list of every built-in graph node.
 
 Every asset is partitioned per video, takes and returns ``{video_id: value}`` dicts (see
 :mod:`dpl_assets.storage.io_manager`) and runs its videos through
-:func:`dpl_assets.assets.batch.run_videos`. Each node is declared once, as a
+:func:`dpl_assets.assets.batch.run_videos_multi`. Each node is declared once, as a
 :class:`~dpl_assets.specs.NodeSpec` beside its asset (or with a ``compute`` function its
 asset is generated from); adding a node is one module and one line in :data:`NODE_SPECS`.
 """
@@ -45,7 +45,7 @@ from dpl_assets.assets.sources import PROBE_NODE, aac, video
 from dpl_assets.assets.vision import VIDEO_TO_IMAGES_NODE
 from dpl_assets.assets.visualize import CONTACT_SHEET_NODE, PREVIEW_NODE
 from dpl_assets.assets.wav2vec import WAV2VEC_NODE
-from dpl_assets.datatypes import get_datatype
+from dpl_assets.datatypes import DATATYPES, get_datatype
 from dpl_assets.specs import NodeSpec
 
 NODE_SPECS: list[NodeSpec] = [
@@ -107,16 +107,24 @@ OP_OF: dict[str, str] = {
 custom nodes' assets are added by :func:`assets_with`."""
 
 
-def assets_with(custom: Sequence[NodeSpec]) -> list[dg.AssetsDefinition | dg.AssetSpec]:
-    """Every asset, with those of the ``custom`` nodes; packers then also depend on the
-    custom outputs they could pack, so they run after them."""
-    if not custom:
-        return ALL_ASSETS
+def assets_with(
+    custom: Sequence[NodeSpec], packed: Sequence[str] = ()
+) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """Every asset, with those of the ``custom`` nodes. Packers also depend on the custom
+    outputs they could pack and on the datatypes the graph asks them to pack (``packed``),
+    so those run before them."""
     packable = [key for spec in custom for key in spec.outputs if get_datatype(key).packable]
+    extra_deps = [
+        key
+        for key in dict.fromkeys([*packed, *packable])
+        if key in DATATYPES and DATATYPES[key].packable
+    ]
+    if not custom and not extra_deps:
+        return ALL_ASSETS
     extra = assets_of(custom)
     for asset in extra:
         OP_OF.update({key.path[-1]: asset.node_def.name for key in asset.keys})
-    return [*SOURCE_ASSETS, *assets_of(NODE_SPECS, packable), *extra]
+    return [*SOURCE_ASSETS, *assets_of(NODE_SPECS, extra_deps), *extra]
 
 
 def producers_of(key: str) -> list[NodeSpec]:

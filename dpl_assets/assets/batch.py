@@ -32,18 +32,13 @@ from typing import Any
 
 import dagster as dg
 
-from dpl_assets.assets.video_step import VideoStep, is_transient, naming_source
+from dpl_assets.assets.video_step import VideoStep
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.storage.video_io import StepTools, VideoIO
-
-__all__ = ["is_transient", "naming_source"]  # re-exported: the loop's rules, for callers
+from dpl_assets.storage.video_io import Reads, StepTools, VideoIO
 
 VideoInputs = VideoIO
 """One video's inputs: input name -> loaded artefact, and the rest of the node boundary."""
-
-ComputeOne = Callable[[str, VideoInputs], Any]
-ComputeMany = Callable[[dict[str, VideoInputs]], dict[str, Any]]
 
 
 TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
@@ -82,44 +77,6 @@ def multi_outputs(per_output: Mapping[str, Mapping[str, Any]]) -> Iterator[dg.Ou
         yield dg.Output(outcomes, output_name=key)
 
 
-def run_videos(
-    context: dg.AssetExecutionContext,
-    storage: ArtifactStorage,
-    *,
-    recompute: bool,
-    inputs: Mapping[str, Mapping[str, Any]],
-    compute_one: ComputeOne,
-    compute_many: ComputeMany | None = None,
-    workers: int = 1,
-) -> dict[str, Any]:
-    """Run one asset over the step's videos; return ``{video_id: outcome}`` for the IO manager.
-
-    Args:
-        storage: the output dir (the loop reads and writes it; the node never does).
-        inputs: input name -> ``{video_id: artefact}`` (lazy mappings from the IO manager).
-        compute_one: (video_id, io) -> artefact, where ``io`` is the video's
-            :class:`~dpl_assets.storage.video_io.VideoIO` (its declared inputs, and the
-            rest of the node boundary); raises InputRejected for bad input.
-        compute_many: optional batched version over many videos (one GPU batch); when it
-            raises, the videos are retried one by one so one bad video cannot sink the rest.
-        workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work).
-    """
-    key = context.asset_key.path[-1]
-
-    def one(video_id: str, loaded: VideoInputs) -> dict[str, Any]:
-        return {key: compute_one(video_id, loaded)}
-
-    def many(todo: dict[str, VideoInputs]) -> dict[str, Any]:
-        assert compute_many is not None
-        return {video_id: {key: value} for video_id, value in compute_many(todo).items()}
-
-    per_output = run_videos_multi(
-        context, storage, outputs=[key], recompute=recompute, inputs=inputs, compute_one=one,
-        compute_many=many if compute_many is not None else None, workers=workers,
-    )  # fmt: skip
-    return per_output[key]
-
-
 def run_videos_multi(
     context: dg.AssetExecutionContext,
     storage: ArtifactStorage,
@@ -131,17 +88,29 @@ def run_videos_multi(
     compute_many: Callable[[dict[str, VideoInputs]], dict[str, dict[str, Any]]] | None = None,
     workers: int = 1,
     tools: StepTools | None = None,
+    reads: Reads | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """:func:`run_videos` for a node with several outputs (a multi-asset).
+    """Run one node over the step's videos; return ``{output_key: {video_id: outcome}}``
+    for the IO manager (one asset is a node with one output).
 
-    ``compute_one`` returns ``{output_key: artefact}``; a video is done when every output
-    is; a rejection rejects every output. ``tools``: the node's device and models, shared
-    by the step's videos (``io.device``, ``io.model``). Returns
-    ``{output_key: {video_id: outcome}}``.
+    Args:
+        storage: the output dir (the loop reads and writes it; the node never does).
+        outputs: the node's output keys; a video is done when every output is, and a
+            rejection rejects every output.
+        inputs: input name -> ``{video_id: artefact}`` (lazy mappings from the IO manager).
+        compute_one: (video_id, io) -> ``{output_key: artefact}``, where ``io`` is the
+            video's :class:`~dpl_assets.storage.video_io.VideoIO` (its declared inputs, and
+            the rest of the node boundary); raises InputRejected for bad input.
+        compute_many: optional batched version over many videos (one GPU batch); when it
+            raises, the videos are retried one by one so one bad video cannot sink the rest.
+        workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work).
+        tools: the node's device and models, shared by the step's videos (``io.device``,
+            ``io.model``).
     """
     step = VideoStep(
-        context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools
-    )
+        context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools,
+        reads=reads,
+    )  # fmt: skip
     todo = step.gather_all(inputs)
     try:
         if compute_many is not None and len(todo) > 1:

@@ -23,6 +23,8 @@ class VideoClaims:
         self.lock = threading.Lock()
 
     def try_claim(self, video_id: str) -> bool:
+        """Claim every output of the video without waiting; False (holding none) if another
+        process holds any of them."""
         claims = [self.store.claim(key, video_id) for key in self.outputs]
         for index, claim in enumerate(claims):
             if not claim.try_acquire():
@@ -34,15 +36,19 @@ class VideoClaims:
         return True
 
     def wait(self, video_id: str) -> None:
+        """Block until every output of the video is claimed, retrying every
+        :data:`CLAIM_POLL_S` seconds."""
         while not self.try_claim(video_id):
             time.sleep(CLAIM_POLL_S)
 
     def release(self, video_id: str) -> None:
+        """Release the video's claims (deleting their lock files); a no-op if none held."""
         with self.lock:
             claims = self.held.pop(video_id, [])
         for claim in claims:
             claim.release()
 
     def release_all(self) -> None:
+        """Release every claim this step still holds (when the step ends, even on error)."""
         for video_id in list(self.held):
             self.release(video_id)

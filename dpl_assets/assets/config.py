@@ -5,7 +5,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, field_validator, model_validator
 
-from dpl_assets.datatypes import packable_keys
+from dpl_assets.datatypes import DATATYPES, packable_keys
 from dpl_assets.nodes.wav2vec import DEFAULT_CHECKPOINT
 
 
@@ -173,9 +173,17 @@ class H5DatasetConfig(NodeConfig):
         # Dagster config cannot take a list of Literals; the registry says what is packable
         # (image stacks, per-frame and audio-step arrays, custom nodes' ones too).
         packable = packable_keys()
-        unknown = [key for key in datatypes if key not in packable]
+        unknown = [key for key in datatypes if key not in DATATYPES]
         if unknown:
-            raise ValueError(f"cannot pack {unknown}; packable datatypes: {', '.join(packable)}")
+            raise ValueError(
+                f"unknown datatypes {unknown}: not built in, and no node loaded declares them; "
+                "a custom node's datatypes are known once the node writing them is in the graph "
+                "(or in DPL_NODES, for the Dagster UI); "
+                f"packable datatypes: {', '.join(packable)}"
+            )
+        unpackable = [key for key in datatypes if key not in packable]
+        if unpackable:
+            raise ValueError(f"cannot pack {unpackable}; packable datatypes: {', '.join(packable)}")
         return datatypes
 
     @model_validator(mode="after")

@@ -46,12 +46,15 @@ STATUS_REJECTED = "rejected"
 
 
 def listing(video_ids: list[str]) -> str:
+    """The ids as a JSON list for a log line, the first :data:`MAX_LISTED_IDS` only
+    (``... and N more``)."""
     listed = json.dumps(video_ids[:MAX_LISTED_IDS], ensure_ascii=False)
     more = len(video_ids) - MAX_LISTED_IDS
     return listed + (f" and {more} more" if more > 0 else "")
 
 
 def output_name(context: dg.AssetExecutionContext, key: str) -> str:
+    """The step's output name for asset ``key`` (a multi-asset names outputs its own way)."""
     return context.assets_def.get_output_name_for_asset_key(dg.AssetKey(key))
 
 
@@ -68,6 +71,8 @@ class Progress:
         self.lock = threading.Lock()
 
     def done(self, key: str, outcome: Any) -> None:
+        """Count one video computed, with its work of output ``key`` (frames or audio
+        seconds), and log progress if :data:`PROGRESS_EVERY_S` seconds passed."""
         unit, amount = work_of(key, outcome)
         with self.lock:
             self.count += 1
@@ -94,6 +99,8 @@ class Progress:
             self.total -= 1
 
     def metadata(self, elapsed: float) -> dict[str, Any]:
+        """The step's totals for its output: ``step_s`` (``elapsed`` seconds), videos
+        computed, and per work unit the amount and its rate per second."""
         metadata: dict[str, Any] = {"step_s": round(elapsed, 3), "videos_computed": self.count}
         for unit, value in self.work.items():
             metadata[unit] = round(value, 3) if unit == "audio_s" else int(value)

@@ -33,7 +33,7 @@ from dpl_assets.media.errors import decode_rejection
 from dpl_assets.outcomes import InputRejected, Kept, Rejected
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
-from dpl_assets.storage.video_io import StepTools, UpstreamRejected, VideoIO
+from dpl_assets.storage.video_io import Reads, StepTools, UpstreamRejected, VideoIO
 
 ComputeVideo = Callable[[str, VideoIO], dict[str, Any]]
 """(video_id, io) -> ``{output_key: artefact}``."""
@@ -75,9 +75,10 @@ class VideoStep:
         recompute: bool,
         workers: int,
         tools: StepTools | None = None,
+        reads: Reads | None = None,
     ):
         self.context, self.store, self.outputs = context, store, list(outputs)
-        self.tools = tools or StepTools()
+        self.tools, self.reads = tools or StepTools(), reads
         self.recompute, self.workers = recompute, max(1, workers)
         self.name = "+".join(outputs)
         self.started, self.step_started = time.perf_counter(), time.time()
@@ -131,7 +132,7 @@ class VideoStep:
         upstream = next((v for v in loaded.values() if isinstance(v, Rejected)), None)
         if upstream is not None:
             return video_id, upstream
-        return video_id, VideoIO(self.store, video_id, loaded, self.tools)
+        return video_id, VideoIO(self.store, video_id, loaded, self.tools, self.reads)
 
     # -- one video ------------------------------------------------------------------------
     def done_meanwhile(self, video_id: str) -> bool:
@@ -143,6 +144,8 @@ class VideoStep:
         return all(t is not None and t >= self.step_started for t in times)
 
     def keep(self, video_id: str) -> None:
+        """Keep the video's outputs another process saved meanwhile: no compute, no save;
+        its claim is released."""
         self.outcomes[video_id] = Kept()
         self.done_elsewhere.add(video_id)
         self.progress.skip()

@@ -24,11 +24,6 @@ import numpy as np
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
 
 
-def audio_sample_times(count: int, sample_rate_hz: int = AUDIO_SAMPLE_RATE_HZ) -> np.ndarray:
-    """Container-clock time in seconds of each of ``count`` wav samples: float64 (count,)."""
-    return np.arange(count, dtype=np.float64) / float(sample_rate_hz)
-
-
 def audio_end_s(num_samples: int, sample_rate_hz: int = AUDIO_SAMPLE_RATE_HZ) -> float:
     """Container-clock time (s) where a wav of ``num_samples`` samples ends."""
     return num_samples / float(sample_rate_hz)

@@ -166,9 +166,6 @@ class DatasetPack:
         except KeyError:
             raise KeyError(f"video {video_id!r} is not in the pack at {self.root}") from None
 
-    def shard_path(self, video_id: str) -> Path:
-        return self.root / self.entry(video_id).shard
-
     @contextlib.contextmanager
     def open_video(self, video_id: str) -> Iterator[h5py.Group]:
         """``with pack.open_video(video_id) as group:``: the video's group, read-only."""

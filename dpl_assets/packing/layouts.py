@@ -44,7 +44,6 @@ from dpl_assets.storage.image_codec import (
     EncodedImage,
     ImageHeader,
     as_bytes,
-    decode_image,
     encode_image,
     image_header,
     is_encoded,
@@ -61,8 +60,6 @@ __all__ = [
     "ImageDatasetWriter",
     "ImageHeader",
     "check_jpeg_chunk",
-    "decode_frame",
-    "encode_frame",
     "ensure_named_jpeg_filter",
     "image_header",
     "image_layout",
@@ -72,13 +69,6 @@ __all__ = [
 LAYOUTS = ("vlen", "filter32019")
 # PNG colour types we accept, by channel count: grey (0) and RGB (2).
 _PNG_COLOUR = {1: 0, 3: 2}
-
-encode_frame = encode_image
-"""RGB uint8 (H, W, 3) or grey uint8 (H, W) -> standalone baseline JPEG (4:2:0) or PNG
-(:func:`dpl_assets.storage.image_codec.encode_image`)."""
-decode_frame = decode_image
-"""JPEG/PNG bytes -> RGB uint8 (H, W, 3) (``channels=3``) or grey uint8 (H, W)
-(:func:`dpl_assets.storage.image_codec.decode_image`)."""
 
 
 class ImageDatasetWriter:

@@ -52,6 +52,7 @@ class ImageStackRef(os.PathLike):
 
     @property
     def attrs(self) -> dict[str, Any]:
+        """The file's attributes as stored (``width``, ``height`` in pixels, ``fps``...)."""
         return self._header[2]
 
     def frame_times(self, fps: float | None = None) -> np.ndarray:

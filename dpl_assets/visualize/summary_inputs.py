@@ -26,10 +26,8 @@ from typing import Any
 import numpy as np
 
 from dpl_assets.datatypes import get_datatype
+from dpl_assets.report import STATUSES as STATUSES  # re-exported for the summary modules
 from dpl_assets.visualize.rejection_reasons import coverage_from_reasons, reasons_of
-
-STATUSES = ("processed", "rejected", "failed")
-"""The statuses of a report entry, in the order tables and legends list them."""
 
 _WAV2VEC_CHUNK_ROWS = 8192  # rows per read when norming a memory-mapped (T, D) array
 _STAT_NAMES = ("mean", "std", "median", "p10", "p90")
