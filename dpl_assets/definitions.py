@@ -6,14 +6,23 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from dpl_assets.assets import DATASET_LEVEL_ASSETS, NODE_SPECS, assets_with
+from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.automation import SCHEDULES, SENSORS
 from dpl_assets.catalog import Catalog
 from dpl_assets.checks import output_checks
-from dpl_assets.graph import custom_names, is_custom, node_spec
+from dpl_assets.graph import (
+    GraphError,
+    GraphPlan,
+    custom_names,
+    is_custom,
+    node_spec,
+    plan_graph,
+)
 from dpl_assets.partitions import video_partitions
 from dpl_assets.resources import TorchDevice
 from dpl_assets.settings import output_dir_from_env
@@ -141,19 +150,45 @@ def offline_jobs(custom: Sequence[NodeSpec]) -> list[dg.UnresolvedAssetJobDefini
     ]
 
 
+def packed_datatypes(graph: Sequence[Any] | None) -> list[str]:
+    """The datatypes a graph's packers are asked to pack (their ``datatypes`` params), so
+    the packers' assets depend on them; [] when there is no graph or it does not plan."""
+    if not graph:
+        return []
+    try:
+        plan = plan_graph(list(graph))
+    except (GraphError, NodeError):
+        return []  # the graph's own run reports what is wrong with it
+    return plan_packed(plan)
+
+
+def plan_packed(plan: GraphPlan) -> list[str]:
+    """The datatypes ``plan``'s packers pack (their configured ``datatypes``)."""
+    keys: list[str] = []
+    for asset, spec in plan.node_of.items():
+        if spec.configured_inputs == "datatypes":
+            keys += required_inputs(spec, plan.full_config[asset])
+    return list(dict.fromkeys(keys))
+
+
 def build_definitions(
     output_dir: Path | str | None = None,
     jobs: list[dg.UnresolvedAssetJobDefinition] | None = None,
     nodes: Sequence[str] = (),
+    packed: Sequence[str] | None = None,
 ) -> dg.Definitions:
     """All assets and resources, writing under ``output_dir`` (default: ``DPL_OUTPUT_DIR``),
     with the custom ``nodes`` (``package.module:Name`` or entry-point names) and those
     :func:`load_custom_nodes` finds; raises :class:`~dpl_assets.specs.NodeError` when one
-    named in ``nodes`` or ``DPL_NODES`` does not load."""
+    named in ``nodes`` or ``DPL_NODES`` does not load. ``packed``: what the graph's packers
+    pack (default: as the graph ``dpl run`` saved there asks), so they run after it."""
     output_dir = output_dir or output_dir_from_env()
     storage = ArtifactStorage(output_dir=str(output_dir))
     custom = load_custom_nodes(output_dir, nodes)
-    assets = assets_with(custom)
+    if packed is None:
+        saved = Catalog(output_dir).saved_graph() if Path(output_dir).is_dir() else None
+        packed = packed_datatypes(saved)
+    assets = assets_with(custom, packed)
     return dg.Definitions(
         assets=assets,
         asset_checks=output_checks(assets),

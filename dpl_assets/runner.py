@@ -19,7 +19,7 @@ from dpl_assets.assets import DATASET_LEVEL_ASSETS, producers_of
 from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.catalog import Registration
 from dpl_assets.datatypes import StorageFormat, get_datatype
-from dpl_assets.definitions import build_definitions
+from dpl_assets.definitions import build_definitions, plan_packed
 from dpl_assets.discovery import InputRoots
 from dpl_assets.graph import GraphError, GraphPlan
 from dpl_assets.partitions import (
@@ -112,7 +112,9 @@ def run_plan(
         for name, selection in ((RUN_JOB_NAME, per_video), (DATASET_JOB_NAME, dataset_level))
         if selection
     ]
-    defs = build_definitions(output_dir, jobs=jobs, nodes=plan.custom_nodes)
+    defs = build_definitions(
+        output_dir, jobs=jobs, nodes=plan.custom_nodes, packed=plan_packed(plan)
+    )
     check_inputs_available(plan, assets, inputs, store)
     store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
 

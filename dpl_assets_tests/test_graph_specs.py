@@ -69,3 +69,26 @@ def test_wav2vec_node_also_runs_volume_with_its_own_config():
     assert plan.assets == ["wav2vec", "volume"]
     assert plan.asset_config["volume"] == {"recompute": True}
     assert plan.node_of["volume"].name == "VolumeNode"
+
+
+def test_packers_run_after_what_the_graph_asks_them_to_pack(tmp_path):
+    """A packer depends on the datatypes its ``datatypes`` param names, not only on its
+    defaults: in `dpl run`'s definitions and in a code location on the saved graph."""
+    from dpl_assets.catalog import Catalog
+    from dpl_assets.definitions import build_definitions, plan_packed
+
+    graph = [
+        {"name": "VideoToImagesNode", "params": {}},
+        {"name": "FaceAlignmentNode", "params": {}},
+        {"name": "HeadPoseNode", "params": {}},
+        {"name": "Vid2vidDatasetNode", "params": {"datatypes": ["images", "head_pose"]}},
+    ]
+    default_parents = GRAPH.get(dg.AssetKey("vid2vid_dataset")).parent_keys
+    assert dg.AssetKey("head_pose") not in default_parents  # not among its defaults
+
+    for defs_ in (
+        build_definitions(tmp_path, packed=plan_packed(plan_graph(graph))),
+        (Catalog(tmp_path).save_graph(graph), build_definitions(tmp_path))[1],
+    ):
+        parents = defs_.resolve_asset_graph().get(dg.AssetKey("vid2vid_dataset")).parent_keys
+        assert {dg.AssetKey("head_pose"), dg.AssetKey("images")} <= parents
