@@ -7,7 +7,7 @@ from dpl_assets.datatypes import Datatype, StorageFormat
 from dpl_assets.specs import NodeSpec
 
 
-def nothing(inputs: Any, config: Any) -> dict[str, Any]:
+def nothing(io: Any, config: Any) -> dict[str, Any]:
     return {}
 
 

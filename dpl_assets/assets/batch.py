@@ -37,10 +37,6 @@ from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.video_io import Reads, StepTools, VideoIO
 
-VideoInputs = VideoIO
-"""One video's inputs: input name -> loaded artefact, and the rest of the node boundary."""
-
-
 TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -84,8 +80,8 @@ def run_videos_multi(
     outputs: Sequence[str],
     recompute: bool,
     inputs: Mapping[str, Mapping[str, Any]],
-    compute_one: Callable[[str, VideoInputs], dict[str, Any]],
-    compute_many: Callable[[dict[str, VideoInputs]], dict[str, dict[str, Any]]] | None = None,
+    compute_one: Callable[[str, VideoIO], dict[str, Any]],
+    compute_many: Callable[[dict[str, VideoIO]], dict[str, dict[str, Any]]] | None = None,
     workers: int = 1,
     tools: StepTools | None = None,
     reads: Reads | None = None,

@@ -3,7 +3,7 @@ function.
 
 The asset is partitioned per video like every other, reads its inputs through the IO
 manager (declared once, in the spec), runs its videos through the one batch loop
-(:func:`dpl_assets.assets.batch.run_videos`: skip done videos, carry rejections, isolate
+(:func:`dpl_assets.assets.batch.run_videos_multi`: skip done videos, carry rejections, isolate
 failures, per-video events) and is stored, checked and reported by datatype. One output
 makes an asset named after it; several make a multi-asset whose op is named after the node.
 
@@ -22,7 +22,6 @@ from typing import Any
 import dagster as dg
 
 from dpl_assets.assets.batch import (
-    VideoInputs,
     multi_outputs,
     per_video_asset,
     per_video_multi_asset,
@@ -33,7 +32,7 @@ from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.storage.video_io import Reads, StepTools
+from dpl_assets.storage.video_io import Reads, StepTools, VideoIO
 
 GroupKey = tuple[int, tuple[str, ...], tuple[str, ...]]
 """A generated asset: its compute function, its outputs, the extra dependencies it got."""
@@ -95,9 +94,9 @@ def variant_for(variants: Sequence[NodeSpec], config: Any) -> NodeSpec:
     raise dg.Failure(f"the config matches none of {names}: {config}")
 
 
-def _outputs_of(spec: NodeSpec, video_inputs: VideoInputs, config: Any) -> dict[str, Any]:
+def _outputs_of(spec: NodeSpec, io: VideoIO, config: Any) -> dict[str, Any]:
     assert spec.compute is not None
-    result = spec.compute(video_inputs, config)
+    result = spec.compute(io, config)
     if not isinstance(result, Mapping) or set(result) != set(spec.outputs):
         got = sorted(result) if isinstance(result, Mapping) else type(result).__name__
         raise TypeError(f"{spec.name}: compute returned {got}, not {list(spec.outputs)}")
