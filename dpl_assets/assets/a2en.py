@@ -16,13 +16,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from dpl_assets.assets.config import A2enConfig
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.packing.video_pack import frames_audio_mask, resample_audio_feature
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
+
+
+class A2enConfig(NodeConfig):
+    """``A2enDatasetNode``: the A2EN training file per video."""
+
+    fps: float | None = Field(
+        default=None, gt=0, description="Frame rate of exp; default: the images' timestamps."
+    )
+
 
 JAW = slice(3, 6)
 

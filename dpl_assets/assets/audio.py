@@ -1,12 +1,28 @@
 """Audio nodes: ``wav`` (16 kHz mono on the container clock) and ``volume`` (its loudness
 envelope); their assets are generated from these declarations."""
 
-import numpy as np
+from typing import Literal
 
-from dpl_assets.assets.config import VolumeConfig, WavConfig
+import numpy as np
+from pydantic import Field
+
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.nodes.audio import check_feature_window, extract_wav_with_damage, volume_envelope
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
+
+
+class WavConfig(NodeConfig):
+    """``VideoToWavNode`` (source=video) and ``AacToWavNode`` (source=aac)."""
+
+    source: Literal["video", "aac"] = Field(
+        default="video", description="Which registered source file the audio is taken from."
+    )
+    num_jobs: int = Field(default=4, ge=1, description="ffmpeg processes run in parallel.")
+
+
+class VolumeConfig(NodeConfig):
+    pass
 
 
 def extract_wav(io: VideoIO, config: WavConfig) -> dict[str, np.ndarray]:

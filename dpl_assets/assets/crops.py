@@ -2,11 +2,12 @@
 are generated from these declarations."""
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from dpl_assets.assets.config import BboxesConfig, CropConfig
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.nodes.bboxes import emoca_like_bboxes, fixed_bboxes, transform_raw_bboxes
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.nodes.frames import IMAGE_FORMAT_BY_EXT
@@ -15,6 +16,33 @@ from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.image_stack import ImageStackWriter
 from dpl_assets.storage.video_io import VideoIO
+
+
+class BboxesConfig(NodeConfig):
+    """``TransformRawBboxesNode``, ``FixedBboxesNode``, ``EmocaLikeBboxesNode``."""
+
+    method: Literal["transform_raw", "fixed", "emoca_like"] = "fixed"
+    extend_factor: float = Field(default=0.1, description="transform_raw: padding factor.")
+    scale: float = Field(default=1.25, gt=0, description="fixed / emoca_like: box scale.")
+    window_size: int = Field(default=5, ge=1, description="emoca_like: sliding window (frames).")
+    use_smoothing: bool = Field(default=True, description="emoca_like: Savitzky-Golay smoothing.")
+    equal_size: bool = Field(default=True, description="emoca_like: one size for the clip.")
+    size_quantile: float = Field(default=0.75, ge=0, le=1, description="emoca_like: that size.")
+
+
+class CropConfig(NodeConfig):
+    """``CropNode``."""
+
+    size_hw: list[int] = Field(
+        default=[256, 256], min_length=1, max_length=2,
+        description="Crop (height, width) in pixels; one number for a square.",
+    )  # fmt: skip
+    output_ext: Literal[".jpg", ".png"] = Field(default=".jpg", description="Crop image format.")
+    quality: int = Field(default=95, ge=1, le=100, description="JPEG quality.")
+    pad_mode: Literal["constant", "edge"] = Field(
+        default="constant", description="Fill where a box runs past the frame edge."
+    )
+    num_jobs: int = Field(default=2, ge=1, description="Videos cropped in parallel.")
 
 
 def compute_bboxes(inputs: Mapping[str, Any], config: BboxesConfig) -> dict[str, np.ndarray]:

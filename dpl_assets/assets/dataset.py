@@ -9,16 +9,32 @@
 """
 
 from dataclasses import asdict
+from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
-from dpl_assets.assets.config import DatasetPackConfig, DatasetSummaryConfig
 from dpl_assets.datatypes import DATATYPES, StorageFormat
 from dpl_assets.packing.dataset_pack import DatasetPack
 from dpl_assets.report import all_video_reports
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.visualize.summary import collect_summary_inputs, summarize
+
+
+class DatasetPackConfig(dg.Config):
+    """``DatasetPackNode``: append every video's packed file to one sharded dataset."""
+
+    source: Literal["h5_dataset", "source_sequence", "vid2vid_audio", "vid2vid_dataset"] = Field(
+        default="h5_dataset", description="Which per-video packed files to collect."
+    )
+    max_videos_per_shard: int = Field(default=1000, ge=1, description="Videos per shard file.")
+    max_shard_gb: float = Field(default=4.0, gt=0, description="Shard size limit, GB.")
+
+
+class DatasetSummaryConfig(dg.Config):
+    """``DatasetSummaryNode``: plots and a markdown digest over every registered video."""
+
 
 PACKED_SOURCES = ["h5_dataset", "source_sequence", "vid2vid_audio", "vid2vid_dataset"]
 SUMMARY_INPUTS = ["probe", "faces", "volume", "wav2vec"]

@@ -13,11 +13,13 @@ go straight into FLAME and rendering. Models load once per process on the node's
 
 import contextlib
 from collections.abc import Iterator
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
-from dpl_assets.assets.config import EmocaConfig, FlameConfig, RenderingConfig
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.media import timeline
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.outcomes import InputRejected, StagedFile
@@ -25,6 +27,45 @@ from dpl_assets.resources import cached_emoca, cached_flame, cached_template
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.image_stack import ImageStackWriter
 from dpl_assets.storage.video_io import VideoIO
+
+
+class EmocaConfig(NodeConfig):
+    """``EmocaNode`` (source crops) / ``EmocaFromImagesNode`` (source images + bboxes)."""
+
+    weights_path: str = Field(
+        default="", description="EMOCA checkpoint (.ckpt) or DECA model (.tar); see README."
+    )
+    source: Literal["crops", "images"] = Field(
+        default="crops", description="Encode the crops, or crop the images by bboxes on the fly."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+    batch_size: int = Field(default=4, ge=1, description="Images per forward pass.")
+    use_smoothing: bool = Field(default=False, description="Savitzky-Golay over time.")
+
+
+class FlameConfig(NodeConfig):
+    """``FlameNode``: FLAME vertices and 68 3D landmarks from shape, expression and pose."""
+
+    flame_model_path: str = Field(default="", description="FLAME generic_model.pkl.")
+    flame_lmk_embedding_path: str = Field(default="", description="landmark_embedding.npy.")
+    n_shape: int = Field(default=100, ge=1, le=300, description="Shape coefficients used.")
+    n_exp: int = Field(default=50, ge=1, le=100, description="Expression coefficients used.")
+    batch_size: int = Field(default=256, ge=1, description="Frames per batch.")
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+
+
+class RenderingConfig(NodeConfig):
+    """``RenderingNode``: normal, UV and mask renders of the FLAME mesh."""
+
+    head_template_path: str = Field(default="", description="Head template .obj with UVs.")
+    image_size: int = Field(default=224, ge=16, description="Render size, px (square).")
+    uv_size: int = Field(default=256, ge=16, description="UV map size, px.")
+    batch_size: int = Field(default=16, ge=1, description="Frames per batch.")
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+    backend: Literal["auto", "torch", "pytorch3d"] = Field(
+        default="auto", description="Rasterizer: pytorch3d when importable, else pure torch."
+    )
+
 
 EMOCA_OUTPUTS = ("shape", "tex", "exp", "pose", "cam", "light")
 FLAME_OUTPUTS = ("verts", "landmarks3d")

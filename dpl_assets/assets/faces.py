@@ -2,11 +2,12 @@
 per-frame geometry; their assets are generated from these declarations."""
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from dpl_assets.assets.config import BlinksConfig, FaceAlignmentConfig, HeadPoseConfig
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.nodes.faces import (
     FaceAnalyzer,
@@ -21,6 +22,42 @@ from dpl_assets.nodes.head_pose import head_pose as estimate_head_pose
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.video_io import VideoIO
+
+
+class FaceAlignmentConfig(NodeConfig):
+    """``FaceAlignmentNode`` / ``FaceDetectionNode`` / ``FaceLandmarksNode``."""
+
+    backend: Literal["mediapipe", "face_alignment"] = Field(
+        default="mediapipe",
+        description="'mediapipe' (bundled, offline, adds the 478-point mesh) or "
+        "'face_alignment' (the original's S3FD + FAN; needs its weights, see README).",
+    )
+    device: str = Field(
+        default="auto", description="face_alignment backend: 'auto', 'cpu' or 'cuda:N'."
+    )
+
+    filter_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Minimum face detection confidence."
+    )
+    max_gap_frames: int = Field(
+        default=5, ge=0, description="Gaps without a face up to this long are interpolated."
+    )
+    min_face_coverage: float = Field(
+        default=0.5, ge=0, le=1, description="Reject clips with a face in fewer frames."
+    )
+    min_track_frames: int = Field(
+        default=3, ge=1, description="A face must persist this many frames to count."
+    )
+    num_workers: int = Field(default=2, ge=1, description="Videos analysed in parallel.")
+
+
+class HeadPoseConfig(NodeConfig):
+    pass
+
+
+class BlinksConfig(NodeConfig):
+    pass
+
 
 FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces")
 

@@ -14,18 +14,16 @@ after the audio's end have silence there). Frame times come from the one rule,
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
-from dpl_assets.assets.config import (
-    H5DatasetConfig,
-    SourceSequenceConfig,
-    Vid2vidAudioConfig,
-    Vid2vidDatasetConfig,
-)
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.datatypes import (
     AUDIO_REFERENCE,
     AUDIO_STEP,
+    DATATYPES,
     FRAME_REFERENCE,
     StorageFormat,
     get_datatype,
@@ -41,6 +39,99 @@ from dpl_assets.packing.video_pack import (
 )
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
+
+
+class H5DatasetConfig(NodeConfig):
+    """``H5DatasetNode``: one training HDF5 file per video with the chosen datatypes.
+
+    Every file also gets the per-frame validity data: ``face_mask`` whenever the video has
+    the face node's (named in ``datatypes`` or not) and ``audio_mask`` with audio features.
+    """
+
+    datatypes: list[str] = Field(
+        default=["images", "crops", "landmarks", "bboxes", "head_pose", "blinks", "volume"],
+        min_length=1,
+        description="Datatypes to include; audio features are resampled onto the frames "
+        "(silence and audio_mask False after the audio's end); face_mask is added whenever "
+        "the video has one.",
+    )
+    image_format: Literal["jpeg", "png"] = Field(default="jpeg", description="Stored images.")
+    jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality.")
+    layout: Literal["vlen", "filter32019"] = Field(
+        default="vlen",
+        description="'vlen' (plain h5py) or 'filter32019' (the original's jpegHDF5 files).",
+    )
+    window_size: int = Field(
+        default=0, ge=0, description="Moving average (frames) over resampled audio; 0 = none."
+    )
+    fps: float | None = Field(
+        default=None, gt=0, description="Frame times i / fps instead of the frames' timestamps."
+    )
+    audio_blink_feature: bool = Field(
+        default=False,
+        description="Add audio_blink_feature (N, D + 3): wav2vec, volume, left and right eye "
+        "opening per frame (needs wav2vec, volume and blinks in datatypes).",
+    )
+    num_jobs: int = Field(default=2, ge=1, description="Videos packed in parallel.")
+
+    @field_validator("datatypes")
+    @classmethod
+    def _packable(cls, datatypes: list[str]) -> list[str]:
+        # Dagster config cannot take a list of Literals; the registry says what is packable
+        # (image stacks, per-frame and audio-step arrays, custom nodes' ones too).
+        packable = packable_keys()
+        unknown = [key for key in datatypes if key not in DATATYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown datatypes {unknown}: not built in, and no node loaded declares them; "
+                "a custom node's datatypes are known once the node writing them is in the graph "
+                "(or in DPL_NODES, for the Dagster UI); "
+                f"packable datatypes: {', '.join(packable)}"
+            )
+        unpackable = [key for key in datatypes if key not in packable]
+        if unpackable:
+            raise ValueError(f"cannot pack {unpackable}; packable datatypes: {', '.join(packable)}")
+        return datatypes
+
+    @model_validator(mode="after")
+    def _feature_inputs(self) -> "H5DatasetConfig":
+        missing = {"wav2vec", "volume", "blinks"} - set(self.datatypes)
+        if self.audio_blink_feature and missing:
+            raise ValueError(f"audio_blink_feature needs {sorted(missing)} in datatypes")
+        return self
+
+
+class SourceSequenceConfig(H5DatasetConfig):
+    """``SourceSequenceNode``: the original's source sequence: frames, boxes, crops, FLAME
+    parameters, landmarks (2D and 3D), renders and blinks."""
+
+    datatypes: list[str] = Field(
+        default=[
+            "images", "bboxes", "crops", "shape", "exp", "pose", "cam", "light", "landmarks",
+            "landmarks3d", "render_uv", "render_normal", "blinks",
+        ],
+        min_length=1,
+    )  # fmt: skip
+
+
+class Vid2vidDatasetConfig(H5DatasetConfig):
+    """``Vid2vidDatasetNode``: crops with their UV and normal renders."""
+
+    datatypes: list[str] = Field(default=["crops", "render_uv", "render_normal"], min_length=1)
+
+
+class Vid2vidAudioConfig(H5DatasetConfig):
+    """``Vid2vidAudioNode``: crops + wav2vec/volume on the crop frames, smoothed, and
+    ``audio_blink_feature`` (N, D + 3) = wav2vec, volume, left and right eye opening."""
+
+    datatypes: list[str] = Field(default=["crops", "wav2vec", "volume", "blinks"], min_length=1)
+    window_size: int = Field(
+        default=16, ge=0, description="Moving average (frames) over resampled audio; 0 = none."
+    )
+    audio_blink_feature: bool = Field(
+        default=True, description="Add audio_blink_feature (N, D + 3) (see H5DatasetNode)."
+    )
+
 
 AUDIO_BLINK_PARTS = ("wav2vec", "volume")
 """The audio features of the original Vid2vidAudioNode's per-frame feature, in its order."""

@@ -4,11 +4,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from dpl_assets.assets.config import ProbeConfig
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.media.probe import probe_media
 from dpl_assets.partitions import video_partitions
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
+
+
+class ProbeConfig(NodeConfig):
+    pass
+
 
 video = dg.AssetSpec(
     "video",

@@ -14,7 +14,9 @@ Each new file is announced on its partition in the Dagster UI (an observation wi
 file's path and a markdown line).
 """
 
-from dpl_assets.assets.config import ContactSheetConfig, PreviewConfig
+from pydantic import Field
+
+from dpl_assets.assets.config import NodeConfig
 from dpl_assets.datatypes import FRAME_REFERENCE
 from dpl_assets.outcomes import StagedFile
 from dpl_assets.report import per_video_datatypes, without_subject
@@ -25,6 +27,22 @@ from dpl_assets.visualize.contact_sheet import contact_sheet as draw_contact_she
 from dpl_assets.visualize.contact_sheet import write_png
 from dpl_assets.visualize.overlay import Overlays
 from dpl_assets.visualize.preview import write_preview
+
+
+class PreviewConfig(NodeConfig):
+    """``PreviewNode``: an mp4 per video with the face overlays and the 16 kHz audio."""
+
+    num_jobs: int = Field(default=2, ge=1, description="Videos rendered in parallel.")
+
+
+class ContactSheetConfig(NodeConfig):
+    """``ContactSheetNode``: a PNG grid of evenly spaced frames with the face overlays."""
+
+    count: int = Field(default=12, ge=1, description="Frames shown.")
+    columns: int = Field(default=4, ge=1, description="Frames per row.")
+    tile_width: int = Field(default=256, ge=16, description="Width of each frame, px.")
+    num_jobs: int = Field(default=2, ge=1, description="Videos drawn in parallel.")
+
 
 OVERLAY_INPUTS = ("raw_bboxes", "bboxes", "landmarks", "head_pose", "face_mask")
 DRAWN_WHEN_PRESENT = (*OVERLAY_INPUTS, "wav")

@@ -6,12 +6,34 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
-from dpl_assets.assets.config import Wav2vecConfig
-from dpl_assets.nodes.wav2vec import Wav2vecExtractor
+from dpl_assets.assets.config import NodeConfig
+from dpl_assets.nodes.wav2vec import DEFAULT_CHECKPOINT, Wav2vecExtractor
 from dpl_assets.resources import cached_wav2vec
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
+
+
+class Wav2vecConfig(NodeConfig):
+    """``Wav2vecNode``."""
+
+    checkpoint: str = Field(
+        default=DEFAULT_CHECKPOINT,
+        description="Model hub id or local folder holding config.json + weights.",
+    )
+    features: str = Field(
+        default="quantized",
+        description="'quantized' (projected quantized states, (T, 256) for base) "
+        "or 'hidden:K' (transformer hidden state K; -1 = last).",
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda:N'.")
+    batch_size: int = Field(default=8, ge=1, description="Audio windows per forward pass.")
+    num_workers: int = Field(default=4, ge=1, description="Threads reading audio files.")
+    chunk_seconds: float = Field(default=10.0, gt=0, description="Window length for long audio.")
+    context_seconds: float = Field(
+        default=1.0, ge=0, description="Context each window adds on both sides (discarded)."
+    )
 
 
 def wav2vec_model(config: Wav2vecConfig, device: Callable[[], str]) -> Wav2vecExtractor:
