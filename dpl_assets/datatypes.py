@@ -80,7 +80,9 @@ class Datatype:
     ``values``: extra rules of an array's values (:data:`ValueRule`); ``file_check``: what
     the output check verifies of a :attr:`StorageFormat.FILE` datatype (None: nothing, and
     the datatype has no output check). ``record_stats``: numbers of a JSON record shown
-    with each materialization (:class:`RecordStat`).
+    with each materialization (:class:`RecordStat`). ``window_samples``: for audio-step
+    arrays, the 16 kHz samples each step summarizes (its time is the window's centre; None:
+    wav2vec's 400).
     """
 
     key: str
@@ -93,6 +95,7 @@ class Datatype:
     values: tuple[ValueRule, ...] = ()
     file_check: FileCheck | None = None
     record_stats: tuple[RecordStat, ...] = ()
+    window_samples: int | None = None
 
     @property
     def packable(self) -> bool:
@@ -244,6 +247,7 @@ DATATYPES: dict[str, Datatype] = {
             "wav2vec 2.0 features (T, D) float32 at 50 Hz (320-sample hop at 16 kHz).",
             ArrayContract(("T", "D"), "float32"),
             per=AUDIO_STEP,
+            window_samples=400,
         ),
         Datatype(
             "volume",
@@ -252,6 +256,7 @@ DATATYPES: dict[str, Datatype] = {
             "Loudness envelope (T,) float32: mean |x| per 320-sample hop, T as for wav2vec.",
             ArrayContract(("T",), "float32"),
             per=AUDIO_STEP,
+            window_samples=320,  # mean |x| over one 320-sample hop
             values=(NonNegative(),),
         ),
         Datatype(

@@ -75,3 +75,106 @@ def test_the_reference_artefacts_are_registered():
     """The checks' references resolve to a frame stack and a 16 kHz audio datatype."""
     assert DATATYPES[FRAME_REFERENCE].storage is StorageFormat.IMAGE_STACK
     assert DATATYPES[AUDIO_REFERENCE].storage is StorageFormat.WAV
+
+
+CONSUMERS: dict[str, set[str]] = {
+    # Nodes read the datatypes they declare as inputs, optional or configured.
+    "assets/a2en.py": {"exp", "images", "landmarks3d", "pose", "volume", "wav", "wav2vec"},
+    "assets/crops.py": {"images", "landmarks", "raw_bboxes"},
+    "assets/face3d.py": {"bboxes", "crops", "images"},
+    "assets/faces.py": {"images"},
+    "assets/visualize.py": {
+        "bboxes",
+        "face_mask",
+        "head_pose",
+        "images",
+        "landmarks",
+        "raw_bboxes",
+        "wav",
+    },
+    "assets/wav2vec.py": {"volume", "wav"},  # Wav2vecNode also writes volume, as the original
+    # The packers' default datatypes and the original's audio-blink feature.
+    "assets/packing.py": {
+        "bboxes",
+        "blinks",
+        "cam",
+        "crops",
+        "exp",
+        "head_pose",
+        "images",
+        "landmarks",
+        "landmarks3d",
+        "light",
+        "pose",
+        "render_normal",
+        "render_uv",
+        "shape",
+        "volume",
+        "wav2vec",
+    },
+    # The dataset pack's sources (training files) and the summary's inputs.
+    "assets/dataset.py": {
+        "faces",
+        "h5_dataset",
+        "probe",
+        "source_sequence",
+        "vid2vid_audio",
+        "vid2vid_dataset",
+        "volume",
+        "wav2vec",
+    },
+    "visualize/summary_inputs.py": {"faces", "probe", "volume", "wav2vec"},
+    "visualize/summary_plots.py": {"volume"},
+    "visualize/rejection_reasons.py": {"wav2vec"},  # rejections counted by the step
+    "visualize/overlay.py": {"face_mask", "head_pose", "landmarks"},  # what it draws
+    "packing/reader.py": {"crops", "images", "wav2vec"},  # the reader's default windows
+    "packing/video_pack.py": {"face_mask", "images"},  # the validity mask; a "kind" label
+    "report.py": {"faces"},  # face coverage per video
+    "runner.py": {"probe"},  # every run of videos records their probe first
+    "automation.py": {"probe"},
+    "discovery.py": {"wav"},  # the seed's inputs JSON example
+    # Words that are also output keys: EMOCA's and FLAME's own parameter names, FLAME's
+    # mesh faces, docstring examples.
+    "face3d/emoca.py": {"cam", "exp", "light", "pose", "shape", "tex"},
+    "face3d/flame_layer.py": {"exp", "faces", "pose", "shape"},
+    "face3d/safe_pickle.py": {"shape"},
+    "specs.py": {"landmarks"},
+    "storage/image_stack.py": {"images"},
+}
+"""The package's genuine consumers of output keys besides the declaring modules and the
+registry, each with what it reads them for."""
+
+
+def declaring_modules() -> dict[str, set[str]]:
+    """Output key -> the modules (paths under the package) declaring a node writing it."""
+    import inspect
+
+    found: dict[str, set[str]] = {}
+    for spec in NODE_SPECS:
+        function = spec.compute or spec.asset.op.compute_fn.decorated_fn
+        module = Path(inspect.getsourcefile(function)).relative_to(PACKAGE).as_posix()
+        for key in spec.outputs:
+            found.setdefault(key, set()).add(module)
+    return found
+
+
+def test_an_output_key_appears_only_where_declared_registered_or_consumed():
+    """``grep -l`` of a node's output key over the package lists its declaring module,
+    the registry, and the consumers in :data:`CONSUMERS`; nothing else."""
+    declared = declaring_modules()
+    strays: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE).as_posix()
+        if module in ("datatypes.py", "datatype_rules.py"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        named = [
+            key
+            for key in OUTPUT_KEYS
+            if quoted(key).search(text)
+            and module not in declared[key]
+            and key not in CONSUMERS.get(module, set())
+        ]
+        if named:
+            strays[module] = named
+    assert strays == {}, f"output keys outside their declaration and consumers: {strays}"

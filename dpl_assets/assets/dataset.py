@@ -9,7 +9,7 @@
 """
 
 from dataclasses import asdict
-from typing import Literal
+from typing import Literal, get_args
 
 import dagster as dg
 from pydantic import Field
@@ -36,7 +36,8 @@ class DatasetSummaryConfig(dg.Config):
     """``DatasetSummaryNode``: plots and a markdown digest over every registered video."""
 
 
-PACKED_SOURCES = ["h5_dataset", "source_sequence", "vid2vid_audio", "vid2vid_dataset"]
+PACKED_SOURCES = list(get_args(DatasetPackConfig.model_fields["source"].annotation))
+"""The per-video training files a dataset pack may collect (its ``source`` param's values)."""
 SUMMARY_INPUTS = ["probe", "faces", "volume", "wav2vec"]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dpl_assets.datatypes import FRAME_REFERENCE
 from dpl_assets.media.frames import DecodeDamage, decode_frames, resample_frames
 from dpl_assets.outcomes import InputRejected
 from dpl_assets.storage.image_stack import ImageStackWriter
@@ -74,7 +75,7 @@ def extract_frames(
         frames = resample_frames(frames, fps)
     info: FrameStackInfo | None = None
     with ImageStackWriter(
-        destination, "images", IMAGE_FORMAT_BY_EXT[ext.lower()], quality, fps
+        destination, FRAME_REFERENCE, IMAGE_FORMAT_BY_EXT[ext.lower()], quality, fps
     ) as stack:
         for frame in frames:
             rgb = fit_max_side(frame.rgb, max_side)

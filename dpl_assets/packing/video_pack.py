@@ -39,6 +39,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from dpl_assets.datatypes import DATATYPES, get_datatype
 from dpl_assets.media import timeline
 from dpl_assets.packing.layouts import LAYOUTS, ImageDatasetReader, ImageDatasetWriter, open_images
 from dpl_assets.packing.resample import (
@@ -59,9 +60,6 @@ FACE_MASK_KEY = "face_mask"
 MASK_KEYS = (FACE_MASK_KEY, AUDIO_MASK_KEY)
 VALID_WHERE_ATTR = "valid_where"
 """Dataset attribute: the mask dataset whose True/non-zero frames hold real values."""
-# The volume envelope averages |x| over one 320-sample hop, not wav2vec's 400-sample
-# window, so its steps are centred 2.5 ms earlier (see resample.feature_times).
-_FEATURE_WINDOW_SAMPLES = {"volume": 320}
 _ARRAY_CHUNK_BYTES = 64 * 1024  # gzip chunk size: a 16-frame window touches 1-2 chunks
 _RESERVED_ATTRS = frozenset(
     {
@@ -422,7 +420,10 @@ def frames_audio_mask(
 
 
 def _window_samples(key: str) -> int:
-    return _FEATURE_WINDOW_SAMPLES.get(key, WAV2VEC_WINDOW_SAMPLES)
+    """Samples one step of the audio feature ``key`` summarizes, as its datatype declares
+    (the volume envelope's 320-sample hop centres its steps 2.5 ms before wav2vec's)."""
+    declared = get_datatype(key).window_samples if key in DATATYPES else None
+    return declared or WAV2VEC_WINDOW_SAMPLES
 
 
 def _str_array(keys: Iterable[str]) -> np.ndarray:
