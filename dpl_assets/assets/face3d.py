@@ -137,18 +137,14 @@ def flame_mesh(io: VideoIO, config: FlameConfig) -> dict[str, np.ndarray]:
     return {"verts": verts, "landmarks3d": landmarks3d}
 
 
-RENDER_ASSUMED_FPS = 25.0
-"""Frame rate assumed for renders of parameters brought without any video (their times are
-labels only: nothing aligns them with audio)."""
-
-
 def render_times(io: VideoIO, count: int) -> np.ndarray:
     """Timestamps for the renders, by the one frame-time rule: those of the video's crops
-    or images with ``count`` frames, else ``i / 25`` (parameters brought from elsewhere)."""
+    or images with ``count`` frames, else ``i / NOMINAL_FPS`` (parameters brought from
+    elsewhere)."""
     timestamps = io.stored_timestamps(("crops", "images"), count)
     if timestamps is not None and timestamps.size != count:
         timestamps = None  # the video's frames are not these frames
-    return timeline.frame_times_for(timestamps, count, assume_fps=RENDER_ASSUMED_FPS)
+    return timeline.frame_times_for(timestamps, count, assume_fps=timeline.NOMINAL_FPS)
 
 
 RENDER_FORMATS = {"render_normal": "jpeg", "render_uv": "jpeg", "render_mask": "png"}

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from dpl_assets.assets.config import NodeConfig
 from dpl_assets.datatypes import FRAME_REFERENCE
+from dpl_assets.media.timeline import NOMINAL_FPS
 from dpl_assets.outcomes import StagedFile
 from dpl_assets.report import per_video_datatypes, without_subject
 from dpl_assets.specs import NodeSpec
@@ -46,8 +47,6 @@ class ContactSheetConfig(NodeConfig):
 
 OVERLAY_INPUTS = ("raw_bboxes", "bboxes", "landmarks", "head_pose", "face_mask")
 DRAWN_WHEN_PRESENT = (*OVERLAY_INPUTS, "wav")
-PREVIEW_FALLBACK_FPS = 25.0
-"""Playback rate of a one-frame clip (no frame interval to take a rate from)."""
 
 
 def overlays_for(io: VideoIO) -> Overlays:
@@ -84,7 +83,7 @@ def render_preview(io: VideoIO, config: PreviewConfig) -> dict[str, StagedFile]:
     images: ImageStackRef = io[FRAME_REFERENCE]
     staged = io.stage("preview")
     times = images.frame_times()
-    fps = float(images.attrs["fps"]) or PREVIEW_FALLBACK_FPS
+    fps = float(images.attrs["fps"]) or NOMINAL_FPS  # a one-frame clip
     with images.open() as stack:
         write_preview(
             staged, stack, fps=fps, wav=io.file_of("wav"), overlays=overlays_for(io),

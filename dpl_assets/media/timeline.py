@@ -46,6 +46,12 @@ def frames_in_spans(frame_times: np.ndarray, spans: Sequence[Sequence[float]]) -
     return inside
 
 
+NOMINAL_FPS = 25.0
+"""The frame rate assumed where nothing states one: renders of parameters brought without
+a video (their times are labels only: nothing aligns them with audio), and the playback
+rate of a one-frame clip (no frame interval to take a rate from)."""
+
+
 def constant_rate_times(count: int, fps: float) -> np.ndarray:
     """float64 (count,) seconds ``i / fps``: frame times for data given at a nominal rate."""
     if fps <= 0:
