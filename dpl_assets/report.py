@@ -25,7 +25,9 @@ video's frames were missing, or its audio is silence, because its data was damag
 as ffmpeg keeps what decodes), and ``warnings`` says so in words (video and audio apart).
 
 ``failed_checks`` lists, per datatype, the problems its output check found (see
-:mod:`dpl_assets.checks`); the summary counts the videos with any.
+:mod:`dpl_assets.checks`); the summary counts the videos with any. ``failed_outputs``: the
+datatypes whose step failed on the video, with the error (also when another step rejected
+it: a rejected video's other failures are not hidden).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class VideoReport:
     warnings: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     stats: dict[str, float | int] = field(default_factory=dict)
+    failed_outputs: dict[str, str] = field(default_factory=dict)
 
 
 def rejection_reasons(
@@ -109,6 +112,12 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         if store.artifact_path(key, video_id).exists()
     }
     reasons = rejection_reasons(store, video_id, datatypes)
+    # Steps that failed on this video (kept even when another step rejected it).
+    failed_outputs = {
+        key: error
+        for key in datatypes
+        if key not in outputs and (error := store.failure(key, video_id))
+    }
     if reasons:
         # One line naming the file once: "a.mp4: no audio stream; no face: ..."
         subjects = (entry.primary_source, video_id)
@@ -118,11 +127,7 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         status, reason = "processed", None
     else:
         missing = [key for key in datatypes if key not in outputs]
-        errors = [
-            f"{key}: {store.failure(key, video_id)}"
-            for key in missing
-            if store.failure(key, video_id)
-        ]
+        errors = [f"{key}: {error}" for key, error in failed_outputs.items()]
         status = "failed"
         reason = "; ".join(errors) or f"not produced: {', '.join(missing)} (see the run log)"
     failed_checks = {
@@ -138,7 +143,7 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
     stats.update(_face_stats(store, video_id))
     return VideoReport(
         video_id, entry.primary_source, status, reason, outputs, failed_checks, spans,
-        warnings, reasons, stats,
+        warnings, reasons, stats, failed_outputs,
     )  # fmt: skip
 
 

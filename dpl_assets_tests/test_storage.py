@@ -257,3 +257,13 @@ def test_arrays_are_written_under_exactly_the_final_name(tmp_path):
     store.save("volume", "v", np.arange(3, dtype=np.float32))
     assert sorted(p.name for p in (tmp_path / "volume").iterdir()) == ["v.npy"]
     np.testing.assert_array_equal(np.load(tmp_path / "volume" / "v.npy"), [0, 1, 2])
+
+
+def test_a_rejected_video_still_reports_the_steps_that_failed_on_it(store):
+    from dpl_assets.report import video_report
+
+    store.save("wav", "clip", Rejected("clip.mp4: no audio stream", origin="wav"))
+    store.record_failure("images", "clip", "RuntimeError: decoder crashed")
+    report = video_report(store, "clip", ["wav", "images"])
+    assert report.status == "rejected" and report.reasons == ["clip.mp4: no audio stream"]
+    assert report.failed_outputs == {"images": "RuntimeError: decoder crashed"}
