@@ -12,16 +12,15 @@ go straight into FLAME and rendering. Models load once per process on the node's
 """
 
 import contextlib
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import Field
 
 from dpl_assets.assets.config import NodeConfig
 from dpl_assets.media import timeline
-from dpl_assets.nodes.crops import crop_frames
+from dpl_assets.nodes import emoca_frames as emoca_inputs
 from dpl_assets.outcomes import InputRejected, StagedFile
 from dpl_assets.resources import cached_emoca, cached_flame, cached_template
 from dpl_assets.specs import NodeSpec
@@ -73,32 +72,20 @@ RENDER_OUTPUTS = ("render_normal", "render_uv", "render_mask")
 FRAMES_PER_CHUNK = 64  # frames decoded and encoded at a time: bounded memory
 
 
-def emoca_frames(io: VideoIO, source: str) -> Iterator[np.ndarray]:
-    """RGB uint8 224 x 224 face crops of one video, streamed: its ``crops`` resized, or its
-    ``images`` cut by its ``bboxes`` (the original's EmocaFromImagesNode)."""
-    from dpl_assets.face3d.emoca import EMOCA_INPUT_SIZE  # torch: imported at first use
-
-    size = (EMOCA_INPUT_SIZE, EMOCA_INPUT_SIZE)
+def emoca_frames(io: VideoIO, source: str, side: int) -> Iterator[np.ndarray]:
+    """uint8 (side, side, 3) RGB face crops of one video, streamed: its ``crops`` resized,
+    or its ``images`` cut by its ``bboxes`` (the original's EmocaFromImagesNode)."""
     if source == "crops":
         with io["crops"].open() as stack:
-            for crop in stack:
-                yield cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+            yield from emoca_inputs.resized(stack, side)
         return
-    boxes = io["bboxes"]
     with io["images"].open() as stack:
-        yield from crop_frames(iter(stack), boxes, size)
+        yield from emoca_inputs.cut(stack, io["bboxes"], side)
 
 
-def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """(K, 3, 224, 224) float32 batches in [0, 1] of at most ``size`` frames."""
-    batch: list[np.ndarray] = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) == size:
-            yield np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-            batch = []
-    if batch:
-        yield np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+def emoca_model(config: EmocaConfig, device: Callable[[], str]) -> Any:
+    """The EMOCA/DECA encoders of ``weights_path``, loaded once per process on the device."""
+    return cached_emoca(config.weights_path, device())
 
 
 def encode_emoca(io: VideoIO, config: EmocaConfig) -> dict[str, np.ndarray]:
@@ -107,12 +94,12 @@ def encode_emoca(io: VideoIO, config: EmocaConfig) -> dict[str, np.ndarray]:
     The encoders load once per process on the node's device."""
     import torch  # torch and the 3D nodes load with these nodes, not with the package
 
-    from dpl_assets.face3d.emoca import smooth_parameters
+    from dpl_assets.face3d.emoca import EMOCA_INPUT_SIZE, smooth_parameters
 
-    encoder = cached_emoca(config.weights_path, io.device)
+    frames = emoca_frames(io, config.source, EMOCA_INPUT_SIZE)
     parts = [
-        encoder.encode(torch.from_numpy(chunk), batch_size=config.batch_size)
-        for chunk in _chunks(emoca_frames(io, config.source), FRAMES_PER_CHUNK)
+        io.model.encode(torch.from_numpy(chunk), batch_size=config.batch_size)
+        for chunk in emoca_inputs.batches(frames, FRAMES_PER_CHUNK)
     ]
     if not parts:
         raise InputRejected("no frames to encode")
@@ -120,13 +107,18 @@ def encode_emoca(io: VideoIO, config: EmocaConfig) -> dict[str, np.ndarray]:
     return smooth_parameters(params) if config.use_smoothing else params
 
 
+def flame_model(config: FlameConfig, device: Callable[[], str]) -> Any:
+    """The FLAME layer of the model files, loaded once per process, on the device."""
+    return cached_flame(
+        config.flame_model_path, config.flame_lmk_embedding_path, config.n_shape, config.n_exp
+    ).to(device())
+
+
 def flame_mesh(io: VideoIO, config: FlameConfig) -> dict[str, np.ndarray]:
     """FLAME mesh per frame: ``verts`` (N, 5023, 3) and ``landmarks3d`` (N, 68, 3), metres,
     from the first ``n_shape`` shape and ``n_exp`` expression coefficients and the pose
     (global + jaw; neck and eyes zero). Rejects parameters of different frame counts."""
-    layer = cached_flame(
-        config.flame_model_path, config.flame_lmk_embedding_path, config.n_shape, config.n_exp
-    ).to(io.device)
+    layer = io.model
     counts = {key: io[key].shape[0] for key in ("shape", "exp", "pose")}
     if len(set(counts.values())) != 1:
         raise InputRejected(f"shape, exp and pose disagree on the frame count: {counts}")
@@ -151,6 +143,11 @@ RENDER_FORMATS = {"render_normal": "jpeg", "render_uv": "jpeg", "render_mask": "
 """How each render is encoded: the mask is lossless."""
 
 
+def head_template(config: RenderingConfig, device: Callable[[], str]) -> Any:
+    """The head template mesh the renders use (faces and UVs), loaded once per process."""
+    return cached_template(config.head_template_path)
+
+
 def render_mesh(io: VideoIO, config: RenderingConfig) -> dict[str, StagedFile]:
     """Renders per frame: ``render_normal``, ``render_uv`` (JPEG) and ``render_mask`` (PNG)
     image stacks at ``image_size``, orthographic camera from ``cam``, spherical-harmonics
@@ -159,7 +156,7 @@ def render_mesh(io: VideoIO, config: RenderingConfig) -> dict[str, StagedFile]:
 
     from dpl_assets.face3d.render import render
 
-    template = cached_template(config.head_template_path)
+    template = io.model
     device = torch.device(io.device)
     count = io["verts"].shape[0]
     if io["cam"].shape[0] != count or io["light"].shape[0] != count:
@@ -202,6 +199,7 @@ EMOCA_NODE = NodeSpec(
     needs_gpu=True,
     needs_weights=True,
     compute=encode_emoca,
+    model=emoca_model,
     required_params=("weights_path",),
     group="flame",
 )
@@ -215,6 +213,7 @@ EMOCA_FROM_IMAGES_NODE = NodeSpec(
     needs_gpu=True,
     needs_weights=True,
     compute=encode_emoca,
+    model=emoca_model,
     required_params=("weights_path",),
     group="flame",
 )
@@ -226,6 +225,7 @@ FLAME_NODE = NodeSpec(
     summary="FLAME 2020 mesh and its 68 landmarks, metres",
     needs_weights=True,
     compute=flame_mesh,
+    model=flame_model,
     required_params=("flame_model_path", "flame_lmk_embedding_path"),
     group="flame",
 )
@@ -239,6 +239,7 @@ RENDERING_NODE = NodeSpec(
     needs_weights=True,
     optional_inputs=("crops", "images"),  # their frame times, when the video has them
     compute=render_mesh,
+    model=head_template,
     required_params=("head_template_path",),
     group="flame",
 )
