@@ -127,18 +127,23 @@ def _node_error(index: int, name: str, message: str) -> GraphError:
 def _resolve(graph: list[Any]) -> list[tuple[str, Mapping[str, Any], NodeSpec]]:
     """Each node's name, params and spec. Custom nodes load here, before any params are
     validated, so a packer may name a custom datatype wherever the node is in the graph."""
-    nodes = []
+    nodes, problems = [], []  # every node's problem is reported, not only the first
     for index, node in enumerate(graph):
         if not isinstance(node, Mapping) or "name" not in node or set(node) - {"name", "params"}:
-            raise GraphError(f'graph node #{index} must be {{"name": ..., "params": {{...}}}}')
+            problems.append(f'graph node #{index} must be {{"name": ..., "params": {{...}}}}')
+            continue
         name, params = str(node["name"]), node.get("params") or {}
         try:
             spec = node_spec(name)
         except NodeError as error:
-            raise _node_error(index, name, str(error)) from error
+            problems.append(str(_node_error(index, name, str(error))))
+            continue
         if not isinstance(params, Mapping):
-            raise _node_error(index, name, "params must be a JSON object")
+            problems.append(str(_node_error(index, name, "params must be a JSON object")))
+            continue
         nodes.append((name, params, spec))
+    if problems:
+        raise GraphError("\n".join(problems))
     return nodes
 
 

@@ -92,3 +92,15 @@ def test_packers_run_after_what_the_graph_asks_them_to_pack(tmp_path):
     ):
         parents = defs_.resolve_asset_graph().get(dg.AssetKey("vid2vid_dataset")).parent_keys
         assert {dg.AssetKey("head_pose"), dg.AssetKey("images")} <= parents
+
+
+def test_every_misspelt_node_name_of_a_graph_is_reported_at_once():
+    from dpl_assets.graph import GraphError
+
+    with pytest.raises(GraphError) as raised:
+        plan_graph([{"name": "VideoToWavNod"}, {"name": "VolumeNode"}, {"name": "FaceAlignNode"}])
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith("graph node #0 (VideoToWavNod): unknown node")
+    assert "did you mean 'VideoToWavNode'" in lines[0]
+    assert lines[1].startswith("graph node #2 (FaceAlignNode): unknown node")
+    assert len(lines) == 2
