@@ -19,7 +19,6 @@ from dpl_assets.packing.dataset_pack import DatasetPack
 from dpl_assets.report import all_video_reports
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
-from dpl_assets.visualize.summary import collect_summary_inputs, summarize
 
 
 class DatasetPackConfig(dg.Config):
@@ -92,6 +91,9 @@ def dataset_summary(
 ) -> dg.MaterializeResult:
     """Plots and a digest over every registered video (``dataset_summary/``;
     ``DatasetSummaryNode``): durations, face coverage, rejections by reason, features."""
+    # matplotlib loads with the summary's first run, not with every code location.
+    from dpl_assets.visualize.summary import collect_summary_inputs, summarize
+
     store = storage.store()
     keys = per_video_keys_present(store.output_dir)
     # The same entries as report.json: registered videos and files refused at discovery.
