@@ -163,7 +163,7 @@ class Catalog:
             return {}
         return {
             video_id: CatalogEntry(stem=entry["stem"], sources=entry["sources"])
-            for video_id, entry in catalog_db.load_videos(conn).items()
+            for video_id, entry in catalog_db.load_videos(conn, fingerprints=False).items()
             if include_removed or not entry["removed"]
         }
 

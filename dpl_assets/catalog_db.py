@@ -112,8 +112,9 @@ def _row(entry: dict) -> VideoRow:
     }
 
 
-def load_videos(conn: sqlite3.Connection) -> dict[str, VideoRow]:
-    """Every video (removed ones too), in registration order."""
+def load_videos(conn: sqlite3.Connection, fingerprints: bool = True) -> dict[str, VideoRow]:
+    """Every video (removed ones too), in registration order; without their fingerprints
+    (left empty) unless ``fingerprints``."""
     videos: dict[str, VideoRow] = {
         video_id: {"stem": stem, "sources": {}, "fingerprints": {}, "removed": bool(removed)}
         for video_id, stem, removed in conn.execute(
@@ -122,7 +123,8 @@ def load_videos(conn: sqlite3.Connection) -> dict[str, VideoRow]:
     }
     for video_id, kind, path in conn.execute("SELECT video_id, kind, path FROM sources"):
         videos[video_id]["sources"][kind] = path
-    for video_id, kind, size, mtime in conn.execute("SELECT * FROM fingerprints"):
+    rows = conn.execute("SELECT * FROM fingerprints") if fingerprints else []
+    for video_id, kind, size, mtime in rows:
         videos[video_id]["fingerprints"][kind] = [size, mtime]
     return videos
 
