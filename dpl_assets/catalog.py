@@ -137,7 +137,9 @@ class Catalog:
         self._local = threading.local()
 
     def _conn(self, create: bool = False) -> sqlite3.Connection | None:
-        """This thread's connection; None when there is no catalog yet and not ``create``."""
+        """This thread's connection; None when there is no catalog yet and not ``create``.
+        Creates the database (importing ``catalog.json``) under the lock; raises
+        :class:`json.JSONDecodeError` when that ``catalog.json`` is not JSON."""
         local = self._local
         if getattr(local, "pid", None) == os.getpid():
             return local.conn
