@@ -80,7 +80,7 @@ def sensor_ticks(count: int, scratch: Path) -> dict:
         "steady_tick_s": round(steady, 3),
         "tick_10_new_1_changed_s": round(busy, 3),
         "partitions": registered,
-        "catalog_mb": round((out / "catalog.json").stat().st_size / 1e6, 1),
+        "catalog_mb": round(sum(p.stat().st_size for p in out.glob("catalog.sqlite*")) / 1e6, 1),
     }
 
 

@@ -1,8 +1,12 @@
 """The video catalog: which video ids exist and where each one's source files are.
 
-Stored as ``{output_dir}/catalog.json``. It is what makes ids stable across runs (an id once
-given to a file stays with it) and lets any process (the CLI, ``dagster dev``, a sensor)
-find a partition's sources from its key alone. Updates are atomic and serialized by a lock.
+Stored in the SQLite database ``{output_dir}/catalog.sqlite`` (see
+:mod:`dpl_assets.catalog_db`; an older ``catalog.json`` is migrated on first open). It is
+what makes ids stable across runs (an id once given to a file stays with it) and lets any
+process (the CLI, ``dagster dev``, a sensor) find a partition's sources from its key alone.
+Registrations are serialized by a lock file; each writes only the rows that changed, in one
+transaction. Postgres (for a Postgres instance) is not supported yet: the catalog is always
+SQLite in the output dir.
 
 Each entry keeps a fingerprint of each source file (size and modification time in ns, as
 make and rsync judge change) so a rescan tells new, changed and removed files apart. A
@@ -14,13 +18,16 @@ the schedule and ``dpl backfill`` replay.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import sqlite3
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
+from dpl_assets import catalog_db
 from dpl_assets.discovery import (
     IdAssignment,
     InputRoots,
@@ -29,10 +36,7 @@ from dpl_assets.discovery import (
     readable_id,
     scan_source_files,
 )
-from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.locks import exclusive
-
-CATALOG_NAME = "catalog.json"
 
 
 @dataclass
@@ -119,73 +123,106 @@ def _mtime(path: Path) -> float:
 
 
 class Catalog:
-    """Read and update ``catalog.json`` under an output dir."""
+    """Read and update the catalog database ``catalog.sqlite`` under an output dir.
+
+    Reads never create anything: an output dir without a catalog reads as empty (one with
+    only a ``catalog.json`` is migrated first, see :mod:`dpl_assets.catalog_db`). Each
+    thread of each process uses its own connection.
+    """
 
     def __init__(self, output_dir: Path | str):
         self.output_dir = Path(output_dir)
-        self.path = self.output_dir / CATALOG_NAME
-        self._cached: tuple[tuple[int, int, int], dict] | None = None
+        self.path = self.output_dir / catalog_db.DB_NAME
+        self.json_path = self.output_dir / catalog_db.JSON_NAME
+        self._local = threading.local()
+
+    def _conn(self, create: bool = False) -> sqlite3.Connection | None:
+        """This thread's connection; None when there is no catalog yet and not ``create``.
+        Creates the database (importing ``catalog.json``) under the lock; raises
+        :class:`json.JSONDecodeError` when that ``catalog.json`` is not JSON."""
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            return local.conn
+        if not self.path.exists():
+            if not (create or self.json_path.exists()):
+                return None
+            with self._locked():
+                if not self.path.exists():
+                    catalog_db.create(self.path, self.json_path)
+                if self.json_path.exists():  # never deleted: kept beside, renamed
+                    os.replace(
+                        self.json_path,
+                        self.json_path.with_name(catalog_db.JSON_NAME + catalog_db.MIGRATED_SUFFIX),
+                    )
+        local.conn, local.pid = catalog_db.connect(self.path), os.getpid()
+        return local.conn
 
     def entries(self, include_removed: bool = False) -> dict[str, CatalogEntry]:
         """Registered videos in registration order (empty when nothing is registered);
         videos whose source file was removed only with ``include_removed``."""
-        data = self._read()
+        conn = self._conn()
+        if conn is None:
+            return {}
         return {
-            video_id: CatalogEntry(stem=entry["stem"], sources=dict(entry["sources"]))
-            for video_id, entry in data.get("videos", {}).items()
-            if include_removed or not entry.get("removed")
+            video_id: CatalogEntry(stem=entry["stem"], sources=entry["sources"])
+            for video_id, entry in catalog_db.load_videos(conn, fingerprints=False).items()
+            if include_removed or not entry["removed"]
         }
 
     def refused(self) -> list[RefusedEntry]:
         """The files the last scan refused (symbolic links; see :mod:`dpl_assets.discovery`)."""
-        return [RefusedEntry(**record) for record in self._read().get("refused", [])]
+        conn = self._conn()
+        return [] if conn is None else [RefusedEntry(**r) for r in catalog_db.load_refused(conn)]
 
     def saved_inputs(self) -> dict | None:
         """The inputs spec of the last registration (JSON), or None."""
-        return self._read().get("inputs")
+        conn = self._conn()
+        return None if conn is None else cast("dict | None", catalog_db.get_meta(conn, "inputs"))
 
     def saved_graph(self) -> list | None:
         """The graph (seed JSON) ``dpl run`` last ran, or None."""
-        return self._read().get("graph")
+        conn = self._conn()
+        return None if conn is None else cast("list | None", catalog_db.get_meta(conn, "graph"))
 
     def save_graph(self, graph: list) -> None:
-        """Remember ``graph`` for the sensor, the schedule and ``dpl backfill``."""
-        with self._locked():
-            data = self._read_copy()
-            if data.get("graph") != graph:
-                data["graph"] = graph
-                atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False))
+        """Remember ``graph`` for the sensor, the schedule and ``dpl backfill`` (one row,
+        written only when it differs)."""
+        conn = self._conn(create=True)
+        assert conn is not None
+        with _transaction(conn):
+            if catalog_db.get_meta(conn, "graph") != graph:
+                catalog_db.set_meta(conn, "graph", graph)
 
     def entry(self, video_id: str) -> CatalogEntry:
-        entry = self._read().get("videos", {}).get(video_id)
-        if entry is None:
+        """One video (removed or not). Raises :class:`KeyError` when it is not registered."""
+        conn = self._conn()
+        found = None if conn is None else catalog_db.load_video(conn, video_id)
+        if found is None:
             raise KeyError(
                 f"video id {video_id!r} is not in {self.path}; register videos first "
                 "(`dpl register --inputs inputs.json --output_dir DIR`)"
             )
-        return CatalogEntry(stem=entry["stem"], sources=dict(entry["sources"]))
+        return CatalogEntry(stem=found[0], sources=found[1])
 
-    def _read(self) -> dict:
-        """The parsed file, re-read only when it changed (a step asks once per video)."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
+    def snapshot(self) -> dict:
+        """The whole catalog as one JSON-able dict (``videos``, ``refused``, ``graph``,
+        ``inputs``: the layout ``catalog.json`` had), for inspection and tests."""
+        conn = self._conn()
+        if conn is None:
             return {}
-        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # rewrites are renames
-        if self._cached is None or self._cached[0] != version:
-            self._cached = (version, json.loads(self.path.read_text(encoding="utf-8")))
-        return self._cached[1]  # shared: callers that modify it copy it first
-
-    def _read_copy(self) -> dict:
-        """A private copy of the file's contents to modify (parsing again is several times
-        faster than a deep copy of a large catalog)."""
-        try:
-            return dict(json.loads(self.path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            return {}
+        data: dict = {"videos": catalog_db.load_videos(conn)}
+        for entry in data["videos"].values():
+            if not entry["removed"]:
+                del entry["removed"]
+        for key in ("graph", "inputs"):
+            if (value := catalog_db.get_meta(conn, key)) is not None:
+                data[key] = value
+        if refused := catalog_db.load_refused(conn):
+            data["refused"] = refused
+        return data
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
-        return exclusive(self.output_dir / (CATALOG_NAME + ".lock"))
+        return exclusive(self.output_dir / (catalog_db.DB_NAME + ".lock"))
 
     def register(
         self,
@@ -202,11 +239,17 @@ class Catalog:
         modified less than ``settle_s`` seconds ago (still being copied?) wait for a later
         scan. The user's other roots (wav, aac, ...) are matched afresh on every scan: a
         file added or removed there changes its video too.
+
+        Registrations are serialized by the catalog's lock file (across processes); the
+        rows that changed are written in one transaction, nothing when nothing changed.
+        Raises :class:`sqlite3.OperationalError` when the database stays locked longer than
+        :data:`dpl_assets.catalog_db.BUSY_TIMEOUT_S`.
         """
+        conn = self._conn(create=True)
+        assert conn is not None
         with self._locked():
-            before = self._read()
-            data = self._read_copy()
-            videos: dict[str, dict] = data.get("videos", {})
+            before = catalog_db.load_videos(conn)
+            videos = {vid: _copy_row(row) for vid, row in before.items()}
             primary = inputs.primary_key
             taken = {vid: e["sources"].get(primary, "") for vid, e in videos.items()}
             found, refused = scan_source_files(inputs, primary)
@@ -219,20 +262,17 @@ class Catalog:
                 ]  # fmt: skip
             assignment: IdAssignment = assign_ids(found, taken)
             for video_id, source in assignment.new.items():
-                videos[video_id] = {"stem": source.stem, "sources": {primary: str(source.path)}}
+                videos[video_id] = {
+                    "stem": source.stem, "sources": {primary: str(source.path)},
+                    "fingerprints": {}, "removed": False,
+                }  # fmt: skip
             refused += _attach_other_roots(videos, inputs)
             changed, removed, restored = _update_fingerprints(videos, primary, assignment.new)
             for video_id in changed:
                 if on_changed is not None:
                     on_changed(video_id)
-            data["videos"] = videos
-            data["inputs"] = inputs.to_json()
             entries = [RefusedEntry.of(file) for file in refused]
-            data["refused"] = [vars(entry) for entry in entries]
-            if not data["refused"]:
-                del data["refused"]
-            if data != before:  # an unchanged catalog is not rewritten
-                atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False))
+            _save(conn, before, videos, inputs.to_json(), [vars(e) for e in entries])
         return Registration(
             new_ids=list(assignment.new),
             all_ids=[vid for vid, entry in videos.items() if not entry.get("removed")],
@@ -242,6 +282,56 @@ class Catalog:
             restored_ids=restored,
             refused=entries,
         )
+
+
+def _copy_row(row: dict) -> dict:
+    return {
+        "stem": row["stem"],
+        "sources": dict(row["sources"]),
+        "fingerprints": dict(row["fingerprints"]),
+        "removed": row["removed"],
+    }
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (takes the write lock now: no deadlock on upgrade) ... COMMIT,
+    or ROLLBACK when the block raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _save(
+    conn: sqlite3.Connection,
+    before: dict[str, dict],
+    videos: dict[str, dict],
+    inputs: dict,
+    refused: list[dict],
+) -> None:
+    """Write what differs between ``before`` and ``videos`` (and the inputs and refused
+    files), row by row, in one transaction; nothing when nothing differs."""
+    changed = [vid for vid, row in videos.items() if before.get(vid) != row]
+    if (
+        not changed
+        and catalog_db.get_meta(conn, "inputs") == inputs
+        and catalog_db.load_refused(conn) == refused
+    ):
+        return
+    with _transaction(conn):
+        for video_id in changed:
+            if video_id in before:
+                catalog_db.update_video(conn, video_id, before[video_id], videos[video_id])
+            else:
+                catalog_db.insert_video(conn, video_id, videos[video_id])
+        if catalog_db.get_meta(conn, "inputs") != inputs:
+            catalog_db.set_meta(conn, "inputs", inputs)
+        if catalog_db.load_refused(conn) != refused:
+            catalog_db.replace_refused(conn, refused)
 
 
 def _update_fingerprints(
@@ -264,7 +354,8 @@ def _update_fingerprints(
                 entry["removed"] = True
                 removed.append(video_id)
             continue
-        if entry.pop("removed", False):
+        if entry.get("removed"):
+            entry["removed"] = False
             restored.append(video_id)
         known_before = video_id not in new and bool(prints)
         if known_before and (

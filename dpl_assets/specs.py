@@ -16,7 +16,7 @@ package registers in the entry-point group :data:`NODE_ENTRY_POINTS` (a built-in
 means the built-in node). Such a node declares a ``compute`` function and any new datatypes
 it writes; it becomes a per-video asset with the same partitions, storage, batch loop,
 output check and report as the built-in ones. The Dagster code location knows it from the
-graph saved by ``dpl run`` (``catalog.json``) or from ``DPL_NODES`` (see
+graph saved by ``dpl run`` (``catalog.sqlite``) or from ``DPL_NODES`` (see
 :func:`dpl_assets.definitions.custom_node_refs`). ``docs/custom_nodes.md`` is the guide.
 Example::
 

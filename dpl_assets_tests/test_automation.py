@@ -17,6 +17,7 @@ import pytest
 
 from dpl_assets import cli
 from dpl_assets.automation import backfill_schedule, new_videos_sensor
+from dpl_assets.catalog import Catalog
 from dpl_assets.definitions import build_definitions
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets_tests import media_factory as media
@@ -194,7 +195,7 @@ def test_a_user_file_added_to_another_root_changes_its_video(setup, monkeypatch)
     assert (out / "volume" / "b.npy").exists()
     (wavs / "a.wav").unlink()
     assert cli.main(cli_args) == 0
-    entry = json.loads((out / "catalog.json").read_text())["videos"]["a"]
+    entry = Catalog(out).snapshot()["videos"]["a"]
     assert "wav" not in entry["sources"]  # a user file that is gone is not a source
 
 

@@ -24,6 +24,7 @@ import pytest
 import soundfile
 
 from dpl_assets import cli
+from dpl_assets.catalog import Catalog
 from dpl_assets.datatypes import DATATYPES
 from dpl_assets.definitions import CUSTOM_NODES_ENV, build_definitions
 from dpl_assets.graph import NODES, GraphError, plan_graph
@@ -92,7 +93,7 @@ def test_dpl_run_computes_stores_checks_and_reports_the_custom_node(run):
     assert pattern["status"] == "rejected" and "no face" in pattern["reason"]
     assert not (out / "mouth_opening" / "test pattern.npy").exists()
     # The saved graph names the node, so the code location knows it (next test).
-    assert REF in [node["name"] for node in json.loads((out / "catalog.json").read_text())["graph"]]
+    assert REF in [node["name"] for node in Catalog(out).saved_graph() or []]
 
 
 def test_its_output_is_packed_by_h5_dataset_node(run):

@@ -45,7 +45,7 @@ def register(out: Path, spec: dict) -> dict[str, str]:
 
 
 def catalog_on_disk(out: Path) -> dict:
-    return json.loads((out / "catalog.json").read_text(encoding="utf-8"))
+    return Catalog(out).snapshot()
 
 
 def assert_safe_id(video_id: str) -> None:

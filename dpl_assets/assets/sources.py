@@ -19,7 +19,7 @@ video = dg.AssetSpec(
     "video",
     partitions_def=video_partitions,
     group_name="sources",
-    description="The user's videos, registered from the `video` input roots (see catalog.json).",
+    description="The user's videos, registered from the `video` input roots (see catalog.sqlite).",
 )
 
 aac = dg.AssetSpec(

@@ -1,0 +1,199 @@
+"""The catalog's SQLite database: ``{output_dir}/catalog.sqlite`` (stdlib :mod:`sqlite3`).
+
+Tables: ``videos`` (registration order, id, stem, removed mark), ``sources`` (video, kind,
+path), ``fingerprints`` (video, kind, size in bytes, mtime in ns), ``refused`` (files the
+last scan refused) and ``meta`` (small JSON values: the saved graph and inputs). Writes
+touch only the rows that changed; each write is one transaction.
+
+WAL journal mode lets readers proceed while a writer commits; a writer that finds the
+database locked waits up to :data:`BUSY_TIMEOUT_S` seconds (then :class:`sqlite3.
+OperationalError`). Each thread of each process gets its own connection. WAL needs a local
+file system (or one with working shared memory): SQLite's documentation advises against
+WAL on network file systems.
+
+An output dir written before this database existed has ``catalog.json``: it is imported on
+first open (:func:`migrate_json`) and renamed ``catalog.json.migrated``, never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+DB_NAME = "catalog.sqlite"
+JSON_NAME = "catalog.json"
+MIGRATED_SUFFIX = ".migrated"
+BUSY_TIMEOUT_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    stem TEXT NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sources (
+    video_id TEXT NOT NULL REFERENCES videos(id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (video_id, kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fingerprints (
+    video_id TEXT NOT NULL REFERENCES videos(id),
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    PRIMARY KEY (video_id, kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refused (
+    seq INTEGER PRIMARY KEY,
+    video_id TEXT NOT NULL,
+    datatype TEXT NOT NULL,
+    path TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+# One video as the catalog's logic handles it: {"stem": str, "sources": {kind: path},
+# "fingerprints": {kind: [size, mtime_ns]}, "removed": bool (absent = False)}.
+VideoRow = dict
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to an existing database, in autocommit mode (transactions explicit)."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; consistent always
+    return conn
+
+
+def create(path: Path, json_path: Path) -> None:
+    """Create the database at ``path`` atomically (built aside, then renamed), importing
+    ``json_path`` when it exists. Call under the catalog's lock.
+
+    Raises :class:`json.JSONDecodeError` when ``catalog.json`` is not valid JSON.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{path.name}.staging-{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    conn = sqlite3.connect(staging, isolation_level=None)
+    try:
+        conn.executescript(SCHEMA)
+        if json_path.exists():
+            migrate_json(conn, json.loads(json_path.read_text(encoding="utf-8") or "{}"))
+    finally:
+        conn.close()
+    os.replace(staging, path)
+
+
+def migrate_json(conn: sqlite3.Connection, data: dict) -> None:
+    """Import the contents of a ``catalog.json`` (the format before this database) in one
+    transaction: videos in their order, sources, fingerprints, refused files, graph, inputs."""
+    conn.execute("BEGIN IMMEDIATE")
+    for video_id, entry in data.get("videos", {}).items():
+        insert_video(conn, video_id, _row(entry))
+    replace_refused(conn, data.get("refused", []))
+    for key in ("graph", "inputs"):
+        if data.get(key) is not None:
+            set_meta(conn, key, data[key])
+    conn.execute("COMMIT")
+
+
+def _row(entry: dict) -> VideoRow:
+    return {
+        "stem": entry["stem"],
+        "sources": dict(entry.get("sources", {})),
+        "fingerprints": {k: list(v) for k, v in entry.get("fingerprints", {}).items()},
+        "removed": bool(entry.get("removed", False)),
+    }
+
+
+def load_videos(conn: sqlite3.Connection, fingerprints: bool = True) -> dict[str, VideoRow]:
+    """Every video (removed ones too), in registration order; without their fingerprints
+    (left empty) unless ``fingerprints``."""
+    videos: dict[str, VideoRow] = {
+        video_id: {"stem": stem, "sources": {}, "fingerprints": {}, "removed": bool(removed)}
+        for video_id, stem, removed in conn.execute(
+            "SELECT id, stem, removed FROM videos ORDER BY seq"
+        )
+    }
+    for video_id, kind, path in conn.execute("SELECT video_id, kind, path FROM sources"):
+        videos[video_id]["sources"][kind] = path
+    rows = conn.execute("SELECT * FROM fingerprints") if fingerprints else []
+    for video_id, kind, size, mtime in rows:
+        videos[video_id]["fingerprints"][kind] = [size, mtime]
+    return videos
+
+
+def load_video(conn: sqlite3.Connection, video_id: str) -> tuple[str, dict[str, str]] | None:
+    """``(stem, {kind: path})`` of one video (removed or not), or None when unknown."""
+    found = conn.execute("SELECT stem FROM videos WHERE id = ?", (video_id,)).fetchone()
+    if found is None:
+        return None
+    rows = conn.execute("SELECT kind, path FROM sources WHERE video_id = ?", (video_id,))
+    return found[0], dict(rows.fetchall())
+
+
+def insert_video(conn: sqlite3.Connection, video_id: str, row: VideoRow) -> None:
+    """Add a video (after all others in registration order) with its sources and prints."""
+    conn.execute(
+        "INSERT INTO videos (id, stem, removed) VALUES (?, ?, ?)",
+        (video_id, row["stem"], int(row.get("removed", False))),
+    )
+    _write_children(conn, video_id, row, {"sources": {}, "fingerprints": {}})
+
+
+def update_video(conn: sqlite3.Connection, video_id: str, old: VideoRow, new: VideoRow) -> None:
+    """Write the differences between two states of a video: only the rows that changed."""
+    if bool(old.get("removed")) != bool(new.get("removed")):
+        conn.execute(
+            "UPDATE videos SET removed = ? WHERE id = ?", (int(bool(new.get("removed"))), video_id)
+        )
+    _write_children(conn, video_id, new, old)
+
+
+def _write_children(conn: sqlite3.Connection, video_id: str, new: VideoRow, old: VideoRow) -> None:
+    for kind in old["sources"].keys() - new["sources"].keys():
+        conn.execute("DELETE FROM sources WHERE video_id = ? AND kind = ?", (video_id, kind))
+    for kind, path in new["sources"].items():
+        if old["sources"].get(kind) != path:
+            conn.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?)", (video_id, kind, path))
+    for kind in old["fingerprints"].keys() - new["fingerprints"].keys():
+        conn.execute("DELETE FROM fingerprints WHERE video_id = ? AND kind = ?", (video_id, kind))
+    for kind, (size, mtime) in new["fingerprints"].items():
+        if old["fingerprints"].get(kind) != [size, mtime]:
+            conn.execute(
+                "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?)",
+                (video_id, kind, size, mtime),
+            )
+
+
+def load_refused(conn: sqlite3.Connection) -> list[dict]:
+    """The refused files as ``{video_id, datatype, path, reason}`` records, in scan order."""
+    rows = conn.execute("SELECT video_id, datatype, path, reason FROM refused ORDER BY seq")
+    return [dict(zip(("video_id", "datatype", "path", "reason"), row, strict=True)) for row in rows]
+
+
+def replace_refused(conn: sqlite3.Connection, records: Iterable[dict]) -> None:
+    """Replace the refused files (a short list, rewritten only when it changed)."""
+    conn.execute("DELETE FROM refused")
+    conn.executemany(
+        "INSERT INTO refused (video_id, datatype, path, reason) VALUES (?, ?, ?, ?)",
+        [(r["video_id"], r["datatype"], r["path"], r["reason"]) for r in records],
+    )
+
+
+def get_meta(conn: sqlite3.Connection, key: str) -> object | None:
+    """The JSON value stored under ``key``, or None."""
+    found = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if found is None else json.loads(found[0])
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, ensure_ascii=False))
+    )
