@@ -1,6 +1,7 @@
 """Audio nodes: ``wav`` (16 kHz mono on the container clock) and ``volume`` (its loudness
 envelope); their assets are generated from these declarations."""
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -57,15 +58,12 @@ VIDEO_TO_WAV_NODE = NodeSpec(
     compute=extract_wav,
     group="audio",
 )
-AAC_TO_WAV_NODE = NodeSpec(
+AAC_TO_WAV_NODE = replace(
+    VIDEO_TO_WAV_NODE,
     name="AacToWavNode",
     inputs=("aac",),
-    outputs=("wav",),
-    config=WavConfig,
     fixed={"source": "aac"},
     summary="16 kHz mono audio of the aac file",
-    compute=extract_wav,
-    group="audio",
 )
 VOLUME_NODE = NodeSpec(
     name="VolumeNode",

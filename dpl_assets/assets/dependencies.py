@@ -12,9 +12,17 @@ from typing import Any
 from dpl_assets.specs import NodeSpec
 
 
+def configured_inputs(spec: NodeSpec, config: Mapping[str, Any]) -> list[str]:
+    """The datatypes ``config`` names in ``spec``'s configured-inputs field (one name or a
+    list, e.g. a packer's ``datatypes``); [] for a node without one."""
+    if not spec.configured_inputs:
+        return []
+    value = config.get(spec.configured_inputs, [])
+    return [value] if isinstance(value, str) else list(value or [])
+
+
 def required_inputs(spec: NodeSpec, config: Mapping[str, Any]) -> list[str]:
     """The datatypes the node ``spec`` cannot run without, given its full config."""
     if spec.configured_inputs:
-        value = config.get(spec.configured_inputs, [])
-        return [value] if isinstance(value, str) else list(value)
+        return configured_inputs(spec, config)
     return [key for key in spec.inputs if key not in spec.optional_inputs]

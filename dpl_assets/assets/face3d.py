@@ -13,6 +13,7 @@ go straight into FLAME and rendering. Models load once per process on the node's
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -203,19 +204,13 @@ EMOCA_NODE = NodeSpec(
     required_params=("weights_path",),
     group="flame",
 )
-EMOCA_FROM_IMAGES_NODE = NodeSpec(
+# The same computation under the original's other name: images cut by boxes on the fly.
+EMOCA_FROM_IMAGES_NODE = replace(
+    EMOCA_NODE,
     name="EmocaFromImagesNode",
     inputs=("images", "bboxes"),
-    outputs=EMOCA_OUTPUTS,
-    config=EmocaConfig,
     fixed={"source": "images"},
     summary="EmocaNode on the images cut by bboxes on the fly",
-    needs_gpu=True,
-    needs_weights=True,
-    compute=encode_emoca,
-    model=emoca_model,
-    required_params=("weights_path",),
-    group="flame",
 )
 FLAME_NODE = NodeSpec(
     name="FlameNode",

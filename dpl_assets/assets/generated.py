@@ -27,6 +27,7 @@ from dpl_assets.assets.batch import (
     per_video_multi_asset,
     run_videos_multi,
 )
+from dpl_assets.assets.dependencies import configured_inputs
 from dpl_assets.assets.step_log import announce_files, output_name
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.resources import TorchDevice
@@ -116,8 +117,8 @@ def _configured_defaults(spec: NodeSpec) -> list[str]:
     """What a node with configured inputs reads by default (its config field's default)."""
     if not spec.configured_inputs:
         return []
-    default = spec.config_class.model_fields[spec.configured_inputs].default
-    return [default] if isinstance(default, str) else list(default or [])
+    field = spec.configured_inputs
+    return configured_inputs(spec, {field: spec.config_class.model_fields[field].default})
 
 
 def _options(variants: Sequence[NodeSpec], extra_deps: Sequence[str] = ()) -> dict[str, Any]:
@@ -160,11 +161,8 @@ def check_required_params(spec: NodeSpec, config: Any) -> None:
 def declared_reads(spec: NodeSpec, config: Any) -> Reads:
     """What ``spec`` may read for a video: its inputs, optional inputs, and the datatypes
     its config names (a packer's ``datatypes``)."""
-    keys = [*spec.inputs, *spec.optional_inputs]
-    if spec.configured_inputs:
-        value = getattr(config, spec.configured_inputs)
-        keys += [value] if isinstance(value, str) else list(value)
-    return Reads(spec.name, frozenset(keys))
+    named = configured_inputs(spec, config.model_dump())
+    return Reads(spec.name, frozenset([*spec.inputs, *spec.optional_inputs, *named]))
 
 
 def _tools(spec: NodeSpec, config: Any, torch_device: TorchDevice) -> StepTools:

@@ -197,10 +197,6 @@ class VideoIO(Mapping[str, Any]):
         place (return it as a :class:`~dpl_assets.outcomes.StagedFile`)."""
         return self._store.staging_path(key, self.video_id)
 
-    def final_path(self, key: str) -> Path:
-        """Where the video's ``key`` artefact lives once saved (to link it in the UI)."""
-        return self._store.artifact_path(key, self.video_id)
-
     def record_damage(self, key: str, spans: Sequence[Sequence[float]], summary: str) -> None:
         """Record (start_s, end_s) ``spans`` of ``key`` that did not decode (the report's)."""
         self._store.record_damage(key, self.video_id, [list(s) for s in spans], summary)
