@@ -41,6 +41,7 @@ from dpl_assets.partitions import (
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.settings import output_dir_from_env
 from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.threads import parallel_runs
 
 PER_VIDEO_ASSETS = dg.AssetSelection.all() - dg.AssetSelection.assets(*DATASET_LEVEL_ASSETS)
 
@@ -124,7 +125,7 @@ def new_videos_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
         to_run = [*to_add, *registration.changed_ids]
     requests = []
     position = {video_id: index for index, video_id in enumerate(ordered)}
-    for first, last in pending_ranges(ordered, to_run, VIDEOS_PER_RUN):
+    for first, last in pending_ranges(ordered, to_run, VIDEOS_PER_RUN, parallel_runs(instance)):
         batch = list(ordered[position[first] : position[last] + 1])
         key = "videos:" + _key(batch, store)
         requests.append(run_request(plan, assets, first, last, key, "new_videos"))
@@ -161,7 +162,7 @@ def backfill_requests(
     ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
     return [
         run_request(plan, assets, first, last, None, "backfill_missing")
-        for first, last in pending_ranges(ordered, pending, VIDEOS_PER_RUN)
+        for first, last in pending_ranges(ordered, pending, VIDEOS_PER_RUN, parallel_runs(instance))
     ]
 
 

@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="videos per Dagster run (models load once per process)",
         )  # fmt: skip
         parser_.add_argument(
+            "--workers", type=int, default=None,
+            help="processes running videos in parallel (default: one per core, at most 4; "
+            "1: everything in this process)",
+        )  # fmt: skip
+        parser_.add_argument(
             "--retry-rejected", action="store_true",
             help="forget earlier rejections and try those videos again",
         )  # fmt: skip
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command_run(args: argparse.Namespace) -> int:
     from dpl_assets.report import write_report
+    from dpl_assets.run_pool import default_workers
     from dpl_assets.runner import run_plan
 
     output_dir = args.output_dir.resolve()
@@ -134,10 +140,17 @@ def command_run(args: argparse.Namespace) -> int:
         plan, inputs = _graph_and_inputs(args, Catalog(output_dir))
         if args.chunk_size < 1:
             raise GraphError("--chunk_size must be at least 1")
+        if args.workers is not None and args.workers < 1:
+            raise GraphError("--workers must be at least 1")
+        try:
+            workers = args.workers or default_workers()
+        except ValueError as error:  # a bad DPL_WORKERS
+            raise GraphError(str(error)) from None
         with _open_instance(output_dir) as instance:
             outcome = run_plan(
                 plan, inputs, output_dir, instance,
                 chunk_size=args.chunk_size,
+                workers=workers,
                 retry_rejected=args.retry_rejected,
                 log_level="INFO" if args.verbose else "WARNING",
                 progress=_say,

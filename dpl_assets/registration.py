@@ -46,14 +46,18 @@ def pending_videos(
 
 
 def pending_ranges(
-    ordered_ids: Sequence[str], pending: Iterable[str], chunk_size: int
+    ordered_ids: Sequence[str], pending: Iterable[str], chunk_size: int, parallel: int = 1
 ) -> list[tuple[str, str]]:
-    """Partition ranges covering exactly the pending ids, each at most ``chunk_size`` long.
+    """Partition ranges covering exactly the pending ids, each at most ``chunk_size`` long
+    and at most an even share of them per ``parallel`` run (so runs started together each
+    get some: 12 videos and 2 parallel runs make two ranges of 6, not one of 12).
 
     Ranges are runs of consecutive pending ids in the instance's partition order, so no
     done video is ever inside a range.
     """
     wanted = set(pending)
+    share = -(-len(wanted) // max(1, parallel))  # ceil
+    chunk_size = max(1, min(chunk_size, share))
     ranges: list[tuple[str, str]] = []
     current: list[str] = []
     for video_id in ordered_ids:

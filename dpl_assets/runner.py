@@ -7,8 +7,9 @@ once per process), then read every video's outcome off the store into ``report.j
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from dpl_assets.catalog import Registration
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions, plan_packed
 from dpl_assets.discovery import InputRoots
-from dpl_assets.graph import GraphError, GraphPlan
+from dpl_assets.graph import GraphError, GraphPlan, plan_graph
 from dpl_assets.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -30,6 +31,7 @@ from dpl_assets.partitions import (
 )
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.report import VideoReport, video_report
+from dpl_assets.run_pool import RangeRun, RunEnded, execute, run_all
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
 
@@ -87,6 +89,24 @@ def check_inputs_available(
             )
 
 
+def run_definitions(output_dir: Path, graph: list, assets: list[str]) -> dg.Definitions:
+    """The definitions ``dpl run`` executes: everything, plus its two jobs over the graph's
+    ``assets`` (per-video and dataset-level). Module level, so a worker process rebuilds
+    them from the graph JSON."""
+    plan = plan_graph(graph)
+    jobs = [
+        dg.define_asset_job(name, selection=dg.AssetSelection.assets(*selection))
+        for name, selection in (
+            (RUN_JOB_NAME, [asset for asset in assets if asset not in DATASET_LEVEL_ASSETS]),
+            (DATASET_JOB_NAME, [asset for asset in assets if asset in DATASET_LEVEL_ASSETS]),
+        )
+        if selection
+    ]
+    return build_definitions(
+        output_dir, jobs=jobs, nodes=plan.custom_nodes, packed=plan_packed(plan)
+    )
+
+
 def run_plan(
     plan: GraphPlan,
     inputs: InputRoots,
@@ -94,30 +114,26 @@ def run_plan(
     instance: dg.DagsterInstance,
     *,
     chunk_size: int = VIDEOS_PER_RUN,
+    workers: int = 1,
     retry_rejected: bool = False,
     log_level: str = "WARNING",
     progress: Callable[[str], None] = print,
 ) -> RunOutcome:
     """Register, materialize what is missing, and report. Raises GraphError before any work.
 
-    Per-video assets run in partition-range runs of up to ``chunk_size`` videos; dataset-level
-    assets (a dataset pack, the summary) then run once over everything.
+    Per-video assets run in partition-range runs of up to ``chunk_size`` videos, spread
+    over ``workers`` processes (:mod:`dpl_assets.run_pool`; ranges are then at most an even
+    share of the pending videos, so every worker gets some); dataset-level assets (a
+    dataset pack, the summary) then run once over everything, in this process.
     """
     store = ArtifactStore(output_dir)
     assets = selected_assets(plan, inputs)
     per_video = [asset for asset in assets if asset not in DATASET_LEVEL_ASSETS]
     dataset_level = [asset for asset in assets if asset in DATASET_LEVEL_ASSETS]
-    jobs = [
-        dg.define_asset_job(name, selection=dg.AssetSelection.assets(*selection))
-        for name, selection in ((RUN_JOB_NAME, per_video), (DATASET_JOB_NAME, dataset_level))
-        if selection
-    ]
-    defs = build_definitions(
-        output_dir, jobs=jobs, nodes=plan.custom_nodes, packed=plan_packed(plan)
-    )
+    make_defs = functools.partial(run_definitions, output_dir, plan.source, assets)
+    defs = make_defs()
     check_inputs_available(plan, assets, inputs, store)
     store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
-
     leftovers = remove_dead_temps(store.output_dir) + store.remove_dead_staging()
     if leftovers:
         progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
@@ -127,16 +143,17 @@ def run_plan(
             store.clear_rejections(video_id)
     pending = set(pending_videos(store, registration.all_ids, per_video, recompute=plan.recompute))
     ordered = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
-    ranges = pending_ranges(ordered, pending, chunk_size) if per_video else []
-    progress(_plan_line(registration, pending, ranges, assets))
+    ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
+    progress(_plan_line(registration, pending, ranges, assets, workers))
     run_config = {
         **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    launch = _Launcher(defs, instance, run_config, progress)
-    for first, last in _with_progress_bar(ranges, ordered, pending):
-        launch(RUN_JOB_NAME, per_video, f"{first} ... {last}",
-               {RANGE_START_TAG: first, RANGE_END_TAG: last})  # fmt: skip
+    runs = [
+        RangeRun(RUN_JOB_NAME, per_video, f"{first} ... {last}",
+                 {RANGE_START_TAG: first, RANGE_END_TAG: last})
+        for first, last in ranges
+    ]  # fmt: skip
     # Dataset-level outputs change only when videos were processed, added, changed or
     # removed (or are missing): a rerun with nothing new starts no run at all.
     videos_moved = bool(
@@ -144,10 +161,14 @@ def run_plan(
     )
     missing = [asset for asset in dataset_level if not (store.output_dir / asset).exists()]
     if dataset_level and (videos_moved or missing or plan.recompute):
-        launch(DATASET_JOB_NAME, dataset_level, ", ".join(dataset_level), {})
+        dataset_run = RangeRun(DATASET_JOB_NAME, dataset_level, ", ".join(dataset_level))
+    else:
+        dataset_run = None
+    ended = _launch(runs, dataset_run, ordered, pending, workers, make_defs, defs, instance,
+                    run_config, progress)  # fmt: skip
     return RunOutcome(
         reports=_reports(store, registration, per_video),
-        run_ids=launch.run_ids,
+        run_ids=[run.run_id for run in ended],
         new_videos=registration.new_ids,
         dataset_outputs={
             asset: str(path)
@@ -157,8 +178,46 @@ def run_plan(
     )
 
 
+def _launch(
+    runs: list[RangeRun],
+    dataset_run: RangeRun | None,
+    ordered: list[str],
+    pending: set[str],
+    workers: int,
+    make_defs: Callable[[], dg.Definitions],
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    run_config: dict,
+    progress: Callable[[str], None],
+) -> list[RunEnded]:
+    """The per-video runs (over ``workers`` processes), then the dataset-level run (here),
+    with a progress bar of the pending videos and one line per run."""
+    position = {video_id: index for index, video_id in enumerate(ordered)}
+    bar = tqdm(total=len(pending), unit="video", desc="dpl run", disable=None, file=sys.stderr)
+
+    def ended(run: RunEnded) -> None:
+        bar.clear()
+        progress(f"run {run.run_id[:8]} [{run.run.what}]: "
+                 f"{'succeeded' if run.success else 'had failures'}")  # fmt: skip
+        if RANGE_START_TAG in run.run.tags:
+            first, last = run.run.tags[RANGE_START_TAG], run.run.tags[RANGE_END_TAG]
+            span = ordered[position[first] : position[last] + 1]
+            bar.update(sum(1 for video_id in span if video_id in pending))
+            bar.refresh()
+
+    try:
+        results = run_all(runs, workers=workers, make_defs=make_defs, instance=instance,
+                          run_config=run_config, on_ended=ended)  # fmt: skip
+        if dataset_run is not None:
+            results.append(execute(defs, instance, run_config, dataset_run))
+            ended(results[-1])
+    finally:
+        bar.close()
+    return results
+
+
 def _plan_line(
-    registration: Registration, pending: set[str], ranges: list, assets: list[str]
+    registration: Registration, pending: set[str], ranges: list, assets: list[str], workers: int
 ) -> str:
     """What the run will do, in one line: videos registered (new, changed, removed), how
     many to process in how many runs, and which assets."""
@@ -169,55 +228,13 @@ def _plan_line(
         if ids
     )  # fmt: skip
     count = len(registration.all_ids)
+    parallel = min(workers, len(ranges))
+    in_workers = f" in {parallel} processes" if parallel > 1 else ""
     return (
         f"{count} {'video' if count == 1 else 'videos'} registered "
         f"({len(registration.new_ids)} new{changes}); {len(pending)} to process in "
-        f"{len(ranges)} run(s): {', '.join(assets)}"
+        f"{len(ranges)} run(s){in_workers}: {', '.join(assets)}"
     )
-
-
-def _with_progress_bar(
-    ranges: list[tuple[str, str]], ordered: list[str], pending: set[str]
-) -> Iterator[tuple[str, str]]:
-    """``ranges`` one by one, advancing a progress bar of the pending videos (on a
-    terminal: tqdm turns itself off when stderr is not one) after each."""
-    position = {video_id: index for index, video_id in enumerate(ordered)}
-    bar = tqdm(total=len(pending), unit="video", desc="dpl run", disable=None, file=sys.stderr)
-    try:
-        for first, last in ranges:
-            bar.clear()
-            yield first, last
-            span = ordered[position[first] : position[last] + 1]
-            bar.update(sum(1 for video_id in span if video_id in pending))
-            bar.refresh()
-    finally:
-        bar.close()
-
-
-class _Launcher:
-    """Runs jobs of ``defs`` in process, one after another, and says how each ended."""
-
-    def __init__(
-        self,
-        defs: dg.Definitions,
-        instance: dg.DagsterInstance,
-        run_config: dict,
-        progress: Callable[[str], None],
-    ):
-        self.defs, self.instance, self.run_config = defs, instance, run_config
-        self.progress = progress
-        self.run_ids: list[str] = []
-
-    def __call__(self, job: str, assets: list[str], what: str, tags: dict[str, str]) -> None:
-        result = self.defs.resolve_job_def(job).execute_in_process(
-            run_config=_ops_in(self.run_config, assets, self.defs),
-            instance=self.instance,
-            raise_on_error=False,
-            tags={**tags, "dpl/launched_by": "dpl run"},
-        )
-        self.run_ids.append(result.run_id)
-        ended = "succeeded" if result.success else "had failures"
-        self.progress(f"run {result.run_id[:8]} [{what}]: {ended}")
 
 
 def _reports(
@@ -232,12 +249,3 @@ def _reports(
         for entry in registration.refused
     ]  # fmt: skip
     return reports
-
-
-def _ops_in(run_config: dict, assets: list[str], defs: dg.Definitions) -> dict:
-    """``run_config`` keeping only the ops of ``assets`` (a job rejects config of others)."""
-    ops = {defs.get_assets_def(asset).node_def.name for asset in assets}
-    return {
-        **run_config,
-        "ops": {op: cfg for op, cfg in run_config.get("ops", {}).items() if op in ops},
-    }

@@ -1,11 +1,17 @@
 """Shared pytest fixtures: test media built once per session, and a scratch media folder."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 from dpl_assets_tests import media_factory
 from dpl_assets_tests.media_factory import SampleMedia
+
+# `dpl run` (in process and in subprocesses) runs everything in one process unless a test
+# asks for workers: the tests of nodes count model loads and runs in that process.
+# dpl_assets_tests/test_run_pool.py tests the worker processes.
+os.environ.setdefault("DPL_WORKERS", "1")
 
 
 @pytest.fixture(scope="session")

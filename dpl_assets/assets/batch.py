@@ -32,6 +32,7 @@ from typing import Any
 
 import dagster as dg
 
+from dpl_assets import threads
 from dpl_assets.assets.video_step import VideoStep
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
@@ -103,6 +104,7 @@ def run_videos_multi(
         tools: the node's device and models, shared by the step's videos (``io.device``,
             ``io.model``).
     """
+    threads.apply(threads.budget(context.instance))  # before a model loads torch
     step = VideoStep(
         context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools,
         reads=reads,

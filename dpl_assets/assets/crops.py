@@ -71,10 +71,10 @@ def crop_video(io: VideoIO, config: CropConfig) -> dict[str, StagedFile]:
     fps = float(images.attrs["fps"]) or None
     image_format = IMAGE_FORMAT_BY_EXT[config.output_ext]
     with (
-        images.open() as frames,
+        io.frames("images") as frames,
         ImageStackWriter(staging, "crops", image_format, config.quality, fps) as out,
     ):
-        cropped = crop_frames(iter(frames), io["bboxes"], (height, width), config.pad_mode)
+        cropped = crop_frames(frames, io["bboxes"], (height, width), config.pad_mode)
         for time_s, crop_rgb in zip(times, cropped, strict=True):
             out.append(crop_rgb, float(time_s))
     return {"crops": StagedFile(staging)}

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dpl_assets.datatypes import FRAME_REFERENCE
-from dpl_assets.media.frames import DecodeDamage, decode_frames, resample_frames
+from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeDamage, DecodeRecipe
 from dpl_assets.outcomes import InputRejected
 from dpl_assets.storage.image_stack import ImageStackWriter
 
@@ -31,16 +30,6 @@ class FrameStackInfo:
     first_time_s: float
     last_time_s: float
     damage: DecodeDamage
-
-
-def fit_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale (never upscale) so the longer side is at most ``max_side`` pixels."""
-    height, width = rgb.shape[:2]
-    if max_side <= 0 or max(height, width) <= max_side:
-        return rgb
-    ratio = max_side / max(height, width)
-    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 def extract_frames(
@@ -70,15 +59,13 @@ def extract_frames(
     if ext.lower() not in IMAGE_FORMAT_BY_EXT:
         raise ValueError(f"ext must be one of {sorted(IMAGE_FORMAT_BY_EXT)}, not {ext!r}")
     damage = DecodeDamage()
-    frames = decode_frames(source, damage)
-    if fps:
-        frames = resample_frames(frames, fps)
+    recipe = DecodeRecipe(fps=fps, max_side=max_side)
     info: FrameStackInfo | None = None
     with ImageStackWriter(
         destination, FRAME_REFERENCE, IMAGE_FORMAT_BY_EXT[ext.lower()], quality, fps
     ) as stack:
-        for frame in frames:
-            rgb = fit_max_side(frame.rgb, max_side)
+        for frame in recipe.frames(source, damage):
+            rgb = frame.rgb
             stack.append(rgb, frame.time_s)
             if info is None:
                 info = FrameStackInfo(
@@ -94,6 +81,7 @@ def extract_frames(
                 "damaged_spans": np.asarray(damage.spans, np.float64).reshape(-1, 2),
                 "decode_errors": damage.packet_errors + damage.dropped_frames,
                 "damage": damage.summary(),
+                DECODE_RECIPE_ATTR: recipe.to_json(),
             }
         )
     return info

@@ -13,6 +13,7 @@ for ``.npy`` datatypes, float32 (N,) samples at 16 kHz for ``wav``, dicts for JS
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import soundfile
 
 from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
 from dpl_assets.media import timeline
+from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeRecipe
 from dpl_assets.outcomes import InputRejected, Rejected
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
 
@@ -153,6 +155,33 @@ class VideoIO(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._declared)
 
+    @contextlib.contextmanager
+    def frames(self, key: str) -> Iterator[Iterator[np.ndarray]]:
+        """The frames of the image-stack input ``key`` as RGB uint8 (H, W, 3), in order:
+        ``with io.frames(key) as frames: for rgb in frames: ...``.
+
+        When the stack is this pipeline's own decode of the registered video (it carries
+        its :class:`~dpl_assets.media.frames.DecodeRecipe`), the video is decoded again by
+        that recipe: the same frames at the same times, without the JPEG loss, and several
+        times faster than decoding the stored JPEGs. Otherwise (the user's stacks, crops,
+        renders) the stored images are decoded. Raises :class:`InputRejected` naming the
+        video when it now decodes to a different number of frames than the stack holds.
+        """
+        stack_ref = self[key]
+        recipe_json = stack_ref.attrs.get(DECODE_RECIPE_ATTR)
+        video = self.sources.get("video")
+        if recipe_json is None or video is None:
+            with stack_ref.open() as stack:
+                yield iter(stack)
+            return
+        recipe = DecodeRecipe.from_json(str(recipe_json))
+        yield _exactly(
+            (frame.rgb for frame in recipe.frames(video)),
+            len(stack_ref),
+            f"{video}: decodes to a different number of frames than its {key!r} stack "
+            f"({len(stack_ref)}); the video changed after {key!r} was made",
+        )
+
     def optional(self, key: str) -> Any | None:
         """The input ``key``, or None when it is not produced or rejected for this video."""
         try:
@@ -257,3 +286,15 @@ class VideoIO(Mapping[str, Any]):
         from dpl_assets.report import rejection_reasons  # the report reads the store too
 
         return rejection_reasons(self._store, self.video_id, keys)
+
+
+def _exactly(frames: Iterator[np.ndarray], count: int, mismatch: str) -> Iterator[np.ndarray]:
+    """``frames``, checked to be exactly ``count`` (InputRejected with ``mismatch`` if not)."""
+    seen = 0
+    for frame in frames:
+        seen += 1
+        if seen > count:
+            raise InputRejected(mismatch)
+        yield frame
+    if seen != count:
+        raise InputRejected(mismatch)

@@ -1,0 +1,203 @@
+"""Throughput plumbing: ``dpl run --workers``, the per-process thread budget, ranges split
+for parallel runs, and frames decoded again from the video instead of the stored JPEGs."""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import h5py
+import numpy as np
+import pytest
+
+from dpl_assets import cli, threads
+from dpl_assets.discovery import parse_inputs
+from dpl_assets.media.frames import DECODE_RECIPE_ATTR, decode_frames, resample_frames
+from dpl_assets.nodes.frames import extract_frames
+from dpl_assets.outcomes import InputRejected
+from dpl_assets.registration import pending_ranges
+from dpl_assets.settings import INSTANCE_SUBDIR
+from dpl_assets.storage.handles import ImageStackRef
+from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.storage.video_io import Reads, VideoIO
+from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
+
+GRAPH = [
+    {"name": "VideoToWavNode", "params": {}},
+    {"name": "VideoToImagesNode", "params": {}},
+    {"name": "FaceAlignmentNode", "params": {}},
+    {"name": "FixedBboxesNode", "params": {}},
+    {"name": "CropNode", "params": {"size_hw": [64, 64]}},
+]
+
+
+def run(tmp_path: Path, out: str, videos: Path, *extra: str) -> dict:
+    (tmp_path / "graph.json").write_text(json.dumps(GRAPH))
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": str(videos)}))
+    code = cli.main(["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
+                     str(tmp_path / "inputs.json"), "--output_dir", str(tmp_path / out),
+                     *extra])  # fmt: skip
+    assert code == 0
+    report = json.loads((tmp_path / out / "report.json").read_text())["videos"]
+    return {entry["video_id"]: entry for entry in report}
+
+
+@pytest.fixture(scope="module")
+def face_videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    for index in range(3):
+        write_clip(root / f"face_{index}.mp4", moving_astronaut(12 + 4 * index))
+    media.make_video_only(root / "no_face.mp4", seconds=0.6)  # rejected: no face
+    return root
+
+
+def test_workers_give_the_same_outputs_as_one_process(tmp_path, face_videos):
+    alone = run(tmp_path, "alone", face_videos, "--workers", "1")
+    spread = run(tmp_path, "spread", face_videos, "--workers", "2")
+
+    assert {k: v["status"] for k, v in spread.items()} == {k: v["status"] for k, v in alone.items()}
+    assert spread["no_face"]["status"] == "rejected" and "no face" in spread["no_face"]["reason"]
+    for video_id, entry in alone.items():
+        for key, path in entry["outputs"].items():
+            other = spread[video_id]["outputs"][key]
+            if path.endswith(".npy"):
+                np.testing.assert_array_equal(np.load(path), np.load(other), err_msg=key)
+            elif path.endswith(".h5"):
+                with ImageStack(Path(path)) as a, ImageStack(Path(other)) as b:
+                    assert [a.encoded(i) for i in range(len(a))] == [
+                        b.encoded(i) for i in range(len(b))
+                    ], key
+    # Two runs of two videos each, executed by two processes other than this one.
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "spread" / INSTANCE_SUBDIR))
+    runs = instance.get_runs()
+    assert len(runs) == 2
+    pids = {
+        record.dagster_event.pid
+        for run_ in runs
+        for record in instance.all_logs(run_.run_id)
+        if record.dagster_event is not None and record.dagster_event.pid is not None
+    }
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_a_rerun_with_workers_and_nothing_new_starts_no_run(tmp_path, face_videos):
+    run(tmp_path, "out", face_videos, "--workers", "2")
+    instance_dir = str(tmp_path / "out" / INSTANCE_SUBDIR)
+    before = len(dg.DagsterInstance.from_config(instance_dir).get_runs())
+    run(tmp_path, "out", face_videos, "--workers", "2")
+    assert len(dg.DagsterInstance.from_config(instance_dir).get_runs()) == before
+
+
+def test_bad_worker_counts_are_refused(tmp_path, face_videos, monkeypatch, capsys):
+    (tmp_path / "graph.json").write_text(json.dumps(GRAPH))
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": str(face_videos)}))
+    args = ["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
+            str(tmp_path / "inputs.json"), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    assert cli.main([*args, "--workers", "0"]) == cli.EXIT_INVALID
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    monkeypatch.setenv("DPL_WORKERS", "two")
+    assert cli.main(args) == cli.EXIT_INVALID
+    assert "DPL_WORKERS must be a positive integer, not 'two'" in capsys.readouterr().err
+
+
+def test_ranges_give_every_parallel_run_a_share():
+    ordered = [f"v{i:02d}" for i in range(12)]
+    assert pending_ranges(ordered, ordered, 50) == [("v00", "v11")]
+    assert pending_ranges(ordered, ordered, 50, parallel=2) == [("v00", "v05"), ("v06", "v11")]
+    assert pending_ranges(ordered, ordered, 4, parallel=2) == [
+        ("v00", "v03"), ("v04", "v07"), ("v08", "v11"),
+    ]  # fmt: skip
+    # A done video splits a range; never more parallel runs than pending videos.
+    assert pending_ranges(ordered, ["v00", "v01", "v03"], 50, parallel=4) == [
+        ("v00", "v00"), ("v01", "v01"), ("v03", "v03"),
+    ]  # fmt: skip
+
+
+def test_thread_budget_rules(tmp_path, monkeypatch):
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    shipped = Path(cli.__file__).parent / "configs" / "dagster.yaml"
+    (home / "dagster.yaml").write_text(shipped.read_text())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert threads.parallel_runs(instance) == 2  # max_concurrent_runs in dagster.yaml
+        assert threads.budget(instance) == max(1, threads.cores() // 2)
+    assert threads.budget() == threads.cores()
+    monkeypatch.setenv(threads.THREADS_ENV, "3")
+    assert threads.budget() == 3
+    threads.use(1)
+    try:
+        assert threads.budget() == 1
+    finally:
+        threads.use(None)
+    monkeypatch.setenv(threads.THREADS_ENV, "0")
+    with pytest.raises(ValueError, match="DPL_THREADS must be a positive integer"):
+        threads.budget()
+
+
+def test_apply_sets_torch_and_opencv_pools():
+    import cv2
+    import torch
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        threads.apply(1)
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert threads.decoder_threads() == 1
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
+# -- frames decoded again from the video -------------------------------------------------
+
+
+def video_io(tmp_path: Path, video: Path, stack: Path) -> VideoIO:
+    """A VideoIO over one registered video whose ``images`` input is ``stack``."""
+    store = ArtifactStore(tmp_path / "out")
+    (video_id,) = store.catalog.register(parse_inputs({"video": str(video.parent)})).all_ids
+    reads = Reads("TestNode", frozenset({"images"}))
+    return VideoIO(store, video_id, {"images": ImageStackRef(stack, "images")}, reads=reads)
+
+
+def test_frames_come_from_the_video_by_the_stack_recipe(tmp_path):
+    video = write_clip(tmp_path / "v" / "clip.mp4", moving_astronaut(20))
+    stack = tmp_path / "images.h5"
+    extract_frames(video, stack, fps=10)  # resampled: the recipe must be replayed
+    io = video_io(tmp_path, video, stack)
+
+    with io.frames("images") as frames:
+        got = list(frames)
+    expected = [frame.rgb for frame in resample_frames(decode_frames(video), 10)]
+    assert len(got) == len(expected) == len(ImageStackRef(stack, "images"))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)  # the video's pixels, not the JPEG's
+    with ImageStack(stack, "images") as stored:
+        assert np.abs(stored[0].astype(int) - got[0]).max() > 0  # JPEG loss is absent
+
+
+def test_frames_of_a_stack_without_recipe_are_the_stored_images(tmp_path):
+    video = write_clip(tmp_path / "v" / "clip.mp4", moving_astronaut(8))
+    stack = tmp_path / "images.h5"
+    extract_frames(video, stack)
+    with h5py.File(stack, "a") as file:
+        del file.attrs[DECODE_RECIPE_ATTR]  # e.g. a stack the user gave
+    io = video_io(tmp_path, video, stack)
+    with io.frames("images") as frames, ImageStack(stack, "images") as stored:
+        for index, rgb in enumerate(frames):
+            np.testing.assert_array_equal(rgb, stored[index])
+
+
+def test_a_video_that_no_longer_matches_its_stack_is_rejected(tmp_path):
+    video = write_clip(tmp_path / "v" / "clip.mp4", moving_astronaut(8))
+    stack = tmp_path / "images.h5"
+    extract_frames(video, stack)
+    write_clip(video, moving_astronaut(11))  # replaced behind the pipeline's back
+    io = video_io(tmp_path, video, stack)
+    with (
+        pytest.raises(InputRejected, match="different number of frames"),
+        io.frames("images") as frames,
+    ):
+        list(frames)
