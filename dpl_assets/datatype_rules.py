@@ -23,16 +23,20 @@ class ArrayContract:
 
     def violation(self, array: np.ndarray) -> str | None:
         """Why ``array`` breaks the contract, or None when it satisfies it."""
-        if array.dtype != np.dtype(self.dtype):
-            return f"dtype {array.dtype} where {self.dtype} is required"
-        if array.ndim != len(self.shape):
-            return f"shape {array.shape} where {self.shape} is required"
+        return self.shape_violation(array.shape, array.dtype)
+
+    def shape_violation(self, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+        """:meth:`violation` of an array of ``shape`` and ``dtype`` (e.g. a file's header)."""
+        if dtype != np.dtype(self.dtype):
+            return f"dtype {dtype} where {self.dtype} is required"
+        if len(shape) != len(self.shape):
+            return f"shape {shape} where {self.shape} is required"
         named: dict[str, int] = {}
-        for axis, (want, got) in enumerate(zip(self.shape, array.shape, strict=True)):
+        for axis, (want, got) in enumerate(zip(self.shape, shape, strict=True)):
             if isinstance(want, int) and want != got:
                 return f"axis {axis} has {got} entries where {want} are required"
             if isinstance(want, str) and named.setdefault(want, got) != got:
-                return f"axes named {want!r} disagree in shape {array.shape}"
+                return f"axes named {want!r} disagree in shape {shape}"
         return None
 
 

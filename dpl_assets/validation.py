@@ -6,8 +6,9 @@ user-given root of the wrong kind, NaN where none is allowed, boxes that miss th
 and per-frame datatypes whose frame counts disagree with the video's.
 
 :func:`check_artifact` reads the file under its final name directly (never through the
-contract-checking reader, which would stop at the first problem) and returns every problem
-as a sentence; an empty list means the artefact passed. This module names no datatype: it
+contract-checking reader, which would stop at the first problem; arrays a block of rows at a
+time, so memory does not grow with the clip) and returns every problem as a sentence; an
+empty list means the artefact passed. This module names no datatype: it
 follows what :mod:`dpl_assets.datatypes` declares of each one (storage format, ``per``,
 ``nan_rows``, value rules, file check), and compares with the video's reference artefacts,
 :data:`~dpl_assets.datatypes.FRAME_REFERENCE` (``images``: the frame count and size) and
@@ -44,6 +45,8 @@ examples of the built-in datatypes they apply to:
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import assert_never
@@ -131,16 +134,82 @@ def check_artifact(key: str, path: Path, facts: VideoFacts) -> list[str]:
     if datatype.storage is StorageFormat.IMAGE_STACK:
         return _check_image_stack(key, path, facts)
     try:
-        array = np.load(path, allow_pickle=False)
+        array = NpyRows(path)
     except (OSError, ValueError) as error:
         return [f"unreadable .npy file: {error}"]
     assert datatype.contract is not None
-    violation = datatype.contract.violation(array)
+    violation = datatype.contract.shape_violation(array.shape, array.dtype)
     if violation:
         return [f"{violation} (contract {datatype.contract.shape} {datatype.contract.dtype})"]
-    if datatype.per == AUDIO_STEP:
-        return _check_audio_rate(datatype, array, facts)
-    return _check_per_frame(datatype, array, facts)
+    try:
+        if datatype.per == AUDIO_STEP:
+            return _check_audio_rate(datatype, array, facts)
+        return _check_per_frame(datatype, array, facts)
+    except (OSError, ValueError) as error:
+        return [f"unreadable .npy file: {error}"]
+
+
+ROW_BLOCK_BYTES = 8 * 1024 * 1024
+"""An array artefact is read and checked this many bytes of its rows (as float64) at a
+time: memory stays the same whatever the clip's length."""
+
+
+class NpyRows:
+    """A ``.npy`` file read block by block along its first axis: ``shape`` and ``dtype``
+    from the header (ValueError for an object array or a file shorter than its header
+    says), :meth:`blocks` of rows, :meth:`load` of all of it. A Fortran-ordered array
+    (columns first on disk) is loaded whole, then handed out in the same blocks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with path.open("rb") as file:
+            version = np.lib.format.read_magic(file)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
+            else:
+                raise ValueError(f".npy format version {version} is not read here")
+            self.offset = file.tell()
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        self.fortran_order = bool(fortran_order) and len(shape) > 1
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype: np.dtype = dtype
+        self.ndim = len(self.shape)
+        self.row_size = math.prod(self.shape[1:])  # elements per row (1 for (N,))
+        size = math.prod(self.shape) * dtype.itemsize
+        if path.stat().st_size < self.offset + size:
+            raise ValueError(
+                f"the file holds {path.stat().st_size - self.offset} bytes of data, its "
+                f"header says {self.shape} {self.dtype} ({size} bytes)"
+            )
+
+    def load(self) -> np.ndarray:
+        """The whole array."""
+        if self.fortran_order:
+            return np.load(self.path, allow_pickle=False)
+        with self.path.open("rb") as file:
+            file.seek(self.offset)
+            return np.fromfile(file, self.dtype, math.prod(self.shape)).reshape(self.shape)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Consecutive blocks of rows, (R, ...) each, about :data:`ROW_BLOCK_BYTES` as
+        float64; nothing for an array without rows."""
+        if self.ndim == 0:
+            raise ValueError("a 0-d array has no rows")
+        rows = max(1, ROW_BLOCK_BYTES // (8 * max(1, self.row_size)))
+        if self.fortran_order:
+            whole = self.load()
+            for start in range(0, self.shape[0], rows):
+                yield whole[start : start + rows]
+            return
+        with self.path.open("rb") as file:
+            file.seek(self.offset)
+            for start in range(0, self.shape[0], rows):
+                count = min(rows, self.shape[0] - start)
+                block = np.fromfile(file, self.dtype, count * self.row_size)
+                yield block.reshape(count, *self.shape[1:])
 
 
 def _check_wav(path: Path) -> list[str]:
@@ -160,11 +229,15 @@ def _check_wav(path: Path) -> list[str]:
     return problems
 
 
-def _check_audio_rate(datatype: Datatype, array: np.ndarray, facts: VideoFacts) -> list[str]:
+def _check_audio_rate(datatype: Datatype, array: NpyRows, facts: VideoFacts) -> list[str]:
+    scan = _RowScan(datatype, facts.frame_size)
+    for block in array.blocks():
+        scan.nonfinite += int((~np.isfinite(block)).sum())
+        scan.add_values(block)
     problems = []
-    if not np.isfinite(array).all():
-        problems.append(f"{int((~np.isfinite(array)).sum())} non-finite values")
-    problems += _check_values(datatype, array, facts.frame_size)
+    if scan.nonfinite:
+        problems.append(f"{scan.nonfinite} non-finite values")
+    problems += scan.value_problems()
     if facts.wav_samples is not None:
         expected = wav2vec_steps(facts.wav_samples)
         if array.shape[0] != expected:
@@ -175,7 +248,7 @@ def _check_audio_rate(datatype: Datatype, array: np.ndarray, facts: VideoFacts) 
     return problems
 
 
-def _check_per_frame(datatype: Datatype, array: np.ndarray, facts: VideoFacts) -> list[str]:
+def _check_per_frame(datatype: Datatype, array: NpyRows, facts: VideoFacts) -> list[str]:
     problems = []
     per_frame = datatype.per == FRAME
     if per_frame and facts.frame_count is not None and array.shape[0] != facts.frame_count:
@@ -183,15 +256,20 @@ def _check_per_frame(datatype: Datatype, array: np.ndarray, facts: VideoFacts) -
             f"{array.shape[0]} rows where {FRAME_REFERENCE} has {facts.frame_count} frames"
         )
     if array.ndim == 0:
-        return problems + ([] if np.isfinite(array).all() else ["non-finite value"])
-    finite = np.isfinite(_as_rows(array))
-    if datatype.nan_rows:
-        partial = int((finite.any(axis=1) & ~finite.all(axis=1)).sum())
-        if partial:
-            problems.append(f"{partial} rows partly NaN (a row is all NaN or all numbers)")
-    elif not finite.all():
-        problems.append(f"{int((~finite).sum())} non-finite values")
-    return problems + _check_values(datatype, array, facts.frame_size)
+        return problems + ([] if np.isfinite(array.load()).all() else ["non-finite value"])
+    scan = _RowScan(datatype, facts.frame_size)
+    for block in array.blocks():
+        finite = np.isfinite(_as_rows(block))
+        if datatype.nan_rows:
+            scan.partial += int((finite.any(axis=1) & ~finite.all(axis=1)).sum())
+        else:
+            scan.nonfinite += int((~finite).sum())
+        scan.add_values(block)
+    if scan.partial:
+        problems.append(f"{scan.partial} rows partly NaN (a row is all NaN or all numbers)")
+    if scan.nonfinite:
+        problems.append(f"{scan.nonfinite} non-finite values")
+    return problems + scan.value_problems()
 
 
 def _as_rows(array: np.ndarray) -> np.ndarray:
@@ -201,82 +279,127 @@ def _as_rows(array: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape[0], -1).astype(np.float64)
 
 
-def _check_values(
-    datatype: Datatype, array: np.ndarray, frame_size: tuple[int, int] | None
-) -> list[str]:
-    """The problems of ``array`` under the datatype's value rules (boxes and points: on its
-    rows without NaN, against the reference frame of ``frame_size`` (width, height) px)."""
-    problems: list[str] = []
-    if not datatype.values or array.ndim == 0:
+class _RowScan:
+    """Counts over an array's blocks of rows: non-finite values, partly-NaN rows, and what
+    the datatype's value rules find (boxes and points: on the rows without NaN, against
+    the reference frame of ``frame_size`` (width, height) px)."""
+
+    def __init__(self, datatype: Datatype, frame_size: tuple[int, int] | None):
+        self.datatype, self.frame_size = datatype, frame_size
+        self.nonfinite = self.partial = 0
+        self.negative = False
+        self.codes: set[int | float] = set()
+        self.boxes: dict[str, int] = dict.fromkeys(BOX_COUNTS, 0)
+        self.points_outside = 0
+
+    def add_values(self, block: np.ndarray) -> None:
+        """Apply the value rules to ``block`` (rows of the array, any shape after the first)."""
+        if not self.datatype.values:
+            return
+        values = _as_rows(block)
+        rows = values[np.isfinite(values).all(axis=1)]
+        for rule in self.datatype.values:
+            match rule:
+                case NonNegative():
+                    self.negative = self.negative or bool((block < 0).any())
+                case Codes():
+                    self.codes.update(np.unique(block).tolist())
+                case DetectionBoxes() | CropBoxes():
+                    for name, count in _box_counts(rule, rows, self.frame_size).items():
+                        self.boxes[name] += count
+                case PointsNearFrame():
+                    self.points_outside += _points_outside(rows, block.shape[-1], self.frame_size)
+                case _:
+                    assert_never(rule)
+
+    def value_problems(self) -> list[str]:
+        """The problems the value rules found, one sentence each, in the rules' order."""
+        problems: list[str] = []
+        key = self.datatype.key
+        for rule in self.datatype.values:
+            match rule:
+                case NonNegative():
+                    if self.negative:
+                        problems.append(f"negative {key} values")
+                case Codes(allowed):
+                    codes = self.codes - set(allowed)
+                    if codes:
+                        listed = ", ".join(str(code) for code in allowed)
+                        problems.append(f"unknown {key} codes {sorted(codes)} ({listed} allowed)")
+                case DetectionBoxes() | CropBoxes():
+                    problems += _box_problems(rule, self.boxes, self.frame_size)
+                case PointsNearFrame():
+                    if self.points_outside:
+                        problems.append(
+                            f"{self.points_outside} landmark points far outside the frame"
+                        )
+                case _:
+                    assert_never(rule)
         return problems
-    values = _as_rows(array)
-    rows = values[np.isfinite(values).all(axis=1)]
-    for rule in datatype.values:
-        match rule:
-            case NonNegative():
-                if (array < 0).any():
-                    problems.append(f"negative {datatype.key} values")
-            case Codes(allowed):
-                codes = set(np.unique(array).tolist()) - set(allowed)
-                if codes:
-                    listed = ", ".join(str(code) for code in allowed)
-                    problems.append(
-                        f"unknown {datatype.key} codes {sorted(codes)} ({listed} allowed)"
-                    )
-            case DetectionBoxes() | CropBoxes():
-                problems += _check_boxes(rule, rows, frame_size)
-            case PointsNearFrame():
-                problems += _check_points(rows, array.shape[-1], frame_size)
-            case _:
-                assert_never(rule)
-    return problems
 
 
-def _check_points(
-    rows: np.ndarray, coordinates: int, frame_size: tuple[int, int] | None
-) -> list[str]:
-    """Points (x, y, ...) px of ``rows``, ``coordinates`` numbers each, within the frame
-    widened by half its size on every side."""
+def _points_outside(rows: np.ndarray, coordinates: int, frame_size: tuple[int, int] | None) -> int:
+    """How many points (x, y, ...) px of ``rows``, ``coordinates`` numbers each, lie outside
+    the frame widened by half its size on every side."""
     if frame_size is None or not rows.size:
-        return []
+        return 0
     width, height = frame_size
     points = rows.reshape(-1, coordinates)
     outside = (
         (points[:, 0] < -width / 2) | (points[:, 0] > 1.5 * width)
         | (points[:, 1] < -height / 2) | (points[:, 1] > 1.5 * height)
     )  # fmt: skip
-    return [f"{int(outside.sum())} landmark points far outside the frame"] if outside.any() else []
+    return int(outside.sum())
 
 
-def _check_boxes(
+BOX_COUNTS = ("empty", "not_square", "bad_scores", "misses", "beyond")
+"""What :func:`_box_counts` counts among box rows."""
+
+
+def _box_counts(
     rule: DetectionBoxes | CropBoxes, boxes: np.ndarray, frame_size: tuple[int, int] | None
-) -> list[str]:
-    problems: list[str] = []
+) -> dict[str, int]:
+    """Box rows that are empty, not square (crop boxes), with a score outside [0, 1]
+    (detections), missing the frame, or running past it by more than their own size."""
+    counts = dict.fromkeys(BOX_COUNTS, 0)
     if not boxes.size:
-        return problems
+        return counts
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    empty = (x2 <= x1) | (y2 <= y1)
-    if empty.any():
-        problems.append(f"{int(empty.sum())} boxes with x2 <= x1 or y2 <= y1")
+    counts["empty"] = int(((x2 <= x1) | (y2 <= y1)).sum())
     if isinstance(rule, CropBoxes):
-        not_square = np.abs((x2 - x1) - (y2 - y1)) > 1
-        if not_square.any():
-            problems.append(f"{int(not_square.sum())} crop boxes not square")
+        counts["not_square"] = int((np.abs((x2 - x1) - (y2 - y1)) > 1).sum())
     else:
         scores = boxes[:, 4]
-        if ((scores < 0) | (scores > 1)).any():
-            problems.append("detection scores outside [0, 1]")
+        counts["bad_scores"] = int(((scores < 0) | (scores > 1)).sum())
     if frame_size is not None:
         width, height = frame_size
         box_w, box_h = x2 - x1, y2 - y1
         misses = (x2 <= 0) | (y2 <= 0) | (x1 >= width) | (y1 >= height)
         beyond = (x1 < -box_w) | (y1 < -box_h) | (x2 > width + box_w) | (y2 > height + box_h)
-        if misses.any():
-            problems.append(f"{int(misses.sum())} boxes miss the {width}x{height} frame")
-        if (beyond & ~misses).any():
+        counts["misses"] = int(misses.sum())
+        counts["beyond"] = int((beyond & ~misses).sum())
+    return counts
+
+
+def _box_problems(
+    rule: DetectionBoxes | CropBoxes, counts: dict[str, int], frame_size: tuple[int, int] | None
+) -> list[str]:
+    """The sentences of :func:`_box_counts`' counts."""
+    problems: list[str] = []
+    if counts["empty"]:
+        problems.append(f"{counts['empty']} boxes with x2 <= x1 or y2 <= y1")
+    if isinstance(rule, CropBoxes):
+        if counts["not_square"]:
+            problems.append(f"{counts['not_square']} crop boxes not square")
+    elif counts["bad_scores"]:
+        problems.append("detection scores outside [0, 1]")
+    if frame_size is not None:
+        width, height = frame_size
+        if counts["misses"]:
+            problems.append(f"{counts['misses']} boxes miss the {width}x{height} frame")
+        if counts["beyond"]:
             problems.append(
-                f"{int((beyond & ~misses).sum())} boxes run past the frame by more than "
-                "their own size"
+                f"{counts['beyond']} boxes run past the frame by more than their own size"
             )
     return problems
 

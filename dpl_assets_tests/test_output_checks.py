@@ -106,6 +106,42 @@ def test_each_broken_array_fails_its_check(video, case):
     assert problems and any(message in p for p in problems), problems
 
 
+@pytest.mark.parametrize("case", BROKEN_ARRAYS)
+def test_problems_are_counted_over_the_whole_array_read_in_blocks(video, case, monkeypatch):
+    """Arrays are checked a block of rows at a time: one-row blocks give the same sentences
+    (counts summed over blocks) as one block for the whole array; Fortran order too."""
+    import dpl_assets.validation as validation
+
+    key, breaks, _ = BROKEN_ARRAYS[case]
+    broken = breaks(np.load(video[key]))
+    answers = []
+    for block_bytes, order in ((1, "C"), (1, "F"), (10**9, "C")):
+        monkeypatch.setattr(validation, "ROW_BLOCK_BYTES", block_bytes)
+        save_broken(video, key, np.asarray(broken, order=order))
+        answers.append(problems_of(key, video))
+    assert answers[0] == answers[1] == answers[2] and answers[0], answers
+
+
+def test_counts_add_up_over_blocks(video, monkeypatch):
+    import dpl_assets.validation as validation
+
+    monkeypatch.setattr(validation, "ROW_BLOCK_BYTES", 1)
+    landmarks = np.load(video["landmarks"])
+    landmarks[[0, 2, 5], 7] = 1e4
+    landmarks[[1, 4], 9, 1] = np.nan
+    save_broken(video, "landmarks", landmarks)
+    assert problems_of("landmarks", video) == [
+        "2 rows partly NaN (a row is all NaN or all numbers)",
+        "3 landmark points far outside the frame",
+    ]
+
+
+def test_a_truncated_npy_file_is_unreadable(video):
+    video["landmarks"].write_bytes(video["landmarks"].read_bytes()[:-100])
+    problems = problems_of("landmarks", video)
+    assert len(problems) == 1 and problems[0].startswith("unreadable .npy file"), problems
+
+
 def test_broken_wav_and_image_stacks_fail(video, tmp_path):
     stereo_48k = tmp_path / "stereo.wav"
     soundfile.write(stereo_48k, np.zeros((4800, 2), np.float32), 48_000, subtype="FLOAT")
