@@ -212,6 +212,16 @@ def test_crop_inside_the_frame_is_a_lanczos_resize_of_the_slice():
     np.testing.assert_array_equal(crop, expected)
 
 
+@pytest.mark.parametrize("side", [24, 48])  # shrinking 1.33x and enlarging 1.5x
+def test_crop_with_area_resampling_is_an_area_resize_at_every_scale(side):
+    frame = noise_frame()
+    crop = crop_square(frame, np.array([20, 10, 52, 42]), side, resample="area")
+    expected = cv2.resize(frame[10:42, 20:52], (side, side), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crop, expected)
+    with pytest.raises(ValueError, match="resample must be one of"):
+        crop_square(frame, np.array([20, 10, 52, 42]), side, resample="cubic")
+
+
 @pytest.mark.parametrize("size", [40, 64, 100])
 def test_crop_of_the_whole_frame_is_a_lanczos_resize_of_the_frame(size):
     frame = noise_frame(64, 64)

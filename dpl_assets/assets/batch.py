@@ -100,11 +100,14 @@ def run_videos_multi(
             the rest of the node boundary); raises InputRejected for bad input.
         compute_many: optional batched version over many videos (one GPU batch); when it
             raises, the videos are retried one by one so one bad video cannot sink the rest.
-        workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work).
+        workers: threads for loading inputs and for ``compute_one`` (subprocess-bound work),
+            at most the process's thread budget (:mod:`dpl_assets.threads`).
         tools: the node's device and models, shared by the step's videos (``io.device``,
             ``io.model``).
     """
-    threads.apply(threads.budget(context.instance))  # before a model loads torch
+    budget = threads.budget(context.instance)
+    threads.apply(budget)  # before a model loads torch
+    workers = min(workers, budget)  # a node's num_jobs threads share this process's cores
     step = VideoStep(
         context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools,
         reads=reads,

@@ -42,6 +42,11 @@ class CropConfig(NodeConfig):
     pad_mode: Literal["constant", "edge"] = Field(
         default="constant", description="Fill where a box runs past the frame edge."
     )
+    resample: Literal["lanczos", "area"] = Field(
+        default="lanczos",
+        description="'lanczos' (the original's; pixel area when shrinking over 2x) or "
+        "'area' (pixel area always: about 2.5x cheaper).",
+    )
     num_jobs: int = Field(default=2, ge=1, description="Videos cropped in parallel.")
 
 
@@ -61,7 +66,8 @@ def compute_bboxes(inputs: Mapping[str, Any], config: BboxesConfig) -> dict[str,
 
 
 def crop_video(io: VideoIO, config: CropConfig) -> dict[str, StagedFile]:
-    """Square face crops per frame: an HDF5 stack like ``images``, Lanczos resampling,
+    """Square face crops per frame: an HDF5 stack like ``images``, resampled as
+    ``resample`` says,
     padded (never shifted) where a box runs past the frame edge; each crop at its frame's
     time."""
     height, width = (config.size_hw * 2)[:2]  # [side] or [height, width]
@@ -74,7 +80,9 @@ def crop_video(io: VideoIO, config: CropConfig) -> dict[str, StagedFile]:
         io.frames("images") as frames,
         ImageStackWriter(staging, "crops", image_format, config.quality, fps) as out,
     ):
-        cropped = crop_frames(frames, io["bboxes"], (height, width), config.pad_mode)
+        cropped = crop_frames(
+            frames, io["bboxes"], (height, width), config.pad_mode, config.resample
+        )
         for time_s, crop_rgb in zip(times, cropped, strict=True):
             out.append(crop_rgb, float(time_s))
     return {"crops": StagedFile(staging)}

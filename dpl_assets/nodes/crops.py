@@ -6,9 +6,11 @@ Input boxes as :mod:`dpl_assets.nodes.bboxes` makes them: int (N, 4) ``[x1, y1, 
 
 A box that runs past the frame is padded, never shifted, so the face stays where the box
 puts it: ``pad_mode="constant"`` pads black, ``"edge"`` repeats the nearest frame pixel.
-Resampling is Lanczos (8x8 taps), except when shrinking by more than 2x on both axes:
-OpenCV's Lanczos kernel does not widen when shrinking, so it would skip source pixels and
-alias; pixel-area averaging (``INTER_AREA``) uses every one of them.
+Resampling is Lanczos (8x8 taps, the original's), except when shrinking by more than 2x
+on both axes: OpenCV's Lanczos kernel does not widen when shrinking, so it would skip
+source pixels and alias; pixel-area averaging (``INTER_AREA``) uses every one of them.
+``resample="area"`` uses pixel areas at every scale (about 2.5x cheaper than Lanczos on a
+300 px face crop, slightly softer when enlarging).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import cv2
 import numpy as np
 
 PAD_MODES = ("constant", "edge")
+RESAMPLERS = ("lanczos", "area")
 AREA_RESAMPLING_ABOVE = 2.0
 """Shrink factor (on both axes) above which crops are resampled by pixel area."""
 
@@ -56,22 +59,27 @@ def crop_square(
     box: np.ndarray,
     size: int | tuple[int, int],
     pad_mode: str = "constant",
+    resample: str = "lanczos",
 ) -> np.ndarray:
     """Crop ``box`` out of ``frame_rgb`` uint8 (H, W, 3) and resize it to ``size``.
 
     ``box``: ``[x1, y1, x2, y2]`` in pixels (exclusive ends, any integers: partly or wholly
     outside the frame is fine). ``size``: side in pixels, or (height, width). Returns uint8
     (size, size, 3). A box equal to the frame gives exactly ``cv2.resize`` of the frame.
+    ``resample``: see the module. ValueError for an unknown ``pad_mode`` or ``resample``.
     """
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, not {pad_mode!r}")
+    if resample not in RESAMPLERS:
+        raise ValueError(f"resample must be one of {RESAMPLERS}, not {resample!r}")
     out_h, out_w = _size_hw(size)
     x1, y1, x2, y2 = (int(v) for v in box[:4])
     if x2 <= x1 or y2 <= y1:
         raise ValueError(f"empty box {[x1, y1, x2, y2]}")
     region = _box_region(frame_rgb, (x1, y1, x2, y2), pad_mode)
     shrink = min((y2 - y1) / out_h, (x2 - x1) / out_w)
-    interpolation = cv2.INTER_AREA if shrink > AREA_RESAMPLING_ABOVE else cv2.INTER_LANCZOS4
+    by_area = resample == "area" or shrink > AREA_RESAMPLING_ABOVE
+    interpolation = cv2.INTER_AREA if by_area else cv2.INTER_LANCZOS4
     return cv2.resize(region, (out_w, out_h), interpolation=interpolation)
 
 
@@ -80,6 +88,7 @@ def crop_frames(
     boxes: np.ndarray,
     size_hw: int | tuple[int, int] = (256, 256),
     pad_mode: str = "constant",
+    resample: str = "lanczos",
 ) -> Iterator[np.ndarray]:
     """Stream crops uint8 (h, w, 3), one per frame, frame i cut by ``boxes[i]``.
 
@@ -94,7 +103,7 @@ def crop_frames(
     for frame in frames:
         if count == len(boxes):
             raise ValueError(f"more frames than the {len(boxes)} boxes")
-        yield crop_square(frame, boxes[count], size_hw, pad_mode)
+        yield crop_square(frame, boxes[count], size_hw, pad_mode, resample)
         count += 1
     if count != len(boxes):
         raise ValueError(f"{count} frames but {len(boxes)} boxes")
