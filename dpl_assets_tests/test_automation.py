@@ -107,6 +107,20 @@ def test_sensor_new_unchanged_changed_removed_and_filtered_files(setup):
     assert json.loads(removed.cursor)["removed"] == 1
 
 
+def test_new_videos_are_split_over_the_runs_the_queue_starts_at_once(setup):
+    videos, instance = setup["videos"], setup["instance"]
+    first = tick(instance, None)
+    for name in ("n1", "n2", "n3"):
+        media.make_talking_clip(videos / f"{name}.mp4", seconds=0.5)
+    result = tick(instance, first.cursor)
+    # The shipped dagster.yaml runs 2 runs at once: 3 new videos make ranges of 2 and 1.
+    ranges = [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in result.run_requests
+    ]
+    assert ranges == [("n1", "n2"), ("n3", "n3")]
+
+
 def test_first_tick_runs_videos_registered_but_never_run(tmp_path, monkeypatch):
     media.make_talking_clip(tmp_path / "videos" / "x.mp4", seconds=1.0)
     (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
