@@ -18,6 +18,7 @@ Two decisions live here:
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -109,21 +110,28 @@ def decode_audio_logged(
     resample = (
         f"aresample={AUDIO_SAMPLE_RATE_HZ}:async=1:min_hard_comp={TIMESTAMP_SLACK_S}:first_pts=0"
     )
-    pcm, log = run_ffmpeg_logged(
-        [
-            "-i", file_url(path),
-            "-map", f"0:{stream_index}",
-            "-af", f"{downmix_filter(gains)},{resample}",
-            "-ar", str(AUDIO_SAMPLE_RATE_HZ),
-            "-c:a", "pcm_f32le",
-            "-f", "f32le",
-            "pipe:1",
-        ],
-        what=str(path),
-    )  # fmt: skip
-    samples = np.frombuffer(pcm, dtype="<f4")
+    # Raw samples go to a temporary file, read back into the one array returned: an hour of
+    # audio (230 MB) is held once, not also as ffmpeg's piped bytes and their copies.
+    with tempfile.TemporaryDirectory(prefix="dpl_audio_") as scratch:
+        raw = Path(scratch) / "samples.f32"
+        _, log = run_ffmpeg_logged(
+            [
+                "-i", file_url(path),
+                "-map", f"0:{stream_index}",
+                "-af", f"{downmix_filter(gains)},{resample}",
+                "-ar", str(AUDIO_SAMPLE_RATE_HZ),
+                "-c:a", "pcm_f32le",
+                "-f", "f32le",
+                "-y", file_url(raw),
+            ],
+            what=str(path),
+        )  # fmt: skip
+        # ffmpeg may leave no file when it had no sample to write.
+        samples = np.fromfile(raw, "<f4") if raw.exists() else np.zeros(0, "<f4")
+        samples = samples.astype(np.float32, copy=False)
     # A loud full mix can sum past full scale: clip as PCM16 storage would.
-    return np.clip(samples, -1.0, 1.0).astype(np.float32), log
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return samples, log
 
 
 def audio_damage_spans(path: Path | str, stream_index: int) -> list[tuple[float, float]]:

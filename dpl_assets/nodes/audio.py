@@ -23,6 +23,7 @@ from dpl_assets.outcomes import InputRejected
 WAV2VEC2_CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
 WAV2VEC2_CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
 VOLUME_HOP_SAMPLES = 320  # product of the strides: one wav2vec frame per 20 ms at 16 kHz
+VOLUME_BLOCK_HOPS = 8192  # hops of the envelope computed at a time (10 MB of samples)
 
 TRUNCATION_TOLERANCE_S = 0.25
 """How much earlier than its header's end the decoded audio may end before the file counts
@@ -139,7 +140,13 @@ def volume_envelope(wav: np.ndarray, num_frames: int | None = None) -> np.ndarra
     """
     if num_frames is None:
         num_frames = conv_output_length(wav.size)
-    padded = np.zeros(num_frames * VOLUME_HOP_SAMPLES, dtype=np.float32)
-    used = min(wav.size, padded.size)
-    padded[:used] = np.abs(wav[:used])
-    return padded.reshape(num_frames, VOLUME_HOP_SAMPLES).mean(axis=1).astype(np.float32)
+    envelope = np.empty(num_frames, dtype=np.float32)
+    # Hops in blocks: memory stays at one block whatever the audio's length.
+    for first in range(0, num_frames, VOLUME_BLOCK_HOPS):
+        hops = min(VOLUME_BLOCK_HOPS, num_frames - first)
+        start = first * VOLUME_HOP_SAMPLES
+        block = np.zeros(hops * VOLUME_HOP_SAMPLES, dtype=np.float32)
+        used = max(0, min(wav.size - start, block.size))
+        np.abs(wav[start : start + used], out=block[:used])
+        envelope[first : first + hops] = block.reshape(hops, VOLUME_HOP_SAMPLES).mean(axis=1)
+    return envelope
