@@ -23,6 +23,7 @@ LANDMARK_EXTENT_MARGIN = 1.1
 SMOOTHING_CENTRE_WINDOW = 25
 SMOOTHING_SIZE_WINDOW = 15
 SMOOTHING_POLYORDER = 3
+EXTENT_BLOCK_FRAMES = 4096  # frames of landmarks measured at a time (4.5 MB as float64)
 
 
 def square_boxes(centre_x: np.ndarray, centre_y: np.ndarray, side: np.ndarray) -> np.ndarray:
@@ -57,13 +58,17 @@ def transform_raw_bboxes(raw_bboxes: np.ndarray, extend_factor: float) -> np.nda
 def _extents(landmarks: np.ndarray) -> np.ndarray:
     """Per-frame ``[xmin, ymin, xmax, ymax]`` float (N, 4) of landmarks (N, K, 2).
 
-    A frame with any non-finite point counts as faceless: its row is NaN.
+    A frame with any non-finite point counts as faceless: its row is NaN. Frames are taken
+    :data:`EXTENT_BLOCK_FRAMES` at a time, so the float64 copies stay small on long clips.
     """
-    points = np.asarray(landmarks, np.float64)[..., :2]
-    extents = np.full((len(points), 4), np.nan)
-    valid = np.isfinite(points).all(axis=(1, 2))
-    extents[valid, :2] = points[valid].min(axis=1)
-    extents[valid, 2:] = points[valid].max(axis=1)
+    landmarks = np.asarray(landmarks)
+    extents = np.full((len(landmarks), 4), np.nan)
+    for start in range(0, len(landmarks), EXTENT_BLOCK_FRAMES):
+        points = np.asarray(landmarks[start : start + EXTENT_BLOCK_FRAMES], np.float64)[..., :2]
+        valid = np.isfinite(points).all(axis=(1, 2))
+        rows = extents[start : start + EXTENT_BLOCK_FRAMES]  # a view: writes into extents
+        rows[valid, :2] = points[valid].min(axis=1)
+        rows[valid, 2:] = points[valid].max(axis=1)
     return extents
 
 

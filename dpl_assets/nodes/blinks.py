@@ -18,7 +18,9 @@ RIGHT_EYE_CORNERS = (42, 45)
 
 
 def _distance(landmarks: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
-    return np.linalg.norm(landmarks[:, pair[0]] - landmarks[:, pair[1]], axis=-1)
+    """Per-frame float64 distance between two points (only those two are converted)."""
+    first = landmarks[:, pair[0]].astype(np.float64)
+    return np.linalg.norm(first - landmarks[:, pair[1]].astype(np.float64), axis=-1)
 
 
 def _openness(
@@ -37,7 +39,7 @@ def eye_openness(landmarks68: np.ndarray) -> np.ndarray:
     opening = mean of its two lid distances / its corner-to-corner width; the average is
     the mean of both eyes. NaN points (or a zero-width eye) give NaN.
     """
-    points = np.asarray(landmarks68, np.float64)
+    points = np.asarray(landmarks68)  # distances are in float64 (see _distance)
     if points.ndim != 3 or points.shape[1] != 68:
         raise ValueError(f"landmarks must be (N, 68, D), not {points.shape}")
     left = _openness(points, LEFT_EYE_LIDS, LEFT_EYE_CORNERS)
