@@ -84,10 +84,10 @@ def render_preview(io: VideoIO, config: PreviewConfig) -> dict[str, StagedFile]:
     staged = io.stage("preview")
     times = images.frame_times()
     fps = float(images.attrs["fps"]) or NOMINAL_FPS  # a one-frame clip
-    with images.open() as stack:
+    with io.frames(FRAME_REFERENCE) as frames:  # decoded again from the video when it can
         write_preview(
-            staged, stack, fps=fps, wav=io.file_of("wav"), overlays=overlays_for(io),
-            audio_start_s=float(times[0]), mark=rejection_mark(io),
+            staged, frames, fps=fps, wav=io.file_of("wav"), overlays=overlays_for(io),
+            audio_start_s=float(times[0]), mark=rejection_mark(io), frame_count=len(images),
         )  # fmt: skip
     return {"preview": StagedFile(staged)}
 
