@@ -15,6 +15,9 @@ clockwise; yaw flips sign when the image is mirrored.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -32,14 +35,26 @@ _GENERIC_FACE_3D = np.array(
 )
 
 
+@functools.cache
+def _pytorch3d_euler() -> Callable[[np.ndarray], np.ndarray] | None:
+    """pytorch3d's ``matrix_to_euler_angles`` on numpy (X-Y-Z, radians), None when pytorch3d
+    is not importable. Looked up once; torch is loaded only through pytorch3d (without it,
+    importing torch would only cost the process ~200 MB)."""
+    try:
+        from pytorch3d.transforms import matrix_to_euler_angles
+    except ImportError:
+        return None
+    import torch
+
+    return lambda matrix: matrix_to_euler_angles(torch.from_numpy(matrix), "XYZ").numpy()
+
+
 def _euler_xyz_degrees(matrix: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> (3,) angles about x (pitch), y (yaw), z (roll) in degrees."""
-    try:
-        import torch
-        from pytorch3d.transforms import matrix_to_euler_angles
-
-        angles = matrix_to_euler_angles(torch.from_numpy(matrix), "XYZ").numpy()
-    except ImportError:
+    euler = _pytorch3d_euler()
+    if euler is not None:
+        angles = euler(matrix)
+    else:
         from scipy.spatial.transform import Rotation
 
         angles = Rotation.from_matrix(matrix).as_euler("XYZ")
