@@ -2,21 +2,24 @@
 
 One process runs a node's steps one after another, and most steps use about one core
 (the face model, JPEG coding, the packers), so on a multi-core machine one run leaves
-cores idle. ``dpl run --workers N`` runs the ranges of pending videos in N worker
-processes instead (``spawn``: no forked mediapipe or torch state), each executing its
-ranges with Dagster's in-process executor on the same persistent instance, so the runs,
-their events and the UI look as with one process. Every worker builds the definitions and
-its models once and keeps them across its ranges, and gets ``cores // N`` threads
-(:mod:`dpl_assets.threads`, through ``DPL_THREADS``). Videos are claimed per output
+cores idle. ``dpl run --workers N`` runs the ranges of pending videos in N processes
+instead: the ``dpl`` process itself and N - 1 spawned workers (``spawn``: no forked
+mediapipe or torch state), each taking the next range when it is free and executing it
+with Dagster's in-process executor on the same persistent instance, so the runs, their
+events and the UI look as with one process. Every process builds the definitions and its
+models once and keeps them across its ranges, and gets ``cores // N`` threads
+(:mod:`dpl_assets.threads`; workers through ``DPL_THREADS``). Videos are claimed per output
 (:mod:`dpl_assets.assets.claims`), so two workers never compute the same video.
 """
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,44 +99,97 @@ def run_all(
     instance: dg.DagsterInstance,
     run_config: dict,
     on_ended: Callable[[RunEnded], None],
+    defs: dg.Definitions | None = None,
 ) -> list[RunEnded]:
-    """Execute ``runs``: in this process when ``workers`` is 1 (or there is one run), else
-    in up to ``workers`` spawned processes, at most one run per process at a time;
-    ``on_ended`` is called in this process as each run ends, in the order they end.
+    """Execute ``runs`` over ``workers`` processes: this one (with ``defs``, else
+    ``make_defs()``) and ``workers - 1`` spawned ones, each taking the next run when it is
+    free; ``on_ended`` is called as each run ends (from a pool thread for spawned runs,
+    one call at a time). Returns the runs in the order they ended.
 
     ``make_defs`` must be picklable (a module-level function or a ``functools.partial`` of
-    one): each worker calls it once. A worker process that dies (killed, out of memory)
-    raises ``concurrent.futures.process.BrokenProcessPool`` here; what the finished runs
-    saved is kept, and the next ``dpl run`` computes the rest.
+    one): each spawned worker calls it once. A worker process that dies (killed, out of
+    memory) stops taking runs and this process takes the rest; its error (e.g.
+    ``concurrent.futures.process.BrokenProcessPool``) is raised once every other run has
+    ended. What finished runs saved is kept either way.
     """
-    runs = list(runs)
-    workers = max(1, min(workers, len(runs)))
-    ended: list[RunEnded] = []
-    if workers == 1:
-        threads.use(threads.cores())  # alone in this process: every core
-        try:
-            defs = make_defs()
-            for run in runs:
-                ended.append(execute(defs, instance, run_config, run))
-                on_ended(ended[-1])
-        finally:
-            threads.use(None)
-        return ended
+    queue = _RunQueue(runs, on_ended)
+    workers = max(1, min(workers, len(queue.todo)))
     share = max(1, threads.cores() // workers)
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker,
-        initargs=(make_defs, instance.get_ref(), run_config, share),
-    )
-    with pool:
-        pending: set[Future[RunEnded]] = {pool.submit(_run_in_worker, run) for run in runs}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                ended.append(future.result())
-                on_ended(ended[-1])
-    return ended
+    defs = defs if defs is not None else make_defs()
+    pool = None
+    if workers > 1:
+        pool = ProcessPoolExecutor(
+            max_workers=workers - 1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(make_defs, instance.get_ref(), run_config, share),
+        )
+        for _ in range(workers - 1):
+            queue.feed(pool)
+    threads.use(share)
+    try:
+        while True:
+            while (run := queue.take()) is not None:
+                queue.ended(execute(defs, instance, run_config, run))
+            queue.wait_for_pool()
+            if not queue.todo:  # else a worker died with runs left: they are ours now
+                break
+    finally:
+        threads.use(None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+    if queue.errors:
+        raise queue.errors[0]
+    return queue.done
+
+
+class _RunQueue:
+    """The runs not started yet, taken one at a time by this process and by pool workers
+    (each pool run, when it ends, feeds its worker the next); what ended, and errors."""
+
+    def __init__(self, runs: Iterable[RangeRun], on_ended: Callable[[RunEnded], None]):
+        self.todo = collections.deque(runs)
+        self.done: list[RunEnded] = []
+        self.errors: list[BaseException] = []
+        self._on_ended = on_ended
+        self._lock = threading.Condition()
+        self._in_pool = 0
+
+    def take(self) -> RangeRun | None:
+        with self._lock:
+            return self.todo.popleft() if self.todo else None
+
+    def ended(self, run: RunEnded) -> None:
+        with self._lock:
+            self.done.append(run)
+            self._on_ended(run)
+
+    def feed(self, pool: ProcessPoolExecutor) -> None:
+        """Start the next run on a free pool worker, if any is left."""
+        run = self.take()
+        if run is None:
+            return
+        with self._lock:
+            self._in_pool += 1
+        pool.submit(_run_in_worker, run).add_done_callback(
+            lambda future: self._pool_run_ended(future, pool)
+        )
+
+    def _pool_run_ended(self, future: Future[RunEnded], pool: ProcessPoolExecutor) -> None:
+        try:
+            self.ended(future.result())
+            self.feed(pool)  # before this run stops counting: the pool is never seen idle
+        except BaseException as error:  # the worker died: this process takes the rest
+            with self._lock:
+                self.errors.append(error)
+        finally:
+            with self._lock:
+                self._in_pool -= 1
+                self._lock.notify_all()
+
+    def wait_for_pool(self) -> None:
+        with self._lock:
+            self._lock.wait_for(lambda: self._in_pool == 0)
 
 
 WORKERS_ENV = "DPL_WORKERS"

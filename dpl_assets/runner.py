@@ -207,7 +207,7 @@ def _launch(
 
     try:
         results = run_all(runs, workers=workers, make_defs=make_defs, instance=instance,
-                          run_config=run_config, on_ended=ended)  # fmt: skip
+                          run_config=run_config, on_ended=ended, defs=defs)  # fmt: skip
         if dataset_run is not None:
             results.append(execute(defs, instance, run_config, dataset_run))
             ended(results[-1])
