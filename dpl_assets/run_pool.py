@@ -27,6 +27,10 @@ import dagster as dg
 
 from dpl_assets import threads
 
+LAUNCHED_BY_TAG = "dpl/launched_by"
+SESSION_TAG = "dpl/session"
+"""Run tags: who launched the run, and which ``dpl run`` (one id per invocation)."""
+
 
 @dataclass(frozen=True)
 class RangeRun:
@@ -64,7 +68,7 @@ def execute(
         run_config=run_config_for(run_config, run.assets, defs),
         instance=instance,
         raise_on_error=False,
-        tags={**run.tags, "dpl/launched_by": "dpl run"},
+        tags={**run.tags, LAUNCHED_BY_TAG: "dpl run"},
     )
     return RunEnded(run, result.run_id, result.success)
 
@@ -91,6 +95,15 @@ def _run_in_worker(run: RangeRun) -> RunEnded:
     return execute(_worker["defs"], _worker["instance"], _worker["run_config"], run)
 
 
+class WorkerDied(RuntimeError):
+    """A spawned worker process failed outside its runs (killed, out of memory: usually
+    ``BrokenProcessPool``, the ``cause``); ``ended``: the runs that did end."""
+
+    def __init__(self, cause: BaseException, ended: list[RunEnded]):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause, self.ended = cause, ended
+
+
 def run_all(
     runs: Iterable[RangeRun],
     *,
@@ -108,9 +121,8 @@ def run_all(
 
     ``make_defs`` must be picklable (a module-level function or a ``functools.partial`` of
     one): each spawned worker calls it once. A worker process that dies (killed, out of
-    memory) stops taking runs and this process takes the rest; its error (e.g.
-    ``concurrent.futures.process.BrokenProcessPool``) is raised once every other run has
-    ended. What finished runs saved is kept either way.
+    memory) stops taking runs and this process takes the rest; :class:`WorkerDied` is
+    raised once every other run has ended. What finished runs saved is kept either way.
     """
     queue = _RunQueue(runs, on_ended)
     workers = max(1, min(workers, len(queue.todo)))
@@ -139,7 +151,7 @@ def run_all(
         if pool is not None:
             pool.shutdown(wait=True)
     if queue.errors:
-        raise queue.errors[0]
+        raise WorkerDied(queue.errors[0], queue.done)
     return queue.done
 
 
@@ -192,6 +204,18 @@ class _RunQueue:
             self._lock.wait_for(lambda: self._in_pool == 0)
 
 
+def fail_abandoned_runs(instance: dg.DagsterInstance, session: str) -> list[str]:
+    """Mark failed the runs of ``dpl run`` invocation ``session`` (its :data:`SESSION_TAG`)
+    still "started" once it is over: their process died mid-run, and a run left started
+    would hold one of the instance's ``max_concurrent_runs`` places. Returns their ids."""
+    started = instance.get_runs(
+        filters=dg.RunsFilter(tags={SESSION_TAG: session}, statuses=[dg.DagsterRunStatus.STARTED])
+    )
+    for run in started:
+        instance.report_run_failed(run)
+    return [run.run_id for run in started]
+
+
 WORKERS_ENV = "DPL_WORKERS"
 
 
@@ -207,4 +231,13 @@ def default_workers() -> int:
     return min(threads.cores(), 4)
 
 
-__all__ = ["RangeRun", "RunEnded", "default_workers", "execute", "run_all", "run_config_for"]
+__all__ = [
+    "RangeRun",
+    "RunEnded",
+    "WorkerDied",
+    "default_workers",
+    "execute",
+    "fail_abandoned_runs",
+    "run_all",
+    "run_config_for",
+]

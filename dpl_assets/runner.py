@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import sys
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dagster as dg
@@ -31,7 +32,15 @@ from dpl_assets.partitions import (
 )
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.report import VideoReport, video_report
-from dpl_assets.run_pool import RangeRun, RunEnded, execute, run_all
+from dpl_assets.run_pool import (
+    SESSION_TAG,
+    RangeRun,
+    RunEnded,
+    WorkerDied,
+    execute,
+    fail_abandoned_runs,
+    run_all,
+)
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
 
@@ -205,9 +214,21 @@ def _launch(
             bar.update(sum(1 for video_id in span if video_id in pending))
             bar.refresh()
 
+    session = uuid.uuid4().hex
+    runs = [replace(run, tags={**run.tags, SESSION_TAG: session}) for run in runs]
+    results: list[RunEnded] = []
     try:
-        results = run_all(runs, workers=workers, make_defs=make_defs, instance=instance,
-                          run_config=run_config, on_ended=ended, defs=defs)  # fmt: skip
+        try:
+            results = run_all(runs, workers=workers, make_defs=make_defs, instance=instance,
+                              run_config=run_config, on_ended=ended, defs=defs)  # fmt: skip
+        except WorkerDied as error:
+            results = error.ended
+            abandoned = fail_abandoned_runs(instance, session)
+            progress(
+                f"a worker process died ({error}; killed, or out of memory?): its run "
+                f"{', '.join(run_id[:8] for run_id in abandoned)} is marked failed and its "
+                "videos are reported failed; run again to compute them"
+            )
         if dataset_run is not None:
             results.append(execute(defs, instance, run_config, dataset_run))
             ended(results[-1])

@@ -90,6 +90,40 @@ def test_a_rerun_with_workers_and_nothing_new_starts_no_run(tmp_path, face_video
     assert len(dg.DagsterInstance.from_config(instance_dir).get_runs()) == before
 
 
+def test_a_worker_that_dies_fails_its_videos_and_a_rerun_computes_them(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    for name in ("a", "b", "c", "d"):
+        media.make_talking_clip(videos / f"{name}.mp4", seconds=0.5)
+    graph = [
+        {"name": "VideoToWavNode", "params": {}},
+        {"name": "dpl_assets_tests.custom_crash_example:CrashInWorkerNode", "params": {}},
+    ]
+    (tmp_path / "graph.json").write_text(json.dumps(graph))
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": str(videos)}))
+    args = ["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
+            str(tmp_path / "inputs.json"), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+
+    assert cli.main([*args, "--workers", "2"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "a worker process died" in err and "run again to compute them" in err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["videos"]
+    status = {entry["video_id"]: entry["status"] for entry in report}
+    # One range (a, b or c, d) ran in this process, the other in the worker that died.
+    assert status["a"] == status["b"] != status["c"] == status["d"]
+    assert {status["a"], status["c"]} == {"processed", "failed"}
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "out" / INSTANCE_SUBDIR))
+    assert {run.status for run in instance.get_runs()} == {
+        dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,  # none left "started"
+    }  # fmt: skip
+
+    assert cli.main([*args, "--workers", "1"]) == cli.EXIT_OK
+    lengths = {
+        name: int(np.load(tmp_path / "out" / "wav_length" / f"{name}.npy")[0])
+        for name in ("a", "b", "c", "d")
+    }
+    assert lengths == dict.fromkeys(lengths, 8000)  # 0.5 s at 16 kHz
+
+
 def test_bad_worker_counts_are_refused(tmp_path, face_videos, monkeypatch, capsys):
     (tmp_path / "graph.json").write_text(json.dumps(GRAPH))
     (tmp_path / "inputs.json").write_text(json.dumps({"video": str(face_videos)}))
