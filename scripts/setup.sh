@@ -3,14 +3,18 @@
 # Installs only what is missing: a second run installs nothing and prints one line.
 #   scripts/setup.sh           what the pipeline and the demo need
 #   scripts/setup.sh --tests   also Chromium and its driver for the web UI test
+#   scripts/setup.sh --bench   also what benchmarks/end_to_end.py needs (its clips' real face
+#                              photos and speech, sox, simplejpeg)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests=0
+bench=0
 for arg in "$@"; do
   case "$arg" in
     --tests) tests=1 ;;
-    *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+    --bench) bench=1 ;;
+    *) echo "usage: scripts/setup.sh [--tests] [--bench]" >&2; exit 2 ;;
   esac
 done
 did=()
@@ -26,6 +30,15 @@ if [ "$tests" -eq 1 ]; then
   tools+=(chromium chromedriver)
 fi
 missing=()
+if [ "$bench" -eq 1 ]; then
+  packages+=(sox python3-skimage python-matplotlib-data pocketsphinx-testdata)
+  tools+=(sox)
+  for data in /usr/lib/python3/dist-packages/skimage/data/astronaut.png \
+    /usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg \
+    /usr/share/pocketsphinx/test/data/librivox; do
+    [ -e "$data" ] || missing+=("$data")
+  done
+fi
 for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 for lib in libGL.so.1 libglib-2.0.so.0; do ldconfig -p | grep -q "$lib" || missing+=("$lib"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -51,6 +64,7 @@ fi
 # setup.cfg (their hash is kept in .venv/.dpl-setup-stamp after a successful install).
 # Isolated (-I): a stale dpl_assets.egg-info in the checkout must not count as installed.
 extras="dev,face-alignment"
+[ "$bench" -eq 1 ] && extras="$extras,bench"
 stamp=.venv/.dpl-setup-stamp
 digest=$(cat pyproject.toml setup.cfg | sha256sum | cut -d' ' -f1)
 need=$(.venv/bin/python -I - "$stamp" "$digest:$extras" <<'EOF'
@@ -66,7 +80,12 @@ try:
     dist = md.distribution("dpl-assets")
     url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
     current = url == pathlib.Path.cwd().as_uri() and stamp.is_file()
-    current = current and stamp.read_text().strip() == expected
+    if current:  # same pyproject/setup.cfg, installed with at least these extras
+        have_digest, _, have_extras = stamp.read_text().strip().partition(":")
+        want_digest, _, want_extras = expected.partition(":")
+        current = have_digest == want_digest and set(want_extras.split(",")) <= set(
+            have_extras.split(",")
+        )
 except md.PackageNotFoundError:
     current = False
 if not current:
