@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
+from dpl_assets.memory import release_free_heap
 from dpl_assets.partitions import (
     PARTITION_TAG,
     RANGE_END_TAG,
@@ -37,7 +38,8 @@ def check_videos(store: ArtifactStore, key: str, video_ids: list[str]) -> dict[s
 
     Each artefact is compared with the same video's reference frames and audio (the
     registry's :data:`~dpl_assets.datatypes.FRAME_REFERENCE` and
-    :data:`~dpl_assets.datatypes.AUDIO_REFERENCE`).
+    :data:`~dpl_assets.datatypes.AUDIO_REFERENCE`). The heap the checks freed goes back to
+    the OS at the end (:func:`~dpl_assets.memory.release_free_heap`).
     """
     results = {}
     for video_id in video_ids:
@@ -51,6 +53,7 @@ def check_videos(store: ArtifactStore, key: str, video_ids: list[str]) -> dict[s
         problems = check_artifact(key, path, facts)
         store.save_check(key, video_id, problems)
         results[video_id] = problems
+    release_free_heap()
     return results
 
 

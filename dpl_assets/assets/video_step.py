@@ -30,6 +30,7 @@ from dpl_assets.assets.step_log import (
     output_name,
 )
 from dpl_assets.media.errors import decode_rejection
+from dpl_assets.memory import release_free_heap
 from dpl_assets.outcomes import InputRejected, Kept, Rejected
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
@@ -281,7 +282,10 @@ class VideoStep:
 
     def results(self) -> dict[str, dict[str, Any]]:
         """``{output_key: {video_id: outcome}}``, with every rejection saved and every
-        video's event recorded; raises ``dg.Failure`` (after saving) when videos failed."""
+        video's event recorded; raises ``dg.Failure`` (after saving) when videos failed.
+        The heap the computations freed goes back to the OS first
+        (:func:`~dpl_assets.memory.release_free_heap`), so later steps do not carry it."""
+        release_free_heap()  # the computation's temporaries, before later steps run
         self._drop_replaced_sources()
         per_output = {
             key: {
