@@ -220,7 +220,7 @@ def summarize(clips: dict[str, dict], strides: list[int], prefix: str) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", default="/tmp/bench/clips/clip_00[1-4].mp4", help="glob")
-    parser.add_argument("--detect-every", default="1,3,5,10", help="tracking strides")
+    parser.add_argument("--detect-every", default="1,3,5,10,20", help="tracking strides")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-test-clips", action="store_true")
     parser.add_argument(

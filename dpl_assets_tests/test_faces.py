@@ -296,13 +296,25 @@ def test_the_larger_of_two_faces_is_followed_in_every_frame(analyzer: FaceAnalyz
     assert result.info["chosen_track"]["mean_box_size_px"] > 80
 
 
-def test_a_persistent_face_beats_a_big_face_seen_briefly(analyzer: FaceAnalyzer):
+@pytest.mark.parametrize(
+    ("options", "tracks"),
+    [
+        ({"landmark_mode": "static"}, 2),
+        ({"landmark_mode": "tracking", "detect_every": 3}, 2),
+        # The default detects at frames 0 and 10 while the small face is followed: the big
+        # face comes and goes in between, unseen (a new face waits for a detection).
+        ({}, 1),
+    ],
+)
+def test_a_persistent_face_beats_a_big_face_seen_briefly(
+    analyzer: FaceAnalyzer, options: dict, tracks: int
+):
     """Summed box area: the small face (0.36 x 12 frames) outweighs the big (1 x 3)."""
-    result = analyzer.analyze(two_face_clip(12, big_frames=range(4, 7)))
+    result = analyzer.analyze(two_face_clip(12, big_frames=range(4, 7)), **options)
     assert result.detected.all()
     centres_x = (result.raw_bboxes[:, 0] + result.raw_bboxes[:, 2]) / 2
     assert (centres_x < WIDTH / 2).all(), centres_x
-    assert result.info["tracks_seen"] == 2
+    assert result.info["tracks_seen"] == tracks
 
 
 def test_tracks_link_by_overlap_skip_frames_and_resume():
@@ -578,7 +590,7 @@ def test_tracking_finds_the_same_face_frames_as_static(
     np.testing.assert_array_equal(tracked.detected, static.detected)
     assert tracked.info["tracks_seen"] == static.info["tracks_seen"] == 1
     # Not the same points (the tracking mesh places its own region of interest) but close:
-    # measured 0.6-1.4 px mean on this face (interocular ~55 px).
+    # measured 0.35-0.45 px mean, under 3.1 px max, on this face (interocular 44 px).
     error = np.linalg.norm(tracked.landmarks - static.landmarks, axis=-1)[static.detected]
     assert error.mean() < 2.5 and error.max() < 8, (error.mean(), error.max())
     boxes_error = np.abs(tracked.raw_bboxes - static.raw_bboxes)[static.detected, :4]

@@ -47,7 +47,7 @@ class FaceAlignmentConfig(NodeConfig):
         description="'tracking': the detector every detect_every frames (and when a face is "
         "lost), a tracking-mode mesh following each face in between; 'static': the detector "
         "and a static mesh on every frame (the output before tracking mode). The "
-        "face_alignment backend is always static.",
+        "face_alignment backend, and landmarks in given raw_bboxes, are always static.",
     )
     detect_every: int = Field(
         default=DEFAULT_DETECT_EVERY,

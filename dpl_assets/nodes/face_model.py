@@ -34,8 +34,13 @@ detector every ``detect_every`` frames, a tracking-mode mesh per face in between
 
 DEFAULT_LANDMARK_MODE: LandmarkMode = "tracking"
 
-DEFAULT_DETECT_EVERY = 5
-"""Frames between detector runs in tracking mode (measured: ``benchmarks/face_accuracy.py``)."""
+DEFAULT_DETECT_EVERY = 10
+"""Frames between detector runs in tracking mode. Chosen with ``benchmarks/face_accuracy.py``
+(``benchmarks/results/face_accuracy.json``): on the benchmark clips the face stage's CPU
+frames/s were 63 static, 75 / 145 / 155 / 163 tracking with 1 / 5 / 10 / 20, landmarks
+the same for every stride; 10 is near the plateau, and a face appearing while another is
+followed is found within 10 frames (0.4 s at 25 fps; with no face followed the detector
+runs on every frame)."""
 
 
 @dataclass(frozen=True)

@@ -332,17 +332,24 @@ class _TrackingPass(_Pass):
         """The detector on this frame, and each detected face's landmarks from its track's
         tracker (a new one for a new track; ``followed``: the faces the trackers already
         found in this frame, whose landmarks are kept). A followed track no detection
-        joined goes on where its tracker still finds the face and no detection overlaps
-        it; otherwise its tracker is closed."""
+        joined goes on where its tracker still finds the face, no detection overlaps it
+        and fewer than :data:`MAX_FACES_PER_FRAME` faces are in the frame; otherwise its
+        tracker is closed."""
         detections = self._detect(self.model, index, rgb)
         self.last_detection = index
         joined = [t for t, track in enumerate(self.tracks) if track.last_frame == index]
+        room = MAX_FACES_PER_FRAME - len(joined)
         for t in [t for t in self.followed if t not in joined]:
             face = followed[t] if t in followed else self._follow(t, rgb)
-            if face is None or any(box_iou(face.box, d.box) >= TRACK_IOU for d in detections):
+            if (
+                face is None
+                or room <= 0
+                or any(box_iou(face.box, d.box) >= TRACK_IOU for d in detections)
+            ):
                 self.followed.pop(t).tracker.close()
             else:
                 self.tracks[t].add(index, face)
+                room -= 1
         for t in joined:
             face = self.tracks[t].faces[index]
             if t not in self.followed:
