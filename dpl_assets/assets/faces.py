@@ -52,8 +52,8 @@ class FaceAlignmentConfig(NodeConfig):
     detect_every: int = Field(
         default=DEFAULT_DETECT_EVERY,
         ge=1,
-        description="Tracking mode: frames between detector runs (a new face is found within "
-        "this many frames).",
+        description="Tracking mode: frames between detector runs (a face appearing while "
+        "another is followed is found within this many frames).",
     )
     max_gap_frames: int = Field(
         default=5, ge=0, description="Gaps without a face up to this long are interpolated."

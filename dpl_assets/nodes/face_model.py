@@ -97,8 +97,9 @@ class TrackingFaceModel(FaceModel, Protocol):
         ...
 
     def predict_box(self, landmarks: FaceLandmarks) -> np.ndarray | None:
-        """The detector's box (4,) px for the face whose ``landmarks`` were found in the
-        previous frame, or None when they cannot tell."""
+        """The detector's box (4,) ``[x1, y1, x2, y2]`` px of the face these ``landmarks``
+        are of (tracking moves and scales boxes between detections as this box moves and
+        scales), or None when they cannot tell."""
         ...
 
 
