@@ -10,8 +10,11 @@ from pydantic import Field
 from dpl_assets.assets.config import NodeConfig
 from dpl_assets.nodes.blinks import eye_openness
 from dpl_assets.nodes.faces import (
+    DEFAULT_DETECT_EVERY,
+    DEFAULT_LANDMARK_MODE,
     FaceAnalyzer,
     FaceModel,
+    LandmarkMode,
     check_coverage,
     fill_gaps,
     landmarks_in_boxes,
@@ -38,6 +41,19 @@ class FaceAlignmentConfig(NodeConfig):
 
     filter_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Minimum face detection confidence."
+    )
+    landmark_mode: LandmarkMode = Field(
+        default=DEFAULT_LANDMARK_MODE,
+        description="'tracking': the detector every detect_every frames (and when a face is "
+        "lost), a tracking-mode mesh following each face in between; 'static': the detector "
+        "and a static mesh on every frame (the output before tracking mode). The "
+        "face_alignment backend, and landmarks in given raw_bboxes, are always static.",
+    )
+    detect_every: int = Field(
+        default=DEFAULT_DETECT_EVERY,
+        ge=1,
+        description="Tracking mode: frames between detector runs (a face appearing while "
+        "another is followed is found within this many frames).",
     )
     max_gap_frames: int = Field(
         default=5, ge=0, description="Gaps without a face up to this long are interpolated."
@@ -74,7 +90,8 @@ def face_model(config: FaceAlignmentConfig, device: Callable[[], str]) -> FaceMo
 
 def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
     """Faces of the video: every face tracked across frames, one identity followed (the
-    largest, most persistent track); where the inputs give the video's ``raw_bboxes``,
+    largest, most persistent track; detector and mesh as ``landmark_mode`` and
+    ``detect_every`` say); where the inputs give the video's ``raw_bboxes``,
     landmarks are found in those boxes instead (no detection). Gaps up to
     ``max_gap_frames`` are filled; clips without a face or with face coverage under
     ``min_face_coverage`` are rejected. Outputs ``raw_bboxes`` (N, 5), ``landmarks``
@@ -86,7 +103,7 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
         if io.given("raw_bboxes"):  # the user's boxes: landmarks in them, no detection
             result = landmarks_in_boxes(io.model, iter(stack), io["raw_bboxes"])
         else:
-            result = track_faces(io.model, iter(stack))
+            result = track_faces(io.model, iter(stack), config.landmark_mode, config.detect_every)
     width, height = int(images.attrs["width"]), int(images.attrs["height"])
     result = fill_gaps(result, config.max_gap_frames)
     check_coverage(result, config.min_face_coverage, config.min_track_frames)

@@ -13,7 +13,7 @@ frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +25,22 @@ DEFAULT_FILTER_THRESHOLD = 0.5
 BlazeFace scores real frontal faces 0.7-0.95 and small or turned ones lower, and it gives
 no false positives on flat, synthetic or noise frames even at 0, so 0.5 keeps hard faces
 without letting clutter in (tracking and ``min_track_frames`` filter the rest)."""
+
+
+LandmarkMode = Literal["tracking", "static"]
+"""How :func:`dpl_assets.nodes.faces.track_faces` finds landmarks: ``"tracking"`` (the
+detector every ``detect_every`` frames, a tracking-mode mesh per face in between) or
+``"static"`` (the detector and a static mesh on every frame)."""
+
+DEFAULT_LANDMARK_MODE: LandmarkMode = "tracking"
+
+DEFAULT_DETECT_EVERY = 10
+"""Frames between detector runs in tracking mode. Chosen with ``benchmarks/face_accuracy.py``
+(``benchmarks/results/face_accuracy.json``): on the benchmark clips the face stage's CPU
+frames/s were 63 static, 75 / 145 / 155 / 163 tracking with 1 / 5 / 10 / 20, landmarks
+the same for every stride; 10 is near the plateau, and a face appearing while another is
+followed is found within 10 frames (0.4 s at 25 fps; with no face followed the detector
+runs on every frame)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,34 @@ class FaceModel(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LandmarkTracker(Protocol):
+    """Landmarks of one face followed frame by frame (a stateful model: calls must be that
+    face's frames in order)."""
+
+    def landmarks(self, rgb: np.ndarray, box: np.ndarray) -> FaceLandmarks | None:
+        """Landmarks of the face in ``box`` ``[x1, y1, x2, y2, ...]`` px, or None (lost)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class TrackingFaceModel(FaceModel, Protocol):
+    """A :class:`FaceModel` that can also follow faces between detections (tracking mode
+    of :func:`dpl_assets.nodes.faces.track_faces`): implemented by
+    :class:`dpl_assets.nodes.mediapipe_faces.FaceAnalyzer`."""
+
+    def landmark_tracker(self) -> LandmarkTracker:
+        """A new tracker for one face, closed by the caller when the face is lost."""
+        ...
+
+    def predict_box(self, landmarks: FaceLandmarks) -> np.ndarray | None:
+        """The detector's box (4,) ``[x1, y1, x2, y2]`` px of the face these ``landmarks``
+        are of (tracking moves and scales boxes between detections as this box moves and
+        scales), or None when they cannot tell."""
+        ...
 
 
 class ClosedOnExit:

@@ -5,6 +5,9 @@
   track's last box when the track was seen within the last :data:`TRACK_MAX_SKIP_FRAMES`
   frames, at least :data:`TRACK_RESUME_IOU` after a longer absence (the speaker looked away
   and came back to the same place). A detection that matches no track starts a new one.
+  (In tracking mode the detector runs every few frames; in between, and for a face the
+  detector misses, each track is extended by its own landmark tracker: see
+  :mod:`~dpl_assets.nodes.faces`.)
 - **Identity** (:func:`main_track`): after the pass, the one track with the largest sum over
   its frames of box area (pixels²) is followed: the face that is both large and persistent,
   so a big face seen for a moment and a small face in the background lose to the speaker.
@@ -36,13 +39,17 @@ TRACK_RESUME_IOU = 0.5
 class FaceTrackResult:
     """The followed face in each of N frames (pixels of the frames; NaN where no face).
 
-    - ``raw_bboxes`` float32 (N, 5): detector box ``[x1, y1, x2, y2, score]``.
+    - ``raw_bboxes`` float32 (N, 5): detector box ``[x1, y1, x2, y2, score]``; in tracking
+      mode, between detections, the last detection's box moved and scaled with the face's
+      landmarks, with that detection's score (see :mod:`~dpl_assets.nodes.faces`).
     - ``landmarks`` float32 (N, 68, 2): iBUG 68 points ``(x, y)``.
     - ``landmarks_mesh`` float32 (N, 478, 3): mediapipe mesh ``(x, y, z)``, z in px units.
     - ``detected`` bool (N,): the face was found (and passed the sanity check) in the frame.
     - ``valid`` bool (N,): detected, or filled in by :func:`fill_gaps`.
     - ``info``: JSON-able record (frames, frames_with_face, coverage, tracks_seen,
-      max_faces_in_a_frame, chosen_track, filled_frames, filter_threshold).
+      max_faces_in_a_frame, chosen_track, filled_frames, filter_threshold; from
+      :func:`~dpl_assets.nodes.faces.track_faces` also landmark_mode, detect_every and
+      detector_frames).
     """
 
     raw_bboxes: np.ndarray

@@ -11,20 +11,45 @@ The clip-level functions, for any :class:`~dpl_assets.nodes.face_model.FaceModel
 - :mod:`~dpl_assets.nodes.face_tracking`: tracks and the choice of the followed face,
   :class:`FaceTrackResult`, :func:`fill_gaps` and :func:`check_coverage`.
 
-Per frame, the :data:`MAX_FACES_PER_FRAME` largest detections are landmarked and linked
-into tracks; after the pass the track with the largest summed box area is followed.
-Because that choice needs the whole pass and the frames come as a one-shot stream, the mesh
-is run for every tracked face and kept per track; only the chosen track's is returned.
-Memory: 478 x 3 float32 (5.7 kB) per face and frame, i.e. the size of the output times the
-number of faces on screen.
+Per detection, the :data:`MAX_FACES_PER_FRAME` largest faces are landmarked and linked
+into tracks by IoU; after the pass the track with the largest summed box area is followed.
+Two ways to get there (``landmark_mode`` of :func:`track_faces`):
+
+- ``"tracking"`` (the default; MediaPipe's own tracking approach, per face): the detector
+  runs every ``detect_every`` frames, on any frame where a followed face cannot be
+  followed (its mesh lost or implausible, or its box drifted: see
+  :meth:`_TrackingPass._follow`), and on every frame while no face is followed; so a new
+  face is found within ``detect_every`` frames and a lost face is looked for at once.
+  Each track a detection starts (or brings back) gets its own landmark tracker (mediapipe:
+  a tracking-mode :class:`~dpl_assets.nodes.mediapipe_faces.MeshTracker` on a crop that
+  follows the face), closed when the face is lost: at most :data:`MAX_FACES_PER_FRAME`
+  are open. Between detections the tracker finds each face's landmarks around its
+  previous frame's box, and the face's box is the one of its last detection moved and
+  scaled as the landmarks' box (:meth:`FaceAnalyzer.predict_box`, the detector's
+  convention) moved and scaled since; its score is that detection's. On a detection
+  frame, detections are linked to tracks by IoU with each track's latest box (detected
+  or followed) exactly as in static mode, and a detected face's box is the detector's;
+  a followed face that no detection matched goes on while its tracker finds it and no
+  detection overlaps it (as MediaPipe's own tracking keeps a face the detector misses).
+- ``"static"``: the detector and the static mesh on every frame (the behaviour before
+  tracking mode, output unchanged); also used for models without tracking (the
+  face-alignment backend).
+
+Because the choice of track needs the whole pass and the frames come as a one-shot stream,
+the landmarks are found for every tracked face and kept per track; only the chosen
+track's are returned. Memory: 478 x 3 float32 (5.7 kB) per face and frame, i.e. the size
+of the output times the number of faces on screen.
 
 Landmark sanity: a landmark model run on an upside-down face (or on no face) returns
 points without any error, so each face's 68 points must agree with the detection: the
 eyes-to-mouth direction within :data:`MAX_AXIS_DISAGREEMENT_DEG` of the detector
-keypoints' (when the detector gives keypoints), the roll (that direction against the
-image's down) within +-:data:`MAX_ROLL_DEG`, and the eye/mouth centre inside the box.
-A face failing this (or for which the model finds no landmarks) still counts for
-tracking, but its frame has no face in the result (``implausible_frames`` in ``info``).
+keypoints' (when the detector gives keypoints; a predicted box has none), the roll (that
+direction against the image's down) within +-:data:`MAX_ROLL_DEG`, and the eye/mouth
+centre inside the box (for a predicted box: the face has not moved out of the box its
+previous frame predicted). A face failing this (or for which the model finds no
+landmarks) still counts for tracking, but its frame has no face in the result
+(``implausible_frames`` in ``info``); in tracking mode such a face between detections
+makes the detector run on that frame instead.
 
 Conventions: pixels of the frame given, ``x`` right, ``y`` down, pixel ``(x, y)`` covering
 ``[x, x+1) x [y, y+1)``; boxes ``[x1, y1, x2, y2, score]`` px.
@@ -34,21 +59,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dpl_assets.nodes.face_model import (
+    DEFAULT_DETECT_EVERY,
     DEFAULT_FILTER_THRESHOLD,
+    DEFAULT_LANDMARK_MODE,
     MESH_POINTS,
     FaceLandmarks,
     FaceModel,
+    LandmarkMode,
+    LandmarkTracker,
+    TrackingFaceModel,
     as_rgb,
 )
 from dpl_assets.nodes.face_tracking import (
+    TRACK_IOU,
     FaceInFrame,
     FaceTrack,
     FaceTrackResult,
+    box_iou,
     check_coverage,
     coverage_fraction,
     fill_gaps,
@@ -59,13 +92,16 @@ from dpl_assets.nodes.mediapipe_faces import MEDIAPIPE_TO_68, FaceAnalyzer, mesh
 from dpl_assets.outcomes import InputRejected
 
 __all__ = [
+    "DEFAULT_DETECT_EVERY",
     "DEFAULT_FILTER_THRESHOLD",
+    "DEFAULT_LANDMARK_MODE",
     "MAX_FACES_PER_FRAME",
     "MEDIAPIPE_TO_68",
     "FaceAnalyzer",
     "FaceLandmarks",
     "FaceModel",
     "FaceTrackResult",
+    "LandmarkMode",
     "check_coverage",
     "fill_gaps",
     "landmarks_in_boxes",
@@ -79,6 +115,7 @@ EYES_68 = slice(36, 48)
 MOUTH_68 = slice(48, 68)
 MAX_AXIS_DISAGREEMENT_DEG = 60.0
 MAX_ROLL_DEG = 100.0
+MAX_PREDICTED_SIDE_CHANGE = 1.5  # a predicted box this many times larger/smaller: re-detect
 
 
 # --------------------------------------------------------------------------------------
@@ -123,29 +160,210 @@ def plausible_landmarks(
 # --------------------------------------------------------------------------------------
 
 
-def track_faces(model: FaceModel, frames: Iterable[np.ndarray]) -> FaceTrackResult:
+def track_faces(
+    model: FaceModel,
+    frames: Iterable[np.ndarray],
+    landmark_mode: LandmarkMode = DEFAULT_LANDMARK_MODE,
+    detect_every: int = DEFAULT_DETECT_EVERY,
+) -> FaceTrackResult:
     """Follow the main face through ``frames`` (RGB uint8 (H, W, 3)), one pass, streamed.
 
     Every face is detected, landmarked and tracked; the track with the largest summed box
-    area is returned (see :mod:`~dpl_assets.nodes.face_tracking`). ``valid`` equals
-    ``detected`` here: :func:`fill_gaps` fills short gaps afterwards. ValueError for a frame
-    that is not RGB uint8.
+    area is returned (see :mod:`~dpl_assets.nodes.face_tracking`). ``landmark_mode``
+    ``"tracking"`` runs the detector every ``detect_every`` frames and follows the faces
+    with tracking-mode meshes in between (see the module docstring); ``"static"`` runs the
+    detector and a static mesh on every frame (``detect_every`` unused), as does a model
+    without tracking (:class:`~dpl_assets.nodes.face_model.TrackingFaceModel`), e.g. the
+    face-alignment backend. ``valid`` equals ``detected`` here: :func:`fill_gaps` fills
+    short gaps afterwards. ``info`` records the mode used, ``detect_every`` and
+    ``detector_frames`` (frames the detector ran on). ValueError for a frame that is not
+    RGB uint8, an unknown ``landmark_mode`` or ``detect_every`` < 1.
     """
-    tracks: list[FaceTrack] = []
+    if landmark_mode not in ("tracking", "static"):
+        raise ValueError(f"landmark_mode must be 'tracking' or 'static', not {landmark_mode!r}")
+    if detect_every < 1:
+        raise ValueError(f"detect_every must be at least 1, not {detect_every}")
+    if landmark_mode == "tracking" and isinstance(model, TrackingFaceModel):
+        run: _Pass = _TrackingPass(model, detect_every)
+    else:
+        run, landmark_mode, detect_every = _StaticPass(model), "static", 1
     count = 0
-    max_faces = 0
-    for index, frame in enumerate(frames):
-        rgb = as_rgb(frame)
-        detections = model.detect(rgb)
-        max_faces = max(max_faces, len(detections))
-        faces = [FaceInFrame(box, keypoints) for box, keypoints in detections[:MAX_FACES_PER_FRAME]]
-        for face in faces:
-            face.landmarks = model.landmarks(rgb, face.box)
-        link_faces(tracks, index, faces)
-        count = index + 1
-    result = _assemble(main_track(tracks), count, model)
-    result.info.update(tracks_seen=len(tracks), max_faces_in_a_frame=max_faces)
+    try:
+        for index, frame in enumerate(frames):
+            run.frame(index, as_rgb(frame))
+            count = index + 1
+    finally:
+        run.close()
+    result = _assemble(main_track(run.tracks), count, model)
+    result.info.update(
+        tracks_seen=len(run.tracks),
+        max_faces_in_a_frame=run.max_faces,
+        landmark_mode=landmark_mode,
+        detect_every=detect_every,
+        detector_frames=run.detector_frames,
+    )
     return result
+
+
+class _Pass:
+    """One pass over a clip: the tracks so far, the most faces in a frame and the number of
+    frames the detector ran on."""
+
+    def __init__(self) -> None:
+        self.tracks: list[FaceTrack] = []
+        self.max_faces = 0
+        self.detector_frames = 0
+
+    def frame(self, index: int, rgb: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the pass holds (nothing here)."""
+
+    def _detect(self, model: FaceModel, index: int, rgb: np.ndarray) -> list[FaceInFrame]:
+        """The detector on frame ``index``: its :data:`MAX_FACES_PER_FRAME` largest faces,
+        linked into the tracks (no landmarks yet)."""
+        detections = model.detect(rgb)
+        self.detector_frames += 1
+        self.max_faces = max(self.max_faces, len(detections))
+        faces = [FaceInFrame(box, keypoints) for box, keypoints in detections[:MAX_FACES_PER_FRAME]]
+        link_faces(self.tracks, index, faces)
+        return faces
+
+
+class _StaticPass(_Pass):
+    """``landmark_mode="static"``: the detector and the model's landmarks on every frame."""
+
+    def __init__(self, model: FaceModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def frame(self, index: int, rgb: np.ndarray) -> None:
+        for face in self._detect(self.model, index, rgb):
+            face.landmarks = self.model.landmarks(rgb, face.box)
+
+
+@dataclass
+class _Followed:
+    """A track followed in tracking mode: its landmark tracker, and the anchor of its boxes
+    between detections: the detector's box (5,) at its last detection and the model's box
+    (4,) from that frame's landmarks (None when they were not usable)."""
+
+    tracker: LandmarkTracker
+    detector_box: np.ndarray
+    landmark_box: np.ndarray | None = None
+
+
+class _TrackingPass(_Pass):
+    """``landmark_mode="tracking"``: the detector every ``detect_every`` frames (and when a
+    followed face is lost, and while none is followed); each track's landmark tracker in
+    the box of its previous frame; the boxes between detections anchored to the last."""
+
+    def __init__(self, model: TrackingFaceModel, detect_every: int) -> None:
+        super().__init__()
+        self.model = model
+        self.detect_every = detect_every
+        self.followed: dict[int, _Followed] = {}  # track index -> its tracker and anchor
+        self.last_detection = -detect_every
+
+    def close(self) -> None:
+        """Close every landmark tracker still open."""
+        while self.followed:
+            self.followed.popitem()[1].tracker.close()
+
+    def frame(self, index: int, rgb: np.ndarray) -> None:
+        followed: dict[int, FaceInFrame | None] = {}
+        if self.followed and index - self.last_detection < self.detect_every:
+            followed = {t: self._follow(t, rgb) for t in self.followed}
+            found = {t: face for t, face in followed.items() if face is not None}
+            if len(found) == len(followed):
+                for t, face in found.items():
+                    self.tracks[t].add(index, face)
+                self.max_faces = max(self.max_faces, len(found))
+                return
+        self._detect_and_follow(index, rgb, followed)  # one lost, or a detection is due
+
+    def _follow(self, t: int, rgb: np.ndarray) -> FaceInFrame | None:
+        """Track ``t``'s face in this frame: its tracker's landmarks in the crop around its
+        previous box, with the box they give (:meth:`_box_from`); None when the previous
+        frame's landmarks are not usable, or the face is lost, implausible (the landmarks'
+        centre left the previous box) or has drifted."""
+        track, followed = self.tracks[t], self.followed[t]
+        previous = track.faces[track.last_frame]
+        if previous.landmarks is None or followed.landmark_box is None:
+            return None
+        if not plausible_landmarks(previous.landmarks.points, previous.box, previous.keypoints):
+            return None
+        found = followed.tracker.landmarks(rgb, previous.box)
+        if found is None or not plausible_landmarks(found.points, previous.box):
+            return None
+        box = self._box_from(found, followed, rgb.shape)
+        return None if box is None else FaceInFrame(box, None, found)
+
+    def _box_from(
+        self, found: FaceLandmarks, followed: _Followed, shape: tuple[int, ...]
+    ) -> np.ndarray | None:
+        """The face's box (5,) from landmarks between detections: the last detection's box
+        moved and scaled as the model's landmark box moved and scaled since, its score
+        carried over. None when the side changed more than
+        :data:`MAX_PREDICTED_SIDE_CHANGE`-fold since, or the centre left the frame."""
+        box, anchor, detected = (
+            self.model.predict_box(found),
+            followed.landmark_box,
+            followed.detector_box,
+        )
+        if box is None or anchor is None:
+            return None
+        scale = float(box[2] - box[0]) / max(float(anchor[2] - anchor[0]), 1e-6)
+        if not 1 / MAX_PREDICTED_SIDE_CHANGE <= scale <= MAX_PREDICTED_SIDE_CHANGE:
+            return None
+        centre = (box[:2] + box[2:4]) / 2
+        centre = (
+            centre + ((detected[:2] + detected[2:4]) / 2 - (anchor[:2] + anchor[2:4]) / 2) * scale
+        )
+        half = (detected[2:4] - detected[:2]) / 2 * scale
+        if not (0 <= centre[0] < shape[1] and 0 <= centre[1] < shape[0]):
+            return None
+        return np.array([*(centre - half), *(centre + half), detected[4]], np.float32)
+
+    def _detect_and_follow(
+        self, index: int, rgb: np.ndarray, followed: dict[int, FaceInFrame | None]
+    ) -> None:
+        """The detector on this frame, and each detected face's landmarks from its track's
+        tracker (a new one for a new track; ``followed``: the faces the trackers already
+        found in this frame, whose landmarks are kept). A followed track no detection
+        joined goes on where its tracker still finds the face, no detection overlaps it
+        and fewer than :data:`MAX_FACES_PER_FRAME` faces are in the frame; otherwise its
+        tracker is closed."""
+        detections = self._detect(self.model, index, rgb)
+        self.last_detection = index
+        joined = [t for t, track in enumerate(self.tracks) if track.last_frame == index]
+        room = MAX_FACES_PER_FRAME - len(joined)
+        for t in [t for t in self.followed if t not in joined]:
+            face = followed[t] if t in followed else self._follow(t, rgb)
+            if (
+                face is None
+                or room <= 0
+                or any(box_iou(face.box, d.box) >= TRACK_IOU for d in detections)
+            ):
+                self.followed.pop(t).tracker.close()
+            else:
+                self.tracks[t].add(index, face)
+                room -= 1
+        for t in joined:
+            face = self.tracks[t].faces[index]
+            if t not in self.followed:
+                self.followed[t] = _Followed(self.model.landmark_tracker(), face.box)
+            already = followed.get(t)
+            if already is not None:
+                face.landmarks = already.landmarks
+            else:
+                face.landmarks = self.followed[t].tracker.landmarks(rgb, face.box)
+            self.followed[t].detector_box = face.box
+            self.followed[t].landmark_box = (
+                None if face.landmarks is None else self.model.predict_box(face.landmarks)
+            )
+        self.max_faces = max(self.max_faces, len(self.followed))
 
 
 def landmarks_in_boxes(
