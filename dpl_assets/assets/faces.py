@@ -99,11 +99,11 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
     ``face_mask`` (N,) and the ``faces`` record.
     """
     images: ImageStackRef = io["images"]
-    with images.open() as stack:
+    with io.frames("images") as frames:  # decoded again from the video when it can
         if io.given("raw_bboxes"):  # the user's boxes: landmarks in them, no detection
-            result = landmarks_in_boxes(io.model, iter(stack), io["raw_bboxes"])
+            result = landmarks_in_boxes(io.model, frames, io["raw_bboxes"])
         else:
-            result = track_faces(io.model, iter(stack), config.landmark_mode, config.detect_every)
+            result = track_faces(io.model, frames, config.landmark_mode, config.detect_every)
     width, height = int(images.attrs["width"]), int(images.attrs["height"])
     result = fill_gaps(result, config.max_gap_frames)
     check_coverage(result, config.min_face_coverage, config.min_track_frames)
