@@ -8,6 +8,7 @@ one real mp4 decoded by :func:`dpl_assets.media.frames.decode_frames`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -817,3 +818,39 @@ def test_a_closed_tracker_says_so(analyzer: FaceAnalyzer):
     tracker.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         tracker.landmarks(astronaut(), np.array([178, 83, 273, 178], np.float32))
+
+
+def test_the_face_node_passes_its_landmark_mode_and_detect_every(monkeypatch):
+    from dpl_assets.assets import faces as face_assets
+
+    class Stack:
+        def __init__(self) -> None:
+            self.attrs = {"width": 64, "height": 48}
+
+        def open(self):
+            return contextlib.nullcontext([])
+
+    class IO:
+        model = "the model"
+
+        def given(self, key: str) -> bool:
+            return False
+
+        def __getitem__(self, key: str) -> Stack:
+            return Stack()
+
+    calls = []
+
+    def fake_track_faces(model, frames, landmark_mode, detect_every):
+        calls.append((model, landmark_mode, detect_every))
+        return synthetic_result([True] * 5)
+
+    monkeypatch.setattr(face_assets, "track_faces", fake_track_faces)
+    for config, expected in [
+        (FaceAlignmentConfig(), ("tracking", DEFAULT_DETECT_EVERY)),
+        (FaceAlignmentConfig(landmark_mode="static"), ("static", DEFAULT_DETECT_EVERY)),
+        (FaceAlignmentConfig(detect_every=3), ("tracking", 3)),
+    ]:
+        outputs = face_assets.analyze_faces(IO(), config)  # type: ignore[arg-type]
+        assert calls.pop() == ("the model", *expected)
+        assert outputs["face_mask"].tolist() == [1] * 5

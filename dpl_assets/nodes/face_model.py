@@ -37,10 +37,11 @@ DEFAULT_LANDMARK_MODE: LandmarkMode = "tracking"
 DEFAULT_DETECT_EVERY = 10
 """Frames between detector runs in tracking mode. Chosen with ``benchmarks/face_accuracy.py``
 (``benchmarks/results/face_accuracy.json``): on the benchmark clips the face stage's CPU
-frames/s were 63 static, 75 / 145 / 155 / 163 tracking with 1 / 5 / 10 / 20, landmarks
-the same for every stride; 10 is near the plateau, and a face appearing while another is
-followed is found within 10 frames (0.4 s at 25 fps; with no face followed the detector
-runs on every frame)."""
+frames/s were 1.4x / 2.3x / 2.4x / 2.5x static mode's with 1 / 5 / 10 / 20 (two runs
+agreed within 0.05x; absolute speeds differed 1.5x), with the same landmarks for every
+stride; 10 is near the plateau. A face appearing while another is followed is found
+within 10 frames (0.4 s at 25 fps); with no face followed the detector runs on every
+frame."""
 
 
 @dataclass(frozen=True)

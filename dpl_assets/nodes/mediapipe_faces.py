@@ -4,7 +4,7 @@
 models bundled in the ``mediapipe`` wheel (legacy ``solutions`` API; the Tasks API's
 FaceLandmarker needs a downloaded ``.task`` file):
 
-1. **Detection** of *every* face in each frame: BlazeFace full range
+1. **Detection** of *every* face in a frame: BlazeFace full range
    (``FaceDetection(model_selection=1)``), boxes kept when their score is at least
    ``filter_threshold``, largest first.
 2. **Landmarks** for a face: a square crop of :data:`MESH_CROP_SCALE` x the box (padded
@@ -12,15 +12,17 @@ FaceLandmarker needs a downloaded ``.task`` file):
    (``refine_landmarks``: iris points included), and the points are mapped back to frame
    pixels. The detector sees the whole frame at 192 px, so a mesh run on the full frame is
    ~12 px off for small faces; on the crop it is not.
-3. **Tracking** (``landmark_mode="tracking"`` of :func:`~dpl_assets.nodes.faces.track_faces`):
-   one :class:`MeshTracker` per followed face, the tracking-mode ``FaceMesh`` on a crop
-   that follows the face; between detections the face's box comes from its mesh
+3. **Tracking** (``landmark_mode="tracking"`` of :func:`~dpl_assets.nodes.faces.track_faces`,
+   the default; detection then runs every few frames): one :class:`MeshTracker` per
+   followed face, the tracking-mode ``FaceMesh`` on a crop of the same size that follows
+   the face; between detections the face's box moves with its mesh
    (:func:`box_from_mesh`).
 
 Conventions: pixels of the frame given, ``x`` right, ``y`` down, pixel ``(x, y)`` covering
-``[x, x+1) x [y, y+1)`` (mediapipe's relative coordinates times the frame size). Boxes are the
-detector's and may reach past the frame. Mesh ``z`` is mediapipe's relative depth scaled
-like ``x`` (pixels; smaller is nearer the camera, origin near the head's centre).
+``[x, x+1) x [y, y+1)`` (mediapipe's relative coordinates times the frame size). Boxes are
+the detector's (or follow its convention) and may reach past the frame. Mesh ``z`` is
+mediapipe's relative depth scaled like ``x`` (pixels; smaller is nearer the camera, origin
+near the head's centre).
 
 The 478 -> 68 mapping (:data:`MEDIAPIPE_TO_68`, iBUG 300-W order, the image-left side first
 for every symmetric group) is bytedance/LatentSync's ``landmark_points_68``
