@@ -460,6 +460,7 @@ def main() -> None:
         "--include", type=Path, nargs="*", default=[],
         help="reports of earlier invocations whose runs join this one's (runs in parallel)",
     )  # fmt: skip
+    parser.add_argument("--note", default="", help="a line on the conditions, kept in the report")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     runs = [measure(args.workdir, minutes, args.keep, args.source) for minutes in args.minutes]
@@ -477,6 +478,7 @@ def main() -> None:
         "graph": str(DEFAULT_GRAPH.relative_to(REPO)),
         "clip": f"{WIDTH}x{HEIGHT} {FPS} fps H.264 + AAC, a {BASE_SECONDS} s clip looped",
         "poll_s": POLL_S,
+        "note": args.note,
         "goal_mb": GOAL_MB,
         "runs": runs,
         "growth": grow,
