@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         parser_.add_argument(
             "--workers", type=int, default=None,
-            help="processes running videos in parallel (default: one per core, at most 4; "
+            help="processes running videos in parallel (default: $DPL_WORKERS, else one per "
+            "core, at most 4, and at most one per GPU when the graph runs a GPU model; "
             "1: everything in this process)",
         )  # fmt: skip
         parser_.add_argument(
@@ -143,7 +144,8 @@ def command_run(args: argparse.Namespace) -> int:
         if args.workers is not None and args.workers < 1:
             raise GraphError("--workers must be at least 1")
         try:
-            workers = args.workers or default_workers()
+            uses_gpu = any(spec.needs_gpu for spec in plan.node_of.values())
+            workers = args.workers or default_workers(uses_gpu)
         except ValueError as error:  # a bad DPL_WORKERS
             raise GraphError(str(error)) from None
         with _open_instance(output_dir) as instance:

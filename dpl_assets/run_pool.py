@@ -15,11 +15,13 @@ models once and keeps them across its ranges, and gets ``cores // N`` threads
 from __future__ import annotations
 
 import collections
+import logging
 import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,8 +98,10 @@ def _run_in_worker(run: RangeRun) -> RunEnded:
 
 
 class WorkerDied(RuntimeError):
-    """A spawned worker process failed outside its runs (killed, out of memory: usually
-    ``BrokenProcessPool``, the ``cause``); ``ended``: the runs that did end."""
+    """A spawned worker process failed outside a run's own error handling: killed or out
+    of memory (``BrokenProcessPool``: the pool then stops all its workers, so every run in
+    flight there is abandoned), or its definitions did not build. ``cause``: the first
+    such error; ``ended``: the runs that did end."""
 
     def __init__(self, cause: BaseException, ended: list[RunEnded]):
         super().__init__(f"{type(cause).__name__}: {cause}")
@@ -148,6 +152,7 @@ def run_all(
                 break
     finally:
         threads.use(None)
+        threads.apply(threads.budget())  # later work in this process (dataset runs): all cores
         if pool is not None:
             pool.shutdown(wait=True)
     if queue.errors:
@@ -177,23 +182,38 @@ class _RunQueue:
             self._on_ended(run)
 
     def feed(self, pool: ProcessPoolExecutor) -> None:
-        """Start the next run on a free pool worker, if any is left."""
+        """Start the next run on a free pool worker, if any is left (a pool that cannot
+        take it any more leaves it to this process)."""
         run = self.take()
         if run is None:
             return
+        try:
+            future = pool.submit(_run_in_worker, run)
+        except (BrokenProcessPool, RuntimeError) as error:
+            with self._lock:
+                self.todo.appendleft(run)
+                self.errors.append(error)
+            return
         with self._lock:
             self._in_pool += 1
-        pool.submit(_run_in_worker, run).add_done_callback(
-            lambda future: self._pool_run_ended(future, pool)
-        )
+        future.add_done_callback(lambda done: self._pool_run_ended(done, run, pool))
 
-    def _pool_run_ended(self, future: Future[RunEnded], pool: ProcessPoolExecutor) -> None:
+    def _pool_run_ended(
+        self, future: Future[RunEnded], run: RangeRun, pool: ProcessPoolExecutor
+    ) -> None:
         try:
             self.ended(future.result())
             self.feed(pool)  # before this run stops counting: the pool is never seen idle
-        except BaseException as error:  # the worker died: this process takes the rest
+        except BrokenProcessPool as error:
+            # A worker died; the pool stops every worker it has, so runs in flight end
+            # here too. Their runs were abandoned: the next dpl run computes their videos.
             with self._lock:
                 self.errors.append(error)
+        except BaseException as error:  # any other error: keep it, go on
+            logging.getLogger(__name__).error("run %s failed in a worker", run.what, exc_info=error)
+            with self._lock:
+                self.errors.append(error)
+            self.feed(pool)
         finally:
             with self._lock:
                 self._in_pool -= 1
@@ -219,16 +239,25 @@ def fail_abandoned_runs(instance: dg.DagsterInstance, session: str) -> list[str]
 WORKERS_ENV = "DPL_WORKERS"
 
 
-def default_workers() -> int:
+def default_workers(uses_gpu: bool = False) -> int:
     """``dpl run``'s worker processes when ``--workers`` is not given: ``DPL_WORKERS``, else
     one per core, at most 4 (each holds its own models: about 1.2 GB with wav2vec2-base
-    and the face model). ValueError when ``DPL_WORKERS`` is not a positive integer."""
+    and the face model), and when the graph runs a GPU model on a machine with GPUs, at
+    most one per GPU (each process keeps its GPU lease for life: :mod:`dpl_assets.devices`).
+    ValueError when ``DPL_WORKERS`` is not a positive integer."""
     given = os.environ.get(WORKERS_ENV)
     if given:
         if not given.isdigit() or int(given) < 1:
             raise ValueError(f"{WORKERS_ENV} must be a positive integer, not {given!r}")
         return int(given)
-    return min(threads.cores(), 4)
+    workers = min(threads.cores(), 4)
+    if uses_gpu:
+        from dpl_assets.devices import visible_devices
+
+        gpus, _ = visible_devices()
+        if gpus > 0:
+            workers = min(workers, gpus)
+    return workers
 
 
 __all__ = [

@@ -223,11 +223,12 @@ def _launch(
                               run_config=run_config, on_ended=ended, defs=defs)  # fmt: skip
         except WorkerDied as error:
             results = error.ended
-            abandoned = fail_abandoned_runs(instance, session)
+            abandoned = ", ".join(run_id[:8] for run_id in fail_abandoned_runs(instance, session))
             progress(
-                f"a worker process died ({error}; killed, or out of memory?): its run "
-                f"{', '.join(run_id[:8] for run_id in abandoned)} is marked failed and its "
-                "videos are reported failed; run again to compute them"
+                f"a worker process failed ({error}; killed, or out of memory?)"
+                + (f": run(s) {abandoned} marked failed" if abandoned else "")
+                + "; the videos it did not finish are reported failed; run again to compute "
+                "them (not retried here: a video that kills a worker could kill this process)"
             )
         if dataset_run is not None:
             results.append(execute(defs, instance, run_config, dataset_run))

@@ -839,6 +839,9 @@ def test_the_face_node_passes_its_landmark_mode_and_detect_every(monkeypatch):
         def __getitem__(self, key: str) -> Stack:
             return Stack()
 
+        def frames(self, key: str):
+            return contextlib.nullcontext(iter([]))
+
     calls = []
 
     def fake_track_faces(model, frames, landmark_mode, detect_every):

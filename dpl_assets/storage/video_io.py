@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import soundfile
 
 from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
 from dpl_assets.media import timeline
-from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeRecipe
+from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeRecipe, VideoFrame
 from dpl_assets.outcomes import InputRejected, Rejected
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
 
@@ -161,26 +161,27 @@ class VideoIO(Mapping[str, Any]):
         ``with io.frames(key) as frames: for rgb in frames: ...``.
 
         When the stack is this pipeline's own decode of the registered video (it carries
-        its :class:`~dpl_assets.media.frames.DecodeRecipe`), the video is decoded again by
-        that recipe: the same frames at the same times, without the JPEG loss, and several
-        times faster than decoding the stored JPEGs. Otherwise (the user's stacks, crops,
-        renders) the stored images are decoded. Raises :class:`InputRejected` naming the
-        video when it now decodes to a different number of frames than the stack holds.
+        its :class:`~dpl_assets.media.frames.DecodeRecipe`, the inputs do not give the
+        stack, and the video decoded cleanly), the video is decoded again by that recipe:
+        the same frames at the same times, without the JPEG loss, and several times faster
+        than decoding the stored JPEGs. Otherwise (the user's stacks, damaged videos, crops,
+        renders) the stored images are decoded. Raises :class:`StackMismatch` naming the
+        video when it now decodes to other frames (count or times) than the stack holds.
         """
         stack_ref = self[key]
-        recipe_json = stack_ref.attrs.get(DECODE_RECIPE_ATTR)
+        attrs = stack_ref.attrs
+        recipe_json = attrs.get(DECODE_RECIPE_ATTR)
         video = self.sources.get("video")
-        if recipe_json is None or video is None:
+        if recipe_json is None or video is None or attrs.get("decode_errors") or self.given(key):
             with stack_ref.open() as stack:
                 yield iter(stack)
             return
         recipe = DecodeRecipe.from_json(str(recipe_json))
-        yield _exactly(
-            (frame.rgb for frame in recipe.frames(video)),
-            len(stack_ref),
-            f"{video}: decodes to a different number of frames than its {key!r} stack "
-            f"({len(stack_ref)}); the video changed after {key!r} was made",
-        )
+        frames = _same_as_stack(recipe.frames(video), stack_ref.timestamps, f"{video} ({key})")
+        try:
+            yield frames
+        finally:
+            frames.close()  # the decoder, also when the node stops early
 
     def optional(self, key: str) -> Any | None:
         """The input ``key``, or None when it is not produced or rejected for this video."""
@@ -288,13 +289,26 @@ class VideoIO(Mapping[str, Any]):
         return rejection_reasons(self._store, self.video_id, keys)
 
 
-def _exactly(frames: Iterator[np.ndarray], count: int, mismatch: str) -> Iterator[np.ndarray]:
-    """``frames``, checked to be exactly ``count`` (InputRejected with ``mismatch`` if not)."""
-    seen = 0
+class StackMismatch(RuntimeError):
+    """A video decodes to other frames than the image stack made from it (it changed after
+    the stack was made): a failure of the step, not a property of the video."""
+
+
+def _same_as_stack(
+    frames: Iterator[VideoFrame], times: np.ndarray, name: str
+) -> Generator[np.ndarray, None, None]:
+    """The RGB of ``frames``, checked to be exactly the stack's frames: as many, at the
+    stored ``times`` (seconds, within 1 us); :class:`StackMismatch` naming ``name`` if not."""
+    count = 0
     for frame in frames:
-        seen += 1
-        if seen > count:
-            raise InputRejected(mismatch)
-        yield frame
-    if seen != count:
-        raise InputRejected(mismatch)
+        if count >= len(times) or abs(frame.time_s - float(times[count])) > 1e-6:
+            break
+        count += 1
+        yield frame.rgb
+    else:
+        if count == len(times):
+            return
+    raise StackMismatch(
+        f"{name}: the video decodes to other frames than its stack holds (frame {count} of "
+        f"{len(times)}): the video changed after the stack was made; run again"
+    )
