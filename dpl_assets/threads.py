@@ -7,7 +7,7 @@ and backfill runs at once. Each library sizes its own pool to *all* cores by def
 four busy threads each and lost time switching. The budget is ``cores // parallel runs``
 (at least 1), set once per process:
 
-- :func:`use` wins (``dpl run`` alone in its process gives every core);
+- :func:`use` wins (``dpl run`` gives its own process cores // its ``--workers``);
 - then ``DPL_THREADS`` in the environment (``dpl run --workers`` sets it for its workers);
 - else cores // the instance's ``max_concurrent_runs`` (sensor, schedule and UI runs).
 

@@ -67,9 +67,9 @@ def compute_bboxes(inputs: Mapping[str, Any], config: BboxesConfig) -> dict[str,
 
 def crop_video(io: VideoIO, config: CropConfig) -> dict[str, StagedFile]:
     """Square face crops per frame: an HDF5 stack like ``images``, resampled as
-    ``resample`` says,
-    padded (never shifted) where a box runs past the frame edge; each crop at its frame's
-    time."""
+    ``resample`` says, padded (never shifted) where a box runs past the frame edge; each
+    crop at its frame's time. The frames are the video decoded again by the ``images``
+    recipe where possible (:meth:`~dpl_assets.storage.video_io.VideoIO.frames`)."""
     height, width = (config.size_hw * 2)[:2]  # [side] or [height, width]
     staging = io.stage("crops")
     images: ImageStackRef = io["images"]
