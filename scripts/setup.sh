@@ -40,7 +40,9 @@ if [ "$bench" -eq 1 ]; then
   done
 fi
 for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-for lib in libGL.so.1 libglib-2.0.so.0; do ldconfig -p | grep -q "$lib" || missing+=("$lib"); done
+# grep reads all of ldconfig's output: with -q it would stop early, ldconfig would die of
+# SIGPIPE, and pipefail would count a present library as missing.
+for lib in libGL.so.1 libglib-2.0.so.0; do ldconfig -p | grep "$lib" >/dev/null || missing+=("$lib"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing system packages (missing: ${missing[*]})"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
