@@ -265,4 +265,9 @@ def test_dpl_ui_starts_dagster_dev_on_the_output_dirs_instance_without_warnings(
     text = log.read_text()
     assert f"(instance: {out / '.dagster'})" in text
     assert (out / ".dagster" / "dagster.yaml").exists()  # the shipped config, copied
-    assert "warning" not in text.lower(), text
+    # Start-up only: when stopped this soon after start, dagster dev sometimes says its code
+    # server "exited with code 0. Restarting" while shutting down (its own race, timing-
+    # dependent under load); that line comes after the interrupt and is not a start warning.
+    started = text.split("KeyboardInterrupt received")[0]
+    assert "Serving dagster-webserver" in started
+    assert "warning" not in started.lower(), text
