@@ -55,6 +55,9 @@ from typing import Any
 
 import h5py
 import numpy as np
+from bench_media import ASTRONAUT, HOPPER, READINGS, missing_packages, step_spans
+
+from dpl_assets.media.ffmpeg import ffmpeg_executable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -70,20 +73,6 @@ FPS = 25
 POLL_S = 0.2
 MB = 1024 * 1024
 
-# What the clips are made of, and the Debian package that provides each.
-ASTRONAUT = Path("/usr/lib/python3/dist-packages/skimage/data/astronaut.png")
-HOPPER = Path("/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg")
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
-READINGS = [
-    LIBRIVOX / f"sense_and_sensibility_01_austen_64kb-{n}.wav"
-    for n in ("0870", "0880", "0890", "0920", "0930")
-]
-CLIP_SOURCES = {
-    "sox": ["sox", "soxi"],
-    "python3-skimage": [ASTRONAUT],
-    "python-matplotlib-data": [HOPPER],
-    "pocketsphinx-testdata": READINGS,
-}
 # (photo, crop of the photo: w:h:x:y) per clip, alternating: odd clips, even clips.
 FACES = ((ASTRONAUT, "320:240:65:0"), (HOPPER, "512:384:0:24"))
 CLIP_RECIPE = 1  # bump when the clips change, so cached ones are remade
@@ -104,25 +93,6 @@ Wav2Vec2FeatureExtractor(
 # --------------------------------------------------------------------------------------
 # Inputs: clips and the model folder
 # --------------------------------------------------------------------------------------
-
-
-def missing_packages() -> list[str]:
-    """Debian packages whose files or programs the clip recipe needs and cannot find."""
-    missing = []
-    for package, needs in CLIP_SOURCES.items():
-        for need in needs:
-            found = shutil.which(need) if isinstance(need, str) else need.is_file()
-            if not found:
-                missing.append(package)
-                break
-    return missing
-
-
-def ffmpeg_executable() -> str:
-    """The ffmpeg binary the pipeline uses too (imageio-ffmpeg's)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def zoom_filter(crop: str, width: int, height: int) -> str:
@@ -359,25 +329,10 @@ def step_times(instance_dir: Path) -> dict[str, Any]:
     """Per step key: seconds summed over every run, wall (union over runs), and runs' wall."""
     import dagster as dg
 
-    kinds = {
-        dg.DagsterEventType.STEP_START,
-        dg.DagsterEventType.STEP_SUCCESS,
-        dg.DagsterEventType.STEP_FAILURE,
-    }
-    intervals: dict[str, list[tuple[float, float]]] = {}
+    intervals = step_spans(instance_dir)
     runs = []
     with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
         for run in instance.get_runs():
-            started: dict[str, float] = {}
-            for entry in instance.all_logs(run.run_id, of_type=kinds):
-                event = entry.dagster_event
-                if event is None or entry.step_key is None:
-                    continue
-                if event.event_type == dg.DagsterEventType.STEP_START:
-                    started[entry.step_key] = entry.timestamp
-                elif entry.step_key in started:
-                    span = (started.pop(entry.step_key), entry.timestamp)
-                    intervals.setdefault(entry.step_key, []).append(span)
             stats = instance.get_run_stats(run.run_id)
             runs.append(
                 {

@@ -44,6 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_media import ASTRONAUT, READINGS, missing_packages, step_spans
+
+from dpl_assets.media.ffmpeg import ffmpeg_executable
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DPL = REPO / ".venv" / "bin" / "dpl"
@@ -59,42 +63,13 @@ TARGET_MINUTES = 60
 GOAL_MB = 1.2 * 1024  # 1.2 GB
 CLIP_RECIPE = 1  # bump when the clip recipe changes (invalidates the cache)
 
-ASTRONAUT = Path("/usr/lib/python3/dist-packages/skimage/data/astronaut.png")
 FACE_CROP = "512:288:0:0"  # 16:9 band of the 512x512 photo holding the face
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
-READINGS = [
-    LIBRIVOX / f"sense_and_sensibility_01_austen_64kb-{n}.wav"
-    for n in ("0870", "0880", "0890", "0920", "0930")
-]
-CLIP_SOURCES = {
-    "sox": ["sox", "soxi"],
-    "python3-skimage": [ASTRONAUT],
-    "pocketsphinx-testdata": READINGS,
-}
+PACKAGES = ["sox", "python3-skimage", "pocketsphinx-testdata"]  # of bench_media
 
 
 # --------------------------------------------------------------------------------------
 # The clip
 # --------------------------------------------------------------------------------------
-
-
-def missing_packages() -> list[str]:
-    """Debian packages whose files or programs the clip recipe needs and cannot find."""
-    missing = []
-    for package, needs in CLIP_SOURCES.items():
-        for need in needs:
-            found = shutil.which(need) if isinstance(need, str) else need.is_file()
-            if not found:
-                missing.append(package)
-                break
-    return missing
-
-
-def ffmpeg_executable() -> str:
-    """The ffmpeg binary the pipeline uses too (imageio-ffmpeg's)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def zoom_filter() -> str:
@@ -111,7 +86,7 @@ def zoom_filter() -> str:
 
 def make_base_clip(path: Path) -> None:
     """The 10 s talking clip: the photo with ``BASE_SECONDS`` of speech, H.264 + AAC."""
-    missing = missing_packages()
+    missing = missing_packages(PACKAGES)
     if missing:
         sys.exit(
             f"long_clip: the clip needs the Debian package(s) {', '.join(missing)}: "
@@ -240,32 +215,6 @@ def run_sampled(
         sampler.join()
     wall = time.time() - start
     return {"exit": code, "wall_s": round(wall, 1), "samples": samples}
-
-
-def step_spans(instance_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """Per step key: its (start, end) unix times over every run of the instance."""
-    import dagster as dg
-
-    kinds = {
-        dg.DagsterEventType.STEP_START,
-        dg.DagsterEventType.STEP_SUCCESS,
-        dg.DagsterEventType.STEP_FAILURE,
-    }
-    spans: dict[str, list[tuple[float, float]]] = {}
-    with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
-        for run in instance.get_runs():
-            started: dict[str, float] = {}
-            for entry in instance.all_logs(run.run_id, of_type=kinds):
-                event = entry.dagster_event
-                if event is None or entry.step_key is None:
-                    continue
-                if event.event_type == dg.DagsterEventType.STEP_START:
-                    started[entry.step_key] = entry.timestamp
-                elif entry.step_key in started:
-                    spans.setdefault(entry.step_key, []).append(
-                        (started.pop(entry.step_key), entry.timestamp)
-                    )
-    return spans
 
 
 def per_step(

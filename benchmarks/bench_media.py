@@ -1,0 +1,66 @@
+"""What the benchmarks that make talking clips share: the real media they are made of
+(Debian packages, offline), the check that it is installed, and the Dagster step spans of
+a run's instance. Imported by ``end_to_end.py`` and ``long_clip.py`` (run as scripts from
+this folder)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ASTRONAUT = Path("/usr/lib/python3/dist-packages/skimage/data/astronaut.png")
+HOPPER = Path("/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg")
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+READINGS = [
+    LIBRIVOX / f"sense_and_sensibility_01_austen_64kb-{n}.wav"
+    for n in ("0870", "0880", "0890", "0920", "0930")
+]
+"""Real speech (LibriVox, public domain), joined with sox into one reading."""
+
+CLIP_SOURCES: dict[str, list[str | Path]] = {
+    "sox": ["sox", "soxi"],
+    "python3-skimage": [ASTRONAUT],
+    "python-matplotlib-data": [HOPPER],
+    "pocketsphinx-testdata": list(READINGS),
+}
+"""Debian package -> the programs (str) or files (Path) of it the clips need."""
+
+
+def missing_packages(packages: list[str] | None = None) -> list[str]:
+    """Those of ``packages`` (default: every one of :data:`CLIP_SOURCES`) whose programs
+    or files cannot be found."""
+    missing = []
+    for package in packages or list(CLIP_SOURCES):
+        for need in CLIP_SOURCES[package]:
+            found = shutil.which(need) if isinstance(need, str) else need.is_file()
+            if not found:
+                missing.append(package)
+                break
+    return missing
+
+
+def step_spans(instance_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """Per step key: its (start, end) unix times (``STEP_START`` -> ``STEP_SUCCESS`` or
+    ``STEP_FAILURE``) over every run of the Dagster instance in ``instance_dir``."""
+    import dagster as dg
+
+    kinds = {
+        dg.DagsterEventType.STEP_START,
+        dg.DagsterEventType.STEP_SUCCESS,
+        dg.DagsterEventType.STEP_FAILURE,
+    }
+    spans: dict[str, list[tuple[float, float]]] = {}
+    with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
+        for run in instance.get_runs():
+            started: dict[str, float] = {}
+            for entry in instance.all_logs(run.run_id, of_type=kinds):
+                event = entry.dagster_event
+                if event is None or entry.step_key is None:
+                    continue
+                if event.event_type == dg.DagsterEventType.STEP_START:
+                    started[entry.step_key] = entry.timestamp
+                elif entry.step_key in started:
+                    spans.setdefault(entry.step_key, []).append(
+                        (started.pop(entry.step_key), entry.timestamp)
+                    )
+    return spans
