@@ -1,10 +1,11 @@
 """What the benchmarks that make talking clips share: the real media they are made of
 (Debian packages, offline), the check that it is installed, and the Dagster step spans of
-a run's instance. Imported by ``end_to_end.py`` and ``long_clip.py`` (run as scripts from
-this folder)."""
+a run's instance and the seconds its steps took to make models. Imported by
+``end_to_end.py`` and ``long_clip.py`` (run as scripts from this folder)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -64,3 +65,25 @@ def step_spans(instance_dir: Path) -> dict[str, list[tuple[float, float]]]:
                         (started.pop(entry.step_key), entry.timestamp)
                     )
     return spans
+
+
+MODELS_MADE = re.compile(r"models made in ([\d.]+) s;")
+"""In a step's summary log line: the seconds its models took to make (imports, weights;
+``dpl_assets.assets.step_log.MODELS_MADE_LABEL``)."""
+
+
+def step_model_seconds(instance_dir: Path) -> dict[str, float]:
+    """Per step key: the seconds its steps spent making models (start-up, the bare script's
+    ``load_s``), summed over every run of the instance in ``instance_dir``."""
+    import dagster as dg
+
+    seconds: dict[str, float] = {}
+    with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
+        for run in instance.get_runs():
+            for entry in instance.all_logs(run.run_id):
+                found = entry.dagster_event is None and MODELS_MADE.search(entry.user_message)
+                if found and entry.step_key:
+                    seconds[entry.step_key] = seconds.get(entry.step_key, 0.0) + float(
+                        found.group(1)
+                    )
+    return seconds

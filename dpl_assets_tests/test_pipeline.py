@@ -6,6 +6,8 @@ forward pass) and the instance's own records (runs, materializations, observatio
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +18,7 @@ import torch
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
 
 from dpl_assets import cli
+from dpl_assets.assets.step_log import COMPUTED_IDS_LABEL, MODELS_MADE_LABEL
 from dpl_assets.resources import cached_wav2vec
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets_tests import media_factory as media
@@ -92,6 +95,7 @@ def test_batched_run_loads_model_once_and_matches_direct_forward(
 
     def counting(cls, *args, **kwargs):
         loads.append(args[0])
+        time.sleep(0.3)  # a load of known least length: the step's summary line reports it
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(Wav2Vec2ForPreTraining, "from_pretrained", classmethod(counting))
@@ -107,6 +111,14 @@ def test_batched_run_loads_model_once_and_matches_direct_forward(
     assert {v["status"] for v in report.values()} == {"processed"}
     runs = instance_for(tmp_path / "out").get_runs()
     assert len(runs) == 1  # every video in one run: one step per asset
+    summaries = {
+        entry.step_key: entry.user_message
+        for entry in instance_for(tmp_path / "out").all_logs(runs[0].run_id)
+        if entry.dagster_event is None and COMPUTED_IDS_LABEL in entry.user_message
+    }
+    made = re.search(rf"{MODELS_MADE_LABEL} ([\d.]+) s;", summaries["wav2vec"])
+    assert made and float(made.group(1)) >= 0.3  # model start-up, apart from the videos'
+    assert MODELS_MADE_LABEL not in summaries["wav"]  # a node without a model
 
     reference_model = Wav2Vec2ForPreTraining.from_pretrained(tiny_model).eval()
     normalizer = Wav2Vec2FeatureExtractor.from_pretrained(tiny_model)

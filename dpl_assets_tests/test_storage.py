@@ -229,6 +229,20 @@ def test_vlen_entries_are_stored_as_given_and_checked_against_the_frame_shape(tm
         assert VlenImageReader(f["crops"], (12, 20))[0].shape == (12, 20)  # decoded grey
 
 
+@pytest.mark.parametrize("count", [1, 64, 65, 129])
+def test_vlen_entries_written_in_blocks_keep_their_order_and_bytes(tmp_path, count):
+    """Entries of one length (numpy would make them one 2-D block) and counts around the
+    64-entry write block, with one left over: every entry back byte for byte, in order."""
+    entries = [np.full(10, index % 251, np.uint8) for index in range(count)]
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        writer = VlenImageWriter(f, "crops")
+        for entry in entries:
+            writer.append(entry)
+        dset = writer.finish()
+        assert dset.shape == (count,)
+        assert [dset[i].tobytes() for i in range(count)] == [e.tobytes() for e in entries]
+
+
 def test_a_datatype_whose_extension_is_not_its_formats_is_refused_at_registration():
     from dpl_assets.datatypes import ArrayContract, Datatype, StorageFormat, register_datatype
 

@@ -28,6 +28,10 @@ COMPUTED_IDS_LABEL = "computed ids:"
 """Each step's summary log line ends with this label and a JSON list of the videos it
 computed (at most :data:`MAX_LISTED_IDS`), so runs can be audited for duplicated work."""
 
+MODELS_MADE_LABEL = "models made in"
+"""... and, when the step made models, this label and their seconds (imports and weight
+loads: start-up cost, which per-frame rates leave out)."""
+
 MAX_LISTED_IDS = 100
 
 PROGRESS_EVERY_S = 30.0

@@ -22,6 +22,7 @@ import dagster as dg
 from dpl_assets.assets.claims import VideoClaims
 from dpl_assets.assets.step_log import (
     COMPUTED_IDS_LABEL,
+    MODELS_MADE_LABEL,
     NO_FRAMEWORK_ASSET_EVENTS,
     Progress,
     announce_videos,
@@ -333,12 +334,15 @@ class VideoStep:
         rejected = {v for v, o in self.outcomes.items() if isinstance(o, Rejected)}
         kept = sum(isinstance(o, Kept) for o in outcomes)
         computed = [v for v in self.todo if v not in self.done_elsewhere]
+        # Model start-up apart, so per-frame rates can leave it out (benchmarks read it).
+        models = self.tools.model_seconds
         self.context.log.info(
             f"{self.name}: {len(self.context.partition_keys)} videos in {elapsed:.2f} s: "
             f"{len(computed)} computed, {kept} already done "
             f"({len(self.done_elsewhere)} by another process meanwhile), "
             f"{len(rejected)} rejected, {len(self.failures)} failed; "
-            f"{COMPUTED_IDS_LABEL} {listing(computed)}"
+            + (f"{MODELS_MADE_LABEL} {models:.2f} s; " if models else "")
+            + f"{COMPUTED_IDS_LABEL} {listing(computed)}"
         )
         counts = {
             "videos": len(self.context.partition_keys),

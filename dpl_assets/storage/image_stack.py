@@ -25,7 +25,7 @@ import numpy as np
 
 from dpl_assets.storage.atomic import atomic_path
 from dpl_assets.storage.image_codec import IMAGE_FORMATS, decode_image, encode_image
-from dpl_assets.storage.vlen_images import GROW_BY, VlenImageReader, VlenImageWriter
+from dpl_assets.storage.vlen_images import VlenImageReader, VlenImageWriter
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -73,16 +73,13 @@ class ImageStackWriter:
         self._stack = contextlib.ExitStack()
         self._file: h5py.File | None = None
         self._size: tuple[int, int] | None = None  # (height, width)
-        self._times_capacity = 0
+        self._times: list[float] = []  # written at the end: 8 bytes a frame (3 MB per 100k)
         self.attrs: dict[str, Any] = {}  # extra file attributes, written on success
 
     def __enter__(self) -> ImageStackWriter:
         temp = self._stack.enter_context(atomic_path(self.path))
         self._file = self._stack.enter_context(h5py.File(temp, "w"))
         self._images = VlenImageWriter(self._file, self.key)
-        self._times = self._file.create_dataset(
-            TIMESTAMPS_KEY, shape=(0,), maxshape=(None,), chunks=(1024,), dtype=np.float64
-        )
         return self
 
     def append(self, rgb: np.ndarray, time_s: float) -> None:
@@ -96,10 +93,7 @@ class ImageStackWriter:
         elif rgb.shape[:2] != self._size:
             raise ValueError(f"frame {count} is {rgb.shape[:2]}, the stack is {self._size}")
         self._images.append(encode_image(rgb, self.image_format, self.quality))
-        if count == self._times_capacity:
-            self._times_capacity += GROW_BY  # grows with the images: one resize per 256
-            self._times.resize((self._times_capacity,))
-        self._times[count] = time_s
+        self._times.append(float(time_s))
 
     def __exit__(self, *exc_info: Any) -> None:
         try:
@@ -113,10 +107,11 @@ class ImageStackWriter:
         assert self._file is not None
         count = self._images.count
         self._images.finish()
-        self._times.resize((count,))
+        times = np.asarray(self._times, np.float64)
+        self._file.create_dataset(TIMESTAMPS_KEY, data=times, maxshape=(None,), chunks=(1024,))
         height, width = self._size or (0, 0)
         if self.fps is None:
-            self.fps = nominal_fps(self._times[:])
+            self.fps = nominal_fps(times)
         self._file.attrs.update(
             {
                 "format": self.image_format,

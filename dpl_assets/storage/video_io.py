@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ class StepTools:
         self._per_thread = threading.local()
         self._opened: list[Any] = []
         self._lock = threading.Lock()
+        self.model_seconds = 0.0
+        """Wall seconds spent making models (imports and loads included), over threads."""
 
     @property
     def device(self) -> str:
@@ -83,9 +86,11 @@ class StepTools:
         if self._new_model is None:
             raise TypeError("this node declares no model")
         if not hasattr(self._per_thread, "model"):
+            started = time.perf_counter()
             self._per_thread.model = self._new_model(lambda: self.device)
             with self._lock:
                 self._opened.append(self._per_thread.model)
+                self.model_seconds += time.perf_counter() - started
         return self._per_thread.model
 
     def close(self) -> None:

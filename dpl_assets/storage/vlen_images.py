@@ -17,7 +17,7 @@ import numpy as np
 
 from dpl_assets.storage.image_codec import EncodedImage, decode_image, decode_to_shape
 
-VLEN_CHUNK = 64  # entries per HDF5 chunk
+VLEN_CHUNK = 64  # entries per HDF5 chunk, and per write: h5py costs ~0.2 ms per call
 GROW_BY = 256  # entries added per resize: resizing per frame costs an HDF5 metadata write
 READ_BLOCK = 64  # entries fetched per read while streaming (bounded memory)
 
@@ -31,8 +31,9 @@ class VlenImageWriter:
     """Create ``group[name]`` as an empty vlen image dataset and append encoded images.
 
     ``append`` takes one encoded JPEG/PNG (bytes, or a 1-D uint8 array), stored as given:
-    nothing is checked or encoded here. The dataset grows by 256 entries at a time;
-    :meth:`finish` trims it to the entries appended.
+    nothing is checked or encoded here. Entries are written a chunk (64) at a time and the
+    dataset grows by 256 entries at a time; :meth:`finish` writes the rest, trims the
+    dataset to the entries appended and must be called before the dataset is read.
     """
 
     def __init__(self, group: h5py.Group, name: str):
@@ -41,6 +42,7 @@ class VlenImageWriter:
             dtype=h5py.vlen_dtype(np.uint8),
         )  # fmt: skip
         self._count = self._capacity = 0
+        self._pending: list[np.ndarray] = []  # appended, not written yet (< one chunk)
 
     @property
     def count(self) -> int:
@@ -49,15 +51,34 @@ class VlenImageWriter:
 
     def append(self, data: EncodedImage | np.ndarray) -> None:
         """Store one encoded image as the next entry."""
-        if self._count == self._capacity:
-            self._capacity += GROW_BY
-            self.dataset.resize((self._capacity,))
         entry = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
-        self.dataset[self._count] = entry
+        self._pending.append(entry)
         self._count += 1
+        if len(self._pending) == VLEN_CHUNK:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        if self._count > self._capacity:
+            self._capacity = -(-self._count // GROW_BY) * GROW_BY
+            self.dataset.resize((self._capacity,))
+        first = self._count - len(self._pending)
+        # h5py turns entries of one length into a 2-D block whatever container holds them,
+        # and writes a 2-D uint8 block row by row as vlen entries: give it that, or else an
+        # object array (entries of several lengths).
+        if len({entry.size for entry in self._pending}) == 1:
+            block: np.ndarray = np.stack(self._pending)
+        else:
+            block = np.empty(len(self._pending), dtype=object)
+            for index, entry in enumerate(self._pending):
+                block[index] = entry
+        self.dataset[first : self._count] = block
+        self._pending = []
 
     def finish(self) -> h5py.Dataset:
-        """Trim the dataset to the entries appended and return it."""
+        """Write what is pending, trim the dataset to the entries appended, return it."""
+        self._write_pending()
         self.dataset.resize((self._count,))
         return self.dataset
 
