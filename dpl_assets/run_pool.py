@@ -10,11 +10,17 @@ events and the UI look as with one process. Every process builds the definitions
 models once and keeps them across its ranges, and gets ``cores // N`` threads
 (:mod:`dpl_assets.threads`; workers through ``DPL_THREADS``). Videos are claimed per output
 (:mod:`dpl_assets.assets.claims`), so two workers never compute the same video.
+
+The workers start first (:class:`WorkerPool`), before the ``dpl`` process registers the
+videos: their start-up (Dagster, the definitions, the libraries of the graph's models,
+several seconds) overlaps the registration instead of following it; when nothing turns
+out to be pending they are stopped unused.
 """
 
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import multiprocessing
 import os
@@ -83,18 +89,71 @@ _worker: dict[str, Any] = {}  # this worker process's definitions and instance
 
 
 def _start_worker(
-    make_defs: DefinitionsFactory, instance_ref: Any, run_config: dict, thread_budget: int
+    make_defs: DefinitionsFactory, instance_ref: Any, thread_budget: int, preload: tuple[str, ...]
 ) -> None:
     """Worker initializer: its thread budget first (before torch is imported), then the
-    instance and definitions it keeps for all its ranges."""
+    instance and definitions it keeps for all its ranges, then the ``preload`` modules (the
+    graph's model libraries: imported now, while the ``dpl`` process registers videos)."""
     os.environ[threads.THREADS_ENV] = str(thread_budget)
+    threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
     _worker["instance"] = dg.DagsterInstance.from_ref(instance_ref)
     _worker["defs"] = make_defs()
-    _worker["run_config"] = run_config
+    for module in preload:
+        importlib.import_module(module)
 
 
-def _run_in_worker(run: RangeRun) -> RunEnded:
-    return execute(_worker["defs"], _worker["instance"], _worker["run_config"], run)
+def _started() -> int:
+    """A no-op task: submitting one per worker makes the pool start them all at once."""
+    return os.getpid()
+
+
+def _run_in_worker(run: RangeRun, run_config: dict) -> RunEnded:
+    return execute(_worker["defs"], _worker["instance"], run_config, run)
+
+
+class WorkerPool:
+    """``count`` spawned worker processes for :func:`run_all`, started at once (each builds
+    the definitions with ``make_defs`` on ``instance``'s storage and imports ``preload``)
+    so they are ready when the runs are known. ``thread_budget``: each worker's threads.
+
+    :meth:`close` when done: it waits for the workers to finish, or stops them if no run
+    was given to them (by the PIDs this pool started, nothing else).
+    """
+
+    def __init__(
+        self,
+        count: int,
+        make_defs: DefinitionsFactory,
+        instance: dg.DagsterInstance,
+        thread_budget: int,
+        preload: Iterable[str] = (),
+    ):
+        self.count = count
+        self.executor = ProcessPoolExecutor(
+            max_workers=count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(make_defs, instance.get_ref(), thread_budget, tuple(preload)),
+        )
+        before = {child.pid for child in multiprocessing.active_children()}
+        # The pool starts a process per task submitted while none is idle: all start now.
+        for _ in range(count):
+            self.executor.submit(_started)
+        self._processes = [
+            child for child in multiprocessing.active_children() if child.pid not in before
+        ]
+        self.used = False
+
+    def close(self) -> None:
+        """Wait for the workers to end (after their runs), or stop them unused."""
+        if self.used:
+            self.executor.shutdown(wait=True)
+            return
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for process in self._processes:
+            process.terminate()  # SIGTERM to a worker this pool started
+        for process in self._processes:
+            process.join(timeout=30)
 
 
 class WorkerDied(RuntimeError):
@@ -111,37 +170,28 @@ class WorkerDied(RuntimeError):
 def run_all(
     runs: Iterable[RangeRun],
     *,
-    workers: int,
-    make_defs: DefinitionsFactory,
+    defs: dg.Definitions,
     instance: dg.DagsterInstance,
     run_config: dict,
     on_ended: Callable[[RunEnded], None],
-    defs: dg.Definitions | None = None,
+    pool: WorkerPool | None = None,
 ) -> list[RunEnded]:
-    """Execute ``runs`` over ``workers`` processes: this one (with ``defs``, else
-    ``make_defs()``) and ``workers - 1`` spawned ones, each taking the next run when it is
-    free; ``on_ended`` is called as each run ends (from a pool thread for spawned runs,
-    one call at a time). Returns the runs in the order they ended.
+    """Execute ``runs`` in this process (with ``defs``) and in ``pool``'s workers, each
+    taking the next run when it is free; ``on_ended`` is called as each run ends (from a
+    pool thread for spawned runs, one call at a time). Returns the runs in the order they
+    ended. The caller closes ``pool``.
 
-    ``make_defs`` must be picklable (a module-level function or a ``functools.partial`` of
-    one): each spawned worker calls it once. A worker process that dies (killed, out of
-    memory) stops taking runs and this process takes the rest; :class:`WorkerDied` is
-    raised once every other run has ended. What finished runs saved is kept either way.
+    A worker process that dies (killed, out of memory) stops taking runs and this process
+    takes the rest; :class:`WorkerDied` is raised once every other run has ended. What
+    finished runs saved is kept either way.
     """
-    queue = _RunQueue(runs, on_ended)
-    workers = max(1, min(workers, len(queue.todo)))
-    share = max(1, threads.cores() // workers)
-    defs = defs if defs is not None else make_defs()
-    pool = None
-    if workers > 1:
-        pool = ProcessPoolExecutor(
-            max_workers=workers - 1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(make_defs, instance.get_ref(), run_config, share),
-        )
-        for _ in range(workers - 1):
-            queue.feed(pool)
+    queue = _RunQueue(runs, on_ended, run_config)
+    helpers = min(pool.count, len(queue.todo) - 1) if pool is not None else 0
+    share = max(1, threads.cores() // (1 + max(helpers, 0)))
+    if pool is not None and helpers > 0:
+        pool.used = True
+        for _ in range(helpers):
+            queue.feed(pool.executor)
     threads.use(share)
     try:
         while True:
@@ -153,8 +203,6 @@ def run_all(
     finally:
         threads.use(None)
         threads.apply(threads.budget())  # later work in this process (dataset runs): all cores
-        if pool is not None:
-            pool.shutdown(wait=True)
     if queue.errors:
         raise WorkerDied(queue.errors[0], queue.done)
     return queue.done
@@ -164,8 +212,11 @@ class _RunQueue:
     """The runs not started yet, taken one at a time by this process and by pool workers
     (each pool run, when it ends, feeds its worker the next); what ended, and errors."""
 
-    def __init__(self, runs: Iterable[RangeRun], on_ended: Callable[[RunEnded], None]):
+    def __init__(
+        self, runs: Iterable[RangeRun], on_ended: Callable[[RunEnded], None], run_config: dict
+    ):
         self.todo = collections.deque(runs)
+        self.run_config = run_config
         self.done: list[RunEnded] = []
         self.errors: list[BaseException] = []
         self._on_ended = on_ended
@@ -188,7 +239,7 @@ class _RunQueue:
         if run is None:
             return
         try:
-            future = pool.submit(_run_in_worker, run)
+            future = pool.submit(_run_in_worker, run, self.run_config)
         except (BrokenProcessPool, RuntimeError) as error:
             with self._lock:
                 self.todo.appendleft(run)
@@ -264,6 +315,7 @@ __all__ = [
     "RangeRun",
     "RunEnded",
     "WorkerDied",
+    "WorkerPool",
     "default_workers",
     "execute",
     "fail_abandoned_runs",

@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from tqdm import tqdm
 
+from dpl_assets import threads
 from dpl_assets.assets import DATASET_LEVEL_ASSETS, producers_of
 from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.catalog import Registration
@@ -37,6 +39,7 @@ from dpl_assets.run_pool import (
     RangeRun,
     RunEnded,
     WorkerDied,
+    WorkerPool,
     execute,
     fail_abandoned_runs,
     run_all,
@@ -140,41 +143,49 @@ def run_plan(
     per_video = [asset for asset in assets if asset not in DATASET_LEVEL_ASSETS]
     dataset_level = [asset for asset in assets if asset in DATASET_LEVEL_ASSETS]
     make_defs = functools.partial(run_definitions, output_dir, plan.source, assets)
-    defs = make_defs()
-    check_inputs_available(plan, assets, inputs, store)
-    store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
-    leftovers = remove_dead_temps(store.output_dir) + store.remove_dead_staging()
-    if leftovers:
-        progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
-    registration = register_videos(instance, store, inputs)
-    if retry_rejected:
-        for video_id in registration.all_ids:
-            store.clear_rejections(video_id)
-    pending = set(pending_videos(store, registration.all_ids, per_video, recompute=plan.recompute))
-    ordered = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
-    ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
-    progress(_plan_line(registration, pending, ranges, assets, workers))
-    run_config = {
-        **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
-        "loggers": {"console": {"config": {"log_level": log_level}}},
-    }
-    runs = [
-        RangeRun(RUN_JOB_NAME, per_video, f"{first} ... {last}",
-                 {RANGE_START_TAG: first, RANGE_END_TAG: last})
-        for first, last in ranges
-    ]  # fmt: skip
-    # Dataset-level outputs change only when videos were processed, added, changed or
-    # removed (or are missing): a rerun with nothing new starts no run at all.
-    videos_moved = bool(
-        ranges or registration.new_ids or registration.changed_ids or registration.removed_ids
-    )
-    missing = [asset for asset in dataset_level if not (store.output_dir / asset).exists()]
-    if dataset_level and (videos_moved or missing or plan.recompute):
-        dataset_run = RangeRun(DATASET_JOB_NAME, dataset_level, ", ".join(dataset_level))
-    else:
-        dataset_run = None
-    ended = _launch(runs, dataset_run, ordered, pending, workers, make_defs, defs, instance,
-                    run_config, progress)  # fmt: skip
+    # The workers start before anything else, so their start-up overlaps all that follows.
+    pool = _worker_pool(plan, workers, make_defs, instance) if per_video else None
+    try:
+        defs = make_defs()
+        check_inputs_available(plan, assets, inputs, store)
+        store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
+        leftovers = remove_dead_temps(store.output_dir) + store.remove_dead_staging()
+        if leftovers:
+            progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
+        registration = register_videos(instance, store, inputs)
+        if retry_rejected:
+            for video_id in registration.all_ids:
+                store.clear_rejections(video_id)
+        pending = set(
+            pending_videos(store, registration.all_ids, per_video, recompute=plan.recompute)
+        )
+        ordered = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
+        ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
+        progress(_plan_line(registration, pending, ranges, assets, workers))
+        run_config = {
+            **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        }
+        runs = [
+            RangeRun(RUN_JOB_NAME, per_video, f"{first} ... {last}",
+                     {RANGE_START_TAG: first, RANGE_END_TAG: last})
+            for first, last in ranges
+        ]  # fmt: skip
+        # Dataset-level outputs change only when videos were processed, added, changed or
+        # removed (or are missing): a rerun with nothing new starts no run at all.
+        videos_moved = bool(
+            ranges or registration.new_ids or registration.changed_ids or registration.removed_ids
+        )
+        missing = [asset for asset in dataset_level if not (store.output_dir / asset).exists()]
+        if dataset_level and (videos_moved or missing or plan.recompute):
+            dataset_run = RangeRun(DATASET_JOB_NAME, dataset_level, ", ".join(dataset_level))
+        else:
+            dataset_run = None
+        ended = _launch(runs, dataset_run, ordered, pending, pool, defs, instance, run_config,
+                        progress)  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.close()
     return RunOutcome(
         reports=_reports(store, registration, per_video),
         run_ids=[run.run_id for run in ended],
@@ -187,20 +198,31 @@ def run_plan(
     )
 
 
+def _worker_pool(
+    plan: GraphPlan, workers: int, make_defs: Callable[[], dg.Definitions], instance: Any
+) -> WorkerPool | None:
+    """``workers - 1`` worker processes (None for 1), importing the graph's model libraries
+    (:attr:`~dpl_assets.specs.NodeSpec.preload`) as they start."""
+    if workers <= 1:
+        return None
+    preload = dict.fromkeys(module for spec in plan.node_of.values() for module in spec.preload)
+    budget = max(1, threads.cores() // workers)
+    return WorkerPool(workers - 1, make_defs, instance, budget, preload)
+
+
 def _launch(
     runs: list[RangeRun],
     dataset_run: RangeRun | None,
     ordered: list[str],
     pending: set[str],
-    workers: int,
-    make_defs: Callable[[], dg.Definitions],
+    pool: WorkerPool | None,
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     run_config: dict,
     progress: Callable[[str], None],
 ) -> list[RunEnded]:
-    """The per-video runs (over ``workers`` processes), then the dataset-level run (here),
-    with a progress bar of the pending videos and one line per run."""
+    """The per-video runs (here and in ``pool``'s workers), then the dataset-level run
+    (here), with a progress bar of the pending videos and one line per run."""
     position = {video_id: index for index, video_id in enumerate(ordered)}
     bar = tqdm(total=len(pending), unit="video", desc="dpl run", disable=None, file=sys.stderr)
 
@@ -219,8 +241,8 @@ def _launch(
     results: list[RunEnded] = []
     try:
         try:
-            results = run_all(runs, workers=workers, make_defs=make_defs, instance=instance,
-                              run_config=run_config, on_ended=ended, defs=defs)  # fmt: skip
+            results = run_all(runs, defs=defs, instance=instance, run_config=run_config,
+                              on_ended=ended, pool=pool)  # fmt: skip
         except WorkerDied as error:
             results = error.ended
             abandoned = ", ".join(run_id[:8] for run_id in fail_abandoned_runs(instance, session))

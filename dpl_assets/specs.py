@@ -137,6 +137,8 @@ class NodeSpec:
         summarize: ``{output: {video_id: outcome}} -> {output: metadata}``: totals of the
             step shown on its outputs (the run's log).
         announce: each new file is announced on its partition with a link (previews).
+        preload: modules its ``model`` needs (``torch``...), imported by ``dpl run``'s
+            worker processes as they start, while the ``dpl`` process registers videos.
     """
 
     name: str
@@ -157,6 +159,7 @@ class NodeSpec:
     group: str = "custom"
     model: Callable[[Any, Callable[[], str]], Any] | None = field(default=None, compare=False)
     compute_many: ComputeMany | None = field(default=None, compare=False)
+    preload: tuple[str, ...] = ()
     required_params: tuple[str, ...] = ()
     summarize: (
         Callable[[Mapping[str, Mapping[str, Any]]], Mapping[str, Mapping[str, Any]]] | None

@@ -1,8 +1,11 @@
 """Throughput plumbing: ``dpl run --workers``, the per-process thread budget, ranges split
 for parallel runs, and frames decoded again from the video instead of the stored JPEGs."""
 
+import functools
 import json
+import multiprocessing
 import os
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +18,8 @@ from dpl_assets.discovery import parse_inputs
 from dpl_assets.media.frames import DECODE_RECIPE_ATTR, decode_frames, resample_frames
 from dpl_assets.nodes.frames import extract_frames
 from dpl_assets.registration import pending_ranges
+from dpl_assets.run_pool import WorkerPool
+from dpl_assets.runner import run_definitions
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.image_stack import ImageStack
@@ -87,6 +92,29 @@ def test_a_rerun_with_workers_and_nothing_new_starts_no_run(tmp_path, face_video
     before = len(dg.DagsterInstance.from_config(instance_dir).get_runs())
     run(tmp_path, "out", face_videos, "--workers", "2")
     assert len(dg.DagsterInstance.from_config(instance_dir).get_runs()) == before
+    # The worker started before registration found nothing pending was stopped, not left.
+    assert multiprocessing.active_children() == []
+
+
+def _loaded(modules: list[str]) -> dict[str, bool]:
+    """In a worker: which of ``modules`` are imported (before this task imports any)."""
+    return {module: module in sys.modules for module in modules}
+
+
+def test_pool_workers_preload_their_modules_and_unused_ones_are_stopped(tmp_path):
+    (tmp_path / "home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
+    make_defs = functools.partial(run_definitions, tmp_path / "out", GRAPH, ["wav"])
+    pool = WorkerPool(1, make_defs, instance, thread_budget=1, preload=["colorsys"])
+    try:
+        loaded = pool.executor.submit(_loaded, ["colorsys", "wave"]).result(timeout=300)
+        assert loaded == {"colorsys": True, "wave": False}  # preloaded, and only that
+        (worker,) = multiprocessing.active_children()
+        assert worker.is_alive()
+    finally:
+        pool.close()  # never given a run: stopped
+    assert not worker.is_alive() and worker.exitcode is not None
+    assert multiprocessing.active_children() == []
 
 
 def test_a_worker_that_dies_fails_its_videos_and_a_rerun_computes_them(tmp_path, capsys):

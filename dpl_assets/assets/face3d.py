@@ -201,6 +201,7 @@ EMOCA_NODE = NodeSpec(
     needs_weights=True,
     compute=encode_emoca,
     model=emoca_model,
+    preload=("torch",),
     required_params=("weights_path",),
     group="flame",
 )

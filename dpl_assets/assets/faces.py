@@ -144,6 +144,7 @@ def face_node(name: str, main: str, summary: str) -> NodeSpec:
         optional_inputs=("raw_bboxes",),
         compute=analyze_faces,
         model=face_model,
+        preload=("mediapipe",),  # the default backend's library: 1-2 s to import
         summarize=face_totals,
         group="faces",
     )

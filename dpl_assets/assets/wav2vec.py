@@ -79,5 +79,6 @@ WAV2VEC_NODE = NodeSpec(
     compute=wav2vec_one,
     compute_many=wav2vec_many,
     model=wav2vec_model,
+    preload=("torch", "transformers.models.wav2vec2.modeling_wav2vec2"),  # ~5 s to import
     group="audio",
 )
