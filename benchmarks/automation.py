@@ -1,14 +1,19 @@
-"""Benchmark: the new-video sensor's tick time at scale, and a rerun with nothing new.
+"""Benchmark: the new-video sensor, the catalog and the UI at scale, and a no-op rerun.
 
 - Sensor: ``--videos`` small stand-in files (16 bytes each, 100 per folder; the sensor only
-  walks, stats and registers them) under one input root, a persistent SQLite instance.
-  Times the first tick (registers everything, adds the partitions), a steady tick (nothing
-  changed), and a tick after 10 new files and 1 changed file.
+  walks, stats and registers them) under one input root, a persistent instance (SQLite in
+  the output dir, or PostgreSQL with ``--postgres-url``). Times the first tick (registers
+  everything, adds the partitions), a steady tick (nothing changed), and a tick after
+  ``--new`` new files and ``--changed`` changed ones (each split into the catalog sync and
+  the partition update), the catalog's size, and with ``--ui`` the Dagster UI's partition
+  data for one asset (the GraphQL query of its partitions page, timed against a real
+  ``dagster-webserver`` on 127.0.0.1).
 - Rerun: ``--materialized`` videos registered and with their ``wav`` + ``volume`` artefacts
   present (written directly, so no decoding is timed); times ``dpl run``'s path when
   nothing is new (registration scan, pending check, report).
 
     .venv/bin/python benchmarks/automation.py --videos 10000 100000 --materialized 1000
+    .venv/bin/python benchmarks/automation.py --videos 1000000 --new 1000 --changed 100 --ui
 """
 
 from __future__ import annotations
@@ -17,13 +22,19 @@ import argparse
 import json
 import os
 import platform
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
+from dpl_assets import automation
 from dpl_assets.automation import new_videos_sensor
 from dpl_assets.discovery import parse_inputs
 from dpl_assets.graph import plan_graph
@@ -32,6 +43,7 @@ from dpl_assets.runner import run_plan
 from dpl_assets.storage.store import ArtifactStore
 
 GRAPH = [{"name": "VideoToWavNode", "params": {}}, {"name": "VolumeNode", "params": {}}]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_files(root: Path, count: int, start: int = 0) -> None:
@@ -41,47 +53,194 @@ def make_files(root: Path, count: int, start: int = 0) -> None:
         (folder / f"take{index % 100:02d}.mp4").write_bytes(b"stand-in %08d" % index)
 
 
-def instance_at(folder: Path) -> dg.DagsterInstance:
+def instance_at(folder: Path, postgres_url: str | None = None) -> dg.DagsterInstance:
+    """A persistent instance in ``folder``: SQLite there, or ``postgres_url``'s database."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    config = "telemetry:\n  enabled: false\n"
+    if postgres_url:
+        config += f"storage:\n  postgres:\n    postgres_url: {json.dumps(postgres_url)}\n"
+    (folder / "dagster.yaml").write_text(config)
     return dg.DagsterInstance.from_config(str(folder))
 
 
-def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[float, dg.SensorResult]:
+def fresh_database(postgres_url: str, name: str) -> str:
+    """``postgres_url`` pointed at a new, empty database ``name`` (dropped first if there)."""
+    import psycopg2  # dagster-postgres's driver
+
+    connection = psycopg2.connect(postgres_url)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')  # name: ours, not user input
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    connection.close()
+    base, _, _ = postgres_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+class Timed:
+    """Seconds spent in ``function`` since the last :meth:`take` (wraps it)."""
+
+    def __init__(self, function):
+        self.function, self.seconds = function, 0.0
+
+    def __call__(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self.function(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return round(seconds, 3)
+
+
+SYNC = Timed(automation.sync_videos)
+automation.sync_videos = SYNC  # the sensor's walk + catalog update, timed apart
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict, dg.SensorResult]:
+    """One sensor evaluation and what the daemon then does with its partition requests:
+    seconds in all, in the catalog sync, in the partition update."""
     started = time.perf_counter()
     result = new_videos_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
     assert isinstance(result, dg.SensorResult)
+    sensed = time.perf_counter()
     for request in result.dynamic_partitions_requests or []:
         assert isinstance(request, dg.AddDynamicPartitionsRequest)
         instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-    return time.perf_counter() - started, result
+    ended = time.perf_counter()
+    times = {
+        "s": round(ended - started, 3),
+        "catalog_sync_s": SYNC.take(),
+        "partitions_s": round(ended - sensed, 3),
+    }
+    return times, result
 
 
-def sensor_ticks(count: int, scratch: Path) -> dict:
+PARTITIONS_PAGE_QUERY = """
+query Partitions($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode {
+      partitionKeysByDimension { name partitionKeys }
+      assetPartitionStatuses {
+        ... on DefaultPartitionStatuses {
+          materializedPartitions failedPartitions unmaterializedPartitions
+          materializingPartitions
+        }
+      }
+      partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+    }
+  }
+}
+"""
+"""The data of an asset's partitions page in the UI (its keys and each one's status)."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ui_partitions_page(out: Path, asset: str, timeout_s: float = 600) -> dict:
+    """A real ``dagster-webserver`` on 127.0.0.1 over the instance in ``out``: seconds for
+    the partitions page's GraphQL query of ``asset``, twice (cold, warm), and its size."""
+    port = free_port()
+    env = dict(os.environ, DAGSTER_HOME=str(out / ".dagster"), DPL_OUTPUT_DIR=str(out))
+    env.pop("http_proxy", None), env.pop("HTTP_PROXY", None)
+    log = out / "webserver.log"
+    executable = Path(sys.executable).with_name("dagster-webserver")
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            [str(executable), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"dagster-webserver exited:\n{log.read_text()[-2000:]}")
+            try:
+                with direct.open(f"{base}/server_info", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no webserver:\n{log.read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        body = json.dumps({"query": PARTITIONS_PAGE_QUERY, "variables": {"path": [asset]}})
+        times, size, answer = [], 0, {}
+        for _ in range(2):
+            request = urllib.request.Request(
+                f"{base}/graphql", body.encode(), {"Content-Type": "application/json"}
+            )
+            started = time.perf_counter()
+            with direct.open(request, timeout=timeout_s) as response:
+                data = response.read()
+            times.append(round(time.perf_counter() - started, 3))
+            size, answer = len(data), json.loads(data)
+        node = answer.get("data", {}).get("assetNodeOrError") or {}
+        stats = node.get("partitionStats") or {}
+        return {
+            "asset": asset,
+            "query_s": times,
+            "response_mb": round(size / 1e6, 1),
+            "partitions": stats.get("numPartitions"),
+            "errors": answer.get("errors"),
+        }
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # ours: started above, its own group
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def sensor_ticks(
+    count: int, scratch: Path, new: int, changed: int, ui: bool, postgres_url: str | None
+) -> dict:
     root, out = scratch / f"videos{count}", scratch / f"out{count}"
+    started = time.perf_counter()
     make_files(root, count)
+    made_s = time.perf_counter() - started
     store = ArtifactStore(out)
+    started = time.perf_counter()
     store.catalog.register(parse_inputs({"video": str(root)}))  # as `dpl register` leaves it
+    register_s = time.perf_counter() - started
+    store.catalog.save_graph(GRAPH)
     os.environ["DPL_OUTPUT_DIR"] = str(out)
     os.environ["DPL_SENSOR_SETTLE_S"] = "0"  # the stand-ins are complete as soon as written
-    instance = instance_at(out / ".dagster")
+    url = fresh_database(postgres_url, f"dpl_bench_{count}") if postgres_url else None
+    instance = instance_at(out / ".dagster", url)
     first, result = tick(instance, None)
     steady, result = tick(instance, result.cursor)
     assert not result.run_requests
-    make_files(root, 10, start=count)
-    changed = root / "speaker00000" / "take00.mp4"
-    changed.write_bytes(b"new content, longer")
+    make_files(root, new, start=count)
+    for index in range(changed):  # spread over the folders, each its own content
+        folder = root / f"speaker{(index * 97) % (count // 100):05d}"
+        (folder / f"take{index % 100:02d}.mp4").write_bytes(b"new content %08d, longer" % index)
     busy, result = tick(instance, result.cursor)
-    assert len(result.run_requests) == 2, len(result.run_requests)  # 10 new in 1 run + 1
     registered = len(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
-    return {
+    catalog = sum(p.stat().st_size for p in out.glob("catalog.sqlite*"))
+    row = {
         "videos": count,
-        "first_tick_s": round(first, 3),
-        "steady_tick_s": round(steady, 3),
-        "tick_10_new_1_changed_s": round(busy, 3),
+        "instance": "postgres" if postgres_url else "sqlite",
+        "make_files_s": round(made_s, 1),
+        "catalog_register_s": round(register_s, 3),
+        "first_tick": first,
+        "steady_tick": steady,
+        f"tick_{new}_new_{changed}_changed": busy,
+        "runs_requested": len(result.run_requests),
         "partitions": registered,
-        "catalog_mb": round(sum(p.stat().st_size for p in out.glob("catalog.sqlite*")) / 1e6, 1),
+        "catalog_mb": round(catalog / 1e6, 1),
     }
+    if ui:
+        row["ui_partitions_page"] = ui_partitions_page(out, "wav")
+    return row
 
 
 def rerun_nothing_new(count: int, scratch: Path) -> dict:
@@ -112,16 +271,27 @@ def rerun_nothing_new(count: int, scratch: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--new", type=int, default=1000, help="new files in the busy tick")
+    parser.add_argument("--changed", type=int, default=100, help="changed files in it")
+    parser.add_argument("--ui", action="store_true", help="time the UI's partitions page")
+    parser.add_argument(
+        "--postgres-url", help="a PostgreSQL server (postgresql://user@127.0.0.1:port/db): "
+        "each size gets a new database there; default: SQLite in the output dir"
+    )  # fmt: skip
+    parser.add_argument("--scratch", type=Path, help="keep the files here (default: a temp dir)")
     parser.add_argument("--materialized", type=int, default=1000)
     parser.add_argument("--report", type=Path, default=Path("benchmarks/results/automation.json"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch_name:
+    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch_name:
         scratch = Path(scratch_name)
-        sensor = [sensor_ticks(count, scratch) for count in args.videos]
-        for row in sensor:
-            print(json.dumps(row))
-        rerun = rerun_nothing_new(args.materialized, scratch)
-        print(json.dumps(rerun))
+        sensor = []
+        for count in args.videos:
+            sensor.append(
+                sensor_ticks(count, scratch, args.new, args.changed, args.ui, args.postgres_url)
+            )
+            print(json.dumps(sensor[-1]), flush=True)
+        rerun = rerun_nothing_new(args.materialized, scratch) if args.materialized else None
+        print(json.dumps(rerun), flush=True)
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
