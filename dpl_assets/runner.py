@@ -247,7 +247,8 @@ def _launch(
             results = error.ended
             abandoned = ", ".join(run_id[:8] for run_id in fail_abandoned_runs(instance, session))
             progress(
-                f"a worker process failed ({error}; killed, or out of memory?)"
+                f"a worker process failed ({error}; killed, out of memory, or its start-up "
+                "failed: see any traceback above)"
                 + (f": run(s) {abandoned} marked failed" if abandoned else "")
                 + "; the videos it did not finish are reported failed; run again to compute "
                 "them (not retried here: a video that kills a worker could kill this process)"

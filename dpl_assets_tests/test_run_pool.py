@@ -15,7 +15,12 @@ import pytest
 
 from dpl_assets import cli, threads
 from dpl_assets.discovery import parse_inputs
-from dpl_assets.media.frames import DECODE_RECIPE_ATTR, decode_frames, resample_frames
+from dpl_assets.media.frames import (
+    DECODE_RECIPE_ATTR,
+    DecodeRecipe,
+    decode_frames,
+    resample_frames,
+)
 from dpl_assets.nodes.frames import extract_frames
 from dpl_assets.registration import pending_ranges
 from dpl_assets.run_pool import WorkerPool
@@ -266,3 +271,14 @@ def test_a_video_that_no_longer_matches_its_stack_is_rejected(tmp_path):
         io.frames("images") as frames,
     ):
         list(frames)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"fps": -25, "max_side": 0}', '{"fps": NaN, "max_side": 0}', '{"fps": null, "max_side": -1}',
+     '{"fps": "x", "max_side": 0}', '{"max_side": 0}', "[]"],
+)  # fmt: skip
+def test_a_stored_decode_recipe_that_is_not_one_is_refused(text):
+    with pytest.raises(ValueError, match="not a decode recipe"):
+        DecodeRecipe.from_json(text)
+    assert DecodeRecipe.from_json('{"fps": 25, "max_side": 0}') == DecodeRecipe(25.0, 0)

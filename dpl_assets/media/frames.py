@@ -229,7 +229,11 @@ class DecodeRecipe:
         """The recipe stored as ``text``; ValueError when it is not one."""
         try:
             fields = json.loads(text)
-            return cls(fps=fields["fps"], max_side=int(fields["max_side"]))
+            fps = None if fields["fps"] is None else float(fields["fps"])
+            max_side = int(fields["max_side"])
+            if (fps is not None and not fps > 0) or max_side < 0:  # not > 0: NaN too
+                raise ValueError("fps must be > 0 or null, max_side >= 0")
+            return cls(fps=fps, max_side=max_side)
         except (TypeError, KeyError, ValueError) as error:
             raise ValueError(f"not a decode recipe: {text!r}") from error
 
