@@ -221,8 +221,11 @@ def main_track(tracks: list[FaceTrack]) -> FaceTrack | None:
 # --------------------------------------------------------------------------------------
 
 
-def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
-    """A copy of ``result`` with short gaps between detected frames interpolated.
+def fill_gaps(
+    result: FaceTrackResult, max_gap_frames: int, in_place: bool = False
+) -> FaceTrackResult:
+    """A copy of ``result`` (``result`` itself when ``in_place``: no second copy of the
+    clip's mesh) with short gaps between detected frames interpolated.
 
     A run of at most ``max_gap_frames`` frames without a valid face, with a detected frame
     on both sides, gets boxes (score included), landmarks and mesh linearly interpolated
@@ -230,14 +233,18 @@ def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
     and gaps at the start or end stay NaN and invalid. ``info`` gets the new
     ``filled_frames`` total and ``coverage``.
     """
-    out = replace(
-        result,
-        raw_bboxes=result.raw_bboxes.copy(),
-        landmarks=result.landmarks.copy(),
-        landmarks_mesh=result.landmarks_mesh.copy(),
-        detected=result.detected.copy(),
-        valid=result.valid.copy(),
-        info=dict(result.info),
+    out = (
+        result
+        if in_place
+        else replace(
+            result,
+            raw_bboxes=result.raw_bboxes.copy(),
+            landmarks=result.landmarks.copy(),
+            landmarks_mesh=result.landmarks_mesh.copy(),
+            detected=result.detected.copy(),
+            valid=result.valid.copy(),
+            info=dict(result.info),
+        )
     )
     detected_at = np.flatnonzero(out.detected)
     filled = 0
@@ -252,7 +259,7 @@ def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
             array[before + 1 : after] = start * (1 - w) + end * w
         filled += int((~out.valid[before + 1 : after]).sum())
         out.valid[before + 1 : after] = True
-    out.info["filled_frames"] = int(result.info.get("filled_frames", 0)) + filled
+    out.info["filled_frames"] = int(out.info.get("filled_frames", 0)) + filled
     out.info["coverage"] = coverage_fraction(out.valid)
     return out
 
