@@ -11,6 +11,9 @@
 - **Identity** (:func:`main_track`): after the pass, the one track with the largest sum over
   its frames of box area (pixels²) is followed: the face that is both large and persistent,
   so a big face seen for a moment and a small face in the background lose to the speaker.
+- **Storage**: a :class:`FaceTrack` keeps its faces as float32 columns (a few kB per frame,
+  no per-frame objects: :mod:`~dpl_assets.nodes.face_columns`); only its latest face is a
+  :class:`FaceInFrame`, which the pass still completes.
 - **After the pass**: :func:`fill_gaps` interpolates short gaps of a
   :class:`FaceTrackResult`; :func:`check_coverage` rejects a clip whose face is missing or
   too rare.

@@ -37,8 +37,10 @@ Two ways to get there (``landmark_mode`` of :func:`track_faces`):
 
 Because the choice of track needs the whole pass and the frames come as a one-shot stream,
 the landmarks are found for every tracked face and kept per track; only the chosen
-track's are returned. Memory: 478 x 3 float32 (5.7 kB) per face and frame, i.e. the size
-of the output times the number of faces on screen.
+track's are returned. Memory: ~6.4 kB per face and frame (float32 columns, mostly the
+478 x 3 mesh: :mod:`~dpl_assets.nodes.face_columns`), i.e. the size of the output times
+the number of faces on screen; the other tracks are dropped before the output is built
+and the chosen one is freed block by block as it is copied in.
 
 Landmark sanity: a landmark model run on an upside-down face (or on no face) returns
 points without any error, so each face's 68 points must agree with the detection: the
