@@ -268,6 +268,18 @@ def test_fill_gaps_leaves_leading_and_trailing_gaps_and_long_runs():
     assert (fill_gaps(result, max_gap_frames=0).valid == result.valid).all()
 
 
+def test_fill_gaps_in_place_fills_the_same_values_in_the_result_itself():
+    pattern = [False, True, False, False, True, False, True]
+    copied = fill_gaps(synthetic_result(pattern), max_gap_frames=2)
+    result = synthetic_result(pattern)
+    mesh = result.landmarks_mesh
+    filled = fill_gaps(result, max_gap_frames=2, in_place=True)
+    assert filled is result and filled.landmarks_mesh is mesh  # no copy
+    for name in ("raw_bboxes", "landmarks", "landmarks_mesh", "detected", "valid"):
+        np.testing.assert_array_equal(getattr(filled, name), getattr(copied, name), name)
+    assert filled.info == copied.info
+
+
 # --------------------------------------------------------------------------------------
 # Several faces: one identity
 # --------------------------------------------------------------------------------------

@@ -105,13 +105,14 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
         else:
             result = track_faces(io.model, frames, config.landmark_mode, config.detect_every)
     width, height = int(images.attrs["width"]), int(images.attrs["height"])
-    result = fill_gaps(result, config.max_gap_frames)
+    result = fill_gaps(result, config.max_gap_frames, in_place=True)
     check_coverage(result, config.min_face_coverage, config.min_track_frames)
     mask = np.where(result.detected, DETECTED, np.where(result.valid, GAP_FILLED, NO_FACE))
     return {
-        "raw_bboxes": result.raw_bboxes.astype(np.float32),
-        "landmarks": result.landmarks.astype(np.float32),
-        "landmarks_mesh": result.landmarks_mesh.astype(np.float32),
+        # Already float32 (FaceTrackResult): no copies of the clip's arrays.
+        "raw_bboxes": result.raw_bboxes.astype(np.float32, copy=False),
+        "landmarks": result.landmarks.astype(np.float32, copy=False),
+        "landmarks_mesh": result.landmarks_mesh.astype(np.float32, copy=False),
         "face_mask": mask.astype(np.uint8),
         "faces": {**result.info, "frame_width": width, "frame_height": height},
     }

@@ -11,6 +11,9 @@
 - **Identity** (:func:`main_track`): after the pass, the one track with the largest sum over
   its frames of box area (pixels²) is followed: the face that is both large and persistent,
   so a big face seen for a moment and a small face in the background lose to the speaker.
+- **Storage**: a :class:`FaceTrack` keeps its faces as float32 columns (a few kB per frame,
+  no per-frame objects: :mod:`~dpl_assets.nodes.face_columns`); only its latest face is a
+  :class:`FaceInFrame`, which the pass still completes.
 - **After the pass**: :func:`fill_gaps` interpolates short gaps of a
   :class:`FaceTrackResult`; :func:`check_coverage` rejects a clip whose face is missing or
   too rare.
@@ -22,11 +25,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from dpl_assets.nodes.face_columns import HAS_KEYPOINTS, HAS_LANDMARKS, HAS_MESH, FaceColumns
 from dpl_assets.nodes.face_model import FaceLandmarks
 from dpl_assets.outcomes import InputRejected
 
@@ -94,23 +99,93 @@ class FaceInFrame:
     landmarks: FaceLandmarks | None = None
 
 
-@dataclass
 class FaceTrack:
-    """One face followed over frames: its faces by frame index, the last frame it was seen
-    in, and the sum of its box areas (pixels²), the measure :func:`main_track` ranks by."""
+    """One face followed over frames: its faces by frame index (increasing), the last frame
+    it was seen in, and the sum of its box areas (pixels²), the measure :func:`main_track`
+    ranks by.
 
-    faces: dict[int, FaceInFrame] = field(default_factory=dict)  # frame index -> face
-    last_frame: int = -1
-    area_sum: float = 0.0
+    The latest face is kept as given (:attr:`last_face`, a :class:`FaceInFrame`): the pass
+    still sets its landmarks and reads its box and keypoints. When a later frame is added
+    (or :meth:`finish` is called) it is copied into :attr:`columns`, float32 blocks of a
+    few kB per frame (:mod:`~dpl_assets.nodes.face_columns`), and the object is dropped:
+    a long clip's track holds no per-frame objects.
+    """
+
+    def __init__(self) -> None:
+        self.columns = FaceColumns()
+        self.last_face: FaceInFrame | None = None
+        self.last_frame = -1
+        self.area_sum = 0.0
+        self._last_stored = True  # last_face is in columns (or there is none)
+
+    def __len__(self) -> int:
+        return len(self.columns) + (not self._last_stored)
 
     @property
     def last_box(self) -> np.ndarray:
-        return self.faces[self.last_frame].box
+        assert self.last_face is not None, "an empty track has no box"
+        return self.last_face.box
+
+    @property
+    def faces(self) -> Mapping[int, FaceInFrame]:
+        """The faces by frame index (read-only; stored frames are rebuilt from the columns,
+        the latest is :attr:`last_face` itself)."""
+        return _TrackFaces(self)
 
     def add(self, frame: int, face: FaceInFrame) -> None:
-        self.faces[frame] = face
+        """Append frame ``frame``'s face (ValueError unless after :attr:`last_frame`)."""
+        if frame <= self.last_frame:
+            raise ValueError(f"frame {frame} is not after the track's last, {self.last_frame}")
+        self.finish()
+        self.last_face = face
         self.last_frame = frame
+        self._last_stored = False
         self.area_sum += float((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
+
+    def finish(self) -> None:
+        """Store the latest face in the columns (its landmarks no longer change)."""
+        face = self.last_face
+        if self._last_stored or face is None:
+            return
+        found = face.landmarks
+        self.columns.append(
+            self.last_frame,
+            face.box,
+            face.keypoints,
+            None if found is None else found.points,
+            None if found is None else found.mesh,
+        )
+        self._last_stored = True
+
+
+class _TrackFaces(Mapping[int, FaceInFrame]):
+    """:attr:`FaceTrack.faces`: frame index -> :class:`FaceInFrame`, in frame order."""
+
+    def __init__(self, track: FaceTrack) -> None:
+        self.track = track
+
+    def __len__(self) -> int:
+        return len(self.track)
+
+    def __iter__(self) -> Iterator[int]:
+        track = self.track
+        for block in track.columns.blocks:
+            yield from (int(frame) for frame in block.frames[: block.n])
+        if not track._last_stored:
+            yield track.last_frame
+
+    def __getitem__(self, frame: int) -> FaceInFrame:
+        track = self.track
+        if frame == track.last_frame and track.last_face is not None:
+            return track.last_face
+        block, row = track.columns.row(frame)
+        flags = int(block.flags[row])
+        landmarks = None
+        if flags & HAS_LANDMARKS:
+            mesh = block.mesh[row].copy() if flags & HAS_MESH and block.mesh is not None else None
+            landmarks = FaceLandmarks(block.points[row].copy(), mesh)
+        keypoints = block.keypoints[row].copy() if flags & HAS_KEYPOINTS else None
+        return FaceInFrame(block.boxes[row].copy(), keypoints, landmarks)
 
 
 def link_faces(tracks: list[FaceTrack], frame: int, faces: list[FaceInFrame]) -> None:
@@ -149,8 +224,11 @@ def main_track(tracks: list[FaceTrack]) -> FaceTrack | None:
 # --------------------------------------------------------------------------------------
 
 
-def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
-    """A copy of ``result`` with short gaps between detected frames interpolated.
+def fill_gaps(
+    result: FaceTrackResult, max_gap_frames: int, in_place: bool = False
+) -> FaceTrackResult:
+    """A copy of ``result`` (``result`` itself when ``in_place``: no second copy of the
+    clip's mesh) with short gaps between detected frames interpolated.
 
     A run of at most ``max_gap_frames`` frames without a valid face, with a detected frame
     on both sides, gets boxes (score included), landmarks and mesh linearly interpolated
@@ -158,14 +236,18 @@ def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
     and gaps at the start or end stay NaN and invalid. ``info`` gets the new
     ``filled_frames`` total and ``coverage``.
     """
-    out = replace(
-        result,
-        raw_bboxes=result.raw_bboxes.copy(),
-        landmarks=result.landmarks.copy(),
-        landmarks_mesh=result.landmarks_mesh.copy(),
-        detected=result.detected.copy(),
-        valid=result.valid.copy(),
-        info=dict(result.info),
+    out = (
+        result
+        if in_place
+        else replace(
+            result,
+            raw_bboxes=result.raw_bboxes.copy(),
+            landmarks=result.landmarks.copy(),
+            landmarks_mesh=result.landmarks_mesh.copy(),
+            detected=result.detected.copy(),
+            valid=result.valid.copy(),
+            info=dict(result.info),
+        )
     )
     detected_at = np.flatnonzero(out.detected)
     filled = 0
@@ -180,7 +262,7 @@ def fill_gaps(result: FaceTrackResult, max_gap_frames: int) -> FaceTrackResult:
             array[before + 1 : after] = start * (1 - w) + end * w
         filled += int((~out.valid[before + 1 : after]).sum())
         out.valid[before + 1 : after] = True
-    out.info["filled_frames"] = int(result.info.get("filled_frames", 0)) + filled
+    out.info["filled_frames"] = int(out.info.get("filled_frames", 0)) + filled
     out.info["coverage"] = coverage_fraction(out.valid)
     return out
 

@@ -37,8 +37,10 @@ Two ways to get there (``landmark_mode`` of :func:`track_faces`):
 
 Because the choice of track needs the whole pass and the frames come as a one-shot stream,
 the landmarks are found for every tracked face and kept per track; only the chosen
-track's are returned. Memory: 478 x 3 float32 (5.7 kB) per face and frame, i.e. the size
-of the output times the number of faces on screen.
+track's are returned. Memory: ~6.4 kB per face and frame (float32 columns, mostly the
+478 x 3 mesh: :mod:`~dpl_assets.nodes.face_columns`), i.e. the size of the output times
+the number of faces on screen; the other tracks are dropped before the output is built
+and the chosen one is freed block by block as it is copied in.
 
 Landmark sanity: a landmark model run on an upside-down face (or on no face) returns
 points without any error, so each face's 68 points must agree with the detection: the
@@ -64,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from dpl_assets.nodes.face_columns import HAS_KEYPOINTS, HAS_LANDMARKS, HAS_MESH
 from dpl_assets.nodes.face_model import (
     DEFAULT_DETECT_EVERY,
     DEFAULT_FILTER_THRESHOLD,
@@ -194,9 +197,11 @@ def track_faces(
             count = index + 1
     finally:
         run.close()
-    result = _assemble(main_track(run.tracks), count, model)
+    chosen, tracks_seen = main_track(run.tracks), len(run.tracks)
+    run.tracks.clear()  # the other tracks' landmarks go before the output is built
+    result = _assemble(chosen, count, model)
     result.info.update(
-        tracks_seen=len(run.tracks),
+        tracks_seen=tracks_seen,
         max_faces_in_a_frame=run.max_faces,
         landmark_mode=landmark_mode,
         detect_every=detect_every,
@@ -289,8 +294,8 @@ class _TrackingPass(_Pass):
         frame's landmarks are not usable, or the face is lost, implausible (the landmarks'
         centre left the previous box) or has drifted."""
         track, followed = self.tracks[t], self.followed[t]
-        previous = track.faces[track.last_frame]
-        if previous.landmarks is None or followed.landmark_box is None:
+        previous = track.last_face
+        if previous is None or previous.landmarks is None or followed.landmark_box is None:
             return None
         if not plausible_landmarks(previous.landmarks.points, previous.box, previous.keypoints):
             return None
@@ -351,7 +356,8 @@ class _TrackingPass(_Pass):
                 self.tracks[t].add(index, face)
                 room -= 1
         for t in joined:
-            face = self.tracks[t].faces[index]
+            face = self.tracks[t].last_face  # joined: added at this frame
+            assert face is not None
             if t not in self.followed:
                 self.followed[t] = _Followed(self.model.landmark_tracker(), face.box)
             already = followed.get(t)
@@ -394,32 +400,42 @@ def landmarks_in_boxes(
             track.add(index, face)
     if count != len(boxes):
         raise InputRejected(f"given boxes cover {len(boxes)} frames, the video has {count}")
-    result = _assemble(track if track.faces else None, count, model)
+    result = _assemble(track if len(track) else None, count, model)
     result.info.update(tracks_seen=None, max_faces_in_a_frame=None, bboxes="given")
     return result
 
 
 def _assemble(track: FaceTrack | None, count: int, model: FaceModel) -> FaceTrackResult:
     """The followed track's plausible faces as frame-indexed arrays over ``count`` frames,
-    with the ``info`` record."""
+    with the ``info`` record. Consumes the track: each block of its columns is let go
+    once copied (so the output and the whole track are never both in memory)."""
     raw_bboxes = np.full((count, 5), np.nan, np.float32)
     landmarks = np.full((count, 68, 2), np.nan, np.float32)
     mesh = np.full((count, MESH_POINTS, 3), np.nan, np.float32)
     detected = np.zeros(count, bool)
     chosen: dict[str, Any] | None = None
     if track is not None:
+        track.finish()
+        boxes = track.columns.boxes()
+        first_frame = int(track.columns.blocks[0].frames[0])
         implausible = 0
-        for frame, face in track.faces.items():
-            found = face.landmarks
-            if found is None or not plausible_landmarks(found.points, face.box, face.keypoints):
-                implausible += 1
-                continue
-            raw_bboxes[frame] = face.box
-            landmarks[frame] = found.points
-            if found.mesh is not None:
-                mesh[frame] = found.mesh
-            detected[frame] = True
-        chosen = _chosen_track_info(track, implausible)
+        for block in track.columns.drain():
+            kept = np.zeros(block.n, bool)  # rows with plausible landmarks
+            for row in range(block.n):
+                flags = int(block.flags[row])
+                keypoints = block.keypoints[row] if flags & HAS_KEYPOINTS else None
+                kept[row] = bool(flags & HAS_LANDMARKS) and plausible_landmarks(
+                    block.points[row], block.boxes[row], keypoints
+                )
+            implausible += int(block.n - kept.sum())
+            frames = block.frames[: block.n][kept]
+            raw_bboxes[frames] = block.boxes[: block.n][kept]
+            landmarks[frames] = block.points[: block.n][kept]
+            if block.mesh is not None:
+                with_mesh = kept & (block.flags[: block.n] & HAS_MESH).astype(bool)
+                mesh[block.frames[: block.n][with_mesh]] = block.mesh[: block.n][with_mesh]
+            detected[frames] = True
+        chosen = _chosen_track_info(boxes, first_frame, track.last_frame, implausible)
     info = {
         "backend": model.name,
         "frames": count,
@@ -432,15 +448,18 @@ def _assemble(track: FaceTrack | None, count: int, model: FaceModel) -> FaceTrac
     return FaceTrackResult(raw_bboxes, landmarks, mesh, detected, detected.copy(), info)
 
 
-def _chosen_track_info(track: FaceTrack, implausible: int) -> dict[str, Any]:
-    """The ``chosen_track`` record of ``info``: frames, span, mean box size (px, the mean
-    of width and height), mean score and the number of implausible frames."""
-    boxes = np.array([face.box for face in track.faces.values()], np.float64)
+def _chosen_track_info(
+    boxes: np.ndarray, first_frame: int, last_frame: int, implausible: int
+) -> dict[str, Any]:
+    """The ``chosen_track`` record of ``info`` from the track's boxes (frames, 5) px in
+    frame order: frames, span, mean box size (px, the mean of width and height), mean
+    score and the number of implausible frames."""
+    boxes = boxes.astype(np.float64)
     sizes = ((boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1])) / 2
     return {
-        "frames": len(track.faces),
-        "first_frame": min(track.faces),
-        "last_frame": track.last_frame,
+        "frames": len(boxes),
+        "first_frame": first_frame,
+        "last_frame": last_frame,
         "mean_box_size_px": round(float(sizes.mean()), 2),
         "mean_score": round(float(boxes[:, 4].mean()), 4),
         "implausible_frames": implausible,
