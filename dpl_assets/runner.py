@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -167,7 +168,8 @@ def run_plan(
     pending = set(pending_videos(store, registration.all_ids, per_video, recompute=plan.recompute))
     ordered = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
     ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
-    progress(_plan_line(registration, pending, ranges, assets, workers))
+    progress(_plan_line(registration, pending, ranges, assets, workers)
+             + ("; steps on Celery workers" if celery else ""))  # fmt: skip
     run_config = {
         **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
         "loggers": {"console": {"config": {"log_level": log_level}}},
@@ -283,13 +285,17 @@ def execute_on_celery(
 
     broker_urls()  # a missing variable is named before any run starts
     job = reconstructable_run_job(output_dir, graph, assets, run.job)
-    with dg.execute_job(
-        job,
-        instance,
-        run_config=run_config_for(run_config, run.assets, defs),
-        tags={**run.tags, LAUNCHED_BY_TAG: "dpl run (celery)"},
-    ) as result:
-        return RunEnded(run, result.run_id, result.success)
+    with warnings.catch_warnings():
+        # dagster-celery registers its task again for every step it submits; Celery warns
+        # each time (DuplicateTaskNameWarning) that the first registration is kept.
+        warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already")
+        with dg.execute_job(
+            job,
+            instance,
+            run_config=run_config_for(run_config, run.assets, defs),
+            tags={**run.tags, LAUNCHED_BY_TAG: "dpl run (celery)"},
+        ) as result:
+            return RunEnded(run, result.run_id, result.success)
 
 
 def _plan_line(
