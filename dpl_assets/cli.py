@@ -3,6 +3,7 @@
     dpl run --graph graph.json --inputs inputs.json --output_dir out
     dpl register --inputs inputs.json --output_dir out     # partitions for the Dagster UI
     dpl ui --output_dir out [--port 3000]                   # the Dagster UI on that output dir
+    dpl init-instance --output_dir out --postgres           # the instance on Postgres
     dpl samples DIR                                         # sample media + DIR/inputs.json
     dpl nodes                                               # node names and params
 
@@ -22,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from dpl_assets.catalog import Catalog
+from dpl_assets.cluster import CeleryUnavailable, broker_urls
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
 from dpl_assets.graph import GraphError, GraphPlan, load_graph_file, node_reference, plan_graph
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
@@ -35,6 +37,26 @@ def _say(message: str) -> None:
 
 
 INSTANCE_LOCK = ".dpl-instance.lock"
+
+
+POSTGRES_STORAGE = "postgres_storage.yaml"
+"""The storage block ``dpl init-instance --postgres`` adds to the shipped dagster.yaml."""
+
+
+def instance_config(postgres: bool) -> str:
+    """The text of a new instance's dagster.yaml: the shipped one, with the Postgres
+    storage block (``dpl_assets/configs/postgres_storage.yaml``) when ``postgres``."""
+    configs = resources.files("dpl_assets").joinpath("configs")
+    text = configs.joinpath("dagster.yaml").read_text("utf-8")
+    if postgres:
+        text += "\n" + configs.joinpath(POSTGRES_STORAGE).read_text("utf-8")
+    return text
+
+
+def _write_config(config: Path, text: str) -> None:
+    partial = config.with_name(f".dagster.yaml.{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(config)  # atomic: a process not using the lock never reads half
 
 
 def _open_instance(output_dir: Path):
@@ -54,11 +76,24 @@ def _open_instance(output_dir: Path):
     with exclusive(home / INSTANCE_LOCK):
         config = home / "dagster.yaml"
         if not config.exists():
-            shipped = resources.files("dpl_assets").joinpath("configs", "dagster.yaml")
-            partial = home / f".dagster.yaml.{os.getpid()}.tmp"
-            partial.write_bytes(shipped.read_bytes())
-            partial.replace(config)  # atomic: a process not using the lock never reads half
+            _write_config(config, instance_config(postgres=False))
         return dg.DagsterInstance.from_config(str(home))
+
+
+def command_init_instance(args: argparse.Namespace) -> int:
+    """Write the instance's dagster.yaml (SQLite, or Postgres with ``--postgres``); an
+    existing one is kept unless ``--force``. Exit 2 when it exists."""
+    home = instance_dir_for(args.output_dir.resolve())
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    with exclusive(home / INSTANCE_LOCK):
+        if config.exists() and not args.force:
+            _say(f"error: {config} exists (edit it, or --force to replace it)")
+            return EXIT_INVALID
+        _write_config(config, instance_config(postgres=args.postgres))
+    storage = "PostgreSQL (DAGSTER_PG_* variables)" if args.postgres else "SQLite in " + str(home)
+    _say(f"instance config {config}: storage in {storage}")
+    return EXIT_OK
 
 
 def _add_output_dir(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--retry-rejected", action="store_true",
             help="forget earlier rejections and try those videos again",
         )  # fmt: skip
+        parser_.add_argument(
+            "--executor", choices=("in_process", "celery"),
+            default=os.environ.get("DPL_EXECUTOR") or "in_process",
+            help="where steps run: in this process and --workers processes (default), or on "
+            "Celery workers (DPL_CELERY_BROKER, DPL_CELERY_BACKEND; see README, Operations); "
+            "default: $DPL_EXECUTOR, else in_process",
+        )  # fmt: skip
         parser_.add_argument("--verbose", action="store_true", help="show Dagster's step logs")
         parser_.add_argument(
             "--strict", action="store_true",
@@ -123,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_dir(ui)
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
+
+    init = commands.add_parser(
+        "init-instance",
+        help="write the output dir's instance config (DAGSTER_HOME if set, else "
+        "OUTPUT_DIR/.dagster/dagster.yaml): SQLite in that folder, or --postgres",
+    )
+    _add_output_dir(init)
+    init.add_argument(
+        "--postgres", action="store_true",
+        help="runs, events and schedules in PostgreSQL: DAGSTER_PG_HOST, DAGSTER_PG_PORT, "
+        "DAGSTER_PG_DB, DAGSTER_PG_USERNAME, DAGSTER_PG_PASSWORD, read when it is opened",
+    )  # fmt: skip
+    init.add_argument("--force", action="store_true", help="replace an existing dagster.yaml")
 
     samples = commands.add_parser("samples", help="make sample media and an inputs.json")
     samples.add_argument("folder", type=Path)
@@ -148,6 +203,8 @@ def command_run(args: argparse.Namespace) -> int:
             workers = args.workers or default_workers(uses_gpu)
         except ValueError as error:  # a bad DPL_WORKERS
             raise GraphError(str(error)) from None
+        if args.executor == "celery":
+            broker_urls()  # raises CeleryUnavailable: nothing is done then
         with _open_instance(output_dir) as instance:
             outcome = run_plan(
                 plan, inputs, output_dir, instance,
@@ -156,8 +213,9 @@ def command_run(args: argparse.Namespace) -> int:
                 retry_rejected=args.retry_rejected,
                 log_level="INFO" if args.verbose else "WARNING",
                 progress=_say,
+                celery=args.executor == "celery",
             )  # fmt: skip
-    except (GraphError, InputsError) as error:
+    except (GraphError, InputsError, CeleryUnavailable) as error:
         _say(f"error: {error}")
         return EXIT_INVALID
     report_path = output_dir / args.report_name
@@ -292,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command_register(args)
     if args.command == "ui":
         return command_ui(args)
+    if args.command == "init-instance":
+        return command_init_instance(args)
     if args.command == "samples":
         return command_samples(args)
     print(node_reference())

@@ -15,6 +15,7 @@ from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.automation import SCHEDULES, SENSORS
 from dpl_assets.catalog import Catalog
 from dpl_assets.checks import output_checks
+from dpl_assets.cluster import celery_executor_def, uses_celery
 from dpl_assets.graph import (
     GraphError,
     GraphPlan,
@@ -198,7 +199,8 @@ def build_definitions(
             "torch_device": TorchDevice(),
         },
         jobs=[*offline_jobs(custom), dataset_job, *(jobs or [])],
-        executor=in_process_by_default_executor,
+        # DPL_EXECUTOR=celery: every step on Celery workers (dpl_assets/cluster.py).
+        executor=celery_executor_def() if uses_celery() else in_process_by_default_executor,
         sensors=SENSORS,
         schedules=SCHEDULES,
     )

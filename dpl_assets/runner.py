@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from dpl_assets.partitions import (
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.report import VideoReport, video_report
 from dpl_assets.run_pool import (
+    LAUNCHED_BY_TAG,
     SESSION_TAG,
     RangeRun,
     RunEnded,
@@ -43,6 +45,7 @@ from dpl_assets.run_pool import (
     execute,
     fail_abandoned_runs,
     run_all,
+    run_config_for,
 )
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
@@ -101,13 +104,20 @@ def check_inputs_available(
             )
 
 
-def run_definitions(output_dir: Path, graph: list, assets: list[str]) -> dg.Definitions:
+def run_definitions(
+    output_dir: Path,
+    graph: list,
+    assets: list[str],
+    executor: dg.ExecutorDefinition | None = None,
+) -> dg.Definitions:
     """The definitions ``dpl run`` executes: everything, plus its two jobs over the graph's
-    ``assets`` (per-video and dataset-level). Module level, so a worker process rebuilds
-    them from the graph JSON."""
+    ``assets`` (per-video and dataset-level), on ``executor`` (default: the code location's).
+    Module level, so a worker process rebuilds them from the graph JSON."""
     plan = plan_graph(graph)
     jobs = [
-        dg.define_asset_job(name, selection=dg.AssetSelection.assets(*selection))
+        dg.define_asset_job(
+            name, selection=dg.AssetSelection.assets(*selection), executor_def=executor
+        )
         for name, selection in (
             (RUN_JOB_NAME, [asset for asset in assets if asset not in DATASET_LEVEL_ASSETS]),
             (DATASET_JOB_NAME, [asset for asset in assets if asset in DATASET_LEVEL_ASSETS]),
@@ -130,6 +140,7 @@ def run_plan(
     retry_rejected: bool = False,
     log_level: str = "WARNING",
     progress: Callable[[str], None] = print,
+    celery: bool = False,
 ) -> RunOutcome:
     """Register, materialize what is missing, and report. Raises GraphError before any work.
 
@@ -137,6 +148,10 @@ def run_plan(
     over ``workers`` processes (:mod:`dpl_assets.run_pool`; ranges are then at most an even
     share of the pending videos, so every worker gets some); dataset-level assets (a
     dataset pack, the summary) then run once over everything, in this process.
+
+    ``celery``: every run's steps go to Celery workers instead (:func:`execute_on_celery`),
+    one run at a time (the workers run a run's independent steps in parallel); ``workers``
+    then only sizes the ranges.
     """
     store = ArtifactStore(output_dir)
     assets = selected_assets(plan, inputs)
@@ -144,7 +159,7 @@ def run_plan(
     dataset_level = [asset for asset in assets if asset in DATASET_LEVEL_ASSETS]
     make_defs = functools.partial(run_definitions, output_dir, plan.source, assets)
     # The workers start before anything else, so their start-up overlaps all that follows.
-    pool = _worker_pool(plan, workers, make_defs, instance) if per_video else None
+    pool = _worker_pool(plan, workers, make_defs, instance) if per_video and not celery else None
     try:
         defs = make_defs()
         check_inputs_available(plan, assets, inputs, store)
@@ -161,7 +176,8 @@ def run_plan(
         )
         ordered = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
         ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
-        progress(_plan_line(registration, pending, ranges, assets, workers))
+        progress(_plan_line(registration, pending, ranges, assets, workers)
+                 + ("; steps on Celery workers" if celery else ""))  # fmt: skip
         run_config = {
             **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
             "loggers": {"console": {"config": {"log_level": log_level}}},
@@ -181,8 +197,14 @@ def run_plan(
             dataset_run = RangeRun(DATASET_JOB_NAME, dataset_level, ", ".join(dataset_level))
         else:
             dataset_run = None
+        on_celery = (
+            functools.partial(execute_on_celery, instance, defs, output_dir, plan.source, assets,
+                              run_config)
+            if celery
+            else None
+        )  # fmt: skip
         ended = _launch(runs, dataset_run, ordered, pending, pool, defs, instance, run_config,
-                        progress)  # fmt: skip
+                        progress, on_celery)  # fmt: skip
     finally:
         if pool is not None:
             pool.close()
@@ -220,9 +242,11 @@ def _launch(
     instance: dg.DagsterInstance,
     run_config: dict,
     progress: Callable[[str], None],
+    on_celery: Callable[[RangeRun], RunEnded] | None = None,
 ) -> list[RunEnded]:
-    """The per-video runs (here and in ``pool``'s workers), then the dataset-level run
-    (here), with a progress bar of the pending videos and one line per run."""
+    """The per-video runs (here and in ``pool``'s workers, or one after another through
+    ``on_celery``), then the dataset-level run (here, or through ``on_celery``), with a
+    progress bar of the pending videos and one line per run."""
     position = {video_id: index for index, video_id in enumerate(ordered)}
     bar = tqdm(total=len(pending), unit="video", desc="dpl run", disable=None, file=sys.stderr)
 
@@ -240,6 +264,11 @@ def _launch(
     runs = [replace(run, tags={**run.tags, SESSION_TAG: session}) for run in runs]
     results: list[RunEnded] = []
     try:
+        if on_celery is not None:
+            for run in [*runs, *([dataset_run] if dataset_run is not None else [])]:
+                results.append(on_celery(run))
+                ended(results[-1])
+            return results
         try:
             results = run_all(runs, defs=defs, instance=instance, run_config=run_config,
                               on_ended=ended, pool=pool)  # fmt: skip
@@ -259,6 +288,37 @@ def _launch(
     finally:
         bar.close()
     return results
+
+
+def execute_on_celery(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    output_dir: Path,
+    graph: list,
+    assets: list[str],
+    run_config: dict,
+    run: RangeRun,
+) -> RunEnded:
+    """Execute ``run`` with its steps on Celery workers (:mod:`dpl_assets.cluster`): this
+    process orchestrates, the workers rebuild the job from the output dir and ``graph``.
+    The instance must be one the workers reach (Postgres, or SQLite in a folder they share).
+    Failures are in the result; raises :class:`~dpl_assets.cluster.CeleryUnavailable`
+    without the ``celery`` extra or the broker variables."""
+    from dpl_assets.cluster import broker_urls, reconstructable_run_job
+
+    broker_urls()  # a missing variable is named before any run starts
+    job = reconstructable_run_job(output_dir, graph, assets, run.job)
+    with warnings.catch_warnings():
+        # dagster-celery registers its task again for every step it submits; Celery warns
+        # each time (DuplicateTaskNameWarning) that the first registration is kept.
+        warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already")
+        with dg.execute_job(
+            job,
+            instance,
+            run_config=run_config_for(run_config, run.assets, defs),
+            tags={**run.tags, LAUNCHED_BY_TAG: "dpl run (celery)"},
+        ) as result:
+            return RunEnded(run, result.run_id, result.success)
 
 
 def _plan_line(

@@ -266,20 +266,17 @@ def test_shipped_dagster_yaml_loads_as_an_instance(tmp_path):
         assert instance.event_log_storage.supports_global_concurrency_limits
 
 
-def test_commented_postgres_block_is_valid_instance_config(tmp_path, monkeypatch):
+def test_postgres_instance_config_is_valid_instance_config(tmp_path, monkeypatch):
+    """What `dpl init-instance --postgres` writes (test_cluster.py runs it on a server)."""
     from dagster._core.instance.config import dagster_instance_config
 
-    text = SHIPPED.read_text()
-    head, block = text.split("# storage:\n")
-    uncommented = "storage:\n" + "".join(
-        line[2:] if line.startswith("# ") else line.lstrip("#")
-        for line in block.splitlines(keepends=True)
-    )
-    for name in ("HOST", "DB", "USERNAME", "PASSWORD"):
-        monkeypatch.setenv(f"DAGSTER_PG_{name}", "x")
+    from dpl_assets.cli import instance_config
+
+    for name in ("HOST", "PORT", "DB", "USERNAME", "PASSWORD"):
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", "5432")
     home = tmp_path / "pg"
     home.mkdir()
-    (home / "dagster.yaml").write_text(head + uncommented)
+    (home / "dagster.yaml").write_text(instance_config(postgres=True))
     config, _ = dagster_instance_config(str(home))
     assert config["storage"]["postgres"]["postgres_db"]["username"] == {
         "env": "DAGSTER_PG_USERNAME"

@@ -2,7 +2,9 @@
 # Set up a machine: system packages, a virtualenv in .venv, the project and its tools.
 # Installs only what is missing: a second run installs nothing and prints one line.
 #   scripts/setup.sh           what the pipeline and the demo need
-#   scripts/setup.sh --tests   also Chromium and its driver for the web UI test
+#   scripts/setup.sh --cluster also the PostgreSQL and Redis servers that the cluster tests
+#                              and scripts/cluster_demo.sh start
+#   scripts/setup.sh --tests   also Chromium and its driver for the web UI test (and --cluster)
 #   scripts/setup.sh --bench   also what benchmarks/end_to_end.py needs (its clips' real face
 #                              photos and speech, sox, simplejpeg)
 set -euo pipefail
@@ -10,11 +12,13 @@ cd "$(dirname "$0")/.."
 
 tests=0
 bench=0
+cluster=0
 for arg in "$@"; do
   case "$arg" in
-    --tests) tests=1 ;;
+    --tests) tests=1; cluster=1 ;;
+    --cluster) cluster=1 ;;
     --bench) bench=1 ;;
-    *) echo "usage: scripts/setup.sh [--tests] [--bench]" >&2; exit 2 ;;
+    *) echo "usage: scripts/setup.sh [--tests] [--cluster] [--bench]" >&2; exit 2 ;;
   esac
 done
 did=()
@@ -25,11 +29,18 @@ did=()
 # the web UI test (dpl_assets_tests/test_web_ui.py) in a headless browser: tests only.
 packages=(ffmpeg espeak-ng libgl1 libglib2.0-0)
 tools=(ffmpeg ffprobe espeak-ng)
+missing=()
 if [ "$tests" -eq 1 ]; then
   packages+=(chromium chromium-driver)
   tools+=(chromium chromedriver)
 fi
-missing=()
+if [ "$cluster" -eq 1 ]; then
+  # PostgreSQL (initdb, pg_ctl of the newest installed major) and redis-server: the
+  # cluster tests and scripts/cluster_demo.sh start throwaway servers of their own.
+  packages+=(postgresql redis-server)
+  tools+=(redis-server)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(initdb)
+fi
 if [ "$bench" -eq 1 ]; then
   packages+=(sox python3-skimage python-matplotlib-data pocketsphinx-testdata)
   tools+=(sox)
@@ -65,7 +76,7 @@ fi
 # is an editable install of this checkout made from the current pyproject.toml and
 # setup.cfg (their hash is kept in .venv/.dpl-setup-stamp after a successful install).
 # Isolated (-I): a stale dpl_assets.egg-info in the checkout must not count as installed.
-extras="dev,face-alignment"
+extras="dev,face-alignment,postgres,celery"
 [ "$bench" -eq 1 ] && extras="$extras,bench"
 stamp=.venv/.dpl-setup-stamp
 digest=$(cat pyproject.toml setup.cfg | sha256sum | cut -d' ' -f1)

@@ -107,7 +107,8 @@ def _markdown(
     lines += [f"| **total** | {len(videos)} |", ""]
     if reasons:
         lines += ["**Rejections by reason**", "", "| reason | videos |", "|---|---:|"]
-        lines += [f"| {_cell(reason)} | {count} |" for reason, count in reasons.most_common()]
+        ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))  # ties: by name
+        lines += [f"| {_cell(reason)} | {count} |" for reason, count in ranked]
         lines.append("")
     durations = finite_values(videos, "duration_s")
     processed = finite_values(videos, "duration_s", "processed")

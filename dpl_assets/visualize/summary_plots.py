@@ -132,8 +132,9 @@ def _coverage_figure(videos: Sequence[Mapping[str, Any]]) -> Figure:
 
 
 def _rejections_figure(reasons: Counter[str]) -> Figure:
-    """Horizontal bars of videos per reason, the most common on top."""
-    ranked = reasons.most_common()
+    """Horizontal bars of videos per reason, the most common on top; ties in the reasons'
+    order, so the picture does not depend on which step rejected a video first."""
+    ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
     figure = Figure(figsize=(7.5, 1.5 + 0.45 * max(1, len(ranked))), layout="constrained")
     axes = figure.add_subplot()
     if ranked:
