@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from dpl_assets.cluster import queue_tags
 from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
+from dpl_assets.executors import step_tags
 from dpl_assets.memory import release_free_heap
 from dpl_assets.partitions import (
     PARTITION_TAG,
@@ -90,7 +90,7 @@ def output_check(key: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=key,
         name=CHECK_NAME,
-        op_tags=queue_tags(needs_gpu=False),
+        op_tags=step_tags(needs_gpu=False),
         description=f"Every {key} file has the shape, values and frame count it promises "
         "(dpl_assets/validation.py).",
     )

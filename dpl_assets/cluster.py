@@ -34,16 +34,8 @@ from typing import Any
 
 import dagster as dg
 
-CELERY_QUEUE_TAG = "dagster-celery/queue"
-"""The op tag dagster-celery routes a step by (``dagster_celery.tags``)."""
-GPU_QUEUE = "gpu"
-CPU_QUEUE = "cpu"
-
 BROKER_ENV = "DPL_CELERY_BROKER"
 BACKEND_ENV = "DPL_CELERY_BACKEND"
-EXECUTOR_ENV = "DPL_EXECUTOR"
-"""``DPL_EXECUTOR=celery``: the code location's jobs (UI, sensor, schedule, backfills) run
-their steps on Celery; unset or ``in_process``: Dagster's executor as before."""
 
 CELERY_SETTINGS: dict[str, Any] = {
     # A task is acknowledged when its step has ended, not when a worker takes it, and a
@@ -56,11 +48,6 @@ CELERY_SETTINGS: dict[str, Any] = {
     "broker_connection_retry_on_startup": True,
 }
 """Celery settings of the runs' executor and of the workers (``dpl_assets.celery_worker``)."""
-
-
-def queue_tags(needs_gpu: bool) -> dict[str, str]:
-    """The op tags routing a step to the ``gpu`` or the ``cpu`` queue."""
-    return {CELERY_QUEUE_TAG: GPU_QUEUE if needs_gpu else CPU_QUEUE}
 
 
 class CeleryUnavailable(RuntimeError):
@@ -101,15 +88,6 @@ def celery_executor_def() -> dg.ExecutorDefinition:
         },
         name="celery",
     )
-
-
-def uses_celery() -> bool:
-    """Whether :data:`EXECUTOR_ENV` asks for Celery; raises ``ValueError`` for a value that
-    is neither ``celery`` nor ``in_process`` (nor empty)."""
-    value = os.environ.get(EXECUTOR_ENV, "").strip()
-    if value not in ("", "in_process", "celery"):
-        raise ValueError(f"{EXECUTOR_ENV}={value!r}: use 'celery' or 'in_process'")
-    return value == "celery"
 
 
 def celery_job(output_dir: str, graph_json: str, assets_json: str, job: str) -> dg.JobDefinition:

@@ -15,7 +15,8 @@ from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.automation import SCHEDULES, SENSORS
 from dpl_assets.catalog import Catalog
 from dpl_assets.checks import output_checks
-from dpl_assets.cluster import celery_executor_def, uses_celery
+from dpl_assets.cluster import celery_executor_def
+from dpl_assets.executors import executor_name, k8s_executor_def
 from dpl_assets.graph import (
     GraphError,
     GraphPlan,
@@ -82,6 +83,17 @@ load once per run, not once per step. A GPU lease is then held by the run's proc
 ``granularity: run``). To spread a large run's steps over the cores, launch it with
 ``{"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}`` in its config.
 """
+
+
+def _executor() -> dg.ExecutorDefinition:
+    """The executor ``DPL_EXECUTOR`` names (:mod:`dpl_assets.executors`)."""
+    name = executor_name()
+    if name == "celery":  # every step on Celery workers (dpl_assets/cluster.py)
+        return celery_executor_def()
+    if name == "k8s":  # every step a Kubernetes job (deploy/)
+        return k8s_executor_def()
+    return in_process_by_default_executor
+
 
 dataset_job = dg.define_asset_job(
     "dataset_level",
@@ -199,8 +211,7 @@ def build_definitions(
             "torch_device": TorchDevice(),
         },
         jobs=[*offline_jobs(custom), dataset_job, *(jobs or [])],
-        # DPL_EXECUTOR=celery: every step on Celery workers (dpl_assets/cluster.py).
-        executor=celery_executor_def() if uses_celery() else in_process_by_default_executor,
+        executor=_executor(),
         sensors=SENSORS,
         schedules=SCHEDULES,
     )

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -153,3 +154,35 @@ def test_one_run_limit(values: dict[str, Any]) -> None:
     assert concurrency["pools"]["granularity"] == "op"
     coordinator = values["dagsterDaemon"]["runCoordinator"].get("config") or {}
     assert "maxConcurrentRuns" not in (coordinator.get("queuedRunCoordinator") or {})
+
+
+def test_dpl_executor_picks_the_k8s_executor_and_gpu_steps_ask_for_a_gpu(monkeypatch) -> None:
+    """``DPL_EXECUTOR=k8s`` gives the jobs dagster-k8s's executor, an unknown value is
+    refused by name; the GPU nodes' steps carry one ``nvidia.com/gpu`` for Kubernetes and
+    the ``gpu`` Celery queue, the others neither."""
+    from dagster_k8s import k8s_job_executor
+
+    from dpl_assets.definitions import build_definitions, in_process_by_default_executor
+
+    monkeypatch.setenv("DPL_EXECUTOR", "k8s")
+    job = build_definitions().resolve_job_def("offline_audio")
+    assert job.executor_def is k8s_job_executor
+    monkeypatch.setenv("DPL_EXECUTOR", "kubernetes")
+    with pytest.raises(ValueError, match="DPL_EXECUTOR='kubernetes'"):
+        build_definitions()
+    monkeypatch.delenv("DPL_EXECUTOR")
+    defs = build_definitions()
+    assert defs.resolve_job_def("offline_audio").executor_def is in_process_by_default_executor
+    gpu_ops = {"wav2vec", "emoca", "rendering"}
+    ops = {
+        asset.node_def.name: asset.node_def.tags
+        for asset in defs.assets or []
+        if isinstance(asset, dg.AssetsDefinition)
+    }
+    assert gpu_ops | {"wav", "images"} <= set(ops)
+    for op, tags in ops.items():
+        k8s = json.loads(tags.get("dagster-k8s/config", "{}"))  # Dagster keeps tags as text
+        container = k8s.get("container_config", {})
+        gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
+        queue = tags.get("dagster-celery/queue")
+        assert (gpus, queue) == (("1", "gpu") if op in gpu_ops else (None, "cpu")), op

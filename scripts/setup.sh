@@ -76,7 +76,7 @@ fi
 # is an editable install of this checkout made from the current pyproject.toml and
 # setup.cfg (their hash is kept in .venv/.dpl-setup-stamp after a successful install).
 # Isolated (-I): a stale dpl_assets.egg-info in the checkout must not count as installed.
-extras="dev,face-alignment,postgres,celery"
+extras="dev,face-alignment,postgres,celery,k8s"
 [ "$bench" -eq 1 ] && extras="$extras,bench"
 stamp=.venv/.dpl-setup-stamp
 digest=$(cat pyproject.toml setup.cfg | sha256sum | cut -d' ' -f1)

@@ -14,8 +14,8 @@ from typing import Literal, get_args
 import dagster as dg
 from pydantic import Field
 
-from dpl_assets.cluster import queue_tags
 from dpl_assets.datatypes import DATATYPES, StorageFormat
+from dpl_assets.executors import step_tags
 from dpl_assets.packing.dataset_pack import DatasetPack
 from dpl_assets.report import all_video_reports
 from dpl_assets.specs import NodeSpec
@@ -43,7 +43,7 @@ SUMMARY_INPUTS = ["probe", "faces", "volume", "wav2vec"]
 
 @dg.asset(
     group_name="datasets",
-    op_tags=queue_tags(needs_gpu=False),
+    op_tags=step_tags(needs_gpu=False),
     deps=PACKED_SOURCES,
 )
 def dataset_pack(
@@ -86,7 +86,7 @@ def per_video_keys_present(output_dir) -> list[str]:
 
 @dg.asset(
     group_name="datasets",
-    op_tags=queue_tags(needs_gpu=False),
+    op_tags=step_tags(needs_gpu=False),
     deps=SUMMARY_INPUTS,
 )
 def dataset_summary(

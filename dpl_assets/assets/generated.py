@@ -29,8 +29,8 @@ from dpl_assets.assets.batch import (
 )
 from dpl_assets.assets.dependencies import configured_inputs
 from dpl_assets.assets.step_log import announce_files, output_name
-from dpl_assets.cluster import queue_tags
 from dpl_assets.datatypes import StorageFormat, get_datatype
+from dpl_assets.executors import step_tags
 from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.io_manager import ArtifactStorage
@@ -148,7 +148,7 @@ def _options(variants: Sequence[NodeSpec], extra_deps: Sequence[str] = ()) -> di
     needs_gpu = any(spec.needs_gpu for spec in variants)
     if needs_gpu:
         options["pool"] = "gpu"
-    options["op_tags"] = queue_tags(needs_gpu)  # the Celery queue of its steps
+    options["op_tags"] = step_tags(needs_gpu)  # Celery queue; a GPU on Kubernetes
     return options
 
 
