@@ -22,19 +22,21 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from dpl_assets import catalog_db
+from dpl_assets.datatypes import get_datatype
 from dpl_assets.discovery import (
     IdAssignment,
     InputRoots,
     RefusedFile,
-    assign_ids,
+    SourceFile,
+    assign_new_ids,
     readable_id,
-    scan_source_files,
+    walk_source_files,
 )
 from dpl_assets.storage.locks import exclusive
 
@@ -92,27 +94,6 @@ def fingerprint(path: str | Path) -> list[int] | None:
     except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns]
-
-
-def _attach_other_roots(videos: dict[str, dict], inputs: InputRoots) -> list:
-    """Match the user's other roots (precomputed wav, aac, ...) to the videos afresh, by
-    relative stem (a file gone there is gone here); returns the files refused there."""
-    primary = inputs.primary_key
-    by_stem: dict[str, list[str]] = {}
-    for video_id, entry in videos.items():
-        by_stem.setdefault(entry["stem"], []).append(video_id)
-        if primary in entry["sources"]:
-            entry["sources"] = {primary: entry["sources"][primary]}
-    refused = []
-    for key in inputs.roots:
-        if key == primary:
-            continue
-        others, refused_here = scan_source_files(inputs, key)
-        refused += refused_here
-        for source in others:
-            for video_id in by_stem.get(source.stem, []):
-                videos[video_id]["sources"][key] = str(source.path)
-    return refused
 
 
 def _mtime(path: Path) -> float:
@@ -248,49 +229,171 @@ class Catalog:
         conn = self._conn(create=True)
         assert conn is not None
         with self._locked():
-            before = catalog_db.load_videos(conn)
-            videos = {vid: _copy_row(row) for vid, row in before.items()}
+            state = catalog_db.load_state(conn)
             primary = inputs.primary_key
-            taken = {vid: e["sources"].get(primary, "") for vid, e in videos.items()}
-            found, refused = scan_source_files(inputs, primary)
-            if settle_s > 0:
-                known = set(taken.values())
-                now = time.time()
-                found = [
-                    f for f in found
-                    if str(f.path) in known or now - _mtime(f.path) >= settle_s
-                ]  # fmt: skip
-            assignment: IdAssignment = assign_ids(found, taken)
-            for video_id, source in assignment.new.items():
-                videos[video_id] = {
-                    "stem": source.stem, "sources": {primary: str(source.path)},
-                    "fingerprints": {}, "removed": False,
-                }  # fmt: skip
-            refused += _attach_other_roots(videos, inputs)
-            changed, removed, restored = _update_fingerprints(videos, primary, assignment.new)
-            for video_id in changed:
+            scan = _Scan(inputs, state, settle_s)
+            assignment = assign_new_ids(scan.fresh, set(state.order) if scan.fresh else ())
+            sources = _new_sources(conn, inputs, state, assignment, scan)
+            update = _Update(state, primary, assignment, sources, scan.stats)
+            for video_id in update.changed:
                 if on_changed is not None:
                     on_changed(video_id)
-            entries = [RefusedEntry.of(file) for file in refused]
-            _save(conn, before, videos, inputs.to_json(), [vars(e) for e in entries])
+            entries = [RefusedEntry.of(file) for file in scan.refused]
+            _save(conn, update.rows, inputs.to_json(), [vars(e) for e in entries])
         return Registration(
             new_ids=list(assignment.new),
-            all_ids=[vid for vid, entry in videos.items() if not entry.get("removed")],
+            all_ids=[vid for vid in update.order if vid not in update.removed_now],
             disambiguated=[str(s.path) for s in assignment.disambiguated],
-            changed_ids=changed,
-            removed_ids=removed,
-            restored_ids=restored,
+            changed_ids=update.changed,
+            removed_ids=update.removed,
+            restored_ids=update.restored,
             refused=entries,
         )
 
 
-def _copy_row(row: dict) -> dict:
-    return {
-        "stem": row["stem"],
-        "sources": dict(row["sources"]),
-        "fingerprints": dict(row["fingerprints"]),
-        "removed": row["removed"],
-    }
+class _Scan:
+    """The primary root's scan: the files not registered yet (``fresh``, those settled),
+    the stats of every regular file found, the files refused."""
+
+    def __init__(self, inputs: InputRoots, state: catalog_db.State, settle_s: float):
+        primary = inputs.primary_key
+        self.stats: dict[str, tuple[int, int]] = {}
+        found, self.refused = walk_source_files(inputs, primary, self.stats)
+        known = state.sources.get(primary, {})
+        registered = set(known.values())
+        self.fresh = [
+            SourceFile(primary, root, Path(path), relative)
+            for root, path, relative in found
+            if path not in registered
+        ]
+        if settle_s > 0:  # new files modified less than settle_s ago wait
+            now = time.time()
+            self.fresh = [f for f in self.fresh if now - _mtime(f.path) >= settle_s]
+
+
+def _new_sources(
+    conn: sqlite3.Connection,
+    inputs: InputRoots,
+    state: catalog_db.State,
+    assignment: IdAssignment,
+    scan: _Scan,
+) -> dict[str, dict[str, str]]:
+    """kind -> {id: path} after this scan: each video's primary file (kept from the catalog,
+    or new), and the user's other roots (precomputed wav, aac, ...) matched to the videos
+    afresh by relative stem (a file gone there is gone here). A video without a primary
+    file (the primary datatype changed) keeps its other sources too. Adds the files refused
+    in other roots to ``scan.refused`` and their stats to ``scan.stats``."""
+    primary = inputs.primary_key
+    primaries = dict(state.sources.get(primary, {}))
+    primaries.update((vid, str(source.path)) for vid, source in assignment.new.items())
+    sources: dict[str, dict[str, str]] = {primary: primaries}
+    if any(kind != primary for kind in state.sources):
+        without = [vid for vid in state.order if vid not in primaries]
+        for kind, paths in state.sources.items():
+            kept = {vid: paths[vid] for vid in without if vid in paths and kind != primary}
+            if kept:
+                sources[kind] = kept
+    others = [key for key in inputs.roots if key != primary]
+    if not others:
+        return sources
+    stems = catalog_db.load_stems(conn)
+    stems.update((vid, source.stem) for vid, source in assignment.new.items())
+    by_stem: dict[str, list[str]] = {}
+    for vid in (*state.order, *assignment.new):
+        by_stem.setdefault(stems[vid], []).append(vid)
+    for key in others:
+        found, refused = walk_source_files(inputs, key, scan.stats)
+        scan.refused += refused
+        datatype = get_datatype(key)
+        paths = sources.setdefault(key, {})
+        for _, path, relative in found:
+            for vid in by_stem.get(datatype.strip_extension(relative), ()):
+                paths[vid] = path
+    return {kind: paths for kind, paths in sources.items() if paths or kind == primary}
+
+
+class _Update:
+    """Each video's new fingerprints and removed mark, what changed, and the rows to write.
+
+    A video is removed when its main file no longer exists (a file only excluded by a
+    filter is not removed), changed when any source's fingerprint differs from the one
+    recorded (entries from before fingerprints were kept just get one). A removed video
+    keeps its last fingerprints.
+    """
+
+    def __init__(
+        self,
+        state: catalog_db.State,
+        primary: str,
+        assignment: IdAssignment,
+        sources: dict[str, dict[str, str]],
+        stats: dict[str, tuple[int, int]],
+    ):
+        self.state, self.primary, self.sources, self.stats = state, primary, sources, stats
+        self.new = assignment.new
+        self.order = [*state.order, *assignment.new]
+        self.changed: list[str] = []
+        self.removed: list[str] = []
+        self.restored: list[str] = []
+        self.removed_now = set(state.removed)
+        self.rows = catalog_db.Changes()
+        # videos that need more than "is the main file's fingerprint the same": other
+        # sources (now or before), removed, new, no main file
+        slow = set(state.removed) | set(assignment.new)
+        for table in (state.sources, state.prints, sources):
+            for kind, by_id in table.items():
+                if kind != primary:
+                    slow.update(by_id)
+        primaries = sources[primary]
+        prints = state.prints.get(primary, {})
+        for vid in self.order:
+            if vid not in slow and (path := primaries.get(vid)) is not None:
+                current = stats.get(path) or _fingerprint(path)
+                if current is not None and prints.get(vid) == current:
+                    continue  # the steady case: nothing to do
+            self._video(vid)
+
+    def _video(self, vid: str) -> None:
+        state, primary = self.state, self.primary
+        before = {kind: paths[vid] for kind, paths in state.sources.items() if vid in paths}
+        after = {kind: paths[vid] for kind, paths in self.sources.items() if vid in paths}
+        prints = {kind: by_id[vid] for kind, by_id in state.prints.items() if vid in by_id}
+        current = {kind: self.stats.get(path) or _fingerprint(path) for kind, path in after.items()}
+        was_removed = vid in state.removed
+        if current.get(primary) is None:
+            now_prints = prints  # kept
+            if not was_removed:
+                self.removed.append(vid)
+                self.removed_now.add(vid)
+        else:
+            if was_removed:
+                self.restored.append(vid)
+                self.removed_now.discard(vid)
+            now_prints = {kind: value for kind, value in current.items() if value is not None}
+            if (vid not in self.new and prints) and (
+                set(prints) != set(now_prints)
+                or any(kind in prints and prints[kind] != value for kind, value in current.items())
+            ):
+                self.changed.append(vid)  # a source's content, or the set of sources, changed
+        rows, removed = self.rows, vid in self.removed_now
+        if vid in self.new:
+            rows.inserted.append((vid, self.new[vid].stem, int(removed)))
+        elif removed != was_removed:
+            rows.removed.append((int(removed), vid))
+        rows.sources_deleted += [(vid, kind) for kind in before.keys() - after.keys()]
+        rows.sources_set += [(vid, k, p) for k, p in after.items() if before.get(k) != p]
+        rows.prints_deleted += [(vid, kind) for kind in prints.keys() - now_prints.keys()]
+        rows.prints_set += [
+            (vid, kind, *value) for kind, value in now_prints.items() if prints.get(kind) != value
+        ]
+
+
+def _fingerprint(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 @contextlib.contextmanager
@@ -307,61 +410,19 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _save(
-    conn: sqlite3.Connection,
-    before: dict[str, dict],
-    videos: dict[str, dict],
-    inputs: dict,
-    refused: list[dict],
+    conn: sqlite3.Connection, rows: catalog_db.Changes, inputs: dict, refused: list[dict]
 ) -> None:
-    """Write what differs between ``before`` and ``videos`` (and the inputs and refused
-    files), row by row, in one transaction; nothing when nothing differs."""
-    changed = [vid for vid, row in videos.items() if before.get(vid) != row]
+    """Write the rows that changed (and the inputs and refused files when they differ) in
+    one transaction; nothing when nothing differs."""
     if (
-        not changed
+        not rows
         and catalog_db.get_meta(conn, "inputs") == inputs
         and catalog_db.load_refused(conn) == refused
     ):
         return
     with _transaction(conn):
-        for video_id in changed:
-            if video_id in before:
-                catalog_db.update_video(conn, video_id, before[video_id], videos[video_id])
-            else:
-                catalog_db.insert_video(conn, video_id, videos[video_id])
+        catalog_db.write_changes(conn, rows)
         if catalog_db.get_meta(conn, "inputs") != inputs:
             catalog_db.set_meta(conn, "inputs", inputs)
         if catalog_db.load_refused(conn) != refused:
             catalog_db.replace_refused(conn, refused)
-
-
-def _update_fingerprints(
-    videos: dict[str, dict], primary: str, new: Mapping[str, object]
-) -> tuple[list[str], list[str], list[str]]:
-    """Refresh every entry's fingerprints in place; return (changed, removed, restored).
-
-    A video is removed when its main file no longer exists (a file only excluded by a
-    filter is not removed), changed when any source's fingerprint differs from the one
-    recorded (entries from before fingerprints were kept just get one).
-    """
-    changed: list[str] = []
-    removed: list[str] = []
-    restored: list[str] = []
-    for video_id, entry in videos.items():
-        prints = entry.setdefault("fingerprints", {})
-        current = {key: fingerprint(path) for key, path in entry["sources"].items()}
-        if current.get(primary) is None:
-            if not entry.get("removed"):
-                entry["removed"] = True
-                removed.append(video_id)
-            continue
-        if entry.get("removed"):
-            entry["removed"] = False
-            restored.append(video_id)
-        known_before = video_id not in new and bool(prints)
-        if known_before and (
-            set(prints) != {key for key, value in current.items() if value is not None}
-            or any(key in prints and prints[key] != value for key, value in current.items())
-        ):
-            changed.append(video_id)  # a source's content, or the set of sources, changed
-        entry["fingerprints"] = {k: v for k, v in current.items() if v is not None}
-    return changed, removed, restored

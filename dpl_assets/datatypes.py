@@ -110,15 +110,14 @@ class Datatype:
         return self.extensions[0]
 
     def matches(self, filename: str) -> bool:
-        lowered = filename.lower()
-        return any(lowered.endswith(ext) for ext in self.extensions)
+        return filename.lower().endswith(tuple(self.extensions))
 
     def strip_extension(self, filename: str) -> str:
         """``filename`` without the longest of this datatype's extensions it ends with."""
         lowered = filename.lower()
-        for ext in sorted(self.extensions, key=len, reverse=True):
-            if lowered.endswith(ext):
-                return filename[: len(filename) - len(ext)]
+        ext = max((e for e in self.extensions if lowered.endswith(e)), key=len, default=None)
+        if ext is not None:  # the first of the longest, as a stable sort by length would
+            return filename[: len(filename) - len(ext)]
         raise ValueError(
             f"{filename!r} has none of the extensions {self.extensions} of {self.key!r}"
         )

@@ -26,13 +26,16 @@ import errno
 import fnmatch
 import hashlib
 import json
+import operator
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dpl_assets.datatypes import DATATYPES, get_datatype
+
+_NAME = operator.attrgetter("name")
 
 MAX_ID_BYTES = 150
 """Ids leave room for an extension and a temp suffix under the usual 255-byte name limit."""
@@ -222,45 +225,77 @@ def scan_source_files(
     Hidden files and folders (a leading dot) are skipped: they are editor, OS or our own
     bookkeeping files.
     """
-    dt = get_datatype(datatype)
-    found: list[SourceFile] = []
+    found, refused = walk_source_files(inputs, datatype)
+    return [SourceFile(datatype, root, Path(path), rel) for root, path, rel in found], refused
+
+
+FoundFile = tuple[Path, str, str]
+"""A file :func:`walk_source_files` found: ``(root, path, path relative to root)``; the
+path is the string ``str(SourceFile.path)`` would be, the relative one "/"-separated."""
+
+
+def walk_source_files(
+    inputs: InputRoots, datatype: str, stats: dict[str, tuple[int, int]] | None = None
+) -> tuple[list[FoundFile], list[RefusedFile]]:
+    """:func:`scan_source_files` without building a :class:`SourceFile` per file (what a
+    rescan of a million known files cannot afford). With ``stats``, also records
+    ``path -> (size, mtime_ns)`` of each regular file found (not of links), as
+    :func:`os.stat` gives it, from the scan's own stat of the file."""
+    extensions = tuple(get_datatype(datatype).extensions)
+    include, exclude = inputs.include, inputs.exclude
+    filtered = bool(include or exclude)
+    found: list[FoundFile] = []
     refused: list[RefusedFile] = []
     for root in inputs.roots.get(datatype, ()):
+        top = str(root)
+        # DirEntry.path is os.path.join(folder, name): the string of its Path too, except
+        # under a root such as "." that Path would shorten (then the Path decides)
+        exact = str(Path(top, "x")) == os.path.join(top, "x")
         entered = {os.path.realpath(root)}  # real folders walked (folder links: each once)
-        stack: list[tuple[str, str]] = [(str(root), "")]  # (folder, relative prefix)
+        stack: list[tuple[str, str]] = [(top, "")]  # (folder, relative prefix)
         while stack:
             folder, prefix = stack.pop()
             try:
                 with os.scandir(folder) as listing:
-                    entries = sorted(listing, key=lambda entry: entry.name)
+                    entries = sorted(listing, key=_NAME)
             except OSError:
                 continue  # unreadable folder: as os.walk did
             subfolders: list[tuple[str, str]] = []
             for entry in entries:
                 name = entry.name
-                if name.startswith("."):
+                if name[0] == ".":
                     continue
-                relative = prefix + name
                 if not entry.is_symlink():
                     if entry.is_dir(follow_symlinks=False):
-                        subfolders.append((entry.path, relative + "/"))
-                    elif dt.matches(name) and passes_filters(
-                        relative, inputs.include, inputs.exclude
-                    ):
-                        found.append(SourceFile(datatype, root, Path(entry.path), relative))
+                        subfolders.append((entry.path, prefix + name + "/"))
+                        continue
+                    if not name.lower().endswith(extensions):
+                        continue
+                    relative = prefix + name
+                    if filtered and not passes_filters(relative, include, exclude):
+                        continue
+                    path = entry.path if exact else str(Path(entry.path))
+                    found.append((root, path, relative))
+                    if stats is not None:
+                        try:
+                            stat = entry.stat()
+                        except OSError:
+                            continue  # gone already: the catalog's own stat will tell
+                        stats[path] = (stat.st_size, stat.st_mtime_ns)
                     continue
+                relative = prefix + name
                 verdict = _symlink_verdict(inputs, entry.path, entered)
                 if verdict == "folder":
                     entered.add(os.path.realpath(entry.path))
                     subfolders.append((entry.path, relative + "/"))
                     continue
                 is_folder = verdict.startswith("folder:")
-                if not is_folder and not dt.matches(name):
+                if not is_folder and not name.lower().endswith(extensions):
                     continue  # a link that would not be a file of this datatype anyway
-                if not passes_filters(relative, inputs.include, inputs.exclude):
+                if filtered and not passes_filters(relative, include, exclude):
                     continue
                 if verdict == "file":
-                    found.append(SourceFile(datatype, root, Path(entry.path), relative))
+                    found.append((root, entry.path if exact else str(Path(entry.path)), relative))
                 else:
                     reason = f"{entry.path}: {verdict.removeprefix('folder:')}"
                     refused.append(RefusedFile(datatype, root, Path(entry.path), relative, reason))
@@ -338,7 +373,11 @@ def assign_ids(files: Iterable[SourceFile], taken: Mapping[str, str]) -> IdAssig
     with each other or with a taken id all get hashed ids, independent of discovery order.
     """
     registered_paths = set(taken.values())
-    fresh = [f for f in files if str(f.path) not in registered_paths]
+    return assign_new_ids([f for f in files if str(f.path) not in registered_paths], taken)
+
+
+def assign_new_ids(fresh: Iterable[SourceFile], taken: Container[str]) -> IdAssignment:
+    """:func:`assign_ids` of files known to be unregistered; ``taken``: the registered ids."""
     groups: dict[str, list[SourceFile]] = {}
     for source in fresh:
         groups.setdefault(readable_id(source.stem), []).append(source)
