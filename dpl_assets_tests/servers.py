@@ -89,12 +89,12 @@ class Postgres:
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[Postgres]:
+def postgres(durable: bool = False) -> Iterator[Postgres]:
     """A PostgreSQL cluster in a new temp folder (user ``dagster``, trusted on 127.0.0.1
     only, database ``dagster``), stopped (fast shutdown, by the postmaster's PID) and
-    deleted at the end. Not under pytest's temp folders: those are root's alone, and the
-    ``postgres`` user must reach its folder. Skips the test when PostgreSQL is not
-    installed (``scripts/setup.sh --tests``)."""
+    deleted at the end; ``fsync=off`` unless ``durable`` (benchmarks). Not under pytest's
+    temp folders: those are root's alone, and the ``postgres`` user must reach its folder.
+    Skips the test when PostgreSQL is not installed (``scripts/setup.sh --tests``)."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (bash scripts/setup.sh --tests)")
@@ -112,7 +112,8 @@ def postgres() -> Iterator[Postgres]:
         [*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", "dagster",
          "--auth=trust", "--no-sync"], **quiet,
     )  # fmt: skip
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    options += "" if durable else " -c fsync=off"
     subprocess.run(
         [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options,
          "-l", str(folder / "postgres.log"), "-w", "start"], **quiet,
