@@ -85,6 +85,8 @@ def face_model(config: FaceAlignmentConfig, device: Callable[[], str]) -> FaceMo
     """The configured face model: MediaPipe on the CPU, or face-alignment on ``device()``."""
     if config.backend == "face_alignment":
         return FanFaceModel(config.filter_threshold, device=device())
+    import mediapipe  # noqa: F401  # here, not at the first frame: its 1-2 s are start-up
+
     return FaceAnalyzer(config.filter_threshold)
 
 
