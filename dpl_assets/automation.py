@@ -37,6 +37,7 @@ from dpl_assets.partitions import (
     RANGE_START_TAG,
     VIDEOS_PARTITION_NAME,
     VIDEOS_PER_RUN,
+    add_video_partitions_requests,
 )
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.settings import output_dir_from_env
@@ -130,8 +131,7 @@ def new_videos_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | 
         key = "videos:" + _key(batch, store)
         requests.append(run_request(plan, assets, first, last, key, "new_videos"))
     partitions: list[Any] = []
-    if to_add:
-        partitions.append(dg.AddDynamicPartitionsRequest(VIDEOS_PARTITION_NAME, to_add))
+    partitions.extend(add_video_partitions_requests(to_add))
     if registration.removed_ids:
         partitions.append(
             dg.DeleteDynamicPartitionsRequest(VIDEOS_PARTITION_NAME, registration.removed_ids)

@@ -32,6 +32,7 @@ from dpl_assets.partitions import (
     RANGE_START_TAG,
     VIDEOS_PARTITION_NAME,
     VIDEOS_PER_RUN,
+    add_video_partitions,
 )
 from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
 from dpl_assets.report import VideoReport, video_report
@@ -70,8 +71,7 @@ def register_videos(
     registration = sync_videos(store, inputs)
     known = set(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
     missing = [video_id for video_id in registration.all_ids if video_id not in known]
-    if missing:
-        instance.add_dynamic_partitions(VIDEOS_PARTITION_NAME, missing)
+    add_video_partitions(instance, missing)
     for video_id in registration.removed_ids:
         if video_id in known:
             instance.delete_dynamic_partition(VIDEOS_PARTITION_NAME, video_id)

@@ -19,7 +19,12 @@ from dpl_assets import cli
 from dpl_assets.automation import backfill_schedule, new_videos_sensor
 from dpl_assets.catalog import Catalog
 from dpl_assets.definitions import build_definitions
-from dpl_assets.partitions import VIDEOS_PARTITION_NAME
+from dpl_assets.partitions import (
+    PARTITIONS_PER_CALL,
+    VIDEOS_PARTITION_NAME,
+    add_video_partitions,
+    add_video_partitions_requests,
+)
 from dpl_assets_tests import media_factory as media
 from dpl_assets_tests.test_pipeline import instance_for
 
@@ -253,3 +258,18 @@ def test_a_run_of_an_asset_the_code_location_does_not_know_says_to_reload_it():
     assert run_request(plan, ["wav"], "a", "b", None, "sensor").asset_selection == [
         dg.AssetKey("wav")
     ]
+
+
+def test_a_quarter_million_videos_become_partitions_in_pieces(tmp_path):
+    """SQLite refuses a statement with more than 250,000 variables, and Dagster's SQLite
+    storage adds all keys of one call in one statement: that call fails, ours (and the
+    sensor's requests, one daemon call each) add them in pieces."""
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    keys = [f"video_{index:06d}" for index in range(260_000)]
+    with pytest.raises(Exception, match="too many SQL variables"):
+        instance.add_dynamic_partitions(VIDEOS_PARTITION_NAME, keys)
+    add_video_partitions(instance, keys)
+    assert instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME) == keys
+    requests = add_video_partitions_requests(keys[:25_001])
+    assert [len(r.partition_keys) for r in requests] == [PARTITIONS_PER_CALL] * 2 + [5_001]
+    assert [key for r in requests for key in r.partition_keys] == keys[:25_001]
