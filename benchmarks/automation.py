@@ -68,7 +68,7 @@ def fresh_database(postgres_url: str, name: str) -> str:
     """``postgres_url`` pointed at a new, empty database ``name`` (dropped first if there)."""
     import psycopg2  # dagster-postgres's driver
 
-    connection = psycopg2.connect(postgres_url)
+    connection = psycopg2.connect(postgres_url.replace("postgresql+psycopg2://", "postgresql://"))
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')  # name: ours, not user input
@@ -308,7 +308,8 @@ def main() -> None:
             from dpl_assets_tests.servers import postgres
 
             server = stack.enter_context(postgres(durable=True))
-            args.postgres_url = f"postgresql://dagster@127.0.0.1:{server.port}/dagster"
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; dagster-postgres has psycopg2
+            args.postgres_url = f"postgresql+psycopg2://dagster@127.0.0.1:{server.port}/dagster"
         report = measure(args)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=1))
