@@ -89,11 +89,8 @@ class RefusedEntry:
 
 def fingerprint(path: str | Path) -> list[int] | None:
     """``[size, mtime_ns]`` of a file, or None when it cannot be read (gone, no access)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
+    found = _fingerprint(path)
+    return None if found is None else list(found)
 
 
 def _mtime(path: Path) -> float:
@@ -388,7 +385,8 @@ class _Update:
         ]
 
 
-def _fingerprint(path: str) -> tuple[int, int] | None:
+def _fingerprint(path: str | Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file (the scan's stats have this form), None if unreadable."""
     try:
         stat = os.stat(path)
     except OSError:

@@ -186,8 +186,8 @@ def run_all(
     finished runs saved is kept either way.
     """
     queue = _RunQueue(runs, on_ended, run_config)
-    helpers = min(pool.count, len(queue.todo) - 1) if pool is not None else 0
-    share = max(1, threads.cores() // (1 + max(helpers, 0)))
+    helpers = max(0, min(pool.count, len(queue.todo) - 1)) if pool is not None else 0
+    share = max(1, threads.cores() // (1 + helpers))
     if pool is not None and helpers > 0:
         pool.used = True
         for _ in range(helpers):

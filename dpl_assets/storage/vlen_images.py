@@ -18,7 +18,7 @@ import numpy as np
 from dpl_assets.storage.image_codec import EncodedImage, decode_image, decode_to_shape
 
 VLEN_CHUNK = 64  # entries per HDF5 chunk, and per write: h5py costs ~0.2 ms per call
-GROW_BY = 256  # entries added per resize: resizing per frame costs an HDF5 metadata write
+GROW_BY = 256  # entries added per resize (Filter32019Writer): per frame costs a metadata write
 READ_BLOCK = 64  # entries fetched per read while streaming (bounded memory)
 
 
@@ -31,9 +31,9 @@ class VlenImageWriter:
     """Create ``group[name]`` as an empty vlen image dataset and append encoded images.
 
     ``append`` takes one encoded JPEG/PNG (bytes, or a 1-D uint8 array), stored as given:
-    nothing is checked or encoded here. Entries are written a chunk (64) at a time and the
-    dataset grows by 256 entries at a time; :meth:`finish` writes the rest, trims the
-    dataset to the entries appended and must be called before the dataset is read.
+    nothing is checked or encoded here. Entries are written a chunk (64) at a time, the
+    dataset growing by as many; :meth:`finish` writes the rest and must be called before
+    the dataset is read.
     """
 
     def __init__(self, group: h5py.Group, name: str):
@@ -41,7 +41,7 @@ class VlenImageWriter:
             name, shape=(0,), maxshape=(None,), chunks=(VLEN_CHUNK,),
             dtype=h5py.vlen_dtype(np.uint8),
         )  # fmt: skip
-        self._count = self._capacity = 0
+        self._count = 0
         self._pending: list[np.ndarray] = []  # appended, not written yet (< one chunk)
 
     @property
@@ -60,9 +60,7 @@ class VlenImageWriter:
     def _write_pending(self) -> None:
         if not self._pending:
             return
-        if self._count > self._capacity:
-            self._capacity = -(-self._count // GROW_BY) * GROW_BY
-            self.dataset.resize((self._capacity,))
+        self.dataset.resize((self._count,))  # one resize per block written
         first = self._count - len(self._pending)
         # h5py turns entries of one length into a 2-D block whatever container holds them,
         # and writes a 2-D uint8 block row by row as vlen entries: give it that, or else an
@@ -77,9 +75,8 @@ class VlenImageWriter:
         self._pending = []
 
     def finish(self) -> h5py.Dataset:
-        """Write what is pending, trim the dataset to the entries appended, return it."""
+        """Write what is pending and return the dataset (all entries appended)."""
         self._write_pending()
-        self.dataset.resize((self._count,))
         return self.dataset
 
 
