@@ -72,6 +72,9 @@ MEDIAPIPE_TO_68: tuple[int, ...] = (
 
 MESH_CROP_SCALE = 2.2
 MESH_CROP_MAX_SIDE = 512  # larger crops are downscaled first: the mesh model sees 256 px
+# The tracking mesh samples its region of interest from the crop itself: a crop up to this
+# side goes in as it is (a 625 -> 512 px resize cost 1.7 ms a frame, the mesh the same).
+TRACKING_CROP_MAX_SIDE = 1024
 CROP_RECENTRE = 0.1  # a tracker's crop moves when the face is this x its box side off (see there)
 BOX_SIDE_PER_FACE_LENGTH = 1.03  # detector box side / mesh extent down the face (measured)
 BOX_CENTRE_UP = 0.025  # detector box centre above the mesh extent's, x that extent (measured)
@@ -110,21 +113,22 @@ def mesh_in_crop(
     rgb: np.ndarray,
     window: tuple[int, int, int],
     interpolation: int = cv2.INTER_AREA,
+    max_side: int = MESH_CROP_MAX_SIDE,
 ) -> np.ndarray | None:
     """The 478-point mesh float32 (478, 3) px that ``mesh_model`` (a mediapipe ``FaceMesh``)
     finds in the square ``window`` ``(x0, y0, side)`` px (:func:`crop_window`) of RGB uint8
     ``rgb``, or None.
 
-    The crop is black outside the frame and downscaled to :data:`MESH_CROP_MAX_SIDE` px
-    with the OpenCV ``interpolation`` when larger; the points are mapped back to frame
-    pixels, ``z`` scaled like ``x``.
+    The crop is black outside the frame and downscaled to ``max_side`` px with the OpenCV
+    ``interpolation`` when larger; the points are mapped back to frame pixels, ``z``
+    scaled like ``x``.
     """
     x0, y0, side = window
     crop = square_crop(rgb, x0, y0, side)
     scale = 1.0
-    if side > MESH_CROP_MAX_SIDE:
-        scale = MESH_CROP_MAX_SIDE / side
-        crop = cv2.resize(crop, (MESH_CROP_MAX_SIDE,) * 2, interpolation=interpolation)
+    if side > max_side:
+        scale = max_side / side
+        crop = cv2.resize(crop, (max_side,) * 2, interpolation=interpolation)
     found = mesh_model.process(crop).multi_face_landmarks
     if not found:
         return None
@@ -172,20 +176,25 @@ class MeshTracker(ClosedOnExit):
     mesh model alone, about half the static mesh's cost. The crop follows the face
     lazily: it stays where it is while the box given stays within :data:`CROP_RECENTRE`
     x its side of the crop's centre and size, so the tracking mesh sees a still image
-    region between moves, as on a whole frame (a crop moved every frame, resampled to
-    :data:`MESH_CROP_MAX_SIDE` at a new phase each time, jittered 1.6x more on the
-    benchmark clips). Crops larger than :data:`MESH_CROP_MAX_SIDE` are downscaled with
-    ``interpolation``: bilinear by default, ~4x cheaper than the static path's area filter
-    for the benchmark clips' 531 -> 512 px, with the same distance to the static
-    landmarks (1.43 vs 1.43, 1.53 vs 1.52 px) and jitter (0.39 vs 0.39, 0.54 vs 0.53 px).
+    region between moves, as on a whole frame (a crop moved every frame, resampled at a
+    new phase each time, jittered 1.6x more on the benchmark clips). Crops larger than
+    ``max_side`` (:data:`TRACKING_CROP_MAX_SIDE`) are downscaled with ``interpolation``
+    (bilinear by default); smaller ones go in unscaled, since the mesh resamples its
+    region itself: on the benchmark clips (crops of 620-880 px) that made the face
+    stage ~13 % cheaper than downscaling to :data:`MESH_CROP_MAX_SIDE` as the static
+    path does (7.5 vs 8.6 ms a frame), landmarks 1.50 vs 1.48 px from the static ones,
+    jitter 0.48 vs 0.46 px, the same faces and identities.
     One tracker per face: calls must be that face's frames in order. Created by
     :meth:`FaceAnalyzer.landmark_tracker`; :meth:`close` frees the graph.
     """
 
-    def __init__(self, interpolation: int = cv2.INTER_LINEAR) -> None:
+    def __init__(
+        self, interpolation: int = cv2.INTER_LINEAR, max_side: int = TRACKING_CROP_MAX_SIDE
+    ) -> None:
         import mediapipe as mp
 
         self.interpolation = interpolation
+        self.max_side = max_side
         self.window: tuple[int, int, int] | None = None
         native_logs.acquire()  # its C++ start-up lines: see native_logs
         try:
@@ -204,7 +213,7 @@ class MeshTracker(ClosedOnExit):
             raise RuntimeError("the mesh tracker is closed")
         rgb = as_rgb(rgb)
         self.window = self._window_for(box)
-        mesh = mesh_in_crop(self._mesh, rgb, self.window, self.interpolation)
+        mesh = mesh_in_crop(self._mesh, rgb, self.window, self.interpolation, self.max_side)
         return None if mesh is None else FaceLandmarks(mesh_to_68(mesh).copy(), mesh)
 
     def _window_for(self, box: np.ndarray) -> tuple[int, int, int]:
