@@ -15,6 +15,7 @@ at least 256 px).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import cv2
@@ -69,7 +70,7 @@ def detect_cuts(
 def scene_ranges(cuts: Iterable[int], count: int) -> np.ndarray:
     """int64 (S, 2) ``[start_frame, end_frame)`` of the scenes of ``count`` frames split at
     ``cuts`` (first frames of new scenes, in (0, count)); (0, 2) for no frames."""
-    edges = [0, *sorted({int(c) for c in cuts if 0 < c < count}), count]
     if count <= 0:
         return np.zeros((0, 2), np.int64)
-    return np.array(list(zip(edges[:-1], edges[1:], strict=True)), np.int64)
+    edges = [0, *sorted({int(c) for c in cuts if 0 < c < count}), count]
+    return np.array(list(itertools.pairwise(edges)), np.int64)
