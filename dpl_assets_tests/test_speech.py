@@ -72,6 +72,26 @@ def test_silences_between_sentences_are_found_within_0_1_s(vad, noise_rms):
     assert active.mean() > 0.7
 
 
+def test_window_probabilities_are_the_models_own_window_by_window(vad):
+    # The reference is get_speech_timestamps' loop: a fresh state, then the model called on
+    # each 512-sample chunk, the last one zero-padded. 41 windows, the last one partial.
+    import torch
+
+    wav = reading("0930")[:20_900]
+    model = vad._model
+    model.reset_states()
+    expected = []
+    for start in range(0, wav.size, 512):
+        chunk = torch.from_numpy(wav[start : start + 512])
+        chunk = torch.nn.functional.pad(chunk, (0, 512 - chunk.numel()))
+        expected.append(model(chunk, RATE).item())
+
+    found = vad.window_probabilities(wav)
+
+    np.testing.assert_allclose(found, expected, atol=1e-6)
+    assert vad.window_probabilities(wav[:450]).shape == (1,)  # shorter than one window
+
+
 def test_windows_go_onto_20_ms_steps_by_overlap():
     # Window j covers samples [512 j, 512 j + 512); step k covers [320 k, 320 k + 320).
     windows = np.array([1.0, 0.0, 0.5], np.float32)

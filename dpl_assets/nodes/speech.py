@@ -80,17 +80,28 @@ class SileroVad:
 
     def window_probabilities(self, wav: np.ndarray) -> np.ndarray:
         """Speech probability float32 (W,) of each 512-sample window of ``wav`` (float32
-        (N,) in [-1, 1] at 16 kHz), W = ceil(N / 512); the last window zero-padded. The
-        model's state starts afresh for each call."""
+        (N,) in [-1, 1] at 16 kHz), W = ceil(N / 512), the last window zero-padded: what
+        silero-vad's ``get_speech_timestamps`` computes, window by window from a fresh
+        state. The whole windows go through the model's own TorchScript loop on a view of
+        ``wav`` (no copy of a long recording), the padded last one after them."""
         import torch
 
-        if wav.size == 0:
-            return np.zeros(0, np.float32)
+        window = SILERO_WINDOW_SAMPLES
         audio = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None]
+        whole = audio.shape[1] // window * window
+        parts = []
+        self._model.reset_states()
         with torch.inference_mode():
-            # The model's own loop over windows (TorchScript), resetting its state first.
-            probabilities = self._model.audio_forward(audio, AUDIO_SAMPLE_RATE_HZ)
-        return probabilities[0].numpy().astype(np.float32)
+            if whole:  # its loop starts from a fresh state too
+                parts.append(self._model.audio_forward(audio[:, :whole], AUDIO_SAMPLE_RATE_HZ))
+            if audio.shape[1] > whole:  # the state runs on from the last whole window
+                tail = torch.nn.functional.pad(
+                    audio[:, whole:], (0, whole + window - audio.shape[1])
+                )
+                parts.append(self._model(tail, AUDIO_SAMPLE_RATE_HZ))
+        if not parts:
+            return np.zeros(0, np.float32)
+        return torch.cat(parts, dim=1)[0].numpy().astype(np.float32)
 
 
 def windows_to_steps(
