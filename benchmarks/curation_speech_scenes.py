@@ -87,7 +87,7 @@ def bench_speech(seconds: float, repeats: int) -> dict[str, Any]:
 
     wav = reading(seconds)
     vad = SileroVad.acquire()  # one torch thread, as silero_vad's import sets it
-    model = vad._model
+    model = vad.module
     speech_probability(vad, wav[: 5 * RATE])  # TorchScript's first runs optimise the graph
     audio = torch.from_numpy(wav)
     times = alternate(

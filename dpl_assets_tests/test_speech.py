@@ -78,7 +78,7 @@ def test_window_probabilities_are_the_models_own_window_by_window(vad):
     import torch
 
     wav = reading("0930")[:20_900]
-    model = vad._model
+    model = vad.module
     model.reset_states()
     expected = []
     for start in range(0, wav.size, 512):

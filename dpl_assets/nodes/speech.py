@@ -58,7 +58,8 @@ class SileroVad:
     def __init__(self) -> None:
         from silero_vad import load_silero_vad
 
-        self._model = load_silero_vad()
+        self.module = load_silero_vad()
+        """The TorchScript module: ``module(chunk, 16000)`` scores one 512-sample window."""
 
     @classmethod
     def acquire(cls) -> SileroVad:
@@ -90,15 +91,15 @@ class SileroVad:
         audio = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None]
         whole = audio.shape[1] // window * window
         parts = []
-        self._model.reset_states()
+        self.module.reset_states()
         with torch.inference_mode():
             if whole:  # its loop starts from a fresh state too
-                parts.append(self._model.audio_forward(audio[:, :whole], AUDIO_SAMPLE_RATE_HZ))
+                parts.append(self.module.audio_forward(audio[:, :whole], AUDIO_SAMPLE_RATE_HZ))
             if audio.shape[1] > whole:  # the state runs on from the last whole window
                 tail = torch.nn.functional.pad(
                     audio[:, whole:], (0, whole + window - audio.shape[1])
                 )
-                parts.append(self._model(tail, AUDIO_SAMPLE_RATE_HZ))
+                parts.append(self.module(tail, AUDIO_SAMPLE_RATE_HZ))
         if not parts:
             return np.zeros(0, np.float32)
         return torch.cat(parts, dim=1)[0].numpy().astype(np.float32)
