@@ -146,8 +146,9 @@ def speech_active(
 ) -> np.ndarray:
     """bool (T,): speech per 20 ms step: ``speech`` (T,) at or above ``threshold``, with the
     pauses inside speech shorter than ``min_silence_s`` filled, then the runs of speech
-    shorter than ``min_speech_s`` dropped (Silero's ``min_silence_duration_ms`` and
-    ``min_speech_duration_ms``, applied in that order as its ``get_speech_timestamps`` does)."""
+    shorter than ``min_speech_s`` dropped: the duration rules of Silero's
+    ``get_speech_timestamps`` (``min_silence_duration_ms``, ``min_speech_duration_ms``),
+    without its lower exit threshold and padding, so the spans keep to the probability."""
     active = np.asarray(speech) >= threshold
     starts, ends = _runs(active)
     min_gap = math.ceil(min_silence_s / STEP_S - 1e-9)
