@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 ASTRONAUT = Path("/usr/lib/python3/dist-packages/skimage/data/astronaut.png")
@@ -38,6 +39,21 @@ def missing_packages(packages: list[str] | None = None) -> list[str]:
                 missing.append(package)
                 break
     return missing
+
+
+def h264_writer(path: Path, size: tuple[int, int], fps: int) -> subprocess.Popen[bytes]:
+    """An ffmpeg process encoding the raw RGB frames (``size`` = width, height) written to
+    its stdin as H.264 (libx264 veryfast, yuv420p) into ``path``: frames are streamed one by
+    one, never all in memory. Close its stdin and wait for it when done."""
+    from dpl_assets.media.ffmpeg import ffmpeg_executable
+
+    width, height = size
+    return subprocess.Popen(
+        [ffmpeg_executable(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+         "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0", "-c:v", "libx264",
+         "-preset", "veryfast", "-pix_fmt", "yuv420p", "file:" + str(path)],
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
 
 
 def step_spans(instance_dir: Path) -> dict[str, list[tuple[float, float]]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,8 +26,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+from bench_media import h264_writer
 
-from dpl_assets.media.ffmpeg import ffmpeg_executable
 from dpl_assets.media.frames import decode_frames
 from dpl_assets.nodes.crops import crop_frames
 from dpl_assets.nodes.faces import FaceAnalyzer
@@ -41,12 +40,7 @@ WIDTH, HEIGHT, FPS = 1920, 1080, 25
 def make_long_clip(path: Path, seconds: float) -> Path:
     """A 1080p H.264 clip, frames streamed to ffmpeg one by one (never all in memory)."""
     faces = face_frames(seconds, FPS, size=560)
-    writer = subprocess.Popen(
-        [ffmpeg_executable(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-         "-s", f"{WIDTH}x{HEIGHT}", "-r", str(FPS), "-i", "pipe:0", "-c:v", "libx264",
-         "-preset", "veryfast", "-pix_fmt", "yuv420p", "file:" + str(path)],
-        stdin=subprocess.PIPE,
-    )  # fmt: skip
+    writer = h264_writer(path, (WIDTH, HEIGHT), FPS)
     assert writer.stdin is not None
     canvas = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
     for index, face in enumerate(faces):

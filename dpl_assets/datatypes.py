@@ -154,6 +154,14 @@ DATATYPES: dict[str, Datatype] = {
             per=FRAME,
         ),
         Datatype(
+            "scenes",
+            StorageFormat.JSON,
+            (".json",),
+            "Shots of images: [start_frame, end_frame) per scene, cut frames and their times "
+            "(s) (PySceneDetect content detector).",
+            record_stats=(RecordStat("scene_count", "scenes"), RecordStat("cut_count", "cuts")),
+        ),
+        Datatype(
             "crops",
             StorageFormat.IMAGE_STACK,
             (".h5",),
@@ -257,6 +265,29 @@ DATATYPES: dict[str, Datatype] = {
             per=AUDIO_STEP,
             window_samples=320,  # mean |x| over one 320-sample hop
             values=(NonNegative(),),
+        ),
+        Datatype(
+            "speech",
+            StorageFormat.NPY,
+            (".npy",),
+            "Speech probability (T,) float32 in [0, 1] per 20 ms step k ([0.02k, 0.02(k+1)) s), "
+            "T as for volume (Silero VAD).",
+            ArrayContract(("T",), "float32"),
+            per=AUDIO_STEP,
+            window_samples=320,  # step k covers samples [320 k, 320 k + 320)
+            values=(NonNegative(),),
+        ),
+        Datatype(
+            "speech_spans",
+            StorageFormat.JSON,
+            (".json",),
+            "Speech spans [start_s, end_s) on the wav clock, with the threshold and minimum "
+            "durations that make speech's boolean per step.",
+            record_stats=(
+                RecordStat("speech_s", "speech_s", scale=1),
+                RecordStat("speech_fraction", "speech_pct", scale=100),
+                RecordStat("span_count", "speech_spans"),
+            ),
         ),
         Datatype(
             "shape",

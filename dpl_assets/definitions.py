@@ -59,7 +59,7 @@ offline_audio_job = dg.define_asset_job(
     selection=OFFLINE & dg.AssetSelection.groups(*OFFLINE_AUDIO_GROUPS),
     partitions_def=video_partitions,
     description="The probe record and the audio assets that need no model files you bring "
-    "(16 kHz wav, volume).",
+    "(16 kHz wav, volume, speech).",
 )
 
 _STOCK_EXECUTOR = dg.multi_or_in_process_executor

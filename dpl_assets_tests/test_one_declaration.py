@@ -83,6 +83,8 @@ CONSUMERS: dict[str, set[str]] = {
     "assets/crops.py": {"images", "landmarks", "raw_bboxes"},
     "assets/face3d.py": {"bboxes", "crops", "images"},
     "assets/faces.py": {"images"},
+    "assets/scenes.py": {"images"},
+    "assets/speech.py": {"wav"},
     "assets/visualize.py": {
         "bboxes",
         "face_mask",

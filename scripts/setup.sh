@@ -4,7 +4,8 @@
 #   scripts/setup.sh           what the pipeline and the demo need
 #   scripts/setup.sh --cluster also the PostgreSQL and Redis servers that the cluster tests
 #                              and scripts/cluster_demo.sh start
-#   scripts/setup.sh --tests   also Chromium and its driver for the web UI test (and --cluster)
+#   scripts/setup.sh --tests   also Chromium and its driver for the web UI test, real speech
+#                              for the speech tests (and --cluster)
 #   scripts/setup.sh --bench   also what benchmarks/end_to_end.py needs (its clips' real face
 #                              photos and speech, sox, simplejpeg)
 set -euo pipefail
@@ -33,6 +34,9 @@ missing=()
 if [ "$tests" -eq 1 ]; then
   packages+=(chromium chromium-driver)
   tools+=(chromium chromedriver)
+  # Real speech (LibriVox readings) for the speech activity tests.
+  packages+=(pocketsphinx-testdata)
+  [ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
 fi
 if [ "$cluster" -eq 1 ]; then
   # PostgreSQL (initdb, pg_ctl of the newest installed major) and redis-server: the
@@ -71,10 +75,11 @@ if [ ! -x .venv/bin/python ]; then
   did+=(.venv)
 fi
 
-# One Python start answers every question about the venv: which of torch, face_alignment
-# and the project need installing. The project counts as installed when its distribution
-# is an editable install of this checkout made from the current pyproject.toml and
-# setup.cfg (their hash is kept in .venv/.dpl-setup-stamp after a successful install).
+# One Python start answers every question about the venv: which of torch, face_alignment,
+# silero_vad, scenedetect and the project need installing. The project counts as installed
+# when its distribution is an editable install of this checkout made from the current
+# pyproject.toml and setup.cfg (their hash is kept in .venv/.dpl-setup-stamp after a
+# successful install).
 # Isolated (-I): a stale dpl_assets.egg-info in the checkout must not count as installed.
 extras="dev,face-alignment,postgres,celery,k8s"
 [ "$bench" -eq 1 ] && extras="$extras,bench"
@@ -88,7 +93,8 @@ import pathlib
 import sys
 
 stamp, expected = pathlib.Path(sys.argv[1]), sys.argv[2]
-need = [name for name in ("torch", "face_alignment") if importlib.util.find_spec(name) is None]
+modules = ("torch", "face_alignment", "silero_vad", "scenedetect")
+need = [name for name in modules if importlib.util.find_spec(name) is None]
 try:
     dist = md.distribution("dpl-assets")
     url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
@@ -123,6 +129,18 @@ if [[ " $need " == *" project "* ]]; then
   PYTHONWARNINGS="ignore:Editable installation" .venv/bin/pip install -q -e ".[${extras}]"
   echo "$digest:$extras" >"$stamp"
   did+=(project)
+fi
+# SpeechNode's and SceneCutNode's libraries, after torch and the project (which brings their
+# other requirements); --no-deps: see pyproject (scenedetect would pull opencv-python).
+if [[ " $need " == *" silero_vad "* ]]; then
+  echo "setup: installing silero-vad 6.2.3 (--no-deps; its weights are in the wheel)"
+  .venv/bin/pip install -q --no-deps "silero-vad==6.2.3"
+  did+=(silero-vad)
+fi
+if [[ " $need " == *" scenedetect "* ]]; then
+  echo "setup: installing scenedetect 0.7.2 (--no-deps)"
+  .venv/bin/pip install -q --no-deps "scenedetect==0.7.2"
+  did+=(scenedetect)
 fi
 # The optional face-alignment backend (tested on stand-in weights); --no-deps: see pyproject.
 if [[ " $need " == *" face_alignment "* ]]; then

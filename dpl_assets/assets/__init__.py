@@ -41,7 +41,9 @@ from dpl_assets.assets.packing import (
     VID2VID_AUDIO_NODE,
     VID2VID_DATASET_NODE,
 )
+from dpl_assets.assets.scenes import SCENE_CUT_NODE
 from dpl_assets.assets.sources import PROBE_NODE, aac, video
+from dpl_assets.assets.speech import SPEECH_NODE
 from dpl_assets.assets.vision import VIDEO_TO_IMAGES_NODE
 from dpl_assets.assets.visualize import CONTACT_SHEET_NODE, PREVIEW_NODE
 from dpl_assets.assets.wav2vec import WAV2VEC_NODE
@@ -77,6 +79,8 @@ NODE_SPECS: list[NodeSpec] = [
     DATASET_PACK_NODE,
     DATASET_SUMMARY_NODE,
     WAV2VEC_NODE,
+    SPEECH_NODE,
+    SCENE_CUT_NODE,
 ]
 """Every built-in graph node, in the order ``dpl nodes`` and ``docs/nodes.md`` list them."""
 
