@@ -145,7 +145,7 @@ def test_smoothing_keeps_linear_motion_and_never_crosses_a_gap():
     assert smooth_points(gapped, 0) == pytest.approx(gapped, nan_ok=True)
 
 
-@pytest.mark.parametrize("angle, scale", [(0, 2.0), (30, 1.3), (-75, 0.6), (10, 0.2)])
+@pytest.mark.parametrize("angle, scale", [(0, 2.0), (30, 1.3), (-75, 0.6), (10, 0.2), (-40, 0.1)])
 def test_the_warp_puts_a_frame_point_where_to_crop_says(angle: float, scale: float):
     """A bright square's centroid lands at ``to_crop`` of its centre (pixel-centre
     convention right, also through the pixel-area pre-shrink at scale 0.2)."""
@@ -261,3 +261,17 @@ def test_frame_quality_of_the_run(pipeline_run: dict):
     assert clear.sum() >= FRAMES - 2
     assert (ok[clear] == 1).tolist() == (expected_px[clear] >= MIN_FACE_PX).tolist()
     assert 0 < ok.sum() < FRAMES
+
+
+@pytest.mark.parametrize("scale", [1.5, 0.3])
+def test_a_crop_past_the_frame_edge_is_black_exactly_outside_it(scale: float):
+    frame = np.full((300, 400, 3), 200, np.uint8)
+    affine = similarity(20, scale, (0, 0))
+    affine[:, 2] = 32 - to_crop(np.array([[0.0, 150.0]]), affine)[0]  # the left edge mid-crop
+    crop = warp_aligned(frame, affine, 64, "linear")[..., 0]
+    centres = np.stack(np.meshgrid(np.arange(64) + 0.5, np.arange(64) + 0.5), -1).reshape(-1, 2)
+    x_in_frame = to_frame(centres, affine)[:, 0].reshape(64, 64)
+    margin = 1.5 / scale  # a kernel's reach, in frame px
+    assert (crop[x_in_frame > margin] == 200).all()
+    assert (crop[x_in_frame < -margin] == 0).all()
+    assert (crop[x_in_frame < -margin]).size > 500 and (crop[x_in_frame > margin]).size > 500
