@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pydantic
 import pytest
@@ -25,7 +26,7 @@ from dpl_assets.nodes.aligned_crops import (
     to_frame,
     warp_aligned,
 )
-from dpl_assets.nodes.frame_quality import QualityThresholds, passing_frames
+from dpl_assets.nodes.frame_quality import FRAME_QUALITY_COLUMNS, QualityThresholds, passing_frames
 from dpl_assets.nodes.mediapipe_faces import FaceAnalyzer
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets_tests import similarity_clip
@@ -202,6 +203,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, face_template: np.nda
                     "smoothing": 3, "output_ext": ".png"}},
         # About the face's size at scale 1 (the clip's scales run 0.8..1.25).
         {"name": "FrameQualityNode", "params": {"min_face_px": MIN_FACE_PX}},
+        {"name": "H5DatasetNode", "params": {"datatypes": list(PACKED)}},
     ]  # fmt: skip
     (folder / "graph.json").write_text(json.dumps(graph))
     (folder / "inputs.json").write_text(json.dumps({"video": "videos"}))
@@ -214,6 +216,7 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, face_template: np.nda
 
 
 MIN_FACE_PX = 127.0
+PACKED = ("aligned_crops", "aligned_affines", "frame_quality", "frame_quality_ok")
 
 
 def test_aligned_crops_put_the_five_points_on_the_template(
@@ -275,3 +278,16 @@ def test_a_crop_past_the_frame_edge_is_black_exactly_outside_it(scale: float):
     assert (crop[x_in_frame > margin] == 200).all()
     assert (crop[x_in_frame < -margin] == 0).all()
     assert (crop[x_in_frame < -margin]).size > 500 and (crop[x_in_frame > margin]).size > 500
+
+
+def test_the_training_file_holds_both_nodes_outputs_with_named_columns(pipeline_run: dict):
+    outputs = pipeline_run["outputs"]
+    with h5py.File(outputs["h5_dataset"], "r") as packed:
+        assert packed["aligned_affines"][:] == pytest.approx(np.load(outputs["aligned_affines"]))
+        assert (
+            packed["frame_quality_ok"][:].tolist() == np.load(outputs["frame_quality_ok"]).tolist()
+        )
+        table = packed["frame_quality"]
+        assert list(table.attrs["columns"]) == list(FRAME_QUALITY_COLUMNS)
+        assert table.shape == (FRAMES, len(FRAME_QUALITY_COLUMNS))
+        assert len(packed["aligned_crops"]) == FRAMES
