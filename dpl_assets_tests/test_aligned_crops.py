@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import pydantic
@@ -291,3 +292,15 @@ def test_the_training_file_holds_both_nodes_outputs_with_named_columns(pipeline_
         assert list(table.attrs["columns"]) == list(FRAME_QUALITY_COLUMNS)
         assert table.shape == (FRAMES, len(FRAME_QUALITY_COLUMNS))
         assert len(packed["aligned_crops"]) == FRAMES
+
+
+def test_a_strong_shrink_averages_fine_detail_instead_of_aliasing():
+    """A 1-px checkerboard shrunk 5x is mid grey; a bare warpAffine samples it (aliases)."""
+    ys, xs = np.mgrid[:400, :400]
+    frame = np.repeat((((xs + ys) % 2) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    affine = similarity(13, 0.2, (0, 0))
+    affine[:, 2] = 32 - to_crop(np.array([[200.0, 200.0]]), affine)[0]  # inside the frame
+    crop = warp_aligned(frame, affine, 64, "linear")[..., 0].astype(np.float64)
+    bare = cv2.warpAffine(frame, affine, (64, 64), flags=cv2.INTER_LINEAR)[..., 0]
+    assert abs(crop.mean() - 127.5) < 3 and crop.std() < 3
+    assert bare.std() > 20

@@ -210,17 +210,16 @@ def _footprint(
 
 
 def _pyramid_shrunk(
-    frame_rgb: np.ndarray, affine: np.ndarray, region: tuple[int, int, int, int]
+    frame_rgb: np.ndarray, affine: np.ndarray, region: tuple[int, int, int, int], scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """``region`` of the frame halved by ``cv2.pyrDown`` (Gaussian 5x5, then every other
-    pixel) until the warp shrinks by 2x at most, and the affine from its pixels to the
-    crop's. A halving maps continuous coordinates as ``x = 2 x' - 0.5`` (output pixel
+    pixel) until the warp (of ``scale``) shrinks by 2x at most, and the affine from its
+    pixels to the crop's. A halving maps continuous coordinates as ``x = 2 x' - 0.5`` (output pixel
     ``i`` is centred on input pixel ``2i``)."""
     x1, y1, x2, y2 = region
     shrunk = frame_rgb[y1:y2, x1:x2]
     to_frame_px = np.array([[1.0, 0, x1], [0, 1.0, y1], [0, 0, 1.0]])
     halve = np.array([[2.0, 0, -0.5], [0, 2.0, -0.5], [0, 0, 1.0]])
-    scale = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))
     while scale < PYRAMID_BELOW and min(shrunk.shape[:2]) > 1:
         shrunk = cv2.pyrDown(shrunk)
         to_frame_px = to_frame_px @ halve
@@ -243,10 +242,11 @@ def warp_aligned(
         return np.zeros((size, size, 3), np.uint8)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if scale < PYRAMID_BELOW:
-        footprint = _footprint(frame_rgb.shape, matrix, size, margin=2.0 / scale)
+        # The pyramid's and the warp's kernels reach ~2 px of each level: 4 / scale in all.
+        footprint = _footprint(frame_rgb.shape, matrix, size, margin=4.0 / scale)
         if footprint is None:  # the crop lies wholly outside the frame
             return np.zeros((size, size, 3), np.uint8)
-        frame_rgb, matrix = _pyramid_shrunk(frame_rgb, matrix, footprint)
+        frame_rgb, matrix = _pyramid_shrunk(frame_rgb, matrix, footprint, scale)
     # warpAffine works on pixel centres at integer coordinates (ours are at +0.5).
     centred = matrix.copy()
     centred[:, 2] += matrix[:, :2] @ [0.5, 0.5] - 0.5
