@@ -82,7 +82,8 @@ class Datatype:
     the datatype has no output check). ``record_stats``: numbers of a JSON record shown
     with each materialization (:class:`RecordStat`). ``window_samples``: for audio-step
     arrays, the 16 kHz samples each step summarizes (its time is the window's centre; None:
-    wav2vec's 400).
+    wav2vec's 400). ``columns``: names of the entries of an array's last axis, in order
+    (a table's columns), so readers need not guess them; empty when not a table.
     """
 
     key: str
@@ -96,6 +97,7 @@ class Datatype:
     file_check: FileCheck | None = None
     record_stats: tuple[RecordStat, ...] = ()
     window_samples: int | None = None
+    columns: tuple[str, ...] = ()
 
     @property
     def packable(self) -> bool:
@@ -167,6 +169,44 @@ DATATYPES: dict[str, Datatype] = {
             (".h5",),
             "Square face crops per frame, same layout as images.",
             per=FRAME,
+        ),
+        Datatype(
+            "aligned_crops",
+            StorageFormat.IMAGE_STACK,
+            (".h5",),
+            "Face crops aligned to a 5-point template per frame (black where no face), "
+            "same layout as images.",
+            per=FRAME,
+        ),
+        Datatype(
+            "aligned_affines",
+            StorageFormat.NPY,
+            (".npy",),
+            "Per-frame 2x3 affine (N, 2, 3) float32 mapping frame px to aligned-crop px; "
+            "NaN = no face.",
+            ArrayContract(("N", 2, 3), "float32"),
+            per=FRAME,
+            nan_rows=True,
+        ),
+        Datatype(
+            "frame_quality",
+            StorageFormat.NPY,
+            (".npy",),
+            "Face quality per frame (N, 5) float32 [sharpness, face_px, yaw_deg, pitch_deg, "
+            "brightness]; NaN = no face.",
+            ArrayContract(("N", 5), "float32"),
+            per=FRAME,
+            nan_rows=True,
+            columns=("sharpness", "face_px", "yaw_deg", "pitch_deg", "brightness"),
+        ),
+        Datatype(
+            "frame_quality_ok",
+            StorageFormat.NPY,
+            (".npy",),
+            "Per-frame (N,) uint8: 1 = a face meeting every FrameQualityNode threshold, else 0.",
+            ArrayContract(("N",), "uint8"),
+            per=FRAME,
+            values=(Codes((0, 1)),),
         ),
         Datatype(
             "raw_bboxes",

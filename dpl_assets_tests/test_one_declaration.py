@@ -80,11 +80,13 @@ def test_the_reference_artefacts_are_registered():
 CONSUMERS: dict[str, set[str]] = {
     # Nodes read the datatypes they declare as inputs, optional or configured.
     "assets/a2en.py": {"exp", "images", "landmarks3d", "pose", "volume", "wav", "wav2vec"},
+    "assets/aligned_crops.py": {"images", "landmarks"},
     "assets/crops.py": {"images", "landmarks", "raw_bboxes"},
     "assets/face3d.py": {"bboxes", "crops", "images"},
     "assets/faces.py": {"images"},
     "assets/scenes.py": {"images"},
     "assets/speech.py": {"wav"},
+    "assets/quality.py": {"head_pose", "images", "landmarks"},
     "assets/visualize.py": {
         "bboxes",
         "face_mask",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from dpl_assets.assets.a2en import A2EN_DATASET_NODE
+from dpl_assets.assets.aligned_crops import ALIGNED_CROP_NODE
 from dpl_assets.assets.audio import AAC_TO_WAV_NODE, VIDEO_TO_WAV_NODE, VOLUME_NODE
 from dpl_assets.assets.crops import (
     CROP_NODE,
@@ -41,6 +42,7 @@ from dpl_assets.assets.packing import (
     VID2VID_AUDIO_NODE,
     VID2VID_DATASET_NODE,
 )
+from dpl_assets.assets.quality import FRAME_QUALITY_NODE
 from dpl_assets.assets.scenes import SCENE_CUT_NODE
 from dpl_assets.assets.sources import PROBE_NODE, aac, video
 from dpl_assets.assets.speech import SPEECH_NODE
@@ -65,6 +67,8 @@ NODE_SPECS: list[NodeSpec] = [
     CROP_NODE,
     HEAD_POSE_NODE,
     BLINKS_NODE,
+    ALIGNED_CROP_NODE,
+    FRAME_QUALITY_NODE,
     EMOCA_NODE,
     EMOCA_FROM_IMAGES_NODE,
     FLAME_NODE,

@@ -20,7 +20,8 @@ Layout of a per-video pack (HDF5), every dataset indexed by frame (first axis N)
 - file attributes ``video_id``, ``fps``, ``frame_count``, ``layout``, ``image_format``,
   ``jpeg_quality``, ``smooth_window``, ``image_keys``/``array_keys``/``audio_keys``,
   ``pack_version``, plus the caller's; each dataset has a ``kind`` attribute
-  (``timestamps`` | ``images`` | ``array`` | ``audio`` | ``mask``).
+  (``timestamps`` | ``images`` | ``array`` | ``audio`` | ``mask``), and an array whose
+  datatype names its columns (``frame_quality``) has them as ``columns``.
 
 Images are streamed from the source image stacks (a block of encoded frames in memory at a
 time) and their bytes are copied as they are when the format and JPEG quality already
@@ -169,6 +170,8 @@ def pack_video(
             for key, value in frame_arrays.items():
                 dset = _write_array(out, key, value)
                 dset.attrs["kind"] = "mask" if key in MASK_KEYS else "array"
+                if key in DATATYPES and DATATYPES[key].columns:
+                    dset.attrs["columns"] = list(DATATYPES[key].columns)
                 if key in audio_derived:
                     dset.attrs[VALID_WHERE_ATTR] = AUDIO_MASK_KEY
                 shapes[key] = value.shape
