@@ -164,6 +164,26 @@ DATATYPES: dict[str, Datatype] = {
             record_stats=(RecordStat("scene_count", "scenes"), RecordStat("cut_count", "cuts")),
         ),
         Datatype(
+            "segments",
+            StorageFormat.JSON,
+            (".json",),
+            "Training segments: kept [start_frame, end_frame) ranges of images, dropped spans "
+            "with their reasons, seconds kept and dropped per reason (SegmentNode).",
+            record_stats=(
+                RecordStat("segment_count", "segments"),
+                RecordStat("kept_s", "kept_s", scale=1),
+                RecordStat("dropped_total_s", "dropped_s", scale=1),
+            ),
+        ),
+        Datatype(
+            "segment_ids",
+            StorageFormat.NPY,
+            (".npy",),
+            "Kept segment of each frame (N,) int32: its index in segments, -1 = dropped.",
+            ArrayContract(("N",), "int32"),
+            per=FRAME,
+        ),
+        Datatype(
             "crops",
             StorageFormat.IMAGE_STACK,
             (".h5",),

@@ -85,6 +85,14 @@ CONSUMERS: dict[str, set[str]] = {
     "assets/face3d.py": {"bboxes", "crops", "images"},
     "assets/faces.py": {"images"},
     "assets/scenes.py": {"images"},
+    "assets/segments.py": {
+        "av_sync",
+        "face_mask",
+        "frame_quality_ok",
+        "images",
+        "scenes",
+        "speech_spans",
+    },
     "assets/speech.py": {"wav"},
     "assets/quality.py": {"head_pose", "images", "landmarks"},
     "assets/visualize.py": {
@@ -127,11 +135,12 @@ CONSUMERS: dict[str, set[str]] = {
         "volume",
         "wav2vec",
     },
-    "visualize/summary_inputs.py": {"faces", "probe", "volume", "wav2vec"},
+    "visualize/summary_inputs.py": {"faces", "probe", "segments", "volume", "wav2vec"},
     "visualize/summary_plots.py": {"volume"},
     "visualize/rejection_reasons.py": {"wav2vec"},  # rejections counted by the step
     "visualize/overlay.py": {"face_mask", "head_pose", "landmarks"},  # what it draws
-    "packing/reader.py": {"crops", "images", "wav2vec"},  # the reader's default windows
+    "packing/reader.py": {"crops", "images", "segment_ids", "wav2vec"},  # default windows;
+    # and the kept segments it serves
     "packing/video_pack.py": {"face_mask", "images"},  # the validity mask; a "kind" label
     "report.py": {"faces"},  # face coverage per video
     "runner.py": {"probe"},  # every run of videos records their probe first

@@ -44,6 +44,7 @@ from dpl_assets.assets.packing import (
 )
 from dpl_assets.assets.quality import FRAME_QUALITY_NODE
 from dpl_assets.assets.scenes import SCENE_CUT_NODE
+from dpl_assets.assets.segments import SEGMENT_NODE
 from dpl_assets.assets.sources import PROBE_NODE, aac, video
 from dpl_assets.assets.speech import SPEECH_NODE
 from dpl_assets.assets.vision import VIDEO_TO_IMAGES_NODE
@@ -85,6 +86,7 @@ NODE_SPECS: list[NodeSpec] = [
     WAV2VEC_NODE,
     SPEECH_NODE,
     SCENE_CUT_NODE,
+    SEGMENT_NODE,
 ]
 """Every built-in graph node, in the order ``dpl nodes`` and ``docs/nodes.md`` list them."""
 

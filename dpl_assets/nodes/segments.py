@@ -29,8 +29,9 @@ NO_FACE = "no face"
 NO_SPEECH = "no speech"
 LOW_QUALITY = "low quality"
 LOW_SYNC = "low sync confidence"
+NOT_SPEAKING = "followed face not speaking"
 TOO_SHORT = "too short"
-REASON_ORDER = (NO_FACE, NO_SPEECH, LOW_QUALITY, LOW_SYNC)
+REASON_ORDER = (NO_FACE, NO_SPEECH, LOW_QUALITY, LOW_SYNC, NOT_SPEAKING)
 """Known reasons, most basic first; other reasons a caller gives come after them."""
 
 
@@ -190,6 +191,17 @@ def segment_ids(kept: np.ndarray, count: int) -> np.ndarray:
     for index, (start, end) in enumerate(np.asarray(kept, np.int64).reshape(-1, 2)):
         ids[start:end] = index
     return ids
+
+
+def long_silences(speech: np.ndarray, frame_times: np.ndarray, min_seconds: float) -> np.ndarray:
+    """bool (N,): frames in a run without speech (``speech`` bool (N,) False) lasting at
+    least ``min_seconds`` (:func:`frame_durations`); shorter pauses are not silences."""
+    silent = ~np.asarray(speech, bool)
+    durations = frame_durations(frame_times) if silent.size else np.zeros(0)
+    for start, end in _runs(silent):
+        if durations[start:end].sum() < min_seconds - 1e-9:
+            silent[start:end] = False
+    return silent
 
 
 def spans_to_mask(spans: Sequence[Sequence[float]], frame_times: np.ndarray) -> np.ndarray:

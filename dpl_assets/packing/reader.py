@@ -7,6 +7,12 @@ from per-video pack files (:mod:`dpl_assets.packing.video_pack`) or a dataset pa
 (T, H, W, 3) (RGB; (T, H, W) for grey), ``timestamps`` -> float64 (T,), every other key ->
 float32 (T, ...), plus ``video_id`` (str) and ``start`` (first frame, int).
 
+Segments: files packed with ``segment_ids`` (``SegmentNode``'s per-frame kept-segment
+index, -1 = dropped) are served per kept segment by default (``segments=None``: when every
+video has them; True requires them, False ignores them): windows start at each segment's
+first frame and every ``stride`` frames after, and never leave the segment, so dropped
+spans and scene cuts are never inside a window; an item then carries ``segment`` (int).
+
 Validity: by default (``skip_invalid=True``) a window is served only when every frame in
 it is valid: ``face_mask`` != 0 (a face was detected or interpolated) in files that have a
 ``face_mask``, and ``audio_mask`` True when a requested key holds audio values (the
@@ -24,6 +30,7 @@ at construction from dataset shapes only, and every file is closed again.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +53,7 @@ from dpl_assets.packing.video_pack import (
 )
 
 _ITEM_FIELDS = ("video_id", "start")
+SEGMENT_IDS_KEY = "segment_ids"  # SegmentNode's kept segment per frame (-1: dropped)
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ class PackedWindows(Dataset):
     frames give no window. ``skip_invalid`` (default True): leave out windows with an
     invalid frame (see the module doc); False: every window, with its masks. Raises
     ValueError when a video lacks a key or a key's first axis is not the video's frame
-    count.
+    count, or when ``segments`` is True and a video has no ``segment_ids``.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class PackedWindows(Dataset):
         stride: int | None = None,
         keys: Sequence[str] | None = None,
         skip_invalid: bool = True,
+        segments: bool | None = None,
     ):
         if window < 1 or (stride is not None and stride < 1):
             raise ValueError("window and stride must be >= 1")
@@ -97,12 +106,22 @@ class PackedWindows(Dataset):
         common = set.intersection(*(set(m) for m in masks.values())) if masks else set()
         self.mask_keys = tuple(key for key in MASK_KEYS if key in common)
         """The masks every item carries (those that apply and every video has)."""
+        with_ids = [video_id for video_id, *_ in located if SEGMENT_IDS_KEY in shapes[video_id]]
+        if segments and len(with_ids) < len(located):
+            missing = sorted({video_id for video_id, *_ in located} - set(with_ids))[:5]
+            raise ValueError(f"segments=True, but no {SEGMENT_IDS_KEY} in videos {missing}")
+        self.by_segment = bool(located) and len(with_ids) == len(located) and segments is not False
+        """Whether windows are served per kept segment (see the module doc)."""
         self._videos: dict[str, _Video] = {}
         self._starts: list[int] = []  # first global window index of each video, in order
         total = 0
         for video_id, path, group in located:
             frames = _frame_count(video_id, shapes[video_id], self.keys)
-            starts = np.arange(0, max(0, frames - self.window + 1), self.stride, dtype=np.int64)
+            if self.by_segment:
+                ids = _read(path, group, SEGMENT_IDS_KEY)
+                starts = segment_window_starts(ids, self.window, self.stride)
+            else:
+                starts = np.arange(0, max(0, frames - self.window + 1), self.stride, np.int64)
             if self.skip_invalid and starts.size:
                 starts = _valid_starts(starts, self.window, masks[video_id], frames)
             self._videos[video_id] = _Video(video_id, path, group, frames, total, starts)
@@ -170,6 +189,8 @@ class PackedWindows(Dataset):
                 item[key] = torch.from_numpy(np.asarray(group[key][start:stop]))
         item["video_id"] = video_id
         item["start"] = start
+        if self.by_segment:
+            item["segment"] = int(group[SEGMENT_IDS_KEY][start])
         return item
 
     def close(self) -> None:
@@ -314,6 +335,26 @@ def _masks_for(path: Path, group: str, keys: Sequence[str]) -> dict[str, np.ndar
         if (needs_audio or AUDIO_MASK_KEY in keys) and AUDIO_MASK_KEY in video:
             masks[AUDIO_MASK_KEY] = np.asarray(video[AUDIO_MASK_KEY][:]).astype(bool)
     return masks
+
+
+def _read(path: Path, group: str, key: str) -> np.ndarray:
+    with h5py.File(path, "r") as handle:
+        return np.asarray(handle[group][key][:])
+
+
+def segment_window_starts(ids: np.ndarray, window: int, stride: int) -> np.ndarray:
+    """int64: first frames of the windows of ``window`` frames inside each kept segment of
+    ``ids`` (int (N,), segment index per frame, -1 = dropped; segments contiguous): every
+    ``stride`` frames from the segment's first frame, while the window fits in it."""
+    ids = np.asarray(ids)
+    edges = np.flatnonzero(np.diff(ids)) + 1
+    bounds = np.concatenate([[0], edges, [ids.size]]).astype(np.int64)
+    starts = [
+        np.arange(start, end - window + 1, stride, dtype=np.int64)
+        for start, end in itertools.pairwise(bounds)
+        if ids[start] >= 0
+    ]
+    return np.concatenate(starts) if starts else np.zeros(0, np.int64)
 
 
 def _valid_starts(

@@ -92,6 +92,27 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _segment_lines(videos: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Seconds kept and dropped per reason over the videos with training segments."""
+    segmented = [v for v in videos if v.get("segment_kept_s") is not None]
+    if not segmented:
+        return []
+    dropped: Counter[str] = Counter()
+    for video in segmented:
+        dropped.update(video.get("segment_dropped_s") or {})
+    kept = sum(float(v["segment_kept_s"]) for v in segmented)
+    total = kept + sum(dropped.values())
+    lines = [f"**Training segments** ({len(segmented)} videos)", "",
+             "| | seconds | share |", "|---|---:|---:|",
+             f"| kept | {kept:.1f} | {100 * kept / total if total else 0:.0f} % |"]  # fmt: skip
+    ranked = sorted(dropped.items(), key=lambda item: (-item[1], item[0]))
+    lines += [
+        f"| dropped: {_cell(reason)} | {s:.1f} | {100 * s / total if total else 0:.0f} % |"
+        for reason, s in ranked
+    ]
+    return [*lines, ""]
+
+
 def _markdown(
     videos: Sequence[Mapping[str, Any]],
     statuses: Counter[str],
@@ -118,6 +139,7 @@ def _markdown(
             f"min in all ({len(durations)} of {len(videos)} videos have a duration).",
             "",
         ]
+    lines += _segment_lines(videos)
     unreadable = sum(len(v.get("unreadable") or ()) for v in videos)
     if unreadable:
         lines += [f"{unreadable} output file(s) could not be read.", ""]

@@ -12,6 +12,8 @@ entry plus
 - ``volume_*``: the loudness envelope ``volume/{id}.npy`` (T,): ``mean``, ``std``,
   ``median``, ``p10``, ``p90`` (10th and 90th percentiles);
 - ``wav2vec_norm_*``: the same of the L2 norms of the rows of ``wav2vec/{id}.npy`` (T, D);
+- ``segment_kept_s`` and ``segment_dropped_s`` (reason -> seconds): the training segments
+  of ``segments/{id}.json`` (``SegmentNode``), None without one;
 - ``unreadable``: paths of files that exist but could not be read.
 """
 
@@ -85,6 +87,9 @@ def _summary_record(output_dir: Path, entry: Mapping[str, Any]) -> dict[str, Any
         values = read("volume" if key == "volume" else "wav2vec", reader) or {}
         for name in _STAT_NAMES:
             record[f"{key}_{name}"] = values.get(name)
+    segments = read("segments", _segment_seconds) or {}
+    record["segment_kept_s"] = segments.get("kept_s")
+    record["segment_dropped_s"] = segments.get("dropped_s")
     record["unreadable"] = unreadable
     return record
 
@@ -120,6 +125,13 @@ def _probe_duration(path: Path) -> float | None:
         return float(probe["duration_s"])
     streams = [s["duration_s"] for s in probe.get("streams", []) if s.get("duration_s")]
     return float(max(streams)) if streams else None
+
+
+def _segment_seconds(path: Path) -> dict[str, Any]:
+    """``kept_s`` (float) and ``dropped_s`` (reason -> float) of a ``segments/{id}.json``."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    dropped = {str(reason): float(s) for reason, s in record["dropped_s"].items()}
+    return {"kept_s": float(record["kept_s"]), "dropped_s": dropped}
 
 
 def _face_coverage(path: Path) -> float | None:
