@@ -117,7 +117,7 @@ class TalkingPhoto:
 
     def frame(self, opening: float) -> np.ndarray:
         """The photo with its mouth ``opening`` (0 shut .. 1 open) open, RGB uint8."""
-        level = int(round(float(np.clip(opening, 0, 1)) * (OPENING_LEVELS - 1)))
+        level = round(float(np.clip(opening, 0, 1)) * (OPENING_LEVELS - 1))
         map_x, map_y = self.maps[level]
         out = cv2.remap(self.photo, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if level:
@@ -162,9 +162,13 @@ def talking_photo(photo: np.ndarray) -> TalkingPhoto:
             maps.append((grid_x.astype(np.float32), grid_y.astype(np.float32)))
         else:
             # Output pixel -> where it comes from in the photo: the warp from moved to still.
-            source = _piecewise_affine(np.vstack([moved, border]), np.vstack([points, border]), grid)
+            source = _piecewise_affine(
+                np.vstack([moved, border]), np.vstack([points, border]), grid
+            )
             source = source.reshape(height, width, 2).astype(np.float32)
-            maps.append((np.ascontiguousarray(source[..., 0]), np.ascontiguousarray(source[..., 1])))
+            maps.append(
+                (np.ascontiguousarray(source[..., 0]), np.ascontiguousarray(source[..., 1]))
+            )
         lips.append(moved[list(INNER_LIPS)])
     return TalkingPhoto(photo, maps, lips)
 
@@ -251,7 +255,7 @@ def make_talking_clip(
     """The astronaut (256 x 256, 25 fps) saying the ``dashwood`` reading, the audio moved
     ``shift_frames`` frames later (positive: audio late; negative: early). ``still``: the
     mouth stays shut while the speech is heard."""
-    frames = int(round(seconds * FPS))
+    frames = round(seconds * FPS)
     voice = speech("dashwood")
     opening = np.zeros(frames) if still else mouth_opening_of(voice, frames)
     face = _astronaut()
@@ -263,7 +267,7 @@ def make_two_faces_clip(path: Path, seconds: float = 5.0) -> Path:
     ``married`` reading, which is not heard, and Grace Hopper (right) saying the
     ``dashwood`` reading, which is the clip's audio (in sync). The speaker is the right,
     smaller face."""
-    frames = int(round(seconds * FPS))
+    frames = round(seconds * FPS)
     heard, unheard = speech("dashwood"), speech("married")
     left, right = _two_faces()
     pictures = [
