@@ -10,7 +10,7 @@ have, for every lag in ``-max_lag .. +max_lag`` frames (:func:`lag_curve`).
 
 **Lag convention**: lag ``k > 0`` means the audio is *late*: the sound that goes with
 frame ``i`` is heard at frame ``i + k``. Shifting the audio ``k`` frames earlier
-(:func:`dpl_assets.packing.av_offset.shift_audio`) puts it in sync. (SyncNet's
+(a packer's ``av_offset``, :mod:`dpl_assets.packing.av_offset`) puts it in sync. (SyncNet's
 ``syncnet_python`` prints ``offset = -k``.)
 
 **Confidence**, as SyncNet reports it (Chung & Zisserman, "Out of time: automated lip sync
@@ -110,9 +110,11 @@ def lag_curve(
 
 @dataclass(frozen=True)
 class TrackSync:
-    """One track against the audio: ``curve`` (2 * max_lag + 1,) correlation per lag (NaN
-    where not enough frames), ``best_lag`` frames (lag convention above), ``peak`` and
-    ``median`` correlation, ``confidence`` = peak - median (0 when the curve is empty)."""
+    """One track against the audio: ``curve`` (2 * max_lag + 1,) correlation (or distance,
+    :meth:`of_distances`) per lag (NaN where not enough frames), ``best_lag`` frames (lag
+    convention above), ``peak`` (the best value) and ``median`` of the curve,
+    ``confidence`` = their difference, best minus median for correlations, median minus
+    best for distances (0 when the curve is empty)."""
 
     curve: np.ndarray
     best_lag: int
@@ -129,6 +131,17 @@ class TrackSync:
         best = int(np.nanargmax(curve))
         peak, median = float(curve[best]), float(np.nanmedian(curve))
         return cls(curve, best - max_lag, peak, median, peak - median)
+
+    @classmethod
+    def of_distances(cls, curve: np.ndarray) -> TrackSync:
+        """The best lag and confidence of a curve of distances per lag (SyncNet's: lower
+        is closer): ``peak`` is the minimum distance, confidence = median - minimum."""
+        max_lag = (curve.size - 1) // 2
+        if not np.isfinite(curve).any():
+            return cls(curve, 0, float("nan"), float("nan"), 0.0)
+        best = int(np.nanargmin(curve))
+        low, median = float(curve[best]), float(np.nanmedian(curve))
+        return cls(curve, best - max_lag, low, median, median - low)
 
 
 def sync_tracks(

@@ -210,8 +210,8 @@ def track_faces(
     finally:
         run.close()
     summaries = summarize_tracks(run.tracks)
-    index = follow(summaries) if follow is not None else None
-    chosen = main_track(run.tracks) if index is None else run.tracks[index]
+    picked = follow(summaries) if follow is not None else None
+    chosen = main_track(run.tracks) if picked is None else run.tracks[picked]
     tracks_seen = len(run.tracks)
     order = _followed_first(summaries, None if chosen is None else run.tracks.index(chosen))
     run.tracks.clear()  # the other tracks' landmarks go before the output is built
