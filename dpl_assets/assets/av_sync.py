@@ -34,10 +34,11 @@ from dpl_assets.storage.video_io import VideoIO
 SPEECH_INPUT: tuple[str, ...] = ("speech",) if "speech" in DATATYPES else ()
 """The speech probability (``SpeechNode``), an optional input where it is declared."""
 
-DEFAULT_MIN_CONFIDENCE = {"correlation": 0.2, "syncnet": 3.0}
+DEFAULT_MIN_CONFIDENCE = {"correlation": 0.25, "syncnet": 3.0}
 """Confidence a speaking track needs to count as in sync, per backend: correlation peak
-minus median (a mouth following the voice: ~0.6 on the test clips, a still one ~0.03);
-SyncNet's median minus minimum distance (3, the usual filter of SyncNet-scored data)."""
+minus median (on the talking-face test clips, a mouth following the voice scores ~0.66, a
+face mouthing other speech 0.19, a still mouth 0.03; not tuned on real video), SyncNet's
+median minus minimum distance (3, the usual filter of SyncNet-scored data)."""
 
 
 class AvSyncConfig(NodeConfig):
@@ -53,7 +54,7 @@ class AvSyncConfig(NodeConfig):
     )
     min_confidence: float | None = Field(
         default=None,
-        description="Confidence the speaking track needs to be 'in_sync' (None: 0.2 for "
+        description="Confidence the speaking track needs to be 'in_sync' (None: 0.25 for "
         "correlation, 3.0 for syncnet).",
     )
     checkpoint: str | None = Field(
