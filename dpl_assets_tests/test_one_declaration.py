@@ -82,7 +82,9 @@ CONSUMERS: dict[str, set[str]] = {
     "assets/a2en.py": {"exp", "images", "landmarks3d", "pose", "volume", "wav", "wav2vec"},
     "assets/crops.py": {"images", "landmarks", "raw_bboxes"},
     "assets/face3d.py": {"bboxes", "crops", "images"},
-    "assets/faces.py": {"images"},
+    "assets/faces.py": {"images", "volume", "wav"},  # follow="speaking" reads the audio
+    # The face tracks, frame times and audio it syncs; "faces" is its group.
+    "assets/av_sync.py": {"face_tracks", "faces", "images", "volume", "wav"},
     "assets/visualize.py": {
         "bboxes",
         "face_mask",
@@ -95,6 +97,7 @@ CONSUMERS: dict[str, set[str]] = {
     "assets/wav2vec.py": {"volume", "wav"},  # Wav2vecNode also writes volume, as the original
     # The packers' default datatypes and the original's audio-blink feature.
     "assets/packing.py": {
+        "av_sync",  # the offset av_offset moves the audio by
         "bboxes",
         "blinks",
         "cam",
