@@ -174,6 +174,7 @@ def test_the_face_node_follows_the_speaking_face_when_asked(runs):
     assert np.nanmean(left[..., 0]) < 160 < np.nanmean(right[..., 0])
     sync = output(speaking, "av_sync")
     assert sync["speaking_track"] == 0  # the followed track is now the speaker
+    assert output(speaking, "faces")["follow"] == "speaking"
     # The default mode's outputs are those of the largest face, as before.
     faces = output(largest, "faces")
     assert "follow" not in faces and faces["tracks_seen"] >= 2

@@ -4,7 +4,8 @@
 #   scripts/setup.sh           what the pipeline and the demo need
 #   scripts/setup.sh --cluster also the PostgreSQL and Redis servers that the cluster tests
 #                              and scripts/cluster_demo.sh start
-#   scripts/setup.sh --tests   also Chromium and its driver for the web UI test (and --cluster)
+#   scripts/setup.sh --tests   also Chromium and its driver for the web UI test, the LibriVox
+#                              speech of the av_sync tests (and --cluster)
 #   scripts/setup.sh --bench   also what benchmarks/end_to_end.py needs (its clips' real face
 #                              photos and speech, sox, simplejpeg)
 set -euo pipefail
@@ -33,6 +34,9 @@ missing=()
 if [ "$tests" -eq 1 ]; then
   packages+=(chromium chromium-driver)
   tools+=(chromium chromedriver)
+  # Real speech (LibriVox readings) for the talking-face clips of the av_sync tests.
+  packages+=(pocketsphinx-testdata)
+  [ -e /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
 fi
 if [ "$cluster" -eq 1 ]; then
   # PostgreSQL (initdb, pg_ctl of the newest installed major) and redis-server: the

@@ -71,7 +71,8 @@ class FaceAlignmentConfig(NodeConfig):
         default="largest",
         description="Which face the clip follows: 'largest' (largest summed box area) or "
         "'speaking' (the face whose mouth moves with the audio, as AvSyncNode's correlation "
-        "finds it; needs volume or wav; the largest when no face's mouth can be scored).",
+        "finds it; needs volume or wav; the largest when no face's mouth can be scored; "
+        "not used with given raw_bboxes).",
     )
     max_lag_frames: int = Field(
         default=DEFAULT_MAX_LAG_FRAMES,
@@ -137,7 +138,12 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
         "landmarks": result.landmarks.astype(np.float32, copy=False),
         "landmarks_mesh": result.landmarks_mesh.astype(np.float32, copy=False),
         "face_mask": mask.astype(np.uint8),
-        "faces": {**result.info, "frame_width": width, "frame_height": height},
+        "faces": {
+            **result.info,
+            "frame_width": width,
+            "frame_height": height,
+            **({"follow": "speaking"} if follow is not None else {}),
+        },
         "face_tracks": tracks_record(result.tracks, len(result)),
     }
 
