@@ -288,3 +288,49 @@ def test_syncnet_stand_in_weights_load_run_and_give_an_offset_in_range(tmp_path)
     torch.save({"netcnnaud.0.weight": torch.zeros(1)}, tmp_path / "other.model")
     with pytest.raises(RuntimeError):
         load_syncnet(tmp_path / "other.model")
+
+
+class FakeIO:
+    """The parts of a video's VideoIO that AvSyncNode reads."""
+
+    def __init__(self, inputs: dict[str, Any], model: Any) -> None:
+        self.inputs, self.model = inputs, model
+
+    def __getitem__(self, key: str) -> Any:
+        return self.inputs[key]
+
+    def optional(self, key: str) -> Any:
+        return self.inputs.get(key)
+
+    def frame_times(self, count: int) -> np.ndarray:
+        return self.inputs["images"].frame_times()[:count]
+
+
+def test_the_syncnet_backend_writes_the_av_sync_record(tmp_path):
+    import torch
+
+    from dpl_assets.assets.av_sync import AvSyncConfig, av_sync_of, syncnet_model
+    from dpl_assets.nodes.syncnet import SyncNetS
+
+    torch.manual_seed(1)
+    torch.save(SyncNetS().state_dict(), tmp_path / "syncnet_v2.model")
+    config = AvSyncConfig(backend="syncnet", checkpoint=str(tmp_path / "syncnet_v2.model"),
+                          max_lag_frames=2)  # fmt: skip
+    model = syncnet_model(config, lambda: "cpu")
+    voice = talking_face.speech("dashwood")
+    face = talking_face._astronaut()
+    frames = [face.frame(o) for o in talking_face.mouth_opening_of(voice, 10)]
+    summary = TrackSummary(
+        np.arange(10, dtype=np.int32), np.tile(np.float32([80, 60, 176, 170, 0.9]), (10, 1)),
+        np.zeros(10, np.float32), 1.0,
+    )  # fmt: skip
+    io = FakeIO(
+        {"face_tracks": tracks_record([summary], 10), "images": FrameStack(frames),
+         "wav": talking_face.shifted(voice, 10, 0)},
+        model,
+    )  # fmt: skip
+    record = av_sync_of(io, config)["av_sync"]  # type: ignore[arg-type]
+    assert record["backend"] == "syncnet" and record["curve_kind"] == "distance"
+    assert record["speaking_track"] == 0 and -2 <= record["offset_frames"] <= 2
+    assert len(record["tracks"][0]["curve"]) == 5 and record["min_confidence"] == 3.0
+    assert record["in_sync"] == (record["confidence"] >= 3.0)
