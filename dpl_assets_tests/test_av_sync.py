@@ -334,3 +334,13 @@ def test_the_syncnet_backend_writes_the_av_sync_record(tmp_path):
     assert record["speaking_track"] == 0 and -2 <= record["offset_frames"] <= 2
     assert len(record["tracks"][0]["curve"]) == 5 and record["min_confidence"] == 3.0
     assert record["in_sync"] == (record["confidence"] >= 3.0)
+
+
+def test_follow_speaking_without_audio_follows_the_largest_and_says_so():
+    from dpl_assets.assets.faces import FaceAlignmentConfig, _follow_note, _speaking_face
+
+    config = FaceAlignmentConfig(follow="speaking")
+    io = FakeIO({"images": FrameStack([np.zeros((8, 8, 3), np.uint8)] * 10)}, None)
+    assert _speaking_face(io, 10, config) is None  # type: ignore[arg-type]
+    assert _follow_note(config, False) == {"follow": "largest: the video has no audio"}
+    assert _follow_note(FaceAlignmentConfig(), False) == {}  # the default record is unchanged

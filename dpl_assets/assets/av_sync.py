@@ -64,17 +64,17 @@ class AvSyncConfig(NodeConfig):
     num_workers: int = Field(default=2, ge=1, description="Videos analysed in parallel.")
 
 
-def activity_on_frames(io: VideoIO, count: int) -> np.ndarray:
+def activity_on_frames(io: VideoIO, count: int) -> np.ndarray | None:
     """The audio's activity on the video's ``count`` frames, float64 (count,): ``volume``
     (or the envelope of ``wav``) times the ``speech`` probability when there is one, each
-    resampled onto the frame times (silence after the audio's end). Rejects the video
-    when it has neither ``volume`` nor ``wav``."""
+    resampled onto the frame times (silence after the audio's end); None when the video
+    has neither ``volume`` nor ``wav``."""
     times = io.frame_times(count)
     volume = io.optional("volume")
     if volume is None:
         wav = io.optional("wav")
         if wav is None:
-            raise InputRejected("no audio: the audio-visual sync needs the volume or the wav")
+            return None
         volume = volume_envelope(wav)
     speech = io.optional("speech") if SPEECH_INPUT else None
     on_frames = resample_audio_feature("volume", volume, times)
@@ -159,6 +159,8 @@ def av_sync_of(io: VideoIO, config: AvSyncConfig) -> dict[str, Any]:
         kind = "distance"
     else:
         activity = activity_on_frames(io, count)
+        if activity is None:
+            raise InputRejected("no audio: the audio-visual sync needs the volume or the wav")
         results, speaking = sync_tracks([m for _, m in arrays], activity, config.max_lag_frames)
         kind = "correlation"
     return {

@@ -71,7 +71,8 @@ class FaceAlignmentConfig(NodeConfig):
         default="largest",
         description="Which face the clip follows: 'largest' (largest summed box area) or "
         "'speaking' (the face whose mouth moves with the audio, as AvSyncNode's correlation "
-        "finds it; needs volume or wav; the largest when no face's mouth can be scored; "
+        "finds it, from volume or wav; the largest when the video has no audio or no face's "
+        "mouth can be scored; "
         "not used with given raw_bboxes).",
     )
     max_lag_frames: int = Field(
@@ -116,8 +117,8 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
     (N, 68, 2), ``landmarks_mesh`` (N, 478, 3; NaN with the face_alignment backend),
     ``face_mask`` (N,), the ``faces`` record and the ``face_tracks`` record (every track's
     boxes and mouth opening, the followed one first). ``follow="speaking"`` follows the
-    face whose mouth moves with the audio instead of the largest (needs ``volume`` or
-    ``wav``: rejects the video without either).
+    face whose mouth moves with the audio instead of the largest (from ``volume`` or
+    ``wav``; the largest, said in ``faces``, when the video has neither).
     """
     images: ImageStackRef = io["images"]
     follow = _speaking_face(io, len(images), config) if config.follow == "speaking" else None
@@ -142,19 +143,30 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
             **result.info,
             "frame_width": width,
             "frame_height": height,
-            **({"follow": "speaking"} if follow is not None else {}),
+            **_follow_note(config, follow is not None),
         },
         "face_tracks": tracks_record(result.tracks, len(result)),
     }
 
 
+def _follow_note(config: FaceAlignmentConfig, speaking: bool) -> dict[str, str]:
+    """What the ``faces`` record says of ``follow`` (nothing for the default, so the
+    record is as before): ``speaking``, or why the largest face was followed instead."""
+    if config.follow != "speaking":
+        return {}
+    return {"follow": "speaking" if speaking else "largest: the video has no audio"}
+
+
 def _speaking_face(
     io: VideoIO, count: int, config: FaceAlignmentConfig
-) -> Callable[[list[TrackSummary]], int | None]:
+) -> Callable[[list[TrackSummary]], int | None] | None:
     """``follow`` for :func:`track_faces`: the track whose mouth opening correlates best
     with the audio's activity on the ``count`` frames (:func:`sync_tracks`), None (the
-    largest) when no track can be scored."""
+    largest) when no track can be scored; None when the video has no audio (neither
+    ``volume`` nor ``wav``)."""
     activity = activity_on_frames(io, count)
+    if activity is None:
+        return None
 
     def speaking(tracks: list[TrackSummary]) -> int | None:
         mouths = [track.on_frames(count)[1] for track in tracks]
