@@ -281,6 +281,24 @@ DATATYPES: dict[str, Datatype] = {
             ),
         ),
         Datatype(
+            "face_tracks",
+            StorageFormat.JSON,
+            (".json",),
+            "Every face track: per frame box and mouth opening (null where absent), the "
+            "followed one first.",
+        ),
+        Datatype(
+            "av_sync",
+            StorageFormat.JSON,
+            (".json",),
+            "Audio-visual offset per face track (best lag in frames, positive = audio late; "
+            "confidence; the lag curve), the speaking track and its offset.",
+            record_stats=(
+                RecordStat("offset_frames", "av_offset_frames"),
+                RecordStat("confidence", "av_sync_confidence_x100", scale=100),
+            ),
+        ),
+        Datatype(
             "bboxes",
             StorageFormat.NPY,
             (".npy",),

@@ -856,7 +856,7 @@ def test_the_face_node_passes_its_landmark_mode_and_detect_every(monkeypatch):
 
     calls = []
 
-    def fake_track_faces(model, frames, landmark_mode, detect_every):
+    def fake_track_faces(model, frames, landmark_mode, detect_every, follow=None):
         calls.append((model, landmark_mode, detect_every))
         return synthetic_result([True] * 5)
 

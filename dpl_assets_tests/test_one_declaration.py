@@ -83,7 +83,9 @@ CONSUMERS: dict[str, set[str]] = {
     "assets/aligned_crops.py": {"images", "landmarks"},
     "assets/crops.py": {"images", "landmarks", "raw_bboxes"},
     "assets/face3d.py": {"bboxes", "crops", "images"},
-    "assets/faces.py": {"images"},
+    "assets/faces.py": {"images", "volume", "wav"},  # follow="speaking" reads the audio
+    # The face tracks, frame times and audio it syncs; "faces" is its group.
+    "assets/av_sync.py": {"face_tracks", "faces", "images", "volume", "wav"},
     "assets/scenes.py": {"images"},
     "assets/segments.py": {
         "av_sync",
@@ -107,6 +109,7 @@ CONSUMERS: dict[str, set[str]] = {
     "assets/wav2vec.py": {"volume", "wav"},  # Wav2vecNode also writes volume, as the original
     # The packers' default datatypes and the original's audio-blink feature.
     "assets/packing.py": {
+        "av_sync",  # the offset av_offset moves the audio by
         "bboxes",
         "blinks",
         "cam",

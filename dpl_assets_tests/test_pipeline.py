@@ -355,4 +355,4 @@ def test_original_face_graph_runs_the_face_node_once():
     assert ops["ops"]["bboxes"]["config"] == {"method": "transform_raw", "extend_factor": 0.2}
 
 
-FACE_ASSETS = {"raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces"}
+FACE_ASSETS = {"raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces", "face_tracks"}

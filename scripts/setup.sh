@@ -5,7 +5,7 @@
 #   scripts/setup.sh --cluster also the PostgreSQL and Redis servers that the cluster tests
 #                              and scripts/cluster_demo.sh start
 #   scripts/setup.sh --tests   also Chromium and its driver for the web UI test, real speech
-#                              for the speech tests (and --cluster)
+#                              for the speech and av_sync tests (and --cluster)
 #   scripts/setup.sh --bench   also what benchmarks/end_to_end.py needs (its clips' real face
 #                              photos and speech, sox, simplejpeg)
 set -euo pipefail
@@ -34,7 +34,7 @@ missing=()
 if [ "$tests" -eq 1 ]; then
   packages+=(chromium chromium-driver)
   tools+=(chromium chromedriver)
-  # Real speech (LibriVox readings) for the speech activity tests.
+  # Real speech (LibriVox readings) for the speech activity and av_sync tests.
   packages+=(pocketsphinx-testdata)
   [ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
 fi

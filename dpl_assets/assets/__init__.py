@@ -15,6 +15,7 @@ import dagster as dg
 from dpl_assets.assets.a2en import A2EN_DATASET_NODE
 from dpl_assets.assets.aligned_crops import ALIGNED_CROP_NODE
 from dpl_assets.assets.audio import AAC_TO_WAV_NODE, VIDEO_TO_WAV_NODE, VOLUME_NODE
+from dpl_assets.assets.av_sync import AV_SYNC_NODE
 from dpl_assets.assets.crops import (
     CROP_NODE,
     EMOCA_LIKE_BBOXES_NODE,
@@ -70,6 +71,7 @@ NODE_SPECS: list[NodeSpec] = [
     BLINKS_NODE,
     ALIGNED_CROP_NODE,
     FRAME_QUALITY_NODE,
+    AV_SYNC_NODE,
     EMOCA_NODE,
     EMOCA_FROM_IMAGES_NODE,
     FLAME_NODE,

@@ -7,8 +7,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from dpl_assets.assets.av_sync import SPEECH_INPUT, activity_on_frames
 from dpl_assets.assets.config import NodeConfig
+from dpl_assets.nodes.av_sync import DEFAULT_MAX_LAG_FRAMES, sync_tracks
 from dpl_assets.nodes.blinks import eye_openness
+from dpl_assets.nodes.face_tracking import TrackSummary, tracks_record
 from dpl_assets.nodes.faces import (
     DEFAULT_DETECT_EVERY,
     DEFAULT_LANDMARK_MODE,
@@ -64,6 +67,20 @@ class FaceAlignmentConfig(NodeConfig):
     min_track_frames: int = Field(
         default=3, ge=1, description="A face must persist this many frames to count."
     )
+    follow: Literal["largest", "speaking"] = Field(
+        default="largest",
+        description="Which face the clip follows: 'largest' (largest summed box area) or "
+        "'speaking' (the face whose mouth moves with the audio, as AvSyncNode's correlation "
+        "finds it, from volume or wav; the largest when the video has no audio or no face's "
+        "mouth can be scored; "
+        "not used with given raw_bboxes).",
+    )
+    max_lag_frames: int = Field(
+        default=DEFAULT_MAX_LAG_FRAMES,
+        ge=1,
+        le=100,
+        description="follow='speaking': audio-visual lags tried, -this..+this frames.",
+    )
     num_workers: int = Field(default=2, ge=1, description="Videos analysed in parallel.")
 
 
@@ -75,7 +92,7 @@ class BlinksConfig(NodeConfig):
     pass
 
 
-FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces")
+FACE_OUTPUTS = ("raw_bboxes", "landmarks", "landmarks_mesh", "face_mask", "faces", "face_tracks")
 
 # face_mask codes
 NO_FACE, DETECTED, GAP_FILLED = 0, 1, 2
@@ -98,14 +115,20 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
     ``max_gap_frames`` are filled; clips without a face or with face coverage under
     ``min_face_coverage`` are rejected. Outputs ``raw_bboxes`` (N, 5), ``landmarks``
     (N, 68, 2), ``landmarks_mesh`` (N, 478, 3; NaN with the face_alignment backend),
-    ``face_mask`` (N,) and the ``faces`` record.
+    ``face_mask`` (N,), the ``faces`` record and the ``face_tracks`` record (every track's
+    boxes and mouth opening, the followed one first). ``follow="speaking"`` follows the
+    face whose mouth moves with the audio instead of the largest (from ``volume`` or
+    ``wav``; the largest, said in ``faces``, when the video has neither).
     """
     images: ImageStackRef = io["images"]
+    follow = _speaking_face(io, len(images), config) if config.follow == "speaking" else None
     with io.frames("images") as frames:  # decoded again from the video when it can
         if io.given("raw_bboxes"):  # the user's boxes: landmarks in them, no detection
             result = landmarks_in_boxes(io.model, frames, io["raw_bboxes"])
         else:
-            result = track_faces(io.model, frames, config.landmark_mode, config.detect_every)
+            result = track_faces(
+                io.model, frames, config.landmark_mode, config.detect_every, follow
+            )
     width, height = int(images.attrs["width"]), int(images.attrs["height"])
     result = fill_gaps(result, config.max_gap_frames, in_place=True)
     check_coverage(result, config.min_face_coverage, config.min_track_frames)
@@ -116,8 +139,40 @@ def analyze_faces(io: VideoIO, config: FaceAlignmentConfig) -> dict[str, Any]:
         "landmarks": result.landmarks.astype(np.float32, copy=False),
         "landmarks_mesh": result.landmarks_mesh.astype(np.float32, copy=False),
         "face_mask": mask.astype(np.uint8),
-        "faces": {**result.info, "frame_width": width, "frame_height": height},
+        "faces": {
+            **result.info,
+            "frame_width": width,
+            "frame_height": height,
+            **_follow_note(config, follow is not None),
+        },
+        "face_tracks": tracks_record(result.tracks, len(result)),
     }
+
+
+def _follow_note(config: FaceAlignmentConfig, speaking: bool) -> dict[str, str]:
+    """What the ``faces`` record says of ``follow`` (nothing for the default, so the
+    record is as before): ``speaking``, or why the largest face was followed instead."""
+    if config.follow != "speaking":
+        return {}
+    return {"follow": "speaking" if speaking else "largest: the video has no audio"}
+
+
+def _speaking_face(
+    io: VideoIO, count: int, config: FaceAlignmentConfig
+) -> Callable[[list[TrackSummary]], int | None] | None:
+    """``follow`` for :func:`track_faces`: the track whose mouth opening correlates best
+    with the audio's activity on the ``count`` frames (:func:`sync_tracks`), None (the
+    largest) when no track can be scored; None when the video has no audio (neither
+    ``volume`` nor ``wav``)."""
+    activity = activity_on_frames(io, count)
+    if activity is None:
+        return None
+
+    def speaking(tracks: list[TrackSummary]) -> int | None:
+        mouths = [track.on_frames(count)[1] for track in tracks]
+        return sync_tracks(mouths, activity, config.max_lag_frames)[1]
+
+    return speaking
 
 
 def face_totals(per_output: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
@@ -143,8 +198,9 @@ def face_node(name: str, main: str, summary: str) -> NodeSpec:
         outputs=(main, *(key for key in FACE_OUTPUTS if key != main)),
         config=FaceAlignmentConfig,
         summary=summary,
-        # Given boxes are read when the inputs have them, whichever name runs the node.
-        optional_inputs=("raw_bboxes",),
+        # Given boxes are read when the inputs have them, whichever name runs the node;
+        # the audio only with follow="speaking".
+        optional_inputs=("raw_bboxes", "wav", "volume", *SPEECH_INPUT),
         compute=analyze_faces,
         model=face_model,
         preload=("mediapipe",),  # the default backend's library: 1-2 s to import

@@ -30,6 +30,7 @@ from dpl_assets.datatypes import (
     packable_keys,
 )
 from dpl_assets.outcomes import InputRejected, StagedFile
+from dpl_assets.packing.av_offset import audio_offset_s
 from dpl_assets.packing.video_pack import (
     FACE_MASK_KEY,
     PackOptions,
@@ -71,6 +72,11 @@ class H5DatasetConfig(NodeConfig):
         default=False,
         description="Add audio_blink_feature (N, D + 3): wav2vec, volume, left and right eye "
         "opening per frame (needs wav2vec, volume and blinks in datatypes).",
+    )
+    av_offset: bool = Field(
+        default=False,
+        description="Move the audio features by AvSyncNode's measured offset (when it is "
+        "in_sync): frame i takes the audio at t_i + offset.",
     )
     num_jobs: int = Field(default=2, ge=1, description="Videos packed in parallel.")
 
@@ -138,6 +144,9 @@ AUDIO_BLINK_PARTS = ("wav2vec", "volume")
 AUDIO_BLINK_FEATURE = "audio_blink_feature"
 
 
+AV_SYNC_KEY = "av_sync"
+
+
 def frame_times(io: VideoIO, keys: list[str], fps: float | None) -> np.ndarray:
     """(N,) seconds of the frames of a training file: N is the first requested image
     stack's frame count (else the reference stack's), the times by the one rule
@@ -177,6 +186,7 @@ def pack_one(io: VideoIO, asset: str, config: H5DatasetConfig) -> StagedFile:
         jpeg_quality=config.jpeg_quality,
         layout=config.layout,
         smooth_window=config.window_size,
+        audio_offset_s=audio_offset_s(io.optional(AV_SYNC_KEY)) if config.av_offset else 0.0,
     )
     if FACE_MASK_KEY not in arrays:
         face_mask = face_mask_for(io, len(times))
@@ -186,9 +196,10 @@ def pack_one(io: VideoIO, asset: str, config: H5DatasetConfig) -> StagedFile:
     gaps = io.audio_gaps() if audio else []
     derived: tuple[str, ...] = ()
     if config.audio_blink_feature:
-        with_audio = frames_audio_mask(times, audio, samples, gaps)
+        audio_times = times + options.audio_offset_s
+        with_audio = frames_audio_mask(audio_times, audio, samples, gaps)
         arrays[AUDIO_BLINK_FEATURE] = audio_blink_feature(
-            audio, arrays["blinks"], times, options, with_audio
+            audio, arrays["blinks"], audio_times, options, with_audio
         )
         derived = (AUDIO_BLINK_FEATURE,)
     staged = io.stage(asset)
@@ -252,8 +263,8 @@ def packer_node(
         outputs=(asset,),
         config=config_class,
         configured_inputs="datatypes",
-        # face_mask for validity; the frames' times; where the audio ends.
-        optional_inputs=(FACE_MASK_KEY, FRAME_REFERENCE, AUDIO_REFERENCE),
+        # face_mask for validity; the frames' times; where the audio ends; the offset.
+        optional_inputs=(FACE_MASK_KEY, FRAME_REFERENCE, AUDIO_REFERENCE, AV_SYNC_KEY),
         summary=summary,
         compute=packer_compute(asset),
         group="datasets",

@@ -14,6 +14,10 @@
 - **Storage**: a :class:`FaceTrack` keeps its faces as float32 columns (a few kB per frame,
   no per-frame objects: :mod:`~dpl_assets.nodes.face_columns`); only its latest face is a
   :class:`FaceInFrame`, which the pass still completes.
+- **Every track** (:class:`TrackSummary`, :func:`tracks_record`): each track's boxes and
+  mouth opening per frame are kept after the pass (small: 6 numbers a frame), so that the
+  audio-visual sync (:mod:`~dpl_assets.nodes.av_sync`) can score every face, and the face
+  node can follow the speaking face instead of the largest.
 - **After the pass**: :func:`fill_gaps` interpolates short gaps of a
   :class:`FaceTrackResult`; :func:`check_coverage` rejects a clip whose face is missing or
   too rare.
@@ -63,6 +67,9 @@ class FaceTrackResult:
     detected: np.ndarray
     valid: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    tracks: list[TrackSummary] = field(default_factory=list)
+    """Every track's summary (:class:`TrackSummary`), the followed one first, then by
+    summed box area (:func:`tracks_record` writes them)."""
 
     def __len__(self) -> int:
         return int(self.detected.shape[0])
@@ -217,6 +224,83 @@ def link_faces(tracks: list[FaceTrack], frame: int, faces: list[FaceInFrame]) ->
 def main_track(tracks: list[FaceTrack]) -> FaceTrack | None:
     """The track with the largest summed box area (the first of equals); None if none."""
     return max(tracks, key=lambda t: t.area_sum) if tracks else None
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """One track's faces, small: ``frames`` int32 (M,) frame indices (increasing),
+    ``boxes`` float32 (M, 5) ``[x1, y1, x2, y2, score]`` px, ``mouth_opening`` float32 (M,)
+    (:func:`~dpl_assets.nodes.av_sync.mouth_opening`; NaN where the landmarks are missing
+    or implausible) and ``area_sum`` (px², what :func:`main_track` ranks by)."""
+
+    frames: np.ndarray
+    boxes: np.ndarray
+    mouth_opening: np.ndarray
+    area_sum: float
+
+    def on_frames(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes float32 (count, 5) and mouth opening float32 (count,) on all ``count``
+        frames of the clip, NaN where the track is absent."""
+        boxes = np.full((count, 5), np.nan, np.float32)
+        mouth = np.full(count, np.nan, np.float32)
+        boxes[self.frames] = self.boxes
+        mouth[self.frames] = self.mouth_opening
+        return boxes, mouth
+
+
+MAX_TRACKS_RECORDED = 16  # the followed track and the largest others, in the record
+
+
+def tracks_record(tracks: list[TrackSummary], count: int) -> dict[str, Any]:
+    """The ``face_tracks`` record (JSON-able) of ``tracks`` (the followed one first) over
+    ``count`` frames: ``frames``, and per track (at most :data:`MAX_TRACKS_RECORDED`)
+    ``track`` (its index here), ``followed``, ``first_frame``, ``last_frame``,
+    ``frames_with_face``, ``area_sum_px2``, and from its first to its last frame
+    ``boxes`` (``[x1, y1, x2, y2, score]`` px, 2 decimals) and ``mouth_opening`` (4
+    decimals), null where the face is absent. Read back with :func:`track_arrays`."""
+
+    def values(array: np.ndarray, decimals: int) -> list[Any]:
+        rounded = np.round(array.astype(np.float64), decimals)
+        finite = np.isfinite(rounded).reshape(len(rounded), -1).all(axis=1)
+        return [row.tolist() if ok else None for row, ok in zip(rounded, finite, strict=False)]
+
+    entries = []
+    for index, track in enumerate(tracks[:MAX_TRACKS_RECORDED]):
+        first, last = int(track.frames[0]), int(track.frames[-1])
+        boxes, mouth = track.on_frames(count)
+        entries.append(
+            {
+                "track": index,
+                "followed": index == 0,
+                "first_frame": first,
+                "last_frame": last,
+                "frames_with_face": int(np.isfinite(track.mouth_opening).sum()),
+                "area_sum_px2": round(track.area_sum, 1),
+                "boxes": values(boxes[first : last + 1], 2),
+                "mouth_opening": values(mouth[first : last + 1], 4),
+            }
+        )
+    return {"frames": count, "tracks": entries}
+
+
+def track_arrays(record: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per track of a ``face_tracks`` record (:func:`tracks_record`): boxes float32
+    (N, 5) px and mouth opening float32 (N,) over the clip's N frames, NaN where absent."""
+    count = int(record["frames"])
+    out = []
+    for entry in record["tracks"]:
+        boxes = np.full((count, 5), np.nan, np.float32)
+        mouth = np.full(count, np.nan, np.float32)
+        first = int(entry["first_frame"])
+        for offset, (box, opening) in enumerate(
+            zip(entry["boxes"], entry["mouth_opening"], strict=False)
+        ):
+            if box is not None:
+                boxes[first + offset] = box
+            if opening is not None:
+                mouth[first + offset] = opening
+        out.append((boxes, mouth))
+    return out
 
 
 # --------------------------------------------------------------------------------------

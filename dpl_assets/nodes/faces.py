@@ -37,9 +37,12 @@ Two ways to get there (``landmark_mode`` of :func:`track_faces`):
 
 Because the choice of track needs the whole pass and the frames come as a one-shot stream,
 the landmarks are found for every tracked face and kept per track; only the chosen
-track's are returned. Memory: ~6.4 kB per face and frame (float32 columns, mostly the
-478 x 3 mesh: :mod:`~dpl_assets.nodes.face_columns`), i.e. the size of the output times
-the number of faces on screen; the other tracks are dropped before the output is built
+track's are returned, with every track's boxes and mouth opening
+(:class:`~dpl_assets.nodes.face_tracking.TrackSummary`: what the audio-visual sync needs
+to score each face, and ``follow`` to pick the speaking one). Memory: ~6.4 kB per face
+and frame (float32 columns, mostly the 478 x 3 mesh:
+:mod:`~dpl_assets.nodes.face_columns`), i.e. the size of the output times the number of
+faces on screen; the other tracks are dropped before the output is built
 and the chosen one is freed block by block as it is copied in.
 
 Landmark sanity: a landmark model run on an upside-down face (or on no face) returns
@@ -60,13 +63,14 @@ Conventions: pixels of the frame given, ``x`` right, ``y`` down, pixel ``(x, y)`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from dpl_assets.nodes.face_columns import HAS_KEYPOINTS, HAS_LANDMARKS, HAS_MESH
+from dpl_assets.nodes.av_sync import mouth_opening
+from dpl_assets.nodes.face_columns import HAS_KEYPOINTS, HAS_LANDMARKS, HAS_MESH, FaceBlock
 from dpl_assets.nodes.face_model import (
     DEFAULT_DETECT_EVERY,
     DEFAULT_FILTER_THRESHOLD,
@@ -84,6 +88,7 @@ from dpl_assets.nodes.face_tracking import (
     FaceInFrame,
     FaceTrack,
     FaceTrackResult,
+    TrackSummary,
     box_iou,
     check_coverage,
     coverage_fraction,
@@ -105,11 +110,13 @@ __all__ = [
     "FaceModel",
     "FaceTrackResult",
     "LandmarkMode",
+    "TrackSummary",
     "check_coverage",
     "fill_gaps",
     "landmarks_in_boxes",
     "mesh_to_68",
     "plausible_landmarks",
+    "summarize_tracks",
     "track_faces",
 ]
 
@@ -168,11 +175,16 @@ def track_faces(
     frames: Iterable[np.ndarray],
     landmark_mode: LandmarkMode = DEFAULT_LANDMARK_MODE,
     detect_every: int = DEFAULT_DETECT_EVERY,
+    follow: Callable[[list[TrackSummary]], int | None] | None = None,
 ) -> FaceTrackResult:
     """Follow the main face through ``frames`` (RGB uint8 (H, W, 3)), one pass, streamed.
 
     Every face is detected, landmarked and tracked; the track with the largest summed box
-    area is returned (see :mod:`~dpl_assets.nodes.face_tracking`). ``landmark_mode``
+    area is returned (see :mod:`~dpl_assets.nodes.face_tracking`), or the one ``follow``
+    picks: given every track's :class:`TrackSummary` (in the order tracks started), it
+    returns the index of the track to follow, or None for the largest (the face node's
+    ``follow: speaking`` picks the face whose mouth moves with the voice). ``tracks`` of
+    the result summarizes every track, the followed one first. ``landmark_mode``
     ``"tracking"`` runs the detector every ``detect_every`` frames and follows the faces
     with tracking-mode meshes in between (see the module docstring); ``"static"`` runs the
     detector and a static mesh on every frame (``detect_every`` unused), as does a model
@@ -197,9 +209,14 @@ def track_faces(
             count = index + 1
     finally:
         run.close()
-    chosen, tracks_seen = main_track(run.tracks), len(run.tracks)
+    summaries = summarize_tracks(run.tracks)
+    picked = follow(summaries) if follow is not None else None
+    chosen = main_track(run.tracks) if picked is None else run.tracks[picked]
+    tracks_seen = len(run.tracks)
+    order = _followed_first(summaries, None if chosen is None else run.tracks.index(chosen))
     run.tracks.clear()  # the other tracks' landmarks go before the output is built
     result = _assemble(chosen, count, model)
+    result.tracks = [summaries[i] for i in order]
     result.info.update(
         tracks_seen=tracks_seen,
         max_faces_in_a_frame=run.max_faces,
@@ -372,6 +389,49 @@ class _TrackingPass(_Pass):
         self.max_faces = max(self.max_faces, len(self.followed))
 
 
+def _plausible_rows(block: FaceBlock) -> np.ndarray:
+    """bool (block.n,): the block's rows with landmarks that pass :func:`plausible_landmarks`
+    against their box (and keypoints, where the detector gave them)."""
+    kept = np.zeros(block.n, bool)
+    for row in range(block.n):
+        flags = int(block.flags[row])
+        keypoints = block.keypoints[row] if flags & HAS_KEYPOINTS else None
+        kept[row] = bool(flags & HAS_LANDMARKS) and plausible_landmarks(
+            block.points[row], block.boxes[row], keypoints
+        )
+    return kept
+
+
+def summarize_tracks(tracks: list[FaceTrack]) -> list[TrackSummary]:
+    """Each track's :class:`TrackSummary`: frames, boxes, and the mouth opening of its
+    plausible landmarks (NaN elsewhere), in the order of ``tracks`` (finished first)."""
+    summaries = []
+    for track in tracks:
+        track.finish()
+        mouths = []
+        for block in track.columns.blocks:
+            mouth = mouth_opening(block.points[: block.n])
+            mouth[~_plausible_rows(block)] = np.nan
+            mouths.append(mouth)
+        summaries.append(
+            TrackSummary(
+                track.columns.frames(),
+                track.columns.boxes(),
+                np.concatenate(mouths or [np.empty(0, np.float32)]),
+                track.area_sum,
+            )
+        )
+    return summaries
+
+
+def _followed_first(summaries: list[TrackSummary], followed: int | None) -> list[int]:
+    """Indices of ``summaries``: ``followed`` first, then the rest by summed box area."""
+    rest = sorted(
+        (i for i in range(len(summaries)) if i != followed), key=lambda i: -summaries[i].area_sum
+    )
+    return rest if followed is None else [followed, *rest]
+
+
 def landmarks_in_boxes(
     model: FaceModel, frames: Iterable[np.ndarray], boxes: np.ndarray
 ) -> FaceTrackResult:
@@ -400,8 +460,10 @@ def landmarks_in_boxes(
             track.add(index, face)
     if count != len(boxes):
         raise InputRejected(f"given boxes cover {len(boxes)} frames, the video has {count}")
+    summaries = summarize_tracks([track]) if len(track) else []
     result = _assemble(track if len(track) else None, count, model)
     result.info.update(tracks_seen=None, max_faces_in_a_frame=None, bboxes="given")
+    result.tracks = summaries
     return result
 
 
@@ -420,13 +482,7 @@ def _assemble(track: FaceTrack | None, count: int, model: FaceModel) -> FaceTrac
         first_frame = int(track.columns.blocks[0].frames[0])
         implausible = 0
         for block in track.columns.drain():
-            kept = np.zeros(block.n, bool)  # rows with plausible landmarks
-            for row in range(block.n):
-                flags = int(block.flags[row])
-                keypoints = block.keypoints[row] if flags & HAS_KEYPOINTS else None
-                kept[row] = bool(flags & HAS_LANDMARKS) and plausible_landmarks(
-                    block.points[row], block.boxes[row], keypoints
-                )
+            kept = _plausible_rows(block)
             implausible += int(block.n - kept.sum())
             frames = block.frames[: block.n][kept]
             raw_bboxes[frames] = block.boxes[: block.n][kept]

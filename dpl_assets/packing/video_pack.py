@@ -78,13 +78,16 @@ class PackOptions:
     frames are (re-)encoded as JPEG and recorded in the attributes; ``layout``: ``vlen``
     (plugin-free) or ``filter32019`` (the original tool's, JPEG only); ``smooth_window``:
     frames of the moving average applied to resampled audio features (0 or 1 = none; the
-    original Vid2vidAudioNode used 16).
+    original Vid2vidAudioNode used 16); ``audio_offset_s``: the audio-visual offset the
+    audio features are moved by (AvSyncNode's, positive = audio late: frame ``i`` takes
+    the audio at ``t_i + audio_offset_s``; :mod:`dpl_assets.packing.av_offset`).
     """
 
     image_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = 95
     layout: Literal["vlen", "filter32019"] = "vlen"
     smooth_window: int = 0
+    audio_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
@@ -156,7 +159,8 @@ def pack_video(
     if clash := sorted(_RESERVED_ATTRS & set(extra)):
         raise ValueError(f"attrs {clash} are written by pack_video itself")
     frame_arrays, audio = _check_inputs(image_stacks, arrays, audio_features, count)
-    with_audio = frames_audio_mask(times, audio, audio_samples, audio_gaps) if audio else None
+    audio_times = times + options.audio_offset_s  # where each frame's audio is heard
+    with_audio = frames_audio_mask(audio_times, audio, audio_samples, audio_gaps) if audio else None
 
     with contextlib.ExitStack() as sources:
         readers = _open_stacks(sources, image_stacks, count)
@@ -177,7 +181,7 @@ def pack_video(
                 shapes[key] = value.shape
             for key, steps in audio.items():
                 resampled = resample_audio_feature(
-                    key, steps, times, options.smooth_window, with_audio
+                    key, steps, audio_times, options.smooth_window, with_audio
                 )
                 dset = _write_array(out, key, resampled)
                 dset.attrs.update(_audio_attrs(key, steps, options.smooth_window))
@@ -186,6 +190,8 @@ def pack_video(
                 mask = _write_array(out, AUDIO_MASK_KEY, with_audio)
                 end_s = timeline.audio_end_s(audio_end_samples(audio, audio_samples))
                 mask.attrs.update({"kind": "mask", "audio_end_s": end_s})
+                if options.audio_offset_s:
+                    mask.attrs["audio_offset_s"] = options.audio_offset_s
                 shapes[AUDIO_MASK_KEY] = with_audio.shape
             keys = (readers.keys(), frame_arrays.keys(), audio.keys())
             out.attrs.update(_file_attrs(video_id, times, options, keys, extra))
@@ -414,11 +420,12 @@ def frames_audio_mask(
     audio_samples: int | None = None,
     audio_gaps: Sequence[Sequence[float]] = (),
 ) -> np.ndarray:
-    """bool (N,): frames at ``frame_times`` before the audio's end (see
+    """bool (N,): frames at ``frame_times`` at or after 0 (an audio offset can place a
+    frame's audio before the clip starts) and before the audio's end (see
     :func:`audio_end_samples`), by :func:`dpl_assets.media.timeline.frames_with_audio`,
     and outside ``audio_gaps`` (spans of damaged audio, silence in the wav)."""
     end = audio_end_samples(audio_features, audio_samples)
-    with_audio = timeline.frames_with_audio(frame_times, end)
+    with_audio = timeline.frames_with_audio(frame_times, end) & (np.asarray(frame_times) >= 0)
     return with_audio & ~timeline.frames_in_spans(frame_times, audio_gaps)
 
 
