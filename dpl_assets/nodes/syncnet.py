@@ -168,36 +168,14 @@ def load_syncnet(path: str | Path, device: str = "cpu") -> SyncNet:
 
 
 def mfcc(samples: np.ndarray, sample_rate_hz: int = 16_000) -> np.ndarray:
-    """13 MFCCs per 10 ms step, float32 (T, 13), as python_speech_features 0.6's ``mfcc``
-    with its defaults computes them on int16-scaled audio (what ``syncnet_python`` feeds
-    it): pre-emphasis 0.97, 25 ms rectangular windows every 10 ms (the last zero-padded),
-    512-point power spectrum, 26 mel filters 0..8 kHz, log, orthonormal DCT-II, lifter 22,
-    coefficient 0 replaced by the log frame energy. ``samples`` float (S,) in [-1, 1]."""
-    from scipy.fft import dct
+    """13 MFCCs per 10 ms step, float32 (T, 13): python_speech_features' ``mfcc`` with its
+    defaults on int16-scaled audio, exactly what ``syncnet_python`` feeds the model
+    (25 ms windows every 10 ms, 26 mel filters, lifter 22, coefficient 0 the log frame
+    energy). ``samples`` float (S,) in [-1, 1]."""
+    import python_speech_features
 
     signal = np.asarray(samples, np.float64) * 32768.0
-    signal = np.append(signal[:1], signal[1:] - 0.97 * signal[:-1])
-    length, step, nfft, filters = 400 * sample_rate_hz // 16_000, sample_rate_hz // 100, 512, 26
-    count = 1 if signal.size <= length else 1 + int(np.ceil((signal.size - length) / step))
-    padded = np.zeros((count - 1) * step + length)
-    padded[: signal.size] = signal
-    index = np.arange(length)[None, :] + step * np.arange(count)[:, None]
-    power = np.abs(np.fft.rfft(padded[index], nfft)) ** 2 / nfft
-    energy = power.sum(axis=1)
-    energy[energy == 0] = np.finfo(float).eps
-    mels = np.linspace(0, 2595 * np.log10(1 + (sample_rate_hz / 2) / 700), filters + 2)
-    bins = np.floor((nfft + 1) * (700 * (10 ** (mels / 2595) - 1)) / sample_rate_hz).astype(int)
-    bank = np.zeros((filters, nfft // 2 + 1))
-    for j in range(filters):
-        rise, top, fall = bins[j], bins[j + 1], bins[j + 2]
-        bank[j, rise:top] = (np.arange(rise, top) - rise) / (top - rise)
-        bank[j, top:fall] = (fall - np.arange(top, fall)) / (fall - top)
-    energies = power @ bank.T
-    energies[energies == 0] = np.finfo(float).eps
-    cepstra = dct(np.log(energies), type=2, axis=1, norm="ortho")[:, :13]
-    cepstra *= 1 + 11 * np.sin(np.pi * np.arange(13) / 22)  # lifter 22
-    cepstra[:, 0] = np.log(energy)
-    return cepstra.astype(np.float32)
+    return python_speech_features.mfcc(signal, sample_rate_hz).astype(np.float32)
 
 
 def face_crop(frame: np.ndarray, centre: np.ndarray, half_size: float) -> np.ndarray:
