@@ -85,7 +85,7 @@ CONSUMERS: dict[str, set[str]] = {
     "assets/face3d.py": {"bboxes", "crops", "images"},
     "assets/faces.py": {"images", "volume", "wav"},  # follow="speaking" reads the audio
     # The face tracks, frame times and audio it syncs; "faces" is its group.
-    "assets/av_sync.py": {"face_tracks", "faces", "images", "volume", "wav"},
+    "assets/av_sync.py": {"face_tracks", "faces", "images", "speech", "volume", "wav"},
     "assets/scenes.py": {"images"},
     "assets/segments.py": {
         "av_sync",

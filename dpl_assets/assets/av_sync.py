@@ -16,7 +16,6 @@ import numpy as np
 from pydantic import Field
 
 from dpl_assets.assets.config import NodeConfig
-from dpl_assets.datatypes import DATATYPES
 from dpl_assets.nodes.audio import volume_envelope
 from dpl_assets.nodes.av_sync import (
     DEFAULT_MAX_LAG_FRAMES,
@@ -31,8 +30,8 @@ from dpl_assets.packing.video_pack import resample_audio_feature
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
 
-SPEECH_INPUT: tuple[str, ...] = ("speech",) if "speech" in DATATYPES else ()
-"""The speech probability (``SpeechNode``), an optional input where it is declared."""
+SPEECH_INPUT: tuple[str, ...] = ("speech",)
+"""The speech probability (``SpeechNode``), an optional input."""
 
 DEFAULT_MIN_CONFIDENCE = {"correlation": 0.25, "syncnet": 3.0}
 """Confidence a speaking track needs to count as in sync, per backend: correlation peak
@@ -76,7 +75,7 @@ def activity_on_frames(io: VideoIO, count: int) -> np.ndarray | None:
         if wav is None:
             return None
         volume = volume_envelope(wav)
-    speech = io.optional("speech") if SPEECH_INPUT else None
+    speech = io.optional("speech")
     on_frames = resample_audio_feature("volume", volume, times)
     speech_on_frames = None if speech is None else resample_audio_feature("speech", speech, times)
     return audio_activity(on_frames, speech_on_frames)
