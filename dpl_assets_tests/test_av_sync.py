@@ -344,3 +344,25 @@ def test_follow_speaking_without_audio_follows_the_largest_and_says_so():
     assert _speaking_face(io, 10, config) is None  # type: ignore[arg-type]
     assert _follow_note(config, False) == {"follow": "largest: the video has no audio"}
     assert _follow_note(FaceAlignmentConfig(), False) == {}  # the default record is unchanged
+
+
+def test_chance_peaks_of_short_clips_are_not_in_sync():
+    """Unrelated signals over 100 frames (4 s): the best of 31 lags often clears the
+    confidence threshold by chance, the significance check keeps them out of sync; a
+    mouth that follows the audio 3 frames early is in sync at lag 3."""
+    from dpl_assets.nodes.av_sync import TrackSync, effective_pairs
+
+    rng = np.random.default_rng(7)
+    pairs = [(rng.standard_normal(100), rng.standard_normal(100)) for _ in range(300)]
+    chance = [TrackSync.of(lag_curve(m, a), effective_pairs(m, a)) for m, a in pairs]
+    assert np.mean([sync.confidence >= 0.25 for sync in chance]) > 0.2  # the problem
+    assert np.mean([sync.in_sync(0.25) for sync in chance]) <= 0.01
+    voice = rng.standard_normal(100).cumsum()
+    mouth = np.roll(voice, -3) + 0.3 * rng.standard_normal(100)  # the audio 3 frames late
+    (result,), speaking = sync_tracks([mouth], voice)
+    assert speaking == 0 and result.best_lag == 3 and result.in_sync(0.25)
+    assert result.significance == pytest.approx(
+        result.peak * np.sqrt(effective_pairs(mouth, voice))
+    )
+    # differenced white noise: r(1) = -1/2 for both, f = 1 + 2 / 4 = 1.5
+    assert np.median([99 / effective_pairs(m, a) for m, a in pairs]) == pytest.approx(1.5, abs=0.1)

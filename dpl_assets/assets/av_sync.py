@@ -4,7 +4,9 @@ The ``correlation`` backend (default, no weights) correlates each track's mouth 
 with the audio's activity (:mod:`dpl_assets.nodes.av_sync`); the ``syncnet`` backend runs
 user-supplied SyncNet weights (:mod:`dpl_assets.nodes.syncnet`). The record says, per
 track, the best lag, the confidence and the whole lag curve, then the speaking track, its
-offset and whether it clears ``min_confidence``. The packers can shift the training
+offset and whether it is in sync: ``min_confidence`` cleared and, for correlations, a
+peak beyond chance for the clip's length (``significance`` >= 4, see
+:mod:`dpl_assets.nodes.av_sync`). The packers can shift the training
 files' audio by that offset (their ``av_offset`` param, :mod:`dpl_assets.packing.av_offset`).
 """
 
@@ -111,6 +113,7 @@ def sync_record(
             "frames_with_face": frames_with_face[index],
             "best_lag_frames": result.best_lag if np.isfinite(result.curve).any() else None,
             "confidence": _rounded(result.confidence),
+            "significance": _rounded(result.significance),
             "peak": _rounded(result.peak),
             "median": _rounded(result.median),
             "curve": [_rounded(value) for value in result.curve],
@@ -131,7 +134,8 @@ def sync_record(
         "offset_frames": None if chosen is None else chosen.best_lag,
         "offset_seconds": None if chosen is None else round(chosen.best_lag / fps, 4),
         "confidence": round(float(confidence), 4),
-        "in_sync": bool(chosen is not None and confidence >= min_confidence),
+        "significance": None if chosen is None else _rounded(chosen.significance),
+        "in_sync": bool(chosen is not None and chosen.in_sync(min_confidence)),
     }
 
 
