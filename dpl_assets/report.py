@@ -16,9 +16,10 @@ exists (so a rejected video has those its surviving outputs give, an empty file 
   container clock (last frame time - first frame time + 1 / fps);
 - ``audio_s``: length of the 16 kHz wav (samples / rate);
 - ``face_coverage``: fraction (0-1) of frames with the followed face, detected or gap
-  filled (``faces/{id}.json``).
-
-No speech-activity node exists yet, so there is no speech figure.
+  filled (``faces/{id}.json``);
+- ``speech_s``: seconds of speech (``speech_spans/{id}.json``, ``SpeechNode``);
+- ``segments_kept_s`` and ``segments_dropped_s`` (reason -> seconds, each dropped frame
+  charged to one reason): the training segments (``segments/{id}.json``, ``SegmentNode``).
 
 ``damaged_spans`` lists the (start_s, end_s) spans on the container clock where the
 video's frames were missing, or its audio is silence, because its data was damaged (kept
@@ -62,7 +63,7 @@ class VideoReport:
     damaged_spans: list[list[float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    stats: dict[str, float | int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
     failed_outputs: dict[str, str] = field(default_factory=dict)
 
 
@@ -141,6 +142,7 @@ def video_report(store: ArtifactStore, video_id: str, datatypes: Sequence[str]) 
         warnings = [*warnings, str(audio_damage["damage"])]
     stats.update(_audio_stats(store, video_id))
     stats.update(_face_stats(store, video_id))
+    stats.update(_curation_stats(store, video_id))
     return VideoReport(
         video_id, entry.primary_source, status, reason, outputs, failed_checks, spans,
         warnings, reasons, stats, failed_outputs,
@@ -212,6 +214,25 @@ def _face_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
     except (OSError, ValueError, AttributeError):
         return {}
     return {} if coverage is None else {"face_coverage": round(float(coverage), 4)}
+
+
+def _curation_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
+    """``speech_s``, ``segments_kept_s`` and ``segments_dropped_s`` (see the module
+    docstring), each where its record exists and reads; a consumer of the records."""
+    stats: dict[str, Any] = {}
+    for key, fields in (
+        ("speech_spans", {"speech_s": "speech_s"}),
+        ("segments", {"kept_s": "segments_kept_s", "dropped_s": "segments_dropped_s"}),
+    ):
+        path = store.existing_file(key, video_id)
+        if path is None:
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            stats.update({name: record[field] for field, name in fields.items()})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return stats
 
 
 def write_report(

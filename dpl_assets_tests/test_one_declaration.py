@@ -145,7 +145,7 @@ CONSUMERS: dict[str, set[str]] = {
     "packing/reader.py": {"crops", "images", "segment_ids", "wav2vec"},  # default windows;
     # and the kept segments it serves
     "packing/video_pack.py": {"face_mask", "images"},  # the validity mask; a "kind" label
-    "report.py": {"faces"},  # face coverage per video
+    "report.py": {"faces", "segments", "speech_spans"},  # face coverage, curation seconds
     "runner.py": {"probe"},  # every run of videos records their probe first
     "automation.py": {"probe"},
     "discovery.py": {"wav"},  # the seed's inputs JSON example

@@ -111,6 +111,17 @@ def test_the_reader_serves_only_windows_inside_kept_segments(run):
     assert len(every) > len(data)  # without segments, windows cross the dropped spans
 
 
+def test_the_report_counts_speech_and_segment_seconds(run):
+    record = json.loads(Path(run["outputs"]["segments"]).read_text())
+    spans = json.loads(Path(run["outputs"]["speech_spans"]).read_text())
+    assert run["stats"]["segments_kept_s"] == record["kept_s"]
+    assert run["stats"]["segments_dropped_s"] == record["dropped_s"]
+    heard = sum(end - start for start, end in spans["spans"])
+    assert run["stats"]["speech_s"] == pytest.approx(heard, abs=0.05)
+    # 8 s with 1.2 s of digital silence, and the readings' own short pauses
+    assert 5.0 < run["stats"]["speech_s"] < 200 / FPS - (SILENCE_S[1] - SILENCE_S[0])
+
+
 def test_the_dataset_summary_counts_kept_and_dropped_seconds(run, tmp_path):
     from dpl_assets.visualize.summary import summarize
     from dpl_assets.visualize.summary_inputs import collect_summary_inputs
