@@ -126,17 +126,15 @@ class TalkingPhoto:
         return out
 
 
-@functools.cache
-def _face_model():  # type: ignore[no-untyped-def]
-    from dpl_assets.nodes.faces import FaceAnalyzer
-
-    return FaceAnalyzer()
-
-
 def talking_photo(photo: np.ndarray) -> TalkingPhoto:
     """Find the 68 points of ``photo`` (RGB uint8) once with the project's face model and
     precompute its mouth warps. AssertionError when no face is found."""
-    found = _face_model().analyze([photo], landmark_mode="static")
+    from dpl_assets.nodes.faces import FaceAnalyzer
+
+    # Closed at once: an open mediapipe graph keeps stderr piped (native_logs) for the
+    # rest of the test session.
+    with FaceAnalyzer() as model:
+        found = model.analyze([photo], landmark_mode="static")
     assert found.detected[0], "no face found in the photo"
     points = found.landmarks[0].astype(np.float64)
     height, width = photo.shape[:2]
