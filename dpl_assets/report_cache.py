@@ -1,0 +1,318 @@
+"""``report.json`` kept incrementally: each video's entry is stored and recomputed only when
+something it is read from changed, so a rerun with nothing new costs no per-video file work.
+
+The entries live in ``{output_dir}/_report/entries.sqlite`` (one row per video: its entry as
+the exact JSON text ``report.json`` holds, its status, reason and failed checks, and which
+of its files existed), updated in one transaction per report; ``report.json`` itself is
+streamed from them, and left alone when nothing in it would change.
+
+What an entry is read from (see :func:`dpl_assets.report.video_report`): the video's
+catalog row (its source files), and files in *watched folders*: ``{key}/`` for every
+reported datatype and the frame, audio and faces datatypes its stats come from,
+``_status/{key}/`` (rejections, failures, damage) and ``_checks/{key}/``. An entry is
+recomputed when
+
+- the video is new, changed, restored or named by the caller (the runs just made);
+- a file of it in a watched folder appeared, disappeared, or was written (its ctime is not
+  older than the last report's start) since the last report: looked for only in folders
+  whose own (inode, mtime) changed, so a rerun with nothing new lists no folder at all.
+
+The pipeline writes every file by renaming a finished temp file into place, which changes
+its folder's mtime. An artefact edited *in place* by another tool leaves the folder's mtime
+alone and is not noticed (delete ``_report/`` to rebuild every entry). A folder mtime
+within :func:`_granularity` of the clock at the last report is not trusted (a change in the
+same timestamp tick would not show). Clock readings are the file system's own (the mtime of
+a file just touched), so a network file system's server clock is what counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE, get_datatype
+from dpl_assets.report import (
+    VideoReport,
+    counts_of,
+    entry_text,
+    refused_reports,
+    video_report,
+    write_document,
+)
+from dpl_assets.storage.store import CHECKS_DIR, STATUS_DIR, ArtifactStore
+
+CACHE_DIR = "_report"
+CACHE_NAME = "entries.sqlite"
+VERSION = 1
+"""Bumped whenever an entry's content or its text changes: older caches are rebuilt."""
+STATUS_SUFFIXES = (".rejected.json", ".failed.json", ".damaged.json")
+STATS_KEYS = (FRAME_REFERENCE, AUDIO_REFERENCE, "faces")
+"""Datatypes whose files give an entry's ``stats`` whether or not they are reported."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    video_id TEXT PRIMARY KEY,
+    ord INTEGER NOT NULL,
+    mask INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    checks TEXT,
+    text TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_ord ON entries (ord);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One watched file of every video: ``{folder}/{video_id}{suffix}``."""
+
+    folder: str  # relative to the output dir
+    suffix: str
+
+
+def watched_slots(datatypes: Sequence[str]) -> list[Slot]:
+    """Every file an entry over ``datatypes`` is read from, as folder + name suffix."""
+    slots = [Slot(key, get_datatype(key).output_extension)
+             for key in dict.fromkeys([*datatypes, *STATS_KEYS])]  # fmt: skip
+    for key in datatypes:
+        slots += [Slot(f"{STATUS_DIR}/{key}", suffix) for suffix in STATUS_SUFFIXES]
+        slots.append(Slot(f"{CHECKS_DIR}/{key}", ".json"))
+    return slots
+
+
+def _granularity(clock_ns: int) -> int:
+    """Nanoseconds within which two changes may get the same timestamp: 2 s on a file
+    system with whole-second times (its clock reads a whole second), else 0.1 s."""
+    return 2_000_000_000 if clock_ns % 1_000_000_000 == 0 else 100_000_000
+
+
+def _folder_stamp(path: Path) -> list[int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [stat.st_ino, stat.st_mtime_ns]
+
+
+class ReportCache:
+    """The stored entries of one output dir's report over one list of datatypes.
+
+    :meth:`update` brings the entries up to date; then :meth:`write` writes a
+    ``report.json``, :meth:`counts` and :meth:`notable` answer without reading them all.
+    Not thread-safe; concurrent processes are serialized by SQLite's write lock (a report
+    made at the same time as another is consistent, the later one wins).
+    """
+
+    def __init__(self, store: ArtifactStore, datatypes: Sequence[str]):
+        self.store, self.datatypes = store, list(datatypes)
+        self.slots = watched_slots(self.datatypes)
+        folder = store.output_dir / CACHE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / CACHE_NAME
+        self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self.conn.executescript(SCHEMA)
+        self.refused = refused_reports(store)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _meta(self, key: str) -> object | None:
+        found = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if found is None else json.loads(found[0])
+
+    def _set_meta(self, key: str, value: object) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def _clock(self) -> int:
+        """The file system's time now (ns): the mtime of the cache file, touched."""
+        os.utime(self.path)
+        return os.stat(self.path).st_mtime_ns
+
+    def update(self, video_ids: Sequence[str], dirty: Iterable[str] = ()) -> int:
+        """Bring the entries of ``video_ids`` (the registered videos, in report order) up
+        to date, recomputing those in ``dirty`` and those whose files changed (see the
+        module docstring); entries of other videos are dropped. Returns how many entries
+        were recomputed."""
+        key = {"version": VERSION, "datatypes": self.datatypes}
+        clock = self._clock()
+        fresh = self._meta("key") != key  # another graph's datatypes, an older layout
+        old_clock = None if fresh else self._meta("clock")
+        old_stamps = self._meta("folders") or {}
+        assert isinstance(old_stamps, dict)
+        # the folders' stamps are taken before any file is read: a later change shows
+        stamps = {slot.folder: _folder_stamp(self.store.output_dir / slot.folder)
+                  for slot in self.slots}  # fmt: skip
+        stored = {} if fresh else dict(self.conn.execute("SELECT video_id, ord FROM entries"))
+        wanted = set(video_ids)
+        todo = {vid for vid in dirty if vid in wanted} | (wanted - stored.keys())
+        if isinstance(old_clock, int):
+            since = old_clock - _granularity(old_clock)
+            untrusted = [
+                folder for folder, stamp in stamps.items()
+                if stamp != old_stamps.get(folder, False)
+                or (stamp is not None and stamp[1] >= since)
+            ]  # fmt: skip
+            todo |= self._changed_in(untrusted, since) & wanted
+        else:
+            todo = wanted
+        ords, renumbered = _ords(video_ids, stored)
+        rows = [(vid, ords.get(vid, stored.get(vid)), *self._row(vid))
+                for vid in video_ids if vid in todo]  # fmt: skip
+        gone = [(vid,) for vid in stored.keys() - wanted]
+        with _transaction(self.conn):
+            if fresh:
+                self.conn.execute("DELETE FROM entries")
+            self.conn.executemany("DELETE FROM entries WHERE video_id = ?", gone)
+            if renumbered:
+                self.conn.executemany(
+                    "UPDATE entries SET ord = ? WHERE video_id = ?",
+                    [(ords[vid], vid) for vid in video_ids if vid in stored and vid not in todo],
+                )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            self._set_meta("key", key)
+            self._set_meta("clock", clock)
+            self._set_meta("folders", stamps)
+            if rows or gone or renumbered:
+                self._set_meta("written", {})  # every report.json must be written again
+        return len(rows)
+
+    def _changed_in(self, folders: Sequence[str], since_ns: int) -> set[str]:
+        """Videos with a file in ``folders`` written at or after ``since_ns`` (ctime), or
+        whose file there appeared or disappeared since their entry was made."""
+        if not folders:
+            return set()
+        masks = dict(self.conn.execute("SELECT video_id, mask FROM entries"))
+        changed: set[str] = set()
+        for folder in folders:
+            bits = {slot.suffix: 1 << index for index, slot in enumerate(self.slots)
+                    if slot.folder == folder}  # fmt: skip
+            present: dict[str, set[str]] = {suffix: set() for suffix in bits}
+            for entry in _listing(self.store.output_dir / folder):
+                suffix = next((s for s in bits if entry.name.endswith(s)), None)
+                if suffix is None:
+                    continue  # a temp file, something foreign
+                video_id = entry.name[: -len(suffix)]
+                present[suffix].add(video_id)
+                try:
+                    if entry.stat().st_ctime_ns >= since_ns:
+                        changed.add(video_id)
+                except FileNotFoundError:
+                    changed.add(video_id)  # gone while listed
+            for suffix, bit in bits.items():
+                had = {vid for vid, mask in masks.items() if mask & bit}
+                changed |= had ^ present[suffix]
+        return changed
+
+    def _row(self, video_id: str) -> tuple[int, str, str | None, str | None, str]:
+        """(mask, status, reason, failed checks JSON or None, entry text) of one video,
+        the mask of its files read before the entry (a file made in between is seen next
+        time as a change)."""
+        mask = 0
+        for index, slot in enumerate(self.slots):
+            if os.path.exists(self.store.output_dir / slot.folder / (video_id + slot.suffix)):
+                mask |= 1 << index
+        report = video_report(self.store, video_id, self.datatypes)
+        checks = (
+            json.dumps(report.failed_checks, ensure_ascii=False) if report.failed_checks else None
+        )
+        return mask, report.status, report.reason, checks, entry_text(report)
+
+    def counts(self) -> dict[str, int]:
+        """The report's ``summary``: videos per status, and those with failed checks."""
+        rows = self.conn.execute(
+            "SELECT status, checks IS NOT NULL, count(*) FROM entries GROUP BY 1, 2"
+        )
+        counts = counts_of((r.status, False) for r in self.refused)
+        for status, checks, count in rows:
+            counts[status] += count
+            counts["failed_checks"] += count if checks else 0
+        return counts
+
+    def notable(self) -> list[VideoReport]:
+        """The entries not ``processed`` or with failed checks, in report order, with their
+        ``video_id``, ``status``, ``reason`` and ``failed_checks`` (the rest left empty)."""
+        rows = self.conn.execute(
+            "SELECT video_id, status, reason, checks FROM entries "
+            "WHERE status != 'processed' OR checks IS NOT NULL ORDER BY ord"
+        )
+        found = [
+            VideoReport(vid, "", status, reason, failed_checks=json.loads(checks or "{}"))
+            for vid, status, reason, checks in rows
+        ]
+        return found + self.refused
+
+    def reports(self) -> list[VideoReport]:
+        """Every entry in full (registered videos, then refused files): for small reports."""
+        rows = self.conn.execute("SELECT text FROM entries ORDER BY ord")
+        return [VideoReport(**json.loads(text)) for (text,) in rows] + self.refused
+
+    def write(self, path: Path, dataset: dict | None = None) -> dict[str, int]:
+        """Write ``report.json`` at ``path`` (:func:`write_document`) unless the file there
+        is the one this cache last wrote with the same content; returns the counts."""
+        counts, dataset = self.counts(), dict(dataset or {})
+        refused = [entry_text(r) for r in self.refused]
+        digest = hashlib.sha256(json.dumps([counts, dataset, refused]).encode()).hexdigest()
+        written = self._meta("written") or {}
+        assert isinstance(written, dict)
+        if written.get(str(path)) == [digest, _file_stamp(path)]:
+            return counts
+        texts = (text for (text,) in self.conn.execute("SELECT text FROM entries ORDER BY ord"))
+        write_document(path, counts, dataset, [*texts, *refused])
+        with _transaction(self.conn):
+            self._set_meta("written", {**written, str(path): [digest, _file_stamp(path)]})
+        return counts
+
+
+def _ords(video_ids: Sequence[str], stored: dict[str, int]) -> tuple[dict[str, int], bool]:
+    """Sort keys for the entries: stored ones keep theirs while the order allows (videos
+    only ever come after the others, or leave), new ones follow; otherwise all are numbered
+    afresh. Returns (id -> new sort key, whether stored ones were renumbered)."""
+    ords: dict[str, int] = {}
+    next_free = max(stored.values(), default=-1) + 1
+    last, seen_new = -1, False
+    for video_id in video_ids:
+        position = stored.get(video_id)
+        if position is None:
+            ords[video_id], next_free, seen_new = next_free, next_free + 1, True
+        elif position <= last or seen_new:
+            return {vid: index for index, vid in enumerate(video_ids)}, True
+        else:
+            last = position
+    return ords, False
+
+
+def _listing(folder: Path) -> Iterator[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            yield from entries
+    except FileNotFoundError:
+        return
+
+
+def _file_stamp(path: Path) -> list[int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
