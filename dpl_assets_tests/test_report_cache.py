@@ -29,7 +29,8 @@ DATATYPES = ["probe", "wav", "volume"]
 def full_rebuild(store: ArtifactStore, video_ids: list[str]) -> str:
     entries = [asdict(video_report(store, vid, DATATYPES)) for vid in video_ids]
     entries += [asdict(r) for r in refused_reports(store)]
-    summary = {s: sum(e["status"] == s for e in entries) for s in ("processed", "rejected", "failed")}
+    statuses = ("processed", "rejected", "failed")
+    summary = {s: sum(e["status"] == s for e in entries) for s in statuses}
     summary["failed_checks"] = sum(bool(e["failed_checks"]) for e in entries)
     document = {"summary": summary, "dataset": {}, "videos": entries}
     return json.dumps(document, indent=1, ensure_ascii=False)
