@@ -49,7 +49,7 @@ from dpl_assets.storage.store import CHECKS_DIR, STATUS_DIR, ArtifactStore
 
 CACHE_DIR = "_report"
 CACHE_NAME = "entries.sqlite"
-VERSION = 1
+VERSION = 2
 """Bumped whenever an entry's content or its text changes: older caches are rebuilt."""
 STATUS_SUFFIXES = (".rejected.json", ".failed.json", ".damaged.json")
 STATS_KEYS = (FRAME_REFERENCE, AUDIO_REFERENCE, "faces")
@@ -59,7 +59,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     video_id TEXT PRIMARY KEY,
     ord INTEGER NOT NULL,
-    mask INTEGER NOT NULL,
+    mask TEXT NOT NULL,  -- hex: bit i set = the file of slot i existed
     status TEXT NOT NULL,
     reason TEXT,
     checks TEXT,
@@ -119,6 +119,9 @@ class ReportCache:
         self.path = folder / CACHE_NAME
         self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self.conn.executescript(SCHEMA)
+        key = self._meta("key")
+        if isinstance(key, dict) and key.get("version") != VERSION:  # an older layout
+            self.conn.executescript("DROP TABLE entries; DROP TABLE meta;" + SCHEMA)
         self.refused = refused_reports(store)
 
     def close(self) -> None:
@@ -191,7 +194,10 @@ class ReportCache:
         whose file there appeared or disappeared since their entry was made."""
         if not folders:
             return set()
-        masks = dict(self.conn.execute("SELECT video_id, mask FROM entries"))
+        masks = {
+            vid: int(mask, 16)
+            for vid, mask in self.conn.execute("SELECT video_id, mask FROM entries")
+        }
         changed: set[str] = set()
         for folder in folders:
             bits = {slot.suffix: 1 << index for index, slot in enumerate(self.slots)
@@ -213,7 +219,7 @@ class ReportCache:
                 changed |= had ^ present[suffix]
         return changed
 
-    def _row(self, video_id: str) -> tuple[int, str, str | None, str | None, str]:
+    def _row(self, video_id: str) -> tuple[str, str, str | None, str | None, str]:
         """(mask, status, reason, failed checks JSON or None, entry text) of one video,
         the mask of its files read before the entry (a file made in between is seen next
         time as a change)."""
@@ -225,7 +231,7 @@ class ReportCache:
         checks = (
             json.dumps(report.failed_checks, ensure_ascii=False) if report.failed_checks else None
         )
-        return mask, report.status, report.reason, checks, entry_text(report)
+        return f"{mask:x}", report.status, report.reason, checks, entry_text(report)
 
     def counts(self) -> dict[str, int]:
         """The report's ``summary``: videos per status, and those with failed checks."""
