@@ -276,8 +276,7 @@ def materialize(store: ArtifactStore, ids: list[str]) -> None:
 
 
 STEPS = {
-    name: Timed(getattr(runner, name))
-    for name in ("pending_videos", "_report", "remove_dead_temps")
+    name: Timed(getattr(runner, name)) for name in ("pending_videos", "_report", "sweep_dead_temps")
 }
 for _name, _timed in STEPS.items():
     setattr(runner, _name, _timed)
@@ -308,7 +307,7 @@ def rerun_nothing_new(count: int, scratch: Path, postgres_url: str | None = None
         runs.append({
             "s": round(ended - started, 3),
             "catalog_sync_s": SYNC.take(),
-            "dead_temps_s": STEPS["remove_dead_temps"].take(),
+            "dead_temps_s": STEPS["sweep_dead_temps"].take(),
             "pending_s": STEPS["pending_videos"].take(),
             "report_entries_s": STEPS["_report"].take(),
             "report_write_s": round(ended - planned, 3),

@@ -1,7 +1,7 @@
 """``report.json`` kept incrementally: each video's entry is stored and recomputed only when
 something it is read from changed, so a rerun with nothing new costs no per-video file work.
 
-The entries live in ``{output_dir}/_report/entries.sqlite`` (one row per video: its entry as
+The entries live in ``{output_dir}/_index/report.sqlite`` (one row per video: its entry as
 the exact JSON text ``report.json`` holds, its status, reason and failed checks, and which
 of its files existed), updated in one transaction per report; ``report.json`` itself is
 streamed from them, and left alone when nothing in it would change.
@@ -18,11 +18,9 @@ recomputed when
   whose own (inode, mtime) changed, so a rerun with nothing new lists no folder at all.
 
 The pipeline writes every file by renaming a finished temp file into place, which changes
-its folder's mtime. An artefact edited *in place* by another tool leaves the folder's mtime
-alone and is not noticed (delete ``_report/`` to rebuild every entry). A folder mtime
-within :func:`_granularity` of the clock at the last report is not trusted (a change in the
-same timestamp tick would not show). Clock readings are the file system's own (the mtime of
-a file just touched), so a network file system's server clock is what counts.
+its folder's mtime (see :mod:`dpl_assets.folder_stamps` for when a folder counts as
+unchanged). An artefact edited *in place* by another tool leaves the folder's mtime alone
+and is not noticed (delete ``_index/report.sqlite`` to rebuild every entry).
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE, get_datatype
+from dpl_assets.folder_stamps import INDEX_DIR, folder_stamp, fs_clock, granularity, unchanged
 from dpl_assets.report import (
     VideoReport,
     counts_of,
@@ -47,8 +46,7 @@ from dpl_assets.report import (
 )
 from dpl_assets.storage.store import CHECKS_DIR, STATUS_DIR, ArtifactStore
 
-CACHE_DIR = "_report"
-CACHE_NAME = "entries.sqlite"
+CACHE_NAME = "report.sqlite"
 VERSION = 2
 """Bumped whenever an entry's content or its text changes: older caches are rebuilt."""
 STATUS_SUFFIXES = (".rejected.json", ".failed.json", ".damaged.json")
@@ -88,20 +86,6 @@ def watched_slots(datatypes: Sequence[str]) -> list[Slot]:
     return slots
 
 
-def _granularity(clock_ns: int) -> int:
-    """Nanoseconds within which two changes may get the same timestamp: 2 s on a file
-    system with whole-second times (its clock reads a whole second), else 0.1 s."""
-    return 2_000_000_000 if clock_ns % 1_000_000_000 == 0 else 100_000_000
-
-
-def _folder_stamp(path: Path) -> list[int] | None:
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return [stat.st_ino, stat.st_mtime_ns]
-
-
 class ReportCache:
     """The stored entries of one output dir's report over one list of datatypes.
 
@@ -114,7 +98,7 @@ class ReportCache:
     def __init__(self, store: ArtifactStore, datatypes: Sequence[str]):
         self.store, self.datatypes = store, list(datatypes)
         self.slots = watched_slots(self.datatypes)
-        folder = store.output_dir / CACHE_DIR
+        folder = store.output_dir / INDEX_DIR
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / CACHE_NAME
         self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
@@ -134,35 +118,29 @@ class ReportCache:
     def _set_meta(self, key: str, value: object) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
-    def _clock(self) -> int:
-        """The file system's time now (ns): the mtime of the cache file, touched."""
-        os.utime(self.path)
-        return os.stat(self.path).st_mtime_ns
-
     def update(self, video_ids: Sequence[str], dirty: Iterable[str] = ()) -> int:
         """Bring the entries of ``video_ids`` (the registered videos, in report order) up
         to date, recomputing those in ``dirty`` and those whose files changed (see the
         module docstring); entries of other videos are dropped. Returns how many entries
         were recomputed."""
         key = {"version": VERSION, "datatypes": self.datatypes}
-        clock = self._clock()
+        clock = fs_clock(self.path)
         fresh = self._meta("key") != key  # another graph's datatypes, an older layout
         old_clock = None if fresh else self._meta("clock")
         old_stamps = self._meta("folders") or {}
         assert isinstance(old_stamps, dict)
         # the folders' stamps are taken before any file is read: a later change shows
-        stamps = {slot.folder: _folder_stamp(self.store.output_dir / slot.folder)
+        stamps = {slot.folder: folder_stamp(self.store.output_dir / slot.folder)
                   for slot in self.slots}  # fmt: skip
         stored = {} if fresh else dict(self.conn.execute("SELECT video_id, ord FROM entries"))
         wanted = set(video_ids)
         todo = {vid for vid in dirty if vid in wanted} | (wanted - stored.keys())
         if isinstance(old_clock, int):
-            since = old_clock - _granularity(old_clock)
             untrusted = [
                 folder for folder, stamp in stamps.items()
-                if stamp != old_stamps.get(folder, False)
-                or (stamp is not None and stamp[1] >= since)
+                if folder not in old_stamps or not unchanged(old_stamps[folder], stamp, old_clock)
             ]  # fmt: skip
+            since = old_clock - granularity(old_clock)
             todo |= self._changed_in(untrusted, since) & wanted
         else:
             todo = wanted

@@ -49,8 +49,8 @@ from dpl_assets.run_pool import (
     run_all,
     run_config_for,
 )
-from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.temp_sweep import sweep_dead_temps
 
 RUN_JOB_NAME = "dpl_run"
 DATASET_JOB_NAME = "dpl_run_dataset"
@@ -180,7 +180,7 @@ def run_plan(
         defs = make_defs()
         check_inputs_available(plan, assets, inputs, store)
         store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
-        leftovers = remove_dead_temps(store.output_dir) + store.remove_dead_staging()
+        leftovers = sweep_dead_temps(store.output_dir) + store.remove_dead_staging()
         if leftovers:
             progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
         registration, ordered = _register(instance, store, inputs)
