@@ -40,29 +40,26 @@ def pending_videos(
     """
     if recompute:
         return list(video_ids)
-    done = [
-        (
-            get_datatype(key).output_extension,
-            _names(store.output_dir / key),
-            set() if include_rejected else _names(store.output_dir / STATUS_DIR / key),
-        )
-        for key in assets
-    ]
-
-    def finished(video_id: str) -> bool:
-        return all(
-            video_id + ext in made or video_id + REJECTED in rejected
-            for ext, made, rejected in done
-        )
-
-    return [video_id for video_id in video_ids if not finished(video_id)]
+    done: set[str] | None = None
+    for key in assets:
+        finished = _ids(store.output_dir / key, get_datatype(key).output_extension)
+        if not include_rejected:
+            finished |= _ids(store.output_dir / STATUS_DIR / key, REJECTED)
+        done = finished if done is None else done & finished
+    return [video_id for video_id in video_ids if done is not None and video_id not in done]
 
 
-def _names(folder: Path) -> set[str]:
+def _ids(folder: Path, suffix: str) -> set[str]:
+    """The video ids of the files ``{id}{suffix}`` in ``folder`` (one listing)."""
+    cut = len(suffix)
+    return {name[:-cut] for name in _names(folder) if name.endswith(suffix)}
+
+
+def _names(folder: Path) -> list[str]:
     try:
-        return set(os.listdir(folder))
+        return os.listdir(folder)
     except FileNotFoundError:
-        return set()
+        return []
 
 
 def pending_ranges(

@@ -132,9 +132,10 @@ class ReportCache:
         # the folders' stamps are taken before any file is read: a later change shows
         stamps = {slot.folder: folder_stamp(self.store.output_dir / slot.folder)
                   for slot in self.slots}  # fmt: skip
-        stored = {} if fresh else dict(self.conn.execute("SELECT video_id, ord FROM entries"))
+        ids = hashlib.sha256("\n".join(video_ids).encode()).hexdigest()
+        same_ids = not fresh and self._meta("ids") == ids  # the videos of the last update
         wanted = set(video_ids)
-        todo = {vid for vid in dirty if vid in wanted} | (wanted - stored.keys())
+        todo = {vid for vid in dirty if vid in wanted}
         if isinstance(old_clock, int):
             untrusted = [
                 folder for folder, stamp in stamps.items()
@@ -143,7 +144,14 @@ class ReportCache:
             since = old_clock - granularity(old_clock)
             todo |= self._changed_in(untrusted, since) & wanted
         else:
-            todo = wanted
+            todo = set(wanted)
+        if same_ids and not todo:  # nothing to read or write but the stamps (a no-op rerun)
+            with _transaction(self.conn):
+                self._set_meta("clock", clock)
+                self._set_meta("folders", stamps)
+            return 0
+        stored = {} if fresh else dict(self.conn.execute("SELECT video_id, ord FROM entries"))
+        todo |= wanted - stored.keys()
         ords, renumbered = _ords(video_ids, stored)
         rows = [(vid, ords.get(vid, stored.get(vid)), *self._row(vid))
                 for vid in video_ids if vid in todo]  # fmt: skip
@@ -161,10 +169,12 @@ class ReportCache:
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
             self._set_meta("key", key)
+            self._set_meta("ids", ids)
             self._set_meta("clock", clock)
             self._set_meta("folders", stamps)
             if rows or gone or renumbered:
                 self._set_meta("written", {})  # every report.json must be written again
+                self._set_meta("counts", None)
         return len(rows)
 
     def _changed_in(self, folders: Sequence[str], since_ns: int) -> set[str]:
@@ -212,15 +222,23 @@ class ReportCache:
         return f"{mask:x}", report.status, report.reason, checks, entry_text(report)
 
     def counts(self) -> dict[str, int]:
-        """The report's ``summary``: videos per status, and those with failed checks."""
-        rows = self.conn.execute(
-            "SELECT status, checks IS NOT NULL, count(*) FROM entries GROUP BY 1, 2"
-        )
+        """The report's ``summary``: videos per status, and those with failed checks (kept
+        from the last count while no entry changed)."""
+        kept = self._meta("counts")
+        if isinstance(kept, dict):
+            videos = kept
+        else:
+            rows = self.conn.execute(
+                "SELECT status, checks IS NOT NULL, count(*) FROM entries GROUP BY 1, 2"
+            )
+            videos = counts_of(())
+            for status, checks, count in rows:
+                videos[status] += count
+                videos["failed_checks"] += count if checks else 0
+            with _transaction(self.conn):
+                self._set_meta("counts", videos)
         counts = counts_of((r.status, False) for r in self.refused)
-        for status, checks, count in rows:
-            counts[status] += count
-            counts["failed_checks"] += count if checks else 0
-        return counts
+        return {key: value + videos[key] for key, value in counts.items()}
 
     def notable(self) -> list[VideoReport]:
         """The entries not ``processed`` or with failed checks, in report order, with their

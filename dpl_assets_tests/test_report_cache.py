@@ -124,3 +124,31 @@ def test_entries_are_rebuilt_for_another_list_of_datatypes(tmp_path):
         assert cache.update(ids) == 1
         assert [asdict(r) for r in cache.reports()] == [asdict(video_report(store, "a", datatypes))]
         cache.close()
+
+
+def test_pending_videos_from_listings_equal_a_check_per_file(tmp_path):
+    """Reference: the definition checked file by file (artefact exists, or a rejection)."""
+    from dpl_assets.registration import pending_videos
+
+    store = ArtifactStore(tmp_path / "out")
+    ids = ["done", "rejected", "failed", "half", "none", "wav.only"]
+    finish(store, "done")
+    store.save("probe", "rejected", Rejected(reason="no", origin="probe"))
+    store.save("wav", "rejected", Rejected(reason="no", origin="probe"))
+    store.save("volume", "rejected", Rejected(reason="no", origin="probe"))
+    store.record_failure("wav", "failed", "boom")
+    store.save("probe", "half", {"video_id": "half"})
+    store.save("wav", "wav.only", np.zeros(4, np.float32))
+
+    def reference(include_rejected: bool) -> list[str]:
+        def done(key: str, vid: str) -> bool:
+            rejected = store.rejection_record_path(key, vid).exists() and not include_rejected
+            return store.artifact_path(key, vid).exists() or rejected
+
+        return [vid for vid in ids if not all(done(key, vid) for key in DATATYPES)]
+
+    for include_rejected in (False, True):
+        found = pending_videos(store, ids, DATATYPES, include_rejected=include_rejected)
+        assert found == reference(include_rejected)
+    assert pending_videos(store, ids, DATATYPES) == ["failed", "half", "none", "wav.only"]
+    assert pending_videos(store, ids, DATATYPES, recompute=True) == ids
