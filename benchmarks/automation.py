@@ -8,12 +8,16 @@
   the partition update), the catalog's size, and with ``--ui`` the Dagster UI's partition
   data for one asset (the GraphQL query of its partitions page, timed against a real
   ``dagster-webserver`` on 127.0.0.1).
-- Rerun: ``--materialized`` videos registered and with their ``wav`` + ``volume`` artefacts
-  present (written directly, so no decoding is timed); times ``dpl run``'s path when
-  nothing is new (registration scan, pending check, report).
+- Rerun: ``--materialized`` videos registered and with their ``probe``, ``wav`` and
+  ``volume`` artefacts present (written directly, so no decoding is timed); times ``dpl
+  run``'s path with report.json written: once to build the report's entries (the first
+  report), then three times with nothing new, each split into the catalog scan, the
+  temp-file sweep, the pending check, the report's entries and writing report.json.
 
     .venv/bin/python benchmarks/automation.py --videos 10000 100000 --materialized 1000
     .venv/bin/python benchmarks/automation.py --videos 1000000 --new 1000 --changed 100 --ui
+    .venv/bin/python benchmarks/automation.py --videos --materialized 1000000 \
+        --scratch /tmp/scale_noop --report noop.json     # the no-op rerun alone
 """
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ JSON_NAME = "catalog.json"
 MIGRATED_SUFFIX = ".migrated"
 BUSY_TIMEOUT_S = 60.0
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS videos (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq {autoincrement},
     id TEXT NOT NULL UNIQUE,
     stem TEXT NOT NULL,
     removed INTEGER NOT NULL DEFAULT 0
@@ -47,23 +47,32 @@ CREATE TABLE IF NOT EXISTS sources (
     kind TEXT NOT NULL,
     path TEXT NOT NULL,
     PRIMARY KEY (video_id, kind)
-) WITHOUT ROWID;
+){without_rowid};
 CREATE TABLE IF NOT EXISTS fingerprints (
     video_id TEXT NOT NULL REFERENCES videos(id),
     kind TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
+    size {int64} NOT NULL,
+    mtime_ns {int64} NOT NULL,
     PRIMARY KEY (video_id, kind)
-) WITHOUT ROWID;
+){without_rowid};
 CREATE TABLE IF NOT EXISTS refused (
-    seq INTEGER PRIMARY KEY,
+    seq {serial},
     video_id TEXT NOT NULL,
     datatype TEXT NOT NULL,
     path TEXT NOT NULL,
     reason TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL){without_rowid};
 """
+"""The catalog's tables, with each database's words for a sequence number, a 64-bit
+integer and a table clustered on its key (:data:`SCHEMA`; PostgreSQL's in
+:mod:`dpl_assets.catalog_pg`)."""
+SCHEMA = TABLES.format(
+    autoincrement="INTEGER PRIMARY KEY AUTOINCREMENT",
+    serial="INTEGER PRIMARY KEY",
+    int64="INTEGER",
+    without_rowid=" WITHOUT ROWID",
+)
 
 
 class Cursor(Protocol):

@@ -36,36 +36,11 @@ from dpl_assets.storage.atomic import atomic_write_text
 
 SCHEMA_FILE = "catalog.postgres.json"
 BATCH_ROWS = 1000  # rows per round trip in executemany
-TABLES = """
-CREATE TABLE IF NOT EXISTS videos (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    stem TEXT NOT NULL,
-    removed INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS sources (
-    video_id TEXT NOT NULL REFERENCES videos(id),
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    PRIMARY KEY (video_id, kind)
-);
-CREATE TABLE IF NOT EXISTS fingerprints (
-    video_id TEXT NOT NULL REFERENCES videos(id),
-    kind TEXT NOT NULL,
-    size BIGINT NOT NULL,
-    mtime_ns BIGINT NOT NULL,
-    PRIMARY KEY (video_id, kind)
-);
-CREATE TABLE IF NOT EXISTS refused (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    video_id TEXT NOT NULL,
-    datatype TEXT NOT NULL,
-    path TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-"""The tables of :data:`dpl_assets.catalog_db.SCHEMA`, in PostgreSQL's words."""
+IDENTITY = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+TABLES = catalog_db.TABLES.format(
+    autoincrement=IDENTITY, serial=IDENTITY, int64="BIGINT", without_rowid=""
+)
+"""The catalog's tables (:data:`dpl_assets.catalog_db.TABLES`) in PostgreSQL's words."""
 
 
 class CatalogConfigError(RuntimeError):
