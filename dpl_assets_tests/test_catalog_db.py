@@ -229,3 +229,26 @@ def test_a_sqlite_catalog_moves_to_postgres_when_the_instance_does(
     assert list(Catalog(other).entries()) == ["x"] and list(Catalog(out).entries()) == order
     assert (other / SCHEMA_FILE).read_text() != (out / SCHEMA_FILE).read_text()
     assert not (other / "catalog.sqlite").exists()
+
+
+def _list_entries(catalog: Catalog, expected: list[str]) -> None:
+    if list(catalog.entries()) != expected:
+        raise SystemExit(1)
+
+
+def test_a_forked_process_leaves_the_parents_connection_working(tmp_path, backend):
+    """A process forked after the catalog was opened (Celery's prefork pool, say) opens its
+    own connection; the parent's keeps working (psycopg2 does not end the session of a
+    connection it inherited when dropping it)."""
+    videos = tmp_path / "videos"
+    make_videos(videos, ["a", "b"])
+    catalog = Catalog(output_dir(tmp_path / "out", backend))
+    catalog.register(parse_inputs({"video": str(videos)}))
+    assert list(catalog.entries()) == ["a", "b"]
+    child = multiprocessing.get_context("fork").Process(
+        target=_list_entries, args=(catalog, ["a", "b"])
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert list(catalog.entries()) == ["a", "b"]  # the parent's connection, still usable
