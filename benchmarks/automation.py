@@ -94,7 +94,7 @@ def catalog_bytes(out: Path, postgres_url: str | None) -> int:
     connection = psycopg2.connect(postgres_url.replace("postgresql+psycopg2://", "postgresql://"))
     with connection, connection.cursor() as cursor:
         cursor.execute(
-            "SELECT sum(pg_total_relation_size(format('%I.%I', schemaname, tablename))) "
+            "SELECT sum(pg_total_relation_size(format('%%I.%%I', schemaname, tablename))) "
             "FROM pg_tables WHERE schemaname = %s",
             (schema,),
         )
