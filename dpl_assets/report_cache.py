@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
@@ -49,6 +50,7 @@ from dpl_assets.storage.store import CHECKS_DIR, STATUS_DIR, ArtifactStore
 CACHE_NAME = "report.sqlite"
 VERSION = 2
 """Bumped whenever an entry's content or its text changes: older caches are rebuilt."""
+BATCH = 5000  # entries computed and saved per transaction
 STATUS_SUFFIXES = (".rejected.json", ".failed.json", ".damaged.json")
 STATS_KEYS = (FRAME_REFERENCE, AUDIO_REFERENCE, "faces")
 """Datatypes whose files give an entry's ``stats`` whether or not they are reported."""
@@ -153,29 +155,37 @@ class ReportCache:
         stored = {} if fresh else dict(self.conn.execute("SELECT video_id, ord FROM entries"))
         todo |= wanted - stored.keys()
         ords, renumbered = _ords(video_ids, stored)
-        rows = [(vid, ords.get(vid, stored.get(vid)), *self._row(vid))
-                for vid in video_ids if vid in todo]  # fmt: skip
         gone = [(vid,) for vid in stored.keys() - wanted]
         with _transaction(self.conn):
             if fresh:
                 self.conn.execute("DELETE FROM entries")
+                self.conn.execute("DELETE FROM meta")
             self.conn.executemany("DELETE FROM entries WHERE video_id = ?", gone)
             if renumbered:
                 self.conn.executemany(
                     "UPDATE entries SET ord = ? WHERE video_id = ?",
                     [(ords[vid], vid) for vid in video_ids if vid in stored and vid not in todo],
                 )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-            )
+            self._set_meta("written", {})  # every report.json must be written again
+            self._set_meta("counts", None)
+        # Entries are saved in batches (a million do not sit in memory); until the last
+        # one the stamps stay those of the last update, so a run killed midway leaves
+        # nothing the next update would trust wrongly.
+        recomputed = 0
+        todo_in_order = (vid for vid in video_ids if vid in todo)
+        while batch := list(itertools.islice(todo_in_order, BATCH)):
+            rows = [(vid, ords.get(vid, stored.get(vid)), *self._row(vid)) for vid in batch]
+            with _transaction(self.conn):
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
+            recomputed += len(rows)
+        with _transaction(self.conn):
             self._set_meta("key", key)
             self._set_meta("ids", ids)
             self._set_meta("clock", clock)
             self._set_meta("folders", stamps)
-            if rows or gone or renumbered:
-                self._set_meta("written", {})  # every report.json must be written again
-                self._set_meta("counts", None)
-        return len(rows)
+        return recomputed
 
     def _changed_in(self, folders: Sequence[str], since_ns: int) -> set[str]:
         """Videos with a file in ``folders`` written at or after ``since_ns`` (ctime), or
