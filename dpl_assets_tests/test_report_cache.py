@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpl_assets import report_cache
 from dpl_assets.discovery import parse_inputs
 from dpl_assets.outcomes import Rejected
 from dpl_assets.report import refused_reports, video_report
@@ -56,7 +57,8 @@ def report_once(store: ArtifactStore, inputs, path: Path) -> tuple[int, list[str
     return recomputed, registration.all_ids
 
 
-def test_the_incremental_report_equals_a_full_rebuild_after_changes(tmp_path):
+def test_the_incremental_report_equals_a_full_rebuild_after_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_cache, "BATCH", 2)  # entries saved over several batches
     videos, out = tmp_path / "videos", tmp_path / "out"
     videos.mkdir()
     names = [f"clip{index}" for index in range(6)]
