@@ -34,7 +34,8 @@ from dpl_assets.partitions import (
     VIDEOS_PER_RUN,
     add_video_partitions,
 )
-from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
+from dpl_assets.pending_index import pending_videos_cached
+from dpl_assets.registration import pending_ranges, sync_videos
 from dpl_assets.report import VideoReport
 from dpl_assets.report_cache import ReportCache
 from dpl_assets.run_pool import (
@@ -188,7 +189,7 @@ def run_plan(
             for video_id in registration.all_ids:
                 store.clear_rejections(video_id)
         pending = set(
-            pending_videos(store, registration.all_ids, per_video, recompute=plan.recompute)
+            pending_videos_cached(store, registration.all_ids, per_video, recompute=plan.recompute)
         )
         ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
         progress(_plan_line(registration, pending, ranges, assets, workers)

@@ -154,3 +154,36 @@ def test_pending_videos_from_listings_equal_a_check_per_file(tmp_path):
         assert found == reference(include_rejected)
     assert pending_videos(store, ids, DATATYPES) == ["failed", "half", "none", "wav.only"]
     assert pending_videos(store, ids, DATATYPES, recompute=True) == ids
+
+
+def test_pending_videos_are_reused_while_no_folder_changed(tmp_path, monkeypatch):
+    from dpl_assets import pending_index
+    from dpl_assets.registration import pending_videos
+
+    store = ArtifactStore(tmp_path / "out")
+    ids = ["a", "b", "c"]
+    finish(store, "a")
+    listed = []
+
+    def counted(*args, **kwargs):
+        listed.append(1)
+        return pending_videos(*args, **kwargs)
+
+    monkeypatch.setattr(pending_index, "pending_videos", counted)
+
+    def pending() -> list[str]:
+        return pending_index.pending_videos_cached(store, ids, DATATYPES, recompute=False)
+
+    assert pending() == ["b", "c"] and len(listed) == 1
+    time.sleep(0.3)  # past the clock's granularity
+    assert pending() == ["b", "c"] and len(listed) == 2  # the folders were too new to trust
+    assert pending() == ["b", "c"] and len(listed) == 2  # reused: nothing listed
+    finish(store, "b")
+    assert pending() == ["c"] and len(listed) == 3  # a folder changed
+    time.sleep(0.3)
+    pending()
+    store.save("wav", "c", Rejected(reason="no", origin="wav"))  # _status/wav is new
+    assert pending() == ["c"] and len(listed) == 5
+    ids.append("d")  # another list of videos
+    assert pending() == ["c", "d"] and len(listed) == 6
+    assert pending_index.pending_videos_cached(store, ids, DATATYPES, recompute=True) == ids
