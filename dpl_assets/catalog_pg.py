@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -112,13 +113,19 @@ class PostgresDatabase:
         return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        from psycopg2.extras import execute_batch
+        from psycopg2.extras import execute_batch, execute_values
 
         rows = list(rows)
-        if rows:
-            with self.raw.cursor() as cursor:
+        if not rows:
+            return
+        with self.raw.cursor() as cursor:
+            insert = _INSERT_VALUES.fullmatch(sql)
+            if insert:  # one statement of many rows: several times faster than one a row
+                statement = insert["head"] + "%s" + _pg(insert["tail"])
+                execute_values(cursor, statement, rows, page_size=BATCH_ROWS)
+            else:
                 execute_batch(cursor, _pg(sql), rows, page_size=BATCH_ROWS)
-            self._changes += len(rows)  # each of the catalog's batched statements: one row
+        self._changes += len(rows)  # each of the catalog's batched statements: one row
 
     def begin(self, write: bool) -> None:
         # reads see one snapshot across their statements, as in SQLite
@@ -144,6 +151,11 @@ class PostgresDatabase:
 
     def close(self) -> None:
         self.raw.close()
+
+
+_INSERT_VALUES = re.compile(r"(?P<head>INSERT INTO .+? VALUES )\(\?(?:, \?)*\)(?P<tail>.*)", re.S)
+"""An ``INSERT ... VALUES (?, ...) [ON CONFLICT ...]`` of the catalog: its rows can go as
+one multi-row ``VALUES`` list (every batch the catalog writes has each key once)."""
 
 
 def _pg(sql: str) -> str:
