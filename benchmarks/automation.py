@@ -8,18 +8,23 @@
   the partition update), the catalog's size, and with ``--ui`` the Dagster UI's partition
   data for one asset (the GraphQL query of its partitions page, timed against a real
   ``dagster-webserver`` on 127.0.0.1).
-- Rerun: ``--materialized`` videos registered and with their ``wav`` + ``volume`` artefacts
-  present (written directly, so no decoding is timed); times ``dpl run``'s path when
-  nothing is new (registration scan, pending check, report).
+- Rerun: ``--materialized`` videos registered and with their ``probe``, ``wav`` and
+  ``volume`` artefacts present (written directly, so no decoding is timed); times ``dpl
+  run``'s path with report.json written: once to build the report's entries (the first
+  report), then three times with nothing new, each split into the catalog scan, the
+  temp-file sweep, the pending check, the report's entries and writing report.json.
 
     .venv/bin/python benchmarks/automation.py --videos 10000 100000 --materialized 1000
     .venv/bin/python benchmarks/automation.py --videos 1000000 --new 1000 --changed 100 --ui
+    .venv/bin/python benchmarks/automation.py --videos --materialized 1000000 \
+        --scratch /tmp/scale_noop --report noop.json     # the no-op rerun alone
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import platform
@@ -34,6 +39,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import soundfile
 
 from dpl_assets import automation, runner
 from dpl_assets.automation import new_videos_sensor
@@ -76,6 +82,25 @@ def fresh_database(postgres_url: str, name: str) -> str:
     connection.close()
     base, _, _ = postgres_url.rpartition("/")
     return f"{base}/{name}"
+
+
+def catalog_bytes(out: Path, postgres_url: str | None) -> int:
+    """The catalog's size: its SQLite files, or its schema's tables in PostgreSQL."""
+    if postgres_url is None:
+        return sum(p.stat().st_size for p in out.glob("catalog.sqlite*"))
+    import psycopg2
+
+    schema = json.loads((out / "catalog.postgres.json").read_text())["schema"]
+    connection = psycopg2.connect(postgres_url.replace("postgresql+psycopg2://", "postgresql://"))
+    with connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT sum(pg_total_relation_size(format('%%I.%%I', schemaname, tablename))) "
+            "FROM pg_tables WHERE schemaname = %s",
+            (schema,),
+        )
+        size = int(cursor.fetchone()[0] or 0)
+    connection.close()
+    return size
 
 
 class Timed:
@@ -238,7 +263,7 @@ def sensor_ticks(
         (folder / f"take{index % 100:02d}.mp4").write_bytes(b"new content %08d, longer" % index)
     busy, result = tick(instance, result.cursor)
     registered = len(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
-    catalog = sum(p.stat().st_size for p in out.glob("catalog.sqlite*"))
+    catalog = catalog_bytes(out, url)
     row = {
         "videos": count,
         "instance": "postgres" if postgres_url else "sqlite",
@@ -257,36 +282,80 @@ def sensor_ticks(
     return row
 
 
+def materialize(store: ArtifactStore, ids: list[str]) -> None:
+    """What a finished run of GRAPH leaves per video (``probe``, ``wav``, ``volume``),
+    written directly: nothing decoded, and no fsync per file (a million would take an hour)."""
+    silence, volume = io.BytesIO(), io.BytesIO()
+    soundfile.write(silence, np.zeros(1600, np.float32), 16000, format="WAV", subtype="FLOAT")
+    np.save(volume, np.zeros(4, np.float32))
+    contents = {"wav": silence.getvalue(), "volume": volume.getvalue()}
+    for key in ("probe", *contents):
+        store.artifact_path(key, ids[0]).parent.mkdir(parents=True, exist_ok=True)
+    for video_id in ids:
+        for key, data in contents.items():
+            store.artifact_path(key, video_id).write_bytes(data)
+        probe = json.dumps({"video_id": video_id}).encode()
+        store.artifact_path("probe", video_id).write_bytes(probe)
+
+
+STEPS = {
+    name: Timed(getattr(runner, name))
+    for name in ("pending_videos_cached", "_report", "sweep_dead_temps")
+}
+for _name, _timed in STEPS.items():
+    setattr(runner, _name, _timed)
+
+
 def rerun_nothing_new(count: int, scratch: Path, postgres_url: str | None = None) -> dict:
+    """``dpl run``'s path (run_plan, then report.json written) over ``count`` finished
+    videos: once to make the report's entries (the first report), then three times with
+    nothing new, each split into its steps."""
     root, out = scratch / "materialized", scratch / "out_materialized"
+    started = time.perf_counter()
     make_files(root, count)
     inputs = parse_inputs({"video": str(root)})
-    store = ArtifactStore(out)
-    ids = list(store.catalog.register(inputs).all_ids)
-    silence = np.zeros(1600, np.float32)
-    for video_id in ids:  # what a finished run leaves (written directly: nothing decoded)
-        store.save("wav", video_id, silence)
-        store.save("volume", video_id, np.zeros(4, np.float32))
-        store.save("probe", video_id, {"video_id": video_id})
+    # the instance first: with PostgreSQL, the catalog is there too
     url = fresh_database(postgres_url, "dpl_bench_rerun") if postgres_url else None
     instance = instance_at(out / ".dagster", url)
-    times = []
-    for _ in range(3):
+    store = ArtifactStore(out)
+    materialize(store, list(store.catalog.register(inputs).all_ids))
+    setup_s = time.perf_counter() - started
+    runs = []
+    for _ in range(4):
         started = time.perf_counter()
         outcome = run_plan(plan_graph(GRAPH), inputs, out, instance, progress=lambda _: None)
-        times.append(time.perf_counter() - started)
-        assert outcome.run_ids == [] and len(outcome.reports) == count
+        planned = time.perf_counter()
+        counts = outcome.report.write(out / "report.json", outcome.dataset_outputs)
+        outcome.report.close()
+        ended = time.perf_counter()
+        assert outcome.run_ids == [] and counts["processed"] == count, counts
+        runs.append({
+            "s": round(ended - started, 3),
+            "catalog_sync_s": SYNC.take(),
+            "dead_temps_s": STEPS["sweep_dead_temps"].take(),
+            "pending_s": STEPS["pending_videos_cached"].take(),
+            "report_entries_s": STEPS["_report"].take(),
+            "report_write_s": round(ended - planned, 3),
+        })  # fmt: skip
+        print(json.dumps(runs[-1]), flush=True)
+    first, *rest = runs
     return {
         "videos": count,
         "instance": "postgres" if postgres_url else "sqlite",
-        "rerun_s": [round(t, 3) for t in times],
-        "best_s": round(min(times), 3),
+        "setup_s": round(setup_s, 1),
+        "first_report": first,
+        "rerun": rest,
+        "best_s": min(run["s"] for run in rest),
+        "report_mb": round((out / "report.json").stat().st_size / 1e6, 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--videos", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument(
+        "--videos", type=int, nargs="*", default=[10_000, 100_000],
+        help="sizes of the sensor measurement (none: only the rerun)",
+    )  # fmt: skip
     parser.add_argument("--new", type=int, default=1000, help="new files in the busy tick")
     parser.add_argument("--changed", type=int, default=100, help="changed files in it")
     parser.add_argument("--ui", action="store_true", help="time the UI's partitions page")

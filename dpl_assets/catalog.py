@@ -5,8 +5,10 @@ Stored in the SQLite database ``{output_dir}/catalog.sqlite`` (see
 what makes ids stable across runs (an id once given to a file stays with it) and lets any
 process (the CLI, ``dagster dev``, a sensor) find a partition's sources from its key alone.
 Registrations are serialized by a lock file; each writes only the rows that changed, in one
-transaction. Postgres (for a Postgres instance) is not supported yet: the catalog is always
-SQLite in the output dir.
+transaction. When the output dir's Dagster instance stores in PostgreSQL, so does the
+catalog: its tables in a schema of that database of its own
+(:mod:`dpl_assets.catalog_pg`; a ``catalog.sqlite`` or ``catalog.json`` there is imported
+on first use).
 
 Each entry keeps a fingerprint of each source file (size and modification time in ns, as
 make and rsync judge change) so a rescan tells new, changed and removed files apart. A
@@ -19,15 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from dpl_assets import catalog_db
+from dpl_assets import catalog_db, catalog_pg
 from dpl_assets.datatypes import get_datatype
 from dpl_assets.discovery import (
     IdAssignment,
@@ -101,7 +102,8 @@ def _mtime(path: Path) -> float:
 
 
 class Catalog:
-    """Read and update the catalog database ``catalog.sqlite`` under an output dir.
+    """Read and update the catalog database (``catalog.sqlite`` under an output dir, or its
+    schema in the instance's PostgreSQL database).
 
     Reads never create anything: an output dir without a catalog reads as empty (one with
     only a ``catalog.json`` is migrated first, see :mod:`dpl_assets.catalog_db`). Each
@@ -114,26 +116,32 @@ class Catalog:
         self.json_path = self.output_dir / catalog_db.JSON_NAME
         self._local = threading.local()
 
-    def _conn(self, create: bool = False) -> sqlite3.Connection | None:
+    def _conn(self, create: bool = False) -> catalog_db.Database | None:
         """This thread's connection; None when there is no catalog yet and not ``create``.
-        Creates the database (importing ``catalog.json``) under the lock; raises
-        :class:`json.JSONDecodeError` when that ``catalog.json`` is not JSON."""
+        Creates the catalog (importing an older one: ``catalog.json``, or ``catalog.sqlite``
+        for one moving to Postgres) under the lock; raises :class:`json.JSONDecodeError`
+        when that ``catalog.json`` is not JSON."""
         local = self._local
         if getattr(local, "pid", None) == os.getpid():
             return local.conn
-        if not self.path.exists():
-            if not (create or self.json_path.exists()):
+        url = catalog_pg.instance_postgres_url(self.output_dir)
+        conn: catalog_db.Database | None
+        if url is not None:
+            conn = catalog_pg.open_catalog(self.output_dir, url, create, self._locked)
+            if conn is None:
                 return None
-            with self._locked():
-                if not self.path.exists():
-                    catalog_db.create(self.path, self.json_path)
-                if self.json_path.exists():  # never deleted: kept beside, renamed
-                    os.replace(
-                        self.json_path,
-                        self.json_path.with_name(catalog_db.JSON_NAME + catalog_db.MIGRATED_SUFFIX),
-                    )
-        local.conn, local.pid = catalog_db.connect(self.path), os.getpid()
-        return local.conn
+        else:
+            if not self.path.exists():
+                if not (create or self.json_path.exists()):
+                    return None
+                with self._locked():
+                    if not self.path.exists():
+                        catalog_db.create(self.path, self.json_path)
+                    if self.json_path.exists():
+                        catalog_db.set_aside(self.json_path)
+            conn = catalog_db.connect(self.path)
+        local.conn, local.pid = conn, os.getpid()
+        return conn
 
     def entries(self, include_removed: bool = False) -> dict[str, CatalogEntry]:
         """Registered videos in registration order (empty when nothing is registered);
@@ -167,7 +175,7 @@ class Catalog:
         written only when it differs)."""
         conn = self._conn(create=True)
         assert conn is not None
-        with _transaction(conn):
+        with catalog_db.transaction(conn):
             if catalog_db.get_meta(conn, "graph") != graph:
                 catalog_db.set_meta(conn, "graph", graph)
 
@@ -220,12 +228,12 @@ class Catalog:
 
         Registrations are serialized by the catalog's lock file (across processes); the
         rows that changed are written in one transaction, nothing when nothing changed.
-        Raises :class:`sqlite3.OperationalError` when the database stays locked longer than
-        :data:`dpl_assets.catalog_db.BUSY_TIMEOUT_S`.
+        Raises :class:`sqlite3.OperationalError` when the SQLite database stays locked
+        longer than :data:`dpl_assets.catalog_db.BUSY_TIMEOUT_S`.
         """
         conn = self._conn(create=True)
         assert conn is not None
-        with self._locked():
+        with self._locked(), conn.registering():
             state = catalog_db.load_state(conn)
             primary = inputs.primary_key
             scan = _Scan(inputs, state, settle_s)
@@ -269,7 +277,7 @@ class _Scan:
 
 
 def _new_sources(
-    conn: sqlite3.Connection,
+    conn: catalog_db.Database,
     inputs: InputRoots,
     state: catalog_db.State,
     assignment: IdAssignment,
@@ -394,21 +402,8 @@ def _fingerprint(path: str | Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` (takes the write lock now: no deadlock on upgrade) ... COMMIT,
-    or ROLLBACK when the block raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _save(
-    conn: sqlite3.Connection, rows: catalog_db.Changes, inputs: dict, refused: list[dict]
+    conn: catalog_db.Database, rows: catalog_db.Changes, inputs: dict, refused: list[dict]
 ) -> None:
     """Write the rows that changed (and the inputs and refused files when they differ) in
     one transaction; nothing when nothing differs."""
@@ -418,7 +413,7 @@ def _save(
         and catalog_db.load_refused(conn) == refused
     ):
         return
-    with _transaction(conn):
+    with catalog_db.transaction(conn):
         catalog_db.write_changes(conn, rows)
         if catalog_db.get_meta(conn, "inputs") != inputs:
             catalog_db.set_meta(conn, "inputs", inputs)

@@ -187,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from dpl_assets.report import write_report
     from dpl_assets.run_pool import default_workers
     from dpl_assets.runner import run_plan
 
@@ -219,8 +218,10 @@ def command_run(args: argparse.Namespace) -> int:
         _say(f"error: {error}")
         return EXIT_INVALID
     report_path = output_dir / args.report_name
-    counts = write_report(report_path, outcome.reports, outcome.dataset_outputs)
-    for report in outcome.reports:
+    counts = outcome.report.write(report_path, outcome.dataset_outputs)
+    notable = outcome.report.notable()
+    outcome.report.close()
+    for report in notable:
         if report.status != "processed":
             _say(f"{report.status}: {report.video_id}: {report.reason}")
         for key, problems in report.failed_checks.items():

@@ -7,11 +7,16 @@ which videos exist, which changed (their outputs are discarded: never stale), an
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from dpl_assets.catalog import Registration
+from dpl_assets.datatypes import get_datatype
 from dpl_assets.discovery import InputRoots
-from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.storage.store import STATUS_DIR, ArtifactStore
+
+REJECTED = ".rejected.json"  # a rejection record's name: {video_id}.rejected.json
 
 
 def sync_videos(store: ArtifactStore, inputs: InputRoots, settle_s: float = 0.0) -> Registration:
@@ -31,18 +36,30 @@ def pending_videos(
     """The videos some of ``assets`` is not done for (missing or failed), in order.
 
     Done = the artefact exists, or a rejection is recorded (unless ``include_rejected``).
+    Read from one listing of each asset's folders, not a file check per video.
     """
+    if recompute:
+        return list(video_ids)
+    done: set[str] | None = None
+    for key in assets:
+        finished = _ids(store.output_dir / key, get_datatype(key).output_extension)
+        if not include_rejected:
+            finished |= _ids(store.output_dir / STATUS_DIR / key, REJECTED)
+        done = finished if done is None else done & finished
+    return [video_id for video_id in video_ids if done is not None and video_id not in done]
 
-    def done(key: str, video_id: str) -> bool:
-        if store.artifact_path(key, video_id).exists():
-            return True
-        return not include_rejected and store.rejection(key, video_id) is not None
 
-    return [
-        video_id
-        for video_id in video_ids
-        if recompute or not all(done(key, video_id) for key in assets)
-    ]
+def _ids(folder: Path, suffix: str) -> set[str]:
+    """The video ids of the files ``{id}{suffix}`` in ``folder`` (one listing)."""
+    cut = len(suffix)
+    return {name[:-cut] for name in _names(folder) if name.endswith(suffix)}
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
 
 
 def pending_ranges(

@@ -44,7 +44,7 @@ import numpy as np
 import soundfile
 
 from dpl_assets.datatypes import AUDIO_REFERENCE, DATATYPES, FRAME_REFERENCE, StorageFormat
-from dpl_assets.storage.atomic import atomic_write_text
+from dpl_assets.storage.atomic import atomic_path
 from dpl_assets.storage.store import ArtifactStore
 
 STATUSES = ("processed", "rejected", "failed")
@@ -235,6 +235,36 @@ def _curation_stats(store: ArtifactStore, video_id: str) -> dict[str, Any]:
     return stats
 
 
+def entry_text(report: VideoReport) -> str:
+    """The entry as ``report.json`` (``indent=1``) writes it inside its ``videos`` list."""
+    return json.dumps(asdict(report), indent=1, ensure_ascii=False).replace("\n", "\n  ")
+
+
+def write_document(path: Path, counts: dict, dataset: dict, texts: Iterable[str]) -> None:
+    """Write ``report.json`` atomically from entry texts (:func:`entry_text`), streamed:
+    byte for byte what ``json.dumps({"summary", "dataset", "videos"}, indent=1)`` gives."""
+    head = json.dumps({"summary": counts, "dataset": dataset, "videos": []},
+                      indent=1, ensure_ascii=False)  # fmt: skip
+    assert head.endswith('"videos": []\n}')
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8") as sink:
+        sink.write(head[: -len("]\n}")])
+        first = True
+        for text in texts:
+            sink.write(("\n  " if first else ",\n  ") + text)
+            first = False
+        sink.write("]\n}" if first else "\n ]\n}")
+
+
+def counts_of(statuses: Iterable[tuple[str, bool]]) -> dict[str, int]:
+    """The report's ``summary`` from (status, has failed checks) pairs."""
+    counts = dict.fromkeys(STATUSES, 0)
+    counts["failed_checks"] = 0
+    for status, checks in statuses:
+        counts[status] += 1
+        counts["failed_checks"] += bool(checks)
+    return counts
+
+
 def write_report(
     path: Path, reports: Sequence[VideoReport], dataset: Mapping[str, str] | None = None
 ) -> dict[str, int]:
@@ -242,12 +272,6 @@ def write_report(
 
     ``dataset`` names the dataset-level outputs (asset -> folder), listed under "dataset".
     """
-    counts = {status: sum(r.status == status for r in reports) for status in STATUSES}
-    counts["failed_checks"] = sum(bool(r.failed_checks) for r in reports)
-    document = {
-        "summary": counts,
-        "dataset": dict(dataset or {}),
-        "videos": [asdict(r) for r in reports],
-    }
-    atomic_write_text(path, json.dumps(document, indent=1, ensure_ascii=False))
+    counts = counts_of((r.status, bool(r.failed_checks)) for r in reports)
+    write_document(path, counts, dict(dataset or {}), (entry_text(r) for r in reports))
     return counts

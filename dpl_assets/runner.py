@@ -34,8 +34,10 @@ from dpl_assets.partitions import (
     VIDEOS_PER_RUN,
     add_video_partitions,
 )
-from dpl_assets.registration import pending_ranges, pending_videos, sync_videos
-from dpl_assets.report import VideoReport, video_report
+from dpl_assets.pending_index import pending_videos_cached
+from dpl_assets.registration import pending_ranges, sync_videos
+from dpl_assets.report import VideoReport
+from dpl_assets.report_cache import ReportCache
 from dpl_assets.run_pool import (
     LAUNCHED_BY_TAG,
     SESSION_TAG,
@@ -48,8 +50,8 @@ from dpl_assets.run_pool import (
     run_all,
     run_config_for,
 )
-from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
+from dpl_assets.temp_sweep import sweep_dead_temps
 
 RUN_JOB_NAME = "dpl_run"
 DATASET_JOB_NAME = "dpl_run_dataset"
@@ -57,10 +59,15 @@ DATASET_JOB_NAME = "dpl_run_dataset"
 
 @dataclass
 class RunOutcome:
-    reports: list[VideoReport]
+    report: ReportCache  # every video's entry, up to date: write it, count it
     run_ids: list[str]
     new_videos: list[str]
     dataset_outputs: dict[str, str] = field(default_factory=dict)  # asset -> folder
+
+    @property
+    def reports(self) -> list[VideoReport]:
+        """Every entry of the report in full (loads them all: for small collections)."""
+        return self.report.reports()
 
 
 def register_videos(
@@ -68,14 +75,24 @@ def register_videos(
 ) -> Registration:
     """Scan ``inputs`` (see :func:`sync_videos`) and bring the instance's partitions in line:
     every existing video is a partition, a removed file's partition is deleted."""
+    return _register(instance, store, inputs)[0]
+
+
+def _register(
+    instance: dg.DagsterInstance, store: ArtifactStore, inputs: InputRoots
+) -> tuple[Registration, list[str]]:
+    """:func:`register_videos`, and the instance's video partitions after it, in order
+    (listed once: a million keys take seconds)."""
     registration = sync_videos(store, inputs)
-    known = set(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
+    ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
+    known = set(ordered)
     missing = [video_id for video_id in registration.all_ids if video_id not in known]
     add_video_partitions(instance, missing)
-    for video_id in registration.removed_ids:
-        if video_id in known:
-            instance.delete_dynamic_partition(VIDEOS_PARTITION_NAME, video_id)
-    return registration
+    deleted = {video_id for video_id in registration.removed_ids if video_id in known}
+    for video_id in deleted:
+        instance.delete_dynamic_partition(VIDEOS_PARTITION_NAME, video_id)
+    # partitions are listed in the order they were added
+    return registration, [key for key in ordered if key not in deleted] + missing
 
 
 def selected_assets(plan: GraphPlan, inputs: InputRoots) -> list[str]:
@@ -164,17 +181,16 @@ def run_plan(
         defs = make_defs()
         check_inputs_available(plan, assets, inputs, store)
         store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
-        leftovers = remove_dead_temps(store.output_dir) + store.remove_dead_staging()
+        leftovers = sweep_dead_temps(store.output_dir) + store.remove_dead_staging()
         if leftovers:
             progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
-        registration = register_videos(instance, store, inputs)
+        registration, ordered = _register(instance, store, inputs)
         if retry_rejected:
             for video_id in registration.all_ids:
                 store.clear_rejections(video_id)
         pending = set(
-            pending_videos(store, registration.all_ids, per_video, recompute=plan.recompute)
+            pending_videos_cached(store, registration.all_ids, per_video, recompute=plan.recompute)
         )
-        ordered = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
         ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
         progress(_plan_line(registration, pending, ranges, assets, workers)
                  + ("; steps on Celery workers" if celery else ""))  # fmt: skip
@@ -209,7 +225,7 @@ def run_plan(
         if pool is not None:
             pool.close()
     return RunOutcome(
-        reports=_reports(store, registration, per_video),
+        report=_report(store, registration, per_video, pending),
         run_ids=[run.run_id for run in ended],
         new_videos=registration.new_ids,
         dataset_outputs={
@@ -342,15 +358,13 @@ def _plan_line(
     )
 
 
-def _reports(
-    store: ArtifactStore, registration: Registration, per_video: list[str]
-) -> list[VideoReport]:
-    """Each registered video's report, and one for each file refused at discovery
-    (symbolic links out of the roots, broken, looping): never run, never silent either."""
-    reports = [video_report(store, video_id, per_video) for video_id in registration.all_ids]
-    reports += [
-        VideoReport(video_id=entry.video_id, source=entry.path, status="rejected",
-                    reason=entry.reason)
-        for entry in registration.refused
-    ]  # fmt: skip
-    return reports
+def _report(
+    store: ArtifactStore, registration: Registration, per_video: list[str], ran: set[str]
+) -> ReportCache:
+    """The report's entries brought up to date: each registered video's (recomputed for
+    those that ran, are new, changed or came back, and those whose files changed, see
+    :mod:`dpl_assets.report_cache`), then one for each file refused at discovery."""
+    cache = ReportCache(store, per_video)
+    moved = (*ran, *registration.new_ids, *registration.changed_ids, *registration.restored_ids)
+    cache.update(registration.all_ids, dirty=moved)
+    return cache

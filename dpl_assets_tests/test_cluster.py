@@ -186,7 +186,7 @@ def compare_outputs(reference: Path, other: Path) -> list[str]:
     compared = []
     for path in sorted(reference.rglob("*")):
         relative = path.relative_to(reference)
-        if not path.is_file() or relative.parts[0] in (".dagster", "_claims"):
+        if not path.is_file() or relative.parts[0] in (".dagster", "_claims", "_index"):
             continue
         if path.name.startswith(("catalog.", "report.")) or path.name.endswith(".lock"):
             continue

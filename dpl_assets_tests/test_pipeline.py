@@ -64,6 +64,7 @@ def artefact_mtimes(out: Path) -> dict[str, int]:
         and p.name != "report.json"
         and not p.name.endswith(".lock")
         and not p.name.startswith("catalog.sqlite")  # the database, not an artefact
+        and "_index" not in p.parts  # derived bookkeeping (the report's entries)
     }
 
 
