@@ -50,6 +50,8 @@ from dpl_assets.storage.store import ArtifactStore
 STATUSES = ("processed", "rejected", "failed")
 """The statuses of a report entry, in the order tables and legends list them."""
 REASON_SEPARATOR = "; "
+STATS_SOURCES = (FRAME_REFERENCE, AUDIO_REFERENCE, "faces", "speech_spans", "segments")
+"""Datatypes whose files give an entry's ``stats`` whether or not they are reported."""
 
 
 @dataclass

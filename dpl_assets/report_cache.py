@@ -35,9 +35,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE, get_datatype
+from dpl_assets.datatypes import get_datatype
 from dpl_assets.folder_stamps import INDEX_DIR, folder_stamp, fs_clock, granularity, unchanged
 from dpl_assets.report import (
+    STATS_SOURCES,
     VideoReport,
     counts_of,
     entry_text,
@@ -48,12 +49,10 @@ from dpl_assets.report import (
 from dpl_assets.storage.store import CHECKS_DIR, STATUS_DIR, ArtifactStore
 
 CACHE_NAME = "report.sqlite"
-VERSION = 2
+VERSION = 3
 """Bumped whenever an entry's content or its text changes: older caches are rebuilt."""
 BATCH = 5000  # entries computed and saved per transaction
 STATUS_SUFFIXES = (".rejected.json", ".failed.json", ".damaged.json")
-STATS_KEYS = (FRAME_REFERENCE, AUDIO_REFERENCE, "faces")
-"""Datatypes whose files give an entry's ``stats`` whether or not they are reported."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -81,7 +80,7 @@ class Slot:
 def watched_slots(datatypes: Sequence[str]) -> list[Slot]:
     """Every file an entry over ``datatypes`` is read from, as folder + name suffix."""
     slots = [Slot(key, get_datatype(key).output_extension)
-             for key in dict.fromkeys([*datatypes, *STATS_KEYS])]  # fmt: skip
+             for key in dict.fromkeys([*datatypes, *STATS_SOURCES])]  # fmt: skip
     for key in datatypes:
         slots += [Slot(f"{STATUS_DIR}/{key}", suffix) for suffix in STATUS_SUFFIXES]
         slots.append(Slot(f"{CHECKS_DIR}/{key}", ".json"))
