@@ -111,3 +111,22 @@ def test_bad_inputs_are_refused():
         plan_segments(_times(10), {}, min_seconds=5, max_seconds=2)
     with pytest.raises(ValueError, match="increase"):
         plan_segments(np.array([0.0, 0.1, 0.1]), {})
+
+
+def test_a_graph_with_max_below_min_fails_before_any_work(tmp_path, capsys):
+    import json
+
+    from dpl_assets import cli
+    from dpl_assets.assets.segments import SegmentConfig
+
+    with pytest.raises(ValueError, match=r"max_seconds \(2.0\) is below min_seconds \(5.0\)"):
+        SegmentConfig(min_seconds=5.0, max_seconds=2.0)
+    graph = tmp_path / "graph.json"
+    graph.write_text(json.dumps([{"name": "SegmentNode", "params": {"max_seconds": 0.5}}]))
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
+    code = cli.main(["run", "--graph", str(graph), "--inputs", str(tmp_path / "inputs.json"),
+                     "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    assert code != 0
+    assert "max_seconds (0.5) is below min_seconds (1.0)" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "segments").exists()

@@ -18,7 +18,7 @@ uses to serve windows inside one kept segment only.
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dpl_assets.assets.config import NodeConfig
 from dpl_assets.nodes.segments import (
@@ -32,7 +32,6 @@ from dpl_assets.nodes.segments import (
     segment_ids,
     spans_to_mask,
 )
-from dpl_assets.outcomes import InputRejected
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
 
@@ -53,14 +52,19 @@ class SegmentConfig(NodeConfig):
         default=True, description="Drop a clip whose av_sync is not in sync (when made)."
     )
 
+    @model_validator(mode="after")
+    def _lengths_agree(self) -> "SegmentConfig":
+        """A graph asking for segments longer than they may be fails before any work."""
+        if self.max_seconds < self.min_seconds:
+            raise ValueError(
+                f"max_seconds ({self.max_seconds}) is below min_seconds ({self.min_seconds})"
+            )
+        return self
+
 
 def segments_of(io: VideoIO, config: SegmentConfig) -> dict[str, Any]:
     """The video's kept segments and dropped spans (see the module docstring). Rejects a
-    video whose ``face_mask`` and ``images`` disagree in frame count, or bad lengths."""
-    if config.max_seconds < config.min_seconds:
-        raise InputRejected(
-            f"max_seconds ({config.max_seconds}) is below min_seconds ({config.min_seconds})"
-        )
+    video whose ``face_mask`` and ``images`` disagree in frame count."""
     face_mask = np.asarray(io["face_mask"])
     count = int(face_mask.shape[0])
     times = io.frame_times(count)
