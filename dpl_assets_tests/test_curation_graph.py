@@ -48,6 +48,7 @@ def test_every_curation_output_is_made(report):
         assert Path(talking["outputs"][key]).is_file(), key
     sync = json.loads(Path(talking["outputs"]["av_sync"]).read_text())
     assert sync["in_sync"] and abs(sync["offset_frames"]) <= 1
+    assert sync["significance"] >= sync["min_significance"] == 4.0
 
 
 def test_the_in_sync_clip_keeps_segments_and_the_still_one_none(report):

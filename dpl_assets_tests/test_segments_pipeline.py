@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from skimage.data import astronaut
 
 from dpl_assets import cli
@@ -107,6 +108,8 @@ def test_the_reader_serves_only_windows_inside_kept_segments(run):
     for index, (start, end) in enumerate(record["kept"]):
         expected += [(s, index) for s in range(start, end - 16 + 1, 8)]
     assert served == expected
+    ids = PackedWindows(run["outputs"]["h5_dataset"], window=16, keys=["segment_ids"])[0]
+    assert ids["segment_ids"].dtype == torch.int64 and (ids["segment_ids"] == 0).all()
     every = PackedWindows(run["outputs"]["h5_dataset"], window=16, stride=8, segments=False)
     assert len(every) > len(data)  # without segments, windows cross the dropped spans
 

@@ -22,6 +22,7 @@ from dpl_assets.nodes.audio import volume_envelope
 from dpl_assets.nodes.av_sync import (
     DEFAULT_MAX_LAG_FRAMES,
     LAG_CONVENTION,
+    MIN_SIGNIFICANCE,
     TrackSync,
     audio_activity,
     sync_tracks,
@@ -129,6 +130,7 @@ def sync_record(
         "fps": round(fps, 4),
         "max_lag_frames": max_lag,
         "min_confidence": min_confidence,
+        "min_significance": MIN_SIGNIFICANCE if curve_kind == "correlation" else None,
         "tracks": tracks,
         "speaking_track": speaking,
         "offset_frames": None if chosen is None else chosen.best_lag,

@@ -181,6 +181,8 @@ class PackedWindows(Dataset):
                 item[key] = torch.from_numpy(frames)
             elif key == TIMESTAMPS_KEY:
                 item[key] = torch.from_numpy(np.asarray(group[key][start:stop], np.float64))
+            elif key == SEGMENT_IDS_KEY:  # indices, not values
+                item[key] = torch.from_numpy(np.asarray(group[key][start:stop], np.int64))
             else:
                 values = np.asarray(group[key][start:stop], dtype=np.float32)
                 item[key] = torch.from_numpy(values)
