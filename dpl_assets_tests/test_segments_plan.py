@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dpl_assets.media.timeline import frames_in_spans
 from dpl_assets.nodes.segments import (
     LOW_QUALITY,
     NO_FACE,
@@ -14,7 +15,6 @@ from dpl_assets.nodes.segments import (
     frame_durations,
     plan_segments,
     segment_ids,
-    spans_to_mask,
 )
 
 
@@ -98,7 +98,7 @@ def test_variable_frame_rate_is_measured_by_timestamps():
 def test_segment_ids_and_span_masks():
     ids = segment_ids(np.array([[2, 4], [4, 6], [8, 9]]), 10)
     assert ids.tolist() == [-1, -1, 0, 0, 1, 1, -1, -1, 2, -1]
-    mask = spans_to_mask([(0.1, 0.2), (0.35, 1.0)], _times(10, 10.0))
+    mask = frames_in_spans(_times(10, 10.0), [(0.1, 0.2), (0.35, 1.0)])
     assert mask.tolist() == [False, True, False, False, True, True, True, True, True, True]
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from dpl_assets.assets.config import NodeConfig
+from dpl_assets.media.timeline import NOMINAL_FPS
 from dpl_assets.nodes.audio import volume_envelope
 from dpl_assets.nodes.av_sync import (
     DEFAULT_MAX_LAG_FRAMES,
@@ -31,6 +32,7 @@ from dpl_assets.nodes.face_tracking import track_arrays
 from dpl_assets.outcomes import InputRejected
 from dpl_assets.packing.video_pack import resample_audio_feature
 from dpl_assets.specs import NodeSpec
+from dpl_assets.storage.image_stack import nominal_fps
 from dpl_assets.storage.video_io import VideoIO
 
 SPEECH_INPUT: tuple[str, ...] = ("speech",)
@@ -82,12 +84,6 @@ def activity_on_frames(io: VideoIO, count: int) -> np.ndarray | None:
     on_frames = resample_audio_feature("volume", volume, times)
     speech_on_frames = None if speech is None else resample_audio_feature("speech", speech, times)
     return audio_activity(on_frames, speech_on_frames)
-
-
-def frame_rate(times: np.ndarray) -> float:
-    """Frames per second of frame times (N,) s: 1 / the median interval (25 for one frame)."""
-    steps = np.diff(np.asarray(times, np.float64))
-    return float(1.0 / np.median(steps)) if steps.size and np.median(steps) > 0 else 25.0
 
 
 def _rounded(value: float, decimals: int = 4) -> float | None:
@@ -151,7 +147,7 @@ def av_sync_of(io: VideoIO, config: AvSyncConfig) -> dict[str, Any]:
     if not arrays:
         raise InputRejected("no face track to sync with the audio")
     count = int(record["frames"])
-    fps = frame_rate(io.frame_times(count))
+    fps = nominal_fps(io.frame_times(count)) or NOMINAL_FPS  # one frame: no interval
     minimum = config.min_confidence
     if minimum is None:
         minimum = DEFAULT_MIN_CONFIDENCE[config.backend]

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from dpl_assets.assets.config import NodeConfig
+from dpl_assets.media.timeline import frames_in_spans
 from dpl_assets.nodes.segments import (
     LOW_QUALITY,
     LOW_SYNC,
@@ -30,7 +31,6 @@ from dpl_assets.nodes.segments import (
     long_silences,
     plan_segments,
     segment_ids,
-    spans_to_mask,
 )
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.video_io import VideoIO
@@ -72,7 +72,7 @@ def segments_of(io: VideoIO, config: SegmentConfig) -> dict[str, Any]:
     excluded: dict[str, np.ndarray] = {NO_FACE: ~has_face}
     spans = io.optional("speech_spans")
     if spans is not None:
-        speech = spans_to_mask(spans["spans"], times)
+        speech = frames_in_spans(times, spans["spans"])
         excluded[NO_SPEECH] = long_silences(speech, times, config.min_silence_seconds)
     quality_ok = io.optional("frame_quality_ok")
     if quality_ok is not None:

@@ -202,12 +202,3 @@ def long_silences(speech: np.ndarray, frame_times: np.ndarray, min_seconds: floa
         if durations[start:end].sum() < min_seconds - 1e-9:
             silent[start:end] = False
     return silent
-
-
-def spans_to_mask(spans: Sequence[Sequence[float]], frame_times: np.ndarray) -> np.ndarray:
-    """bool (N,): frames at ``frame_times`` (s) inside any ``[start_s, end_s)`` span."""
-    times = np.asarray(frame_times, np.float64)
-    mask = np.zeros(times.shape[0], bool)
-    for start_s, end_s in spans:
-        mask |= (times >= start_s) & (times < end_s)
-    return mask
