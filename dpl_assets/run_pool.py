@@ -149,11 +149,11 @@ class WorkerPool:
         if self.used:
             self.executor.shutdown(wait=True)
             return
-        self.executor.shutdown(wait=False, cancel_futures=True)
         for process in self._processes:
             process.terminate()  # SIGTERM to a worker this pool started
-        for process in self._processes:
-            process.join(timeout=30)
+        # The executor's own thread reaps them: a second join from here raced it for the
+        # exit status (waitpid), and the loser saw a dead worker as alive.
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 class WorkerDied(RuntimeError):
