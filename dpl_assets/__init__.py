@@ -1,8 +1,14 @@
 """Datapipeline as a Dagster asset project: talking videos -> avatar training data."""
 
-import warnings
+# First, before any library registers its exit handlers (atexit runs them last-in first-out,
+# so all of theirs run before this one's): see the module.
+from dpl_assets import fast_exit
 
-import dagster as dg
+fast_exit.install()
+
+import warnings  # noqa: E402
+
+import dagster as dg  # noqa: E402
 
 # backfill_policy and pool are marked beta in dagster 1.13; we rely on them deliberately.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

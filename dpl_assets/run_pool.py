@@ -11,10 +11,11 @@ models once and keeps them across its ranges, and gets ``cores // N`` threads
 (:mod:`dpl_assets.threads`; workers through ``DPL_THREADS``). Videos are claimed per output
 (:mod:`dpl_assets.assets.claims`), so two workers never compute the same video.
 
-The workers start first (:class:`WorkerPool`), before the ``dpl`` process registers the
-videos: their start-up (Dagster, the definitions, the libraries of the graph's models,
-several seconds) overlaps the registration instead of following it; when nothing turns
-out to be pending they are stopped unused.
+The workers start first (:class:`WorkerPool`), before the ``dpl`` process opens the
+instance and registers the videos: their start-up (Dagster, the libraries of the graph's
+models, several seconds) overlaps that instead of following it; each builds the
+definitions on its first run; when nothing turns out to be pending they are stopped
+unused. They end without the interpreter's teardown (:mod:`dpl_assets.fast_exit`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,7 +35,7 @@ from typing import Any
 
 import dagster as dg
 
-from dpl_assets import threads
+from dpl_assets import fast_exit, threads
 
 LAUNCHED_BY_TAG = "dpl/launched_by"
 SESSION_TAG = "dpl/session"
@@ -85,19 +87,28 @@ def execute(
 
 DefinitionsFactory = Callable[[], dg.Definitions]
 
-_worker: dict[str, Any] = {}  # this worker process's definitions and instance
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs to execute runs: the definitions (built by ``make_defs``) and
+    the instance (``instance_ref``). ``key`` names one setup (a worker builds each once)."""
+
+    key: str
+    make_defs: DefinitionsFactory
+    instance_ref: Any
 
 
-def _start_worker(
-    make_defs: DefinitionsFactory, instance_ref: Any, thread_budget: int, preload: tuple[str, ...]
-) -> None:
+_worker: dict[str, Any] = {}  # this worker process's setup key, definitions and instance
+
+
+def _start_worker(thread_budget: int, preload: tuple[str, ...]) -> None:
     """Worker initializer: its thread budget first (before torch is imported), then the
-    instance and definitions it keeps for all its ranges, then the ``preload`` modules (the
-    graph's model libraries: imported now, while the ``dpl`` process registers videos)."""
+    ``preload`` modules (the graph's model libraries: imported now, while the ``dpl``
+    process opens the instance and registers videos). A worker exits without the
+    interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
+    fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
     os.environ[threads.THREADS_ENV] = str(thread_budget)
     threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
-    _worker["instance"] = dg.DagsterInstance.from_ref(instance_ref)
-    _worker["defs"] = make_defs()
     for module in preload:
         importlib.import_module(module)
 
@@ -107,33 +118,31 @@ def _started() -> int:
     return os.getpid()
 
 
-def _run_in_worker(run: RangeRun, run_config: dict) -> RunEnded:
+def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEnded:
+    if _worker.get("key") != setup.key:  # the first run of this setup: build it, keep it
+        _worker["instance"] = dg.DagsterInstance.from_ref(setup.instance_ref)
+        _worker["defs"] = setup.make_defs()
+        _worker["key"] = setup.key
     return execute(_worker["defs"], _worker["instance"], run_config, run)
 
 
 class WorkerPool:
-    """``count`` spawned worker processes for :func:`run_all`, started at once (each builds
-    the definitions with ``make_defs`` on ``instance``'s storage and imports ``preload``)
-    so they are ready when the runs are known. ``thread_budget``: each worker's threads.
+    """``count`` spawned worker processes for :func:`run_all`, started at once (each imports
+    ``preload``) so they are ready when the runs are known; :meth:`prepare` then says
+    which definitions and instance their runs use (each worker builds them on its first
+    run). ``thread_budget``: each worker's threads.
 
-    :meth:`close` when done: it waits for the workers to finish, or stops them if no run
-    was given to them (by the PIDs this pool started, nothing else).
+    :meth:`close` when done (more than once is fine): it waits for the workers to finish,
+    or stops them if no run was given to them (by the PIDs this pool started, nothing else).
     """
 
-    def __init__(
-        self,
-        count: int,
-        make_defs: DefinitionsFactory,
-        instance: dg.DagsterInstance,
-        thread_budget: int,
-        preload: Iterable[str] = (),
-    ):
+    def __init__(self, count: int, thread_budget: int, preload: Iterable[str] = ()):
         self.count = count
         self.executor = ProcessPoolExecutor(
             max_workers=count,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(make_defs, instance.get_ref(), thread_budget, tuple(preload)),
+            initargs=(thread_budget, tuple(preload)),
         )
         before = {child.pid for child in multiprocessing.active_children()}
         # The pool starts a process per task submitted while none is idle: all start now.
@@ -143,9 +152,18 @@ class WorkerPool:
             child for child in multiprocessing.active_children() if child.pid not in before
         ]
         self.used = False
+        self.setup: WorkerSetup | None = None
+        self._closed = False
+
+    def prepare(self, make_defs: DefinitionsFactory, instance: dg.DagsterInstance) -> None:
+        """The definitions and instance of the runs :func:`run_all` gives this pool."""
+        self.setup = WorkerSetup(uuid.uuid4().hex, make_defs, instance.get_ref())
 
     def close(self) -> None:
         """Wait for the workers to end (after their runs), or stop them unused."""
+        if self._closed:
+            return
+        self._closed = True
         if self.used:
             self.executor.shutdown(wait=True)
             return
@@ -187,11 +205,13 @@ def run_all(
     """
     queue = _RunQueue(runs, on_ended, run_config)
     helpers = max(0, min(pool.count, len(queue.todo) - 1)) if pool is not None else 0
+    if pool is not None and helpers > 0 and pool.setup is None:
+        raise ValueError("WorkerPool.prepare was not called before run_all")
     share = max(1, threads.cores() // (1 + helpers))
     if pool is not None and helpers > 0:
         pool.used = True
         for _ in range(helpers):
-            queue.feed(pool.executor)
+            queue.feed(pool)
     threads.use(share)
     try:
         while True:
@@ -232,14 +252,15 @@ class _RunQueue:
             self.done.append(run)
             self._on_ended(run)
 
-    def feed(self, pool: ProcessPoolExecutor) -> None:
+    def feed(self, pool: WorkerPool) -> None:
         """Start the next run on a free pool worker, if any is left (a pool that cannot
         take it any more leaves it to this process)."""
         run = self.take()
         if run is None:
             return
+        assert pool.setup is not None  # run_all checked
         try:
-            future = pool.submit(_run_in_worker, run, self.run_config)
+            future = pool.executor.submit(_run_in_worker, pool.setup, run, self.run_config)
         except (BrokenProcessPool, RuntimeError) as error:
             with self._lock:
                 self.todo.appendleft(run)
@@ -249,9 +270,7 @@ class _RunQueue:
             self._in_pool += 1
         future.add_done_callback(lambda done: self._pool_run_ended(done, run, pool))
 
-    def _pool_run_ended(
-        self, future: Future[RunEnded], run: RangeRun, pool: ProcessPoolExecutor
-    ) -> None:
+    def _pool_run_ended(self, future: Future[RunEnded], run: RangeRun, pool: WorkerPool) -> None:
         try:
             self.ended(future.result())
             self.feed(pool)  # before this run stops counting: the pool is never seen idle

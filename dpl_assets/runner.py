@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 from tqdm import tqdm
@@ -158,6 +157,7 @@ def run_plan(
     log_level: str = "WARNING",
     progress: Callable[[str], None] = print,
     celery: bool = False,
+    pool: WorkerPool | None = None,
 ) -> RunOutcome:
     """Register, materialize what is missing, and report. Raises GraphError before any work.
 
@@ -169,15 +169,22 @@ def run_plan(
     ``celery``: every run's steps go to Celery workers instead (:func:`execute_on_celery`),
     one run at a time (the workers run a run's independent steps in parallel); ``workers``
     then only sizes the ranges.
+
+    ``pool``: worker processes the caller started earlier (:func:`start_worker_pool`, so
+    they start up while it opens the instance); None starts them here when needed. Either
+    way the pool is closed on return.
     """
     store = ArtifactStore(output_dir)
     assets = selected_assets(plan, inputs)
     per_video = [asset for asset in assets if asset not in DATASET_LEVEL_ASSETS]
     dataset_level = [asset for asset in assets if asset in DATASET_LEVEL_ASSETS]
     make_defs = functools.partial(run_definitions, output_dir, plan.source, assets)
-    # The workers start before anything else, so their start-up overlaps all that follows.
-    pool = _worker_pool(plan, workers, make_defs, instance) if per_video and not celery else None
+    if pool is None and per_video and not celery:
+        # Started before anything else, so their start-up overlaps all that follows.
+        pool = start_worker_pool(plan, workers)
     try:
+        if pool is not None:
+            pool.prepare(make_defs, instance)
         defs = make_defs()
         check_inputs_available(plan, assets, inputs, store)
         store.catalog.save_graph(plan.source)  # replayed by the sensor, schedule, dpl backfill
@@ -236,16 +243,14 @@ def run_plan(
     )
 
 
-def _worker_pool(
-    plan: GraphPlan, workers: int, make_defs: Callable[[], dg.Definitions], instance: Any
-) -> WorkerPool | None:
-    """``workers - 1`` worker processes (None for 1), importing the graph's model libraries
-    (:attr:`~dpl_assets.specs.NodeSpec.preload`) as they start."""
+def start_worker_pool(plan: GraphPlan, workers: int) -> WorkerPool | None:
+    """``workers - 1`` worker processes for :func:`run_plan` (None for 1), importing the
+    graph's model libraries (:attr:`~dpl_assets.specs.NodeSpec.preload`) as they start."""
     if workers <= 1:
         return None
     preload = dict.fromkeys(module for spec in plan.node_of.values() for module in spec.preload)
     budget = max(1, threads.cores() // workers)
-    return WorkerPool(workers - 1, make_defs, instance, budget, preload)
+    return WorkerPool(workers - 1, budget, preload)
 
 
 def _launch(

@@ -1,7 +1,6 @@
 """Throughput plumbing: ``dpl run --workers``, the per-process thread budget, ranges split
 for parallel runs, and frames decoded again from the video instead of the stored JPEGs."""
 
-import functools
 import json
 import multiprocessing
 import os
@@ -24,7 +23,6 @@ from dpl_assets.media.frames import (
 from dpl_assets.nodes.frames import extract_frames
 from dpl_assets.registration import pending_ranges
 from dpl_assets.run_pool import WorkerPool
-from dpl_assets.runner import run_definitions
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.image_stack import ImageStack
@@ -62,9 +60,18 @@ def face_videos(tmp_path_factory) -> Path:
     return root
 
 
-def test_workers_give_the_same_outputs_as_one_process(tmp_path, face_videos):
+def test_workers_give_the_same_outputs_as_one_process(tmp_path, face_videos, monkeypatch):
     alone = run(tmp_path, "alone", face_videos, "--workers", "1")
+    exit_codes: list = []
+    close = WorkerPool.close
+
+    def close_and_record(pool: WorkerPool) -> None:
+        close(pool)
+        exit_codes.extend(process.exitcode for process in pool._processes)
+
+    monkeypatch.setattr(WorkerPool, "close", close_and_record)
     spread = run(tmp_path, "spread", face_videos, "--workers", "2")
+    assert set(exit_codes) == {0}  # the worker ran its range and ended cleanly (fast exit)
 
     assert {k: v["status"] for k, v in spread.items()} == {k: v["status"] for k, v in alone.items()}
     assert spread["no_face"]["status"] == "rejected" and "no face" in spread["no_face"]["reason"]
@@ -106,11 +113,8 @@ def _loaded(modules: list[str]) -> dict[str, bool]:
     return {module: module in sys.modules for module in modules}
 
 
-def test_pool_workers_preload_their_modules_and_unused_ones_are_stopped(tmp_path):
-    (tmp_path / "home").mkdir()
-    instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
-    make_defs = functools.partial(run_definitions, tmp_path / "out", GRAPH, ["wav"])
-    pool = WorkerPool(1, make_defs, instance, thread_budget=1, preload=["colorsys"])
+def test_pool_workers_preload_their_modules_and_unused_ones_are_stopped():
+    pool = WorkerPool(1, thread_budget=1, preload=["colorsys"])
     try:
         loaded = pool.executor.submit(_loaded, ["colorsys", "wave"]).result(timeout=300)
         assert loaded == {"colorsys": True, "wave": False}  # preloaded, and only that
