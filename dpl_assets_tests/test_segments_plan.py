@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dpl_assets.media.timeline import frames_in_spans
+from dpl_assets.media.timeline import frames_in_spans, true_runs
 from dpl_assets.nodes.segments import (
     LOW_QUALITY,
     NO_FACE,
@@ -130,3 +130,21 @@ def test_a_graph_with_max_below_min_fails_before_any_work(tmp_path, capsys):
     assert code != 0
     assert "max_seconds (0.5) is below min_seconds (1.0)" in capsys.readouterr().err
     assert not (tmp_path / "out" / "segments").exists()
+
+
+@pytest.mark.parametrize(
+    ("mask", "starts", "ends"),
+    [
+        ([], [], []),
+        ([False, False], [], []),
+        ([True], [0], [1]),
+        ([True, True, False, True, False, False, True, True], [0, 3, 6], [2, 4, 8]),
+    ],
+)
+def test_true_runs_are_the_half_open_runs_of_true(mask, starts, ends):
+    got_starts, got_ends = true_runs(np.asarray(mask, bool))
+    assert got_starts.tolist() == starts and got_ends.tolist() == ends
+    rebuilt = np.zeros(len(mask), bool)
+    for start, end in zip(got_starts, got_ends, strict=True):
+        rebuilt[start:end] = True
+    assert rebuilt.tolist() == list(mask)

@@ -52,6 +52,14 @@ a video (their times are labels only: nothing aligns them with audio), and the p
 rate of a one-frame clip (no frame interval to take a rate from)."""
 
 
+def true_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends (exclusive) of the runs of True in a bool (N,) ``mask``: two int64
+    arrays of equal length, in order (frames, audio steps: whatever ``mask`` indexes)."""
+    padded = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return edges[0::2].astype(np.int64), edges[1::2].astype(np.int64)
+
+
 def constant_rate_times(count: int, fps: float) -> np.ndarray:
     """float64 (count,) seconds ``i / fps``: frame times for data given at a nominal rate."""
     if fps <= 0:

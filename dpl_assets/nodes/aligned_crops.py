@@ -35,6 +35,8 @@ import cv2
 import numpy as np
 from skimage.transform import SimilarityTransform
 
+from dpl_assets.media.timeline import true_runs
+
 ARCFACE_TEMPLATE: np.ndarray = (
     np.array(
         [
@@ -120,8 +122,7 @@ def smooth_points(points: np.ndarray, window: int) -> np.ndarray:
         return values
     flat = values.reshape(len(values), -1)
     finite = np.isfinite(flat).all(axis=1)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], finite.astype(np.int8), [0]])))
-    for start, end in zip(edges[::2], edges[1::2], strict=True):
+    for start, end in zip(*true_runs(finite), strict=True):
         run = flat[start:end]
         sums = np.concatenate([np.zeros((1, run.shape[1])), np.cumsum(run, axis=0)])
         index = np.arange(end - start)

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from dpl_assets.media.timeline import true_runs
+
 NO_FACE = "no face"
 NO_SPEECH = "no speech"
 LOW_QUALITY = "low quality"
@@ -80,12 +82,6 @@ def _charged_reason(reasons: Sequence[str]) -> str:
     return known[0] if known else sorted(reasons)[0]
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, end)`` runs of True in bool (N,) ``mask``."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
 def _split(
     start: int, end: int, durations: np.ndarray, min_seconds: float, max_seconds: float
 ) -> tuple[list[list[int]], list[int] | None]:
@@ -137,6 +133,8 @@ def plan_segments(
         raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
     durations = frame_durations(times) if count else np.zeros(0)
     flags = {reason: np.asarray(mask, bool) for reason, mask in excluded.items()}
+    if len(flags) > 64:
+        raise ValueError(f"at most 64 exclusion reasons, got {len(flags)}")
     for reason, mask in flags.items():
         if mask.shape != (count,):
             raise ValueError(f"{reason!r} mask has shape {mask.shape}, the clip {count} frames")
@@ -150,16 +148,20 @@ def plan_segments(
         usable &= ~mask
     plan = SegmentPlan(kept=np.zeros((0, 2), np.int64), cuts=inner_cuts)
     dropped_frames: list[tuple[int, int, list[str]]] = []
-    reasons_of = [tuple(r for r, mask in flags.items() if mask[i]) for i in range(count)]
-    start = 0
-    for i in range(1, count + 1):  # runs of frames with the same set of reasons
-        if i == count or reasons_of[i] != reasons_of[start]:
-            if reasons_of[start]:
-                dropped_frames.append((start, i, list(reasons_of[start])))
-            start = i
+    # Runs of frames with the same set of reasons: one bit per reason, runs of equal codes.
+    names = list(flags)
+    codes = np.zeros(count, np.uint64)
+    for bit, mask in enumerate(flags.values()):
+        codes |= mask.astype(np.uint64) << np.uint64(bit)
+    changes = (np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist()
+    for start, end in itertools.pairwise([0, *changes, count] if count else []):
+        code = int(codes[start])
+        if code:
+            dropped_frames.append((start, end, [n for k, n in enumerate(names) if code >> k & 1]))
     kept: list[list[int]] = []
     bounds = [0, *inner_cuts, count]
-    for run_start, run_end in _runs(usable):
+    starts, ends = true_runs(usable)
+    for run_start, run_end in zip(starts.tolist(), ends.tolist(), strict=True):  # JSON ints
         pieces = [
             (max(run_start, a), min(run_end, b))
             for a, b in itertools.pairwise(bounds)
@@ -198,7 +200,7 @@ def long_silences(speech: np.ndarray, frame_times: np.ndarray, min_seconds: floa
     least ``min_seconds`` (:func:`frame_durations`); shorter pauses are not silences."""
     silent = ~np.asarray(speech, bool)
     durations = frame_durations(frame_times) if silent.size else np.zeros(0)
-    for start, end in _runs(silent):
+    for start, end in zip(*true_runs(silent), strict=True):
         if durations[start:end].sum() < min_seconds - 1e-9:
             silent[start:end] = False
     return silent

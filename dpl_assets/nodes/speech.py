@@ -29,6 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
+from dpl_assets.media.timeline import true_runs
 from dpl_assets.nodes.audio import VOLUME_HOP_SAMPLES, conv_output_length
 
 SILERO_WINDOW_SAMPLES = 512
@@ -134,13 +135,6 @@ def speech_probability(model: SileroVad, wav: np.ndarray) -> np.ndarray:
     return windows_to_steps(model.window_probabilities(wav), conv_output_length(wav.size))
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) indices of the runs of True in a bool (T,) mask."""
-    padded = np.concatenate([[False], mask, [False]])
-    changes = np.flatnonzero(np.diff(padded.astype(np.int8)))
-    return changes[0::2], changes[1::2]
-
-
 def speech_active(
     speech: np.ndarray, threshold: float, min_speech_s: float = 0.0, min_silence_s: float = 0.0
 ) -> np.ndarray:
@@ -150,13 +144,13 @@ def speech_active(
     ``get_speech_timestamps`` (``min_silence_duration_ms``, ``min_speech_duration_ms``),
     without its lower exit threshold and padding, so the spans keep to the probability."""
     active = np.asarray(speech) >= threshold
-    starts, ends = _runs(active)
+    starts, ends = true_runs(active)
     min_gap = math.ceil(min_silence_s / STEP_S - 1e-9)
     for end, start in zip(ends[:-1], starts[1:], strict=True):
         if start - end < min_gap:
             active[end:start] = True
     min_run = math.ceil(min_speech_s / STEP_S - 1e-9)
-    for start, end in zip(*_runs(active), strict=True):
+    for start, end in zip(*true_runs(active), strict=True):
         if end - start < min_run:
             active[start:end] = False
     return active
@@ -165,8 +159,9 @@ def speech_active(
 def speech_spans(active: np.ndarray) -> list[tuple[float, float]]:
     """(start_s, end_s) of each run of speech steps in ``active`` (T,) bool, on the wav
     clock (step edges: multiples of 20 ms)."""
-    starts, ends = _runs(np.asarray(active, bool))
-    return [(round(s * STEP_S, 6), round(e * STEP_S, 6)) for s, e in zip(starts, ends, strict=True)]
+    starts, ends = true_runs(np.asarray(active, bool))
+    pairs = zip(starts.tolist(), ends.tolist(), strict=True)
+    return [(round(s * STEP_S, 6), round(e * STEP_S, 6)) for s, e in pairs]
 
 
 def speech_at_frames(
