@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 
 from dpl_assets.face3d.safe_pickle import (
     ChumpyObject,
@@ -293,6 +292,8 @@ def _require_keys(mapping: Any, keys: tuple[str, ...], source: str) -> Mapping[s
 
 
 def _as_numpy(mapping: Mapping[str, Any], key: str, source: str) -> np.ndarray:
+    import scipy.sparse  # here, as in _sparse_regressor: scipy loads in ~0.3 s
+
     value = mapping[key]
     try:
         if isinstance(value, ChumpyObject):
@@ -325,6 +326,8 @@ def _int_array(mapping: Mapping[str, Any], key: str, source: str) -> np.ndarray:
 
 
 def _sparse_regressor(value: Any, source: str) -> Any:
+    import scipy.sparse  # here: loading it with the module cost every process ~0.3 s
+
     if scipy.sparse.issparse(value):
         matrix = scipy.sparse.csc_matrix(value, dtype=np.float64)
     else:

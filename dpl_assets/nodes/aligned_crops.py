@@ -33,7 +33,6 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from skimage.transform import SimilarityTransform
 
 from dpl_assets.media.timeline import true_runs
 
@@ -137,6 +136,8 @@ def similarity_affine(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     NaN (2, 3) when ``source`` has a NaN or is degenerate (all points coincide)."""
     if not np.isfinite(source).all():
         return np.full((2, 3), np.nan)
+    from skimage.transform import SimilarityTransform  # here: scipy and skimage load ~0.3 s
+
     fitted = SimilarityTransform.from_estimate(source, target)
     if not fitted:  # FailedEstimation: degenerate points
         return np.full((2, 3), np.nan)
