@@ -117,10 +117,10 @@ def test_everything_else_written_to_stderr_passes_in_order(capfd):
 
 # -- a light package ------------------------------------------------------------------------
 
-HEAVY = ("torch", "transformers", "mediapipe", "matplotlib")
+HEAVY = ("torch", "transformers", "mediapipe", "matplotlib", "scipy", "skimage")
 
 
-def test_importing_the_package_loads_no_torch_transformers_mediapipe_or_matplotlib():
+def test_importing_the_package_loads_no_torch_transformers_mediapipe_matplotlib_or_scipy():
     code = (
         "import sys, dpl_assets, dpl_assets.definitions, dpl_assets.cli, dpl_assets.runner; "
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
