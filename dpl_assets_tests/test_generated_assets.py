@@ -14,8 +14,8 @@ import pytest
 from dpl_assets.assets import DATASET_LEVEL_ASSETS, NODE_SPECS
 from dpl_assets.assets.config import NodeConfig
 from dpl_assets.assets.generated import assets_of
-from dpl_assets.outcomes import Saved
 from dpl_assets.datatypes import FRAME, ArrayContract, Datatype, StorageFormat, register_datatype
+from dpl_assets.outcomes import Saved
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
