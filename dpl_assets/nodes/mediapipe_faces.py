@@ -165,7 +165,6 @@ def box_from_mesh(mesh: np.ndarray) -> np.ndarray:
     return np.array([*(centre - half), *(centre + half)], np.float32)
 
 
-
 def import_mediapipe() -> Any:
     """The ``mediapipe`` module, imported in a thread of its own (a model is made a few
     times per step: the thread costs nothing beside it).
