@@ -40,6 +40,15 @@ class Kept:
 
 
 @dataclass(frozen=True)
+class Saved:
+    """The per-video loop wrote this array artefact already; the step carries this marker
+    in its place. Dagster's in-process runs (``execute_in_process``, as ``dpl run`` uses)
+    keep every step's return value until the run ends, so a long clip's arrays (a 60-min
+    clip's 478-point mesh alone is ~520 MB) would otherwise stay in memory through every
+    later step."""
+
+
+@dataclass(frozen=True)
 class StagedFile:
     """An artefact a node streamed to a staging path; the IO manager moves it into place.
 

@@ -7,8 +7,12 @@ block sizes and :data:`~dpl_assets.nodes.face_columns.BYTES_PER_FRAME`.
 
 from __future__ import annotations
 
+import re
 import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -17,6 +21,8 @@ from dpl_assets.nodes.face_columns import BYTES_PER_FRAME, MAX_BLOCK_FRAMES
 from dpl_assets.nodes.face_model import FaceLandmarks
 from dpl_assets.nodes.face_tracking import FaceInFrame, FaceTrack
 from dpl_assets.nodes.faces import _assemble
+
+T = TypeVar("T")
 
 
 def synthetic_face(frame: int, keypoints: bool = True, mesh: bool = True) -> FaceInFrame:
@@ -119,3 +125,35 @@ def test_a_frame_costs_its_float32_values_not_objects():
     bound = track.columns.nbytes + 2 * BYTES_PER_FRAME + 16 * 1024
     assert grown <= bound, (grown / count, bound / count)
     assert BYTES_PER_FRAME < 6.5 * 1024
+
+
+def peak_rss_growth(work: Callable[[], T]) -> tuple[int, T]:
+    """Bytes the process's peak RSS rose above its RSS during ``work()`` (Linux: the peak
+    is reset first through ``/proc/self/clear_refs``), and what ``work`` returned."""
+
+    def status(field: str) -> int:
+        found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+        assert found is not None
+        return int(found.group(1)) * 1024
+
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = status("VmRSS")
+    value = work()
+    return status("VmHWM") - before, value
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_assembling_a_long_track_replaces_its_blocks_instead_of_adding_to_them():
+    """6000 frames (~38 MB of blocks, ~38 MB of output arrays): the output is written as
+    the blocks are freed, so RSS peaks near the track's size, not at both together."""
+    count = 6000
+    track = FaceTrack()
+    for frame in range(count):
+        track.add(frame, synthetic_face(frame))
+    last = synthetic_face(count - 1).landmarks
+    output_bytes = count * 4 * (5 + 68 * 2 + 478 * 3)
+    model = SimpleNamespace(name="synthetic", filter_threshold=0.5)
+    grown, result = peak_rss_growth(lambda: _assemble(track, count, model))  # type: ignore[arg-type]
+    assert result.detected.all() and last is not None
+    np.testing.assert_array_equal(result.landmarks_mesh[count - 1], last.mesh)
+    assert grown < output_bytes / 4, (grown / 2**20, output_bytes / 2**20)

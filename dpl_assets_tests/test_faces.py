@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -869,3 +870,30 @@ def test_the_face_node_passes_its_landmark_mode_and_detect_every(monkeypatch):
         outputs = face_assets.analyze_faces(IO(), config)  # type: ignore[arg-type]
         assert calls.pop() == ("the model", *expected)
         assert outputs["face_mask"].tolist() == [1] * 5
+
+
+# A fresh process: mediapipe is imported by the first face model made in it.
+FIRST_MODEL_SCRIPT = """
+import gc, weakref
+import numpy as np
+from dpl_assets.nodes.mediapipe_faces import FaceAnalyzer
+
+def a_step():
+    output = np.zeros(1000, np.float32)  # what a step holds when it returns
+    with FaceAnalyzer() as analyzer:
+        analyzer.detect(np.zeros((64, 64, 3), np.uint8))
+    return weakref.ref(output)
+
+freed = a_step()
+gc.collect()
+print("freed" if freed() is None else "kept")
+"""
+
+
+def test_the_first_face_model_keeps_nothing_of_the_stack_that_made_it():
+    # mediapipe's import keeps an exception whose traceback holds the importing stack
+    # (where PortAudio is missing): a step's locals would stay alive for the process.
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_MODEL_SCRIPT], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split()[-1] == "freed"

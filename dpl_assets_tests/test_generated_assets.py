@@ -2,7 +2,9 @@
 fails before any video when a model file param is unset; a node's models are made per
 worker thread only when used, on a device resolved only when asked, and closed at the end."""
 
+import gc
 import threading
+import weakref
 from typing import ClassVar
 
 import dagster as dg
@@ -13,6 +15,7 @@ from dpl_assets.assets import DATASET_LEVEL_ASSETS, NODE_SPECS
 from dpl_assets.assets.config import NodeConfig
 from dpl_assets.assets.generated import assets_of
 from dpl_assets.datatypes import FRAME, ArrayContract, Datatype, StorageFormat, register_datatype
+from dpl_assets.outcomes import Saved
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets.resources import TorchDevice
 from dpl_assets.specs import NodeSpec
@@ -170,3 +173,24 @@ def test_a_node_reading_an_input_it_does_not_declare_fails_saying_so(tmp_path):
     message = failure.step_failure_data.error.message
     assert "TestRowsNode reads 'landmarks' but does not declare it" in message
     assert not (tmp_path / "test_rows" / "a.npy").exists()
+
+
+def test_a_step_lets_go_of_its_arrays_once_they_are_saved(tmp_path):
+    # Dagster's in-process runs keep each step's return value until the run ends: the step
+    # must return markers, or a long clip's arrays stay in memory through every later step.
+    computed: list[weakref.ref] = []
+
+    def compute(io, config):
+        rows = np.arange(5, dtype=np.float32) + len(computed)
+        computed.append(weakref.ref(rows))
+        return {"test_rows": rows}
+
+    result = run_node(tmp_path, spec_with(compute), {})
+    assert result.success
+    gc.collect()
+    assert len(computed) == 3 and all(ref() is None for ref in computed)
+    returned = result.output_for_node("test_rows")
+    assert set(returned) == {"a", "b", "c"}
+    assert all(isinstance(value, Saved) for value in returned.values())
+    saved = sorted(float(np.load(tmp_path / "test_rows" / f"{v}.npy")[0]) for v in "abc")
+    assert saved == [0.0, 1.0, 2.0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +207,38 @@ def test_preview_pads_odd_sizes_by_one_pixel(clip, tmp_path):
     assert (int(video["width"]), int(video["height"])) == (320, 318)
     assert int(video["nb_read_frames"]) == FRAMES == summary.frames
     assert not summary.has_audio and not ffprobe_streams(out)["audio"]
+
+
+# A child process: its getrusage(RUSAGE_CHILDREN) peak is this one ffmpeg's alone.
+ENCODER_PEAK_SCRIPT = """
+import resource, sys
+from fractions import Fraction
+from pathlib import Path
+import numpy as np
+from dpl_assets.visualize.mp4_pipe import mp4_pipe
+rng = np.random.default_rng(0)
+base = rng.integers(0, 256, (135, 240, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+with mp4_pipe(Path(sys.argv[1]), (1920, 1080), Fraction(25), what="test") as write:
+    for i in range(40):
+        write(np.roll(base, 4 * i, axis=1))
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+"""
+
+
+def test_a_1080p_preview_encoder_stays_under_its_memory_budget(tmp_path):
+    # x264's defaults at veryfast hold ~20 frames (360 MB peak here for ffmpeg);
+    # the preview's settings ~257 MB: the peak of the 60-min clip's run (long_clip.py).
+    out = tmp_path / "big.mp4"
+    peak_mb = int(
+        subprocess.run(
+            [sys.executable, "-c", ENCODER_PEAK_SCRIPT, str(out)],
+            capture_output=True, check=True, text=True,
+        ).stdout.split()[-1]
+    )  # fmt: skip
+    assert peak_mb < 310
+    video = ffprobe_streams(out)["video"]
+    assert (video["codec_name"], video["width"], video["height"]) == ("h264", 1920, 1080)
+    assert int(video["nb_read_frames"]) == 40
 
 
 def test_preview_frames_carry_the_overlay(clip, tmp_path):

@@ -34,6 +34,7 @@ import dagster as dg
 
 from dpl_assets import threads
 from dpl_assets.assets.video_step import VideoStep
+from dpl_assets.memory import map_large_blocks
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.video_io import Reads, StepTools, VideoIO
@@ -107,6 +108,7 @@ def run_videos_multi(
     """
     budget = threads.budget(context.instance)
     threads.apply(budget)  # before a model loads torch
+    map_large_blocks()  # a clip's arrays leave the process's RSS when they are freed
     workers = min(workers, budget)  # a node's num_jobs threads share this process's cores
     step = VideoStep(
         context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools,

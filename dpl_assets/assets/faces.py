@@ -25,6 +25,7 @@ from dpl_assets.nodes.faces import (
 )
 from dpl_assets.nodes.fan_faces import FanFaceModel
 from dpl_assets.nodes.head_pose import head_pose as estimate_head_pose
+from dpl_assets.nodes.mediapipe_faces import import_mediapipe
 from dpl_assets.specs import NodeSpec
 from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.video_io import VideoIO
@@ -102,7 +103,7 @@ def face_model(config: FaceAlignmentConfig, device: Callable[[], str]) -> FaceMo
     """The configured face model: MediaPipe on the CPU, or face-alignment on ``device()``."""
     if config.backend == "face_alignment":
         return FanFaceModel(config.filter_threshold, device=device())
-    import mediapipe  # noqa: F401  # here, not at the first frame: its 1-2 s are start-up
+    import_mediapipe()  # here, not at the first frame: its 1-2 s are start-up
 
     return FaceAnalyzer(config.filter_threshold)
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
+import numpy as np
 
 from dpl_assets.assets.claims import VideoClaims
 from dpl_assets.assets.step_log import (
@@ -32,7 +33,7 @@ from dpl_assets.assets.step_log import (
 )
 from dpl_assets.media.errors import decode_rejection
 from dpl_assets.memory import release_free_heap
-from dpl_assets.outcomes import InputRejected, Kept, Rejected
+from dpl_assets.outcomes import InputRejected, Kept, Rejected, Saved
 from dpl_assets.storage.atomic import remove_dead_temps
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.storage.video_io import Reads, StepTools, UpstreamRejected, VideoIO
@@ -168,7 +169,15 @@ class VideoStep:
             for key in self.outputs:
                 value = outcome if isinstance(outcome, Rejected) else outcome[key]
                 self.store.save(key, video_id, value)
-                self.store.mark_saved(key, video_id, value)
+                if not isinstance(value, np.ndarray):  # arrays are let go below instead
+                    self.store.mark_saved(key, video_id, value)
+            if not isinstance(outcome, Rejected):
+                # The arrays are on disk: the step returns markers, so neither this loop nor
+                # Dagster's output capture holds a clip's arrays through later steps.
+                self.outcomes[video_id] = {
+                    key: Saved() if isinstance(value, np.ndarray) else value
+                    for key, value in outcome.items()
+                }
             self.saved_here.add(video_id)
         except Exception as error:
             self.outcomes.pop(video_id, None)

@@ -33,6 +33,8 @@ for every symmetric group) is bytedance/LatentSync's ``landmark_points_68``
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +169,32 @@ def box_from_mesh(mesh: np.ndarray) -> np.ndarray:
     return np.array([*(centre - half), *(centre + half)], np.float32)
 
 
+def import_mediapipe() -> Any:
+    """The ``mediapipe`` module, imported in a thread of its own (a model is made a few
+    times per step: the thread costs nothing beside it).
+
+    mediapipe's import keeps an exception for good (``audio_record.py``'s ``sd_error``,
+    "PortAudio library not found" where PortAudio is missing) whose traceback holds the
+    importing call stack: every function on it would keep, for the rest of the process,
+    the locals it held when it returned (a face step's whole output: ~600 MB for a 60-min
+    clip). A thread's own stack has only the thread's frames.
+    """
+    imported: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            imported["module"] = importlib.import_module("mediapipe")
+        except BaseException as error:  # raised again in the caller
+            imported["error"] = error
+
+    thread = threading.Thread(target=load, name="import-mediapipe")
+    thread.start()
+    thread.join()
+    if "error" in imported:
+        raise imported["error"]
+    return imported["module"]
+
+
 class MeshTracker(ClosedOnExit):
     """One face's tracking-mode mesh: ``FaceMesh(static_image_mode=False)`` on a square crop
     of :data:`MESH_CROP_SCALE` x the face's box (:func:`mesh_in_crop`).
@@ -191,8 +219,7 @@ class MeshTracker(ClosedOnExit):
     def __init__(
         self, interpolation: int = cv2.INTER_LINEAR, max_side: int = TRACKING_CROP_MAX_SIDE
     ) -> None:
-        import mediapipe as mp
-
+        mp = import_mediapipe()
         self.interpolation = interpolation
         self.max_side = max_side
         self.window: tuple[int, int, int] | None = None
@@ -265,8 +292,7 @@ class FaceAnalyzer(ClosedOnExit):
 
     def _models(self) -> tuple[Any, Any]:
         if self._detector is None or self._mesh is None:
-            import mediapipe as mp
-
+            mp = import_mediapipe()
             if not self._quiet:  # mediapipe's C++ start-up lines: see native_logs
                 native_logs.acquire()
                 self._quiet = True

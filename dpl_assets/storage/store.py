@@ -34,7 +34,7 @@ import soundfile
 
 from dpl_assets.catalog import Catalog, fingerprint
 from dpl_assets.datatypes import DATATYPES, Datatype, StorageFormat, get_datatype
-from dpl_assets.outcomes import Kept, Rejected
+from dpl_assets.outcomes import Kept, Rejected, Saved
 from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.formats import read_artifact, write_artifact
 from dpl_assets.storage.locks import Claim, writer_alive, writer_token
@@ -308,8 +308,9 @@ class ArtifactStore:
         )
 
     def save(self, key: str, video_id: str, value: Any) -> None:
-        """Persist one outcome: an artefact, a :class:`Rejected`, or :class:`Kept` (no-op)."""
-        if isinstance(value, Kept):
+        """Persist one outcome: an artefact, a :class:`Rejected`, or :class:`Kept` /
+        :class:`Saved` (no-op: the file is in place)."""
+        if isinstance(value, Kept | Saved):
             return
         artifact = self.artifact_path(key, video_id)
         rejected = self._status_path(key, video_id, "rejected")

@@ -34,7 +34,16 @@ import numpy as np
 
 from dpl_assets.media.ffmpeg import FFmpegError, ffmpeg_executable, file_url
 
-VIDEO_CODEC_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")
+VIDEO_CODEC_ARGS = (
+    "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
+    # Frames x264 holds at once (each ~13 MB at 1080p): a 3-frame rate-control lookahead
+    # (veryfast: 10), 2 B-frames (3), 2 frame threads (auto: 1.5 per core) and no threaded
+    # lookahead buffer. Measured at 1080p: ffmpeg's peak RSS 276 MB instead of 375, the
+    # same speed, files of the same size at the same CRF.
+    "-x264-params", "rc-lookahead=3:bframes=2:threads=2:sync-lookahead=0",
+)  # fmt: skip
+# Raw frames queued between the pipe's reader and the decoder (default 8, 6 MB each at 1080p).
+INPUT_QUEUE_ARGS = ("-thread_queue_size", "1")
 AUDIO_CODEC_ARGS = ("-c:a", "aac", "-b:a", "64k")
 _STDERR_TAIL_CHARS = 1500
 
@@ -108,7 +117,7 @@ def mp4_arguments(
     width, height = size
     args = [
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{width}x{height}",
-        "-framerate", str(rate), "-i", "pipe:0",
+        "-framerate", str(rate), *INPUT_QUEUE_ARGS, "-i", "pipe:0",
     ]  # fmt: skip
     if wav is not None:
         args += ["-i", file_url(wav)]
