@@ -47,6 +47,7 @@ from dpl_assets.nodes.mediapipe_faces import (
     MeshTracker,
     box_from_mesh,
     mesh_to_68,
+    square_crop,
 )
 from dpl_assets.outcomes import InputRejected
 from dpl_assets_tests import media_factory as media
@@ -897,3 +898,21 @@ def test_the_first_face_model_keeps_nothing_of_the_stack_that_made_it():
         [sys.executable, "-c", FIRST_MODEL_SCRIPT], capture_output=True, text=True, check=True
     ).stdout
     assert out.split()[-1] == "freed"
+
+
+@pytest.mark.parametrize(("x0", "y0"), [(10, 5), (-7, 20), (40, -3), (50, 30)])
+def test_a_crop_cut_into_a_reused_buffer_is_the_crop_cut_alone(x0, y0):
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    side = 24
+    # The window by hand: black outside the frame.
+    padded = np.zeros((48 + 2 * side, 64 + 2 * side, 3), np.uint8)
+    padded[side : side + 48, side : side + 64] = frame
+    expected = padded[side + y0 : side + y0 + side, side + x0 : side + x0 + side]
+    buffer = np.full(side * side * 3 + 100, 77, np.uint8)  # stale bytes from a last frame
+    crop = square_crop(frame, x0, y0, side, buffer)
+    np.testing.assert_array_equal(crop, expected)
+    np.testing.assert_array_equal(square_crop(frame, x0, y0, side), expected)
+    assert crop.flags.c_contiguous and np.shares_memory(crop, buffer)
+    with pytest.raises(ValueError, match="needs"):
+        square_crop(frame, x0, y0, side, np.empty(10, np.uint8))

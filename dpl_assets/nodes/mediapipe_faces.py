@@ -87,14 +87,31 @@ def mesh_to_68(mesh: np.ndarray) -> np.ndarray:
     return mesh[..., MEDIAPIPE_TO_68, :2]
 
 
-def square_crop(rgb: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+def square_crop(
+    rgb: np.ndarray, x0: int, y0: int, side: int, buffer: np.ndarray | None = None
+) -> np.ndarray:
     """The ``side`` x ``side`` px window of RGB uint8 (H, W, 3) ``rgb`` whose top-left pixel
-    is ``(x0, y0)``, black where it leaves the frame: uint8 (side, side, 3), C-contiguous."""
+    is ``(x0, y0)``, black where it leaves the frame: uint8 (side, side, 3), C-contiguous.
+
+    ``buffer``: a flat uint8 array of at least ``side * side * 3`` elements; the crop is
+    then written to its start and returned as a view of it (no new array per frame: a
+    crop over 1 MB is mapped and unmapped by glibc each time, see
+    :mod:`dpl_assets.memory`). ValueError when it is too small."""
     height, width = rgb.shape[:2]
     inner = rgb[max(y0, 0) : min(y0 + side, height), max(x0, 0) : min(x0 + side, width)]
+    if buffer is not None and buffer.size < side * side * 3:
+        raise ValueError(f"a {side} px crop needs {side * side * 3} bytes, not {buffer.size}")
     if inner.shape[:2] == (side, side):
-        return np.ascontiguousarray(inner)
-    crop = np.zeros((side, side, 3), dtype=np.uint8)
+        if buffer is None:
+            return np.ascontiguousarray(inner)
+        crop = buffer[: side * side * 3].reshape(side, side, 3)
+        np.copyto(crop, inner)
+        return crop
+    if buffer is None:
+        crop = np.zeros((side, side, 3), dtype=np.uint8)
+    else:
+        crop = buffer[: side * side * 3].reshape(side, side, 3)
+        crop.fill(0)
     top, left = max(-y0, 0), max(-x0, 0)
     crop[top : top + inner.shape[0], left : left + inner.shape[1]] = inner
     return crop
@@ -116,6 +133,7 @@ def mesh_in_crop(
     window: tuple[int, int, int],
     interpolation: int = cv2.INTER_AREA,
     max_side: int = MESH_CROP_MAX_SIDE,
+    buffer: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """The 478-point mesh float32 (478, 3) px that ``mesh_model`` (a mediapipe ``FaceMesh``)
     finds in the square ``window`` ``(x0, y0, side)`` px (:func:`crop_window`) of RGB uint8
@@ -123,10 +141,10 @@ def mesh_in_crop(
 
     The crop is black outside the frame and downscaled to ``max_side`` px with the OpenCV
     ``interpolation`` when larger; the points are mapped back to frame pixels, ``z``
-    scaled like ``x``.
+    scaled like ``x``. ``buffer``: where to cut the crop (:func:`square_crop`).
     """
     x0, y0, side = window
-    crop = square_crop(rgb, x0, y0, side)
+    crop = square_crop(rgb, x0, y0, side, buffer)
     scale = 1.0
     if side > max_side:
         scale = max_side / side
@@ -223,6 +241,7 @@ class MeshTracker(ClosedOnExit):
         self.interpolation = interpolation
         self.max_side = max_side
         self.window: tuple[int, int, int] | None = None
+        self._crop_buffer = np.empty(0, np.uint8)  # reused frame after frame
         native_logs.acquire()  # its C++ start-up lines: see native_logs
         try:
             self._mesh: Any = mp.solutions.face_mesh.FaceMesh(
@@ -240,7 +259,12 @@ class MeshTracker(ClosedOnExit):
             raise RuntimeError("the mesh tracker is closed")
         rgb = as_rgb(rgb)
         self.window = self._window_for(box)
-        mesh = mesh_in_crop(self._mesh, rgb, self.window, self.interpolation, self.max_side)
+        needed = self.window[2] ** 2 * 3
+        if self._crop_buffer.size < needed:  # room for crops up to 1.2x this side
+            self._crop_buffer = np.empty(int(needed * 1.44), np.uint8)
+        mesh = mesh_in_crop(
+            self._mesh, rgb, self.window, self.interpolation, self.max_side, self._crop_buffer
+        )
         return None if mesh is None else FaceLandmarks(mesh_to_68(mesh).copy(), mesh)
 
     def _window_for(self, box: np.ndarray) -> tuple[int, int, int]:
