@@ -4,7 +4,6 @@ pixel convention, and ``dpl run`` on a real face moved by known similarity trans
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -13,7 +12,6 @@ import numpy as np
 import pydantic
 import pytest
 
-from dpl_assets import cli
 from dpl_assets.assets.aligned_crops import AlignedCropConfig
 from dpl_assets.nodes.aligned_crops import (
     ARCFACE_TEMPLATE,
@@ -31,6 +29,7 @@ from dpl_assets.nodes.frame_quality import FRAME_QUALITY_COLUMNS, QualityThresho
 from dpl_assets.nodes.mediapipe_faces import FaceAnalyzer
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets_tests import similarity_clip
+from dpl_assets_tests.dpl_runs import run_graph
 from dpl_assets_tests.test_vision_pipeline import write_clip
 
 RNG = np.random.default_rng(15)
@@ -206,14 +205,9 @@ def pipeline_run(tmp_path_factory: pytest.TempPathFactory, face_template: np.nda
         {"name": "FrameQualityNode", "params": {"min_face_px": MIN_FACE_PX}},
         {"name": "H5DatasetNode", "params": {"datatypes": list(PACKED)}},
     ]  # fmt: skip
-    (folder / "graph.json").write_text(json.dumps(graph))
-    (folder / "inputs.json").write_text(json.dumps({"video": "videos"}))
-    code = cli.main(["run", "--graph", str(folder / "graph.json"), "--inputs",
-                     str(folder / "inputs.json"), "--output_dir", str(folder / "out")])  # fmt: skip
-    assert code == 0
-    report = json.loads((folder / "out" / "report.json").read_text())["videos"]
-    assert report[0]["status"] == "processed", report[0]
-    return {"outputs": report[0]["outputs"], "scales": np.array(scales)}
+    (video,) = run_graph(folder, graph, "videos").values()
+    assert video["status"] == "processed", video
+    return {"outputs": video["outputs"], "scales": np.array(scales)}
 
 
 MIN_FACE_PX = 127.0

@@ -18,13 +18,13 @@ import h5py
 import numpy as np
 import pytest
 
-from dpl_assets import cli
 from dpl_assets.assets.av_sync import DEFAULT_MIN_CONFIDENCE
 from dpl_assets.nodes.av_sync import lag_curve, mouth_opening, sync_tracks
 from dpl_assets.nodes.face_tracking import TrackSummary, track_arrays, tracks_record
 from dpl_assets.packing.av_offset import audio_offset_s, offset_samples
 from dpl_assets.packing.video_pack import PackOptions, pack_video
 from dpl_assets_tests import talking_face
+from dpl_assets_tests.dpl_runs import run_graph
 
 pytestmark = pytest.mark.skipif(
     not talking_face.have_media(), reason="needs python3-skimage and pocketsphinx-testdata"
@@ -104,15 +104,8 @@ def graph(follow: str) -> list[dict[str, Any]]:
     ]
 
 
-def run_graph(root: Path, follow: str, videos: str) -> dict[str, dict[str, Any]]:
-    (root / f"graph_{follow}.json").write_text(json.dumps(graph(follow)))
-    (root / f"inputs_{follow}.json").write_text(json.dumps({"video": str(root / videos)}))
-    out = root / f"out_{follow}"
-    code = cli.main(["run", "--graph", str(root / f"graph_{follow}.json"), "--inputs",
-                     str(root / f"inputs_{follow}.json"), "--output_dir", str(out)])  # fmt: skip
-    assert code == 0
-    report = json.loads((out / "report.json").read_text())["videos"]
-    return {video["video_id"]: video for video in report}
+def run_following(root: Path, follow: str, videos: str) -> dict[str, dict[str, Any]]:
+    return run_graph(root, graph(follow), videos, f"out_{follow}")
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +117,8 @@ def runs(tmp_path_factory) -> dict[str, dict[str, dict[str, Any]]]:
     talking_face.make_two_faces_clip(root / "videos" / "two faces.mp4")
     talking_face.make_two_faces_clip(root / "two" / "two faces.mp4")
     return {
-        "largest": run_graph(root, "largest", "videos"),
-        "speaking": run_graph(root, "speaking", "two"),
+        "largest": run_following(root, "largest", "videos"),
+        "speaking": run_following(root, "speaking", "two"),
     }
 
 

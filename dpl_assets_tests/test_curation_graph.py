@@ -17,6 +17,7 @@ from dpl_assets.nodes.segments import LOW_SYNC
 from dpl_assets.packing.reader import PackedWindows
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets_tests import talking_face
+from dpl_assets_tests.dpl_runs import run_graph
 
 GRAPH = Path(cli.__file__).parent / "configs" / "curation.json"
 
@@ -30,13 +31,8 @@ def report(tmp_path_factory) -> dict[str, dict]:
     base = tmp_path_factory.mktemp("curation")
     talking_face.make_talking_clip(base / "videos" / "talking.mp4")
     talking_face.make_talking_clip(base / "videos" / "still.mp4", still=True)
-    (base / "inputs.json").write_text(json.dumps({"video": "videos"}))
-    out = base / "out"
-    code = cli.main(["run", "--graph", str(GRAPH), "--inputs", str(base / "inputs.json"),
-                     "--output_dir", str(out), "--workers", "1"])  # fmt: skip
-    assert code == 0
-    document = json.loads((out / "report.json").read_text())
-    return {video["video_id"]: video for video in document["videos"]} | {"_out": {"dir": out}}
+    videos = run_graph(base, GRAPH, "videos", "out", "--workers", "1")
+    return videos | {"_out": {"dir": base / "out"}}
 
 
 def test_every_curation_output_is_made(report):

@@ -29,6 +29,7 @@ from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.storage.video_io import Reads, StackMismatch, VideoIO
 from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.dpl_runs import run_graph
 from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
 
 GRAPH = [
@@ -41,14 +42,7 @@ GRAPH = [
 
 
 def run(tmp_path: Path, out: str, videos: Path, *extra: str) -> dict:
-    (tmp_path / "graph.json").write_text(json.dumps(GRAPH))
-    (tmp_path / "inputs.json").write_text(json.dumps({"video": str(videos)}))
-    code = cli.main(["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
-                     str(tmp_path / "inputs.json"), "--output_dir", str(tmp_path / out),
-                     *extra])  # fmt: skip
-    assert code == 0
-    report = json.loads((tmp_path / out / "report.json").read_text())["videos"]
-    return {entry["video_id"]: entry for entry in report}
+    return run_graph(tmp_path, GRAPH, videos, out, *extra)
 
 
 @pytest.fixture(scope="module")

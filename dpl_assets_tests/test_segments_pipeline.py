@@ -13,9 +13,9 @@ import soundfile
 import torch
 from skimage.data import astronaut
 
-from dpl_assets import cli
 from dpl_assets.nodes.segments import NO_FACE, NO_SPEECH
 from dpl_assets.packing.reader import PackedWindows, segment_window_starts
+from dpl_assets_tests.dpl_runs import run_graph
 from dpl_assets_tests.test_scenes import shot
 from dpl_assets_tests.test_speech import RATE, reading
 from dpl_assets_tests.test_speech_scenes_pipeline import with_audio
@@ -55,14 +55,7 @@ def run(tmp_path_factory) -> dict:
     videos = base / "videos"
     videos.mkdir()
     with_audio(silent_video, ["-i", str(base / "voice.wav")], videos / "talk.mp4")
-    (base / "graph.json").write_text(json.dumps(GRAPH))
-    (base / "inputs.json").write_text(json.dumps({"video": "videos"}))
-    out = base / "out"
-    code = cli.main(["run", "--graph", str(base / "graph.json"), "--inputs",
-                     str(base / "inputs.json"), "--output_dir", str(out),
-                     "--workers", "1"])  # fmt: skip
-    assert code == 0
-    (video,) = json.loads((out / "report.json").read_text())["videos"]
+    (video,) = run_graph(base, GRAPH, "videos", "out", "--workers", "1").values()
     assert video["status"] == "processed", video
     return video
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from dpl_assets import cli
 from dpl_assets.media.ffmpeg import ffmpeg_executable
 from dpl_assets.nodes.audio import conv_output_length
 from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets_tests.dpl_runs import run_graph
 from dpl_assets_tests.test_scenes import two_shots
 from dpl_assets_tests.test_speech import RATE, reading
 
@@ -44,16 +44,8 @@ def test_speech_and_scenes_through_dpl_run(tmp_path):
     silent = with_audio(
         shots, ["-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono"], videos / "silent.mp4"
     )
-    (tmp_path / "graph.json").write_text(json.dumps(GRAPH))
-    (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
-    out = tmp_path / "out"
 
-    code = cli.main(["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
-                     str(tmp_path / "inputs.json"), "--output_dir", str(out),
-                     "--workers", "1"])  # fmt: skip
-
-    assert code == 0
-    report = {v["video_id"]: v for v in json.loads((out / "report.json").read_text())["videos"]}
+    report = run_graph(tmp_path, GRAPH, "videos", "out", "--workers", "1")
     spoken = report["talking"]
     assert spoken["status"] == "processed", spoken
     speech = np.load(spoken["outputs"]["speech"])
