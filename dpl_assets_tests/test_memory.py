@@ -58,3 +58,63 @@ def test_with_large_blocks_mapped_a_freed_array_leaves_rss():
     assert kept_after_free("fixed") < 1 << 20
     # The reference: glibc's adaptive threshold keeps the 10 MB in the heap, in RSS.
     assert kept_after_free("adaptive") > 8 << 20
+
+
+# Where a 4 MB array lives (glibc's mallinfo2: bytes in blocks mapped on their own): mapped
+# under the 1 MB policy, from the heap inside temporaries_in_heap (and reused there).
+SCOPED_SCRIPT = """
+import ctypes, re
+import numpy as np
+from dpl_assets import memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def mapped_on_its_own():
+    before = libc.mallinfo2().hblkhd
+    block = np.ones(4 << 20, np.uint8)
+    return int(libc.mallinfo2().hblkhd - before >= 4 << 20)
+
+def rss():
+    return int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+assert memory.map_large_blocks()
+outside = mapped_on_its_own()
+with memory.temporaries_in_heap():
+    inside = mapped_on_its_own()
+    with memory.temporaries_in_heap():
+        pass
+    nested = mapped_on_its_own()  # the inner block's end did not restore the policy
+after = mapped_on_its_own()  # the 1 MB policy is back
+with memory.temporaries_in_heap():
+    held = np.ones(10 << 20, np.uint8)  # live across the end of the block: kept
+    freed = np.ones(10 << 20, np.uint8)
+    freed += 1
+    del freed
+    before = rss()  # the freed 10 MB stays with the process inside the block ...
+print(outside, inside, nested, after, int(held.sum()), before - rss())
+"""
+
+
+@pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
+def test_temporaries_in_heap_takes_blocks_from_the_heap_then_restores_the_policy():
+    out = subprocess.run(
+        [sys.executable, "-c", SCOPED_SCRIPT],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+    ).stdout  # fmt: skip
+    outside, inside, nested, after, total, returned = (int(v) for v in out.split())
+    assert (outside, inside, nested, after) == (1, 0, 0, 1)
+    assert total == 10 << 20  # live data made inside is intact after the block
+    assert returned > 9 << 20  # ... and goes back to the OS when the block ends
+
+
+def test_temporaries_in_heap_without_glibc_just_runs(monkeypatch):
+    monkeypatch.setattr(memory, "_glibc", lambda: None)
+    with memory.temporaries_in_heap():
+        value = sum(range(10))
+    assert value == 45

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
+from dpl_assets.memory import temporaries_in_heap
 from dpl_assets.nodes.audio import conv_output_length
 from dpl_assets.outcomes import InputRejected
 
@@ -157,6 +158,16 @@ class Wav2vecExtractor:
         Returns id -> float32 (T, D). Raises :class:`InputRejected` (naming the id) for
         audio shorter than one frame.
         """
+        with temporaries_in_heap():  # the passes' temporaries reuse heap, not fresh maps
+            return self._extract_many(audios, chunk_seconds, context_seconds, batch_size)
+
+    def _extract_many(
+        self,
+        audios: Mapping[str, np.ndarray],
+        chunk_seconds: float,
+        context_seconds: float,
+        batch_size: int,
+    ) -> dict[str, np.ndarray]:
         plan = _WindowPlan.from_seconds(chunk_seconds, context_seconds, self.hop)
         results: dict[str, np.ndarray] = {}
         windows: list[tuple[str, int, np.ndarray]] = []  # (id, first frame, samples)
