@@ -7,7 +7,7 @@
 #   scripts/setup.sh --tests   also Chromium and its driver for the web UI test, real speech
 #                              for the speech and av_sync tests (and --cluster)
 #   scripts/setup.sh --bench   also what benchmarks/end_to_end.py needs (its clips' real face
-#                              photos and speech, sox, simplejpeg)
+#                              photos and speech, sox)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,7 +82,6 @@ fi
 # successful install).
 # Isolated (-I): a stale dpl_assets.egg-info in the checkout must not count as installed.
 extras="dev,face-alignment,postgres,celery,k8s"
-[ "$bench" -eq 1 ] && extras="$extras,bench"
 stamp=.venv/.dpl-setup-stamp
 digest=$(cat pyproject.toml setup.cfg | sha256sum | cut -d' ' -f1)
 need=$(.venv/bin/python -I - "$stamp" "$digest:$extras" <<'EOF'

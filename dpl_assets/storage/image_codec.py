@@ -1,10 +1,13 @@
 """Encoded images: the one JPEG/PNG encoder and decoder, and a header reader.
 
 Every image the project stores is a standalone JPEG (baseline, 4:2:0) or PNG file, encoded
-by :func:`encode_image` and decoded by :func:`decode_image` (OpenCV, whose RGB <-> BGR
-order is handled here). :func:`image_header` reads format, size and channels without
-decoding the pixels (Pillow). Both image-stack files (:mod:`dpl_assets.storage.image_stack`)
-and training files (:mod:`dpl_assets.packing.layouts`) go through these functions.
+by :func:`encode_image` (OpenCV, whose RGB <-> BGR order is handled here) and decoded by
+:func:`decode_image` (JPEG: simplejpeg, ~2x faster than OpenCV's and the same pixels, both
+being libjpeg-turbo with its default IDCT and upsampling; PNG, and JPEG carrying EXIF
+orientation, which OpenCV applies: OpenCV). :func:`image_header` reads format, size and
+channels without decoding the pixels (Pillow). Both image-stack files
+(:mod:`dpl_assets.storage.image_stack`) and training files (:mod:`dpl_assets.packing.layouts`)
+go through these functions.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 if TYPE_CHECKING:
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 IMAGE_FORMATS = ("jpeg", "png")
 JPEG_MAGIC = b"\xff\xd8"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EXIF_MARK = b"Exif\x00\x00"  # the APP1 segment's identifier
 
 EncodedImage = bytes | bytearray | memoryview
 """Encoded JPEG/PNG bytes; a 1-D uint8 array (an h5py vlen entry) is accepted too."""
@@ -51,6 +56,13 @@ def decode_image(data: EncodedImage | np.ndarray, channels: int = 3) -> np.ndarr
     """JPEG/PNG bytes (or a 1-D uint8 array of them) -> RGB uint8 (H, W, 3) when
     ``channels`` is 3, else grey uint8 (H, W). Raises ValueError when they do not decode."""
     buffer = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    if _plain_jpeg(buffer):
+        try:
+            if channels == 3:
+                return simplejpeg.decode_jpeg(buffer, colorspace="RGB")
+            return simplejpeg.decode_jpeg(buffer, colorspace="GRAY")[..., 0]
+        except ValueError:
+            pass  # OpenCV's decoder gives the verdict (and the one error message)
     if channels == 3:
         bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
         if bgr is None:
@@ -60,6 +72,13 @@ def decode_image(data: EncodedImage | np.ndarray, channels: int = 3) -> np.ndarr
     if grey is None:
         raise ValueError("not a decodable JPEG/PNG image")
     return grey
+
+
+def _plain_jpeg(buffer: np.ndarray) -> bool:
+    """A JPEG without an EXIF block in its first 64 kB (whose orientation OpenCV would
+    apply and simplejpeg would not)."""
+    head = buffer[:65536].tobytes()
+    return head.startswith(JPEG_MAGIC) and EXIF_MARK not in head
 
 
 def decode_to_shape(
