@@ -125,3 +125,14 @@ def test_offline_hub_id_fails_with_the_same_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match=r"facebook/wav2vec2-base.*HF_HUB_OFFLINE=1"):
         Wav2vecExtractor("facebook/wav2vec2-base")
+
+
+def test_loading_draws_no_progress_bar_and_leaves_the_setting(group_norm_model, capfd):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    Wav2vecExtractor(str(group_norm_model), features="hidden:-1")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # as it was before
+    Wav2Vec2Model.from_pretrained(group_norm_model)  # the reference: transformers draws one
+    assert "Loading weights" in capfd.readouterr().err

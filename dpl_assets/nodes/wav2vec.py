@@ -13,8 +13,9 @@ there are no seams. All windows have one length, so windows of many videos share
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,20 @@ def load_error_message(checkpoint: str, error: Exception) -> str:
     )
 
 
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' progress bars off inside the block (as they were after it)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 class Wav2vecExtractor:
     """A loaded wav2vec 2.0 model and its input normalization, ready to featurize audio.
 
@@ -89,7 +104,8 @@ class Wav2vecExtractor:
         self.device = torch.device(device)
         model_class = Wav2Vec2ForPreTraining if self.choice.kind == "quantized" else Wav2Vec2Model
         try:
-            model = model_class.from_pretrained(checkpoint)
+            with _no_progress_bar():  # a bar per process on dpl's terminal; steps log progress
+                model = model_class.from_pretrained(checkpoint)
         except (OSError, ValueError) as error:
             raise ModelLoadError(load_error_message(checkpoint, error)) from error
         try:
