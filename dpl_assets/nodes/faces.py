@@ -69,7 +69,7 @@ from typing import Any
 
 import numpy as np
 
-from dpl_assets.memory import release_free_heap, temporaries_in_heap
+from dpl_assets.memory import release_free_heap
 from dpl_assets.nodes.av_sync import mouth_opening
 from dpl_assets.nodes.face_columns import HAS_KEYPOINTS, HAS_LANDMARKS, HAS_MESH, FaceBlock
 from dpl_assets.nodes.face_model import (
@@ -204,16 +204,12 @@ def track_faces(
     else:
         run, landmark_mode, detect_every = _StaticPass(model), "static", 1
     count = 0
-    # Per frame, the decoder's frame, the mesh crop and MediaPipe's copy of it are freed
-    # and made again: reused from the heap instead of mapped anew (the tracks' blocks are
-    # live either way; the heap is given back when the pass ends).
-    with temporaries_in_heap():
-        try:
-            for index, frame in enumerate(frames):
-                run.frame(index, as_rgb(frame))
-                count = index + 1
-        finally:
-            run.close()
+    try:
+        for index, frame in enumerate(frames):
+            run.frame(index, as_rgb(frame))
+            count = index + 1
+    finally:
+        run.close()
     summaries = summarize_tracks(run.tracks)
     picked = follow(summaries) if follow is not None else None
     chosen = main_track(run.tracks) if picked is None else run.tracks[picked]
