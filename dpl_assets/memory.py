@@ -89,8 +89,10 @@ def temporaries_in_heap() -> Iterator[None]:
     system CPU a pass with 1 MB blocks mapped, ~70,000 and 0.13 s inside this block).
     On leaving the outermost block the 1 MB policy is restored (:func:`map_large_blocks`)
     and the free heap given back (:func:`release_free_heap`), so RSS between steps is as
-    before; the peak inside is what one pass's temporaries need anyway. Nests, and is
-    safe from several threads (the policy is restored when the last one leaves)."""
+    before. The peak inside is higher by what the heap cannot reuse (measured: 6 clips of
+    8 s, 1,111 vs 1,005 MB; 100 s in batches of 8 windows, 1,998 vs 1,784 MB; a 32 MB
+    threshold saved a third of the system CPU less for ~50 MB less). Nests, and is safe
+    from several threads (the policy is restored when the last one leaves)."""
     global _scope_depth
     libc = _glibc()
     if libc is None:
