@@ -1,0 +1,96 @@
+"""Whether the instance's video partitions are still the registered videos, without listing
+a million keys (~5 s through Dagster's API at a million; a summary of them: ~1 s).
+
+``dpl run`` lists the partitions to add the missing ones (a video whose partition was
+deleted by hand in the UI, or that a failed registration left out) and to learn their
+order (runs cover ranges of it). After a listing that found nothing to add or delete, it
+keeps ``{output_dir}/_index/partitions.json``: a digest of the registered video ids and a
+summary of the instance's ``videos`` partitions taken before that listing. A later run
+whose registration found nothing new or removed, whose ids digest is the same, whose
+partition summary is the same, and which has nothing to run, skips the listing.
+
+The summary: count of keys, the sum and the largest of their row ids, the latest creation
+time and the sum of the keys' lengths, in one aggregate query on Dagster's
+``dynamic_partitions`` table (SQLite or PostgreSQL). Any key deleted or added changes the
+count or a row id (ids are not reused, except SQLite may give a new row the id of the last
+row deleted: then the creation time, in seconds, and the key's length tell). That table is
+Dagster's storage, not its public API: on any other storage, or any error, there is no
+summary (None) and ``dpl run`` lists the keys as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from dpl_assets.folder_stamps import INDEX_DIR
+from dpl_assets.partitions import VIDEOS_PARTITION_NAME
+from dpl_assets.storage.atomic import atomic_write_text
+
+RECORD_NAME = "partitions.json"
+
+
+def partitions_summary(instance: dg.DagsterInstance) -> list | None:
+    """The summary of the instance's video partitions (see the module docstring), as JSON
+    values, or None when the storage does not offer one."""
+    try:
+        import sqlalchemy as db
+        from dagster._core.storage.event_log.schema import DynamicPartitionsTable
+        from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+        storage = instance.event_log_storage
+        if not isinstance(storage, SqlEventLogStorage):
+            return None
+        table = DynamicPartitionsTable.c
+        query = db.select(
+            db.func.count(),
+            db.func.sum(table.id),
+            db.func.max(table.id),
+            db.func.max(table.create_timestamp),
+            db.func.sum(db.func.length(table.partition)),
+        ).where(table.partitions_def_name == VIDEOS_PARTITION_NAME)
+        with storage.index_connection() as conn:
+            row = conn.execute(query).fetchone()
+    except Exception:  # Dagster's internals moved: list the keys instead
+        return None
+    return None if row is None else [None if v is None else str(v) for v in row]
+
+
+def ids_digest(video_ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(video_ids).encode()).hexdigest()
+
+
+def _record_path(output_dir: Path) -> Path:
+    return output_dir / INDEX_DIR / RECORD_NAME
+
+
+def in_step(output_dir: Path, video_ids: Sequence[str], summary: list | None) -> bool:
+    """Whether the last listing's record says the partitions are exactly ``video_ids``:
+    the same ids, and the instance's partitions unchanged since (``summary``)."""
+    if summary is None:
+        return False
+    try:
+        record = json.loads(_record_path(output_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return record == {"ids": ids_digest(video_ids), "partitions": summary}
+
+
+def keep(output_dir: Path, video_ids: Sequence[str], summary: list | None) -> None:
+    """Record that the partitions, summarized ``summary`` before a listing that found
+    nothing to add or delete, are ``video_ids``; forget any record when ``summary`` is
+    None."""
+    path = _record_path(output_dir)
+    if summary is None:
+        path.unlink(missing_ok=True)
+        return
+    atomic_write_text(path, json.dumps({"ids": ids_digest(video_ids), "partitions": summary}))
+
+
+def forget(output_dir: Path) -> None:
+    """Drop the record (the partitions are about to change)."""
+    _record_path(output_dir).unlink(missing_ok=True)
