@@ -12,8 +12,9 @@ on first use).
 
 Each entry keeps a fingerprint of each source file (size and modification time in ns, as
 make and rsync judge change) so a rescan tells new, changed and removed files apart. A
-removed file's entry stays (marked ``removed``; its id is kept should it come back). The
-catalog also keeps the last inputs and graph that ``dpl run`` was given, which the sensor,
+removed file's entry stays (marked ``removed``; its id is kept should it come back). A
+rescan of an unchanged tree is answered without walking it (:mod:`dpl_assets.tree_digest`).
+The catalog also keeps the last inputs and graph that ``dpl run`` was given, which the sensor,
 the schedule and ``dpl backfill`` replay.
 """
 
@@ -25,7 +26,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -236,6 +237,13 @@ class Catalog:
         scan. The user's other roots (wav, aac, ...) are matched afresh on every scan: a
         file added or removed there changes its video too.
 
+        A rescan that finds the tree the last complete scan found (the same entries with
+        the same inode, size and mtime under every root: :mod:`dpl_assets.tree_digest`)
+        and the catalog's videos as that scan left them answers from the catalog without
+        walking: nothing new, changed or removed. A scan is complete, and recorded in
+        ``_index/`` (:data:`SCAN_RECORD`), when no new file was left to settle and every
+        source the catalog keeps lies under the roots (so the digest sees it).
+
         Registrations are serialized by the catalog's lock file (across processes); the
         rows that changed are written in one transaction, nothing when nothing changed.
         Raises :class:`sqlite3.OperationalError` when the SQLite database stays locked
@@ -262,7 +270,7 @@ class Catalog:
             _save(conn, update.rows, inputs.to_json(), [vars(e) for e in entries])
             all_ids = [vid for vid in update.order if vid not in update.removed_now]
             if digest is not None and not scan.held_back and _all_under(inputs, sources):
-                record = {"tree": digest, "videos": _ids_digest(all_ids)}
+                record = {"tree": digest, "videos": ids_digest(all_ids)}
                 atomic_write_text(self._scan_record, json.dumps(record))
         return Registration(
             new_ids=list(assignment.new),
@@ -289,13 +297,14 @@ class Catalog:
         if not isinstance(record, dict) or record.get("tree") != digest:
             return None
         all_ids = catalog_db.load_present_ids(conn)
-        if record.get("videos") != _ids_digest(all_ids):
+        if record.get("videos") != ids_digest(all_ids):
             return None  # another catalog, or one changed by other means
         refused = [RefusedEntry(**r) for r in catalog_db.load_refused(conn)]
         return Registration(new_ids=[], all_ids=all_ids, disambiguated=[], refused=refused)
 
 
-def _ids_digest(video_ids: list[str]) -> str:
+def ids_digest(video_ids: Sequence[str]) -> str:
+    """A digest of a list of video ids, in order (what records of a set of videos keep)."""
     return hashlib.sha256("\n".join(video_ids).encode()).hexdigest()
 
 

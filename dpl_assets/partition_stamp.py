@@ -20,13 +20,13 @@ summary (None) and ``dpl run`` lists the keys as before.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
+from dpl_assets.catalog import ids_digest
 from dpl_assets.folder_stamps import INDEX_DIR
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets.storage.atomic import atomic_write_text
@@ -58,10 +58,6 @@ def partitions_summary(instance: dg.DagsterInstance) -> list | None:
     except Exception:  # Dagster's internals moved: list the keys instead
         return None
     return None if row is None else [None if v is None else str(v) for v in row]
-
-
-def ids_digest(video_ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(video_ids).encode()).hexdigest()
 
 
 def _record_path(output_dir: Path) -> Path:
