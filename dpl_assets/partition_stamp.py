@@ -1,5 +1,6 @@
 """Whether the instance's video partitions are still the registered videos, without listing
-a million keys (~5 s through Dagster's API at a million; a summary of them: ~1 s).
+a million keys (3.7 s through Dagster's API at a million; a summary of them: ~0.1 s at
+100,000).
 
 ``dpl run`` lists the partitions to add the missing ones (a video whose partition was
 deleted by hand in the UI, or that a failed registration left out) and to learn their
@@ -10,16 +11,19 @@ whose registration found nothing new or removed, whose ids digest is the same, w
 partition summary is the same, and which has nothing to run, skips the listing.
 
 The summary: count of keys, the sum and the largest of their row ids, the latest creation
-time and the sum of the keys' lengths, in one aggregate query on Dagster's
-``dynamic_partitions`` table (SQLite or PostgreSQL). Any key deleted or added changes the
-count or a row id (ids are not reused, except SQLite may give a new row the id of the last
-row deleted: then the creation time, in seconds, and the key's length tell). That table is
-Dagster's storage, not its public API: on any other storage, or any error, there is no
-summary (None) and ``dpl run`` lists the keys as before.
+time, the sum of the keys' lengths, and a digest of the :data:`NEWEST` newest rows (id and
+key), in two queries on Dagster's ``dynamic_partitions`` table (SQLite or PostgreSQL).
+Adding a key gives its row an id above every remaining one, so a change that keeps the
+count, the id sum and the largest id replaced the newest rows (SQLite reuses the ids of the
+last rows deleted; PostgreSQL never reuses one): the digest of the newest rows tells (the
+replaced rows are among them, or they are the newest of them).
+That table is Dagster's storage, not its public API: on any other storage, or any error,
+there is no summary (None) and ``dpl run`` lists the keys as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +36,8 @@ from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets.storage.atomic import atomic_write_text
 
 RECORD_NAME = "partitions.json"
+NEWEST = 1000
+"""The newest partition rows whose ids and keys the summary's digest covers."""
 
 
 def partitions_summary(instance: dg.DagsterInstance) -> list | None:
@@ -53,11 +59,21 @@ def partitions_summary(instance: dg.DagsterInstance) -> list | None:
             db.func.max(table.create_timestamp),
             db.func.sum(db.func.length(table.partition)),
         ).where(table.partitions_def_name == VIDEOS_PARTITION_NAME)
+        newest = (
+            db.select(table.id, table.partition)
+            .where(table.partitions_def_name == VIDEOS_PARTITION_NAME)
+            .order_by(table.id.desc())
+            .limit(NEWEST)
+        )
         with storage.index_connection() as conn:
             row = conn.execute(query).fetchone()
+            rows = conn.execute(newest).fetchall()
     except Exception:  # Dagster's internals moved: list the keys instead
         return None
-    return None if row is None else [None if v is None else str(v) for v in row]
+    if row is None:
+        return None
+    newest_digest = hashlib.sha256(json.dumps([list(r) for r in rows]).encode()).hexdigest()
+    return [None if v is None else str(v) for v in row] + [newest_digest]
 
 
 def _record_path(output_dir: Path) -> Path:

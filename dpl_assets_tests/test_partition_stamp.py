@@ -5,6 +5,7 @@ References: the instance's partitions, read through Dagster's API, and the files
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ from dpl_assets import runner
 from dpl_assets.partition_stamp import partitions_summary
 from dpl_assets.partitions import VIDEOS_PARTITION_NAME
 from dpl_assets_tests import media_factory as media
+from dpl_assets_tests import servers
 from dpl_assets_tests.dpl_runs import run_graph
 from dpl_assets_tests.test_pipeline import instance_for
 
@@ -81,3 +83,35 @@ def test_a_no_op_run_lists_no_partition_and_a_deleted_one_comes_back(tmp_path, m
     wav.unlink()
     report = run_graph(tmp_path, GRAPH, videos)
     assert listings.take() == 1 and wav.exists() and report["c"]["status"] == "processed"
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_the_summary_changes_with_any_key_added_or_deleted(tmp_path, storage):
+    """On Dagster's SQLite and PostgreSQL storage: the reference is the key list itself."""
+    with contextlib.ExitStack() as stack:
+        config = "telemetry:\n  enabled: false\n"
+        if storage == "postgres":
+            server = stack.enter_context(servers.postgres())
+            url = f"postgresql+psycopg2://dagster@127.0.0.1:{server.port}/dagster"
+            config += f"storage:\n  postgres:\n    postgres_url: {url}\n"
+        (tmp_path / "dagster.yaml").write_text(config)
+        instance = stack.enter_context(dg.DagsterInstance.from_config(str(tmp_path)))
+        seen: dict[str, list[str]] = {}
+
+        def summary_is_new() -> bool:
+            summary = partitions_summary(instance)
+            assert summary is not None
+            keys = list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
+            new = str(summary) not in seen
+            seen[str(summary)] = keys
+            return new
+
+        assert summary_is_new()
+        instance.add_dynamic_partitions(VIDEOS_PARTITION_NAME, ["a", "b", "c"])
+        assert summary_is_new() and not summary_is_new()  # unchanged: the same summary
+        for delete, add in (("c", "d"), ("d", "dd"), ("a", None), (None, "a")):
+            if delete:
+                instance.delete_dynamic_partition(VIDEOS_PARTITION_NAME, delete)
+            if add:
+                instance.add_dynamic_partitions(VIDEOS_PARTITION_NAME, [add])
+            assert summary_is_new()
