@@ -53,11 +53,13 @@ GRAPH = [{"name": "VideoToWavNode", "params": {}}, {"name": "VolumeNode", "param
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_files(root: Path, count: int, start: int = 0) -> None:
+def make_files(root: Path, count: int, start: int = 0, empty: bool = False) -> None:
+    """``count`` stand-in videos, 100 per folder; ``empty``: of 0 bytes (no data block)."""
     for index in range(start, start + count):
         folder = root / f"speaker{index // 100:05d}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"take{index % 100:02d}.mp4").write_bytes(b"stand-in %08d" % index)
+        content = b"" if empty else b"stand-in %08d" % index
+        (folder / f"take{index % 100:02d}.mp4").write_bytes(content)
 
 
 def instance_at(folder: Path, postgres_url: str | None = None) -> dg.DagsterInstance:
@@ -282,19 +284,23 @@ def sensor_ticks(
     return row
 
 
-def materialize(store: ArtifactStore, ids: list[str]) -> None:
+def materialize(store: ArtifactStore, ids: list[str], empty: bool = False) -> None:
     """What a finished run of GRAPH leaves per video (``probe``, ``wav``, ``volume``),
-    written directly: nothing decoded, and no fsync per file (a million would take an hour)."""
+    written directly: nothing decoded, and no fsync per file (a million would take an hour).
+    ``empty``: files of 0 bytes (the report then has no audio stats; nothing else differs
+    for a rerun, which reads no file)."""
     silence, volume = io.BytesIO(), io.BytesIO()
     soundfile.write(silence, np.zeros(1600, np.float32), 16000, format="WAV", subtype="FLOAT")
     np.save(volume, np.zeros(4, np.float32))
     contents = {"wav": silence.getvalue(), "volume": volume.getvalue()}
+    if empty:
+        contents = dict.fromkeys(contents, b"")
     for key in ("probe", *contents):
         store.artifact_path(key, ids[0]).parent.mkdir(parents=True, exist_ok=True)
     for video_id in ids:
         for key, data in contents.items():
             store.artifact_path(key, video_id).write_bytes(data)
-        probe = json.dumps({"video_id": video_id}).encode()
+        probe = b"" if empty else json.dumps({"video_id": video_id}).encode()
         store.artifact_path("probe", video_id).write_bytes(probe)
 
 
@@ -306,22 +312,36 @@ for _name, _timed in STEPS.items():
     setattr(runner, _name, _timed)
 
 
-def rerun_nothing_new(count: int, scratch: Path, postgres_url: str | None = None) -> dict:
+def rerun_nothing_new(
+    count: int,
+    scratch: Path,
+    postgres_url: str | None = None,
+    empty: bool = False,
+    reuse: bool = False,
+) -> dict:
     """``dpl run``'s path (run_plan, then report.json written) over ``count`` finished
     videos: once to make the report's entries (the first report), then three times with
-    nothing new, each split into its steps."""
+    nothing new, each split into its steps. ``empty``: 0-byte stand-ins and artefacts.
+    ``reuse``: the videos, outputs and report entries an earlier call left in ``scratch``
+    are taken as they are (SQLite only): the three reruns alone."""
     root, out = scratch / "materialized", scratch / "out_materialized"
     started = time.perf_counter()
-    make_files(root, count)
-    inputs = parse_inputs({"video": str(root)})
+    inputs_spec = {"video": str(root)}
+    if reuse and postgres_url:
+        raise SystemExit("--keep is for the SQLite instance only")
+    reused = reuse and (out / "report.json").exists()
+    if not reused:
+        make_files(root, count, empty=empty)
+    inputs = parse_inputs(inputs_spec)
     # the instance first: with PostgreSQL, the catalog is there too
     url = fresh_database(postgres_url, "dpl_bench_rerun") if postgres_url else None
     instance = instance_at(out / ".dagster", url)
     store = ArtifactStore(out)
-    materialize(store, list(store.catalog.register(inputs).all_ids))
+    if not reused:
+        materialize(store, list(store.catalog.register(inputs).all_ids), empty=empty)
     setup_s = time.perf_counter() - started
     runs = []
-    for _ in range(4):
+    for _ in range(3 if reused else 4):
         started = time.perf_counter()
         outcome = run_plan(plan_graph(GRAPH), inputs, out, instance, progress=lambda _: None)
         planned = time.perf_counter()
@@ -338,10 +358,12 @@ def rerun_nothing_new(count: int, scratch: Path, postgres_url: str | None = None
             "report_write_s": round(ended - planned, 3),
         })  # fmt: skip
         print(json.dumps(runs[-1]), flush=True)
-    first, *rest = runs
+    first, *rest = [None, *runs] if reused else runs
     return {
         "videos": count,
         "instance": "postgres" if postgres_url else "sqlite",
+        "empty_files": empty,
+        "reused": reused,
         "setup_s": round(setup_s, 1),
         "first_report": first,
         "rerun": rest,
@@ -369,6 +391,16 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--scratch", type=Path, help="keep the files here (default: a temp dir)")
     parser.add_argument("--materialized", type=int, default=1000)
+    parser.add_argument(
+        "--empty-files", action="store_true",
+        help="0-byte stand-ins and artefacts for the rerun (inodes only: a million videos "
+        "then need no 20 GB of 4 KB blocks; a rerun reads no file, so it times the same)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep", action="store_true",
+        help="the rerun's files go to --scratch itself and stay there; an earlier --keep "
+        "run's files there are reused (the three reruns alone, no setup, no first report)",
+    )  # fmt: skip
     parser.add_argument("--report", type=Path, default=Path("benchmarks/results/automation.json"))
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
@@ -386,8 +418,14 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> dict:
     """Every measurement the arguments ask for, as the report's dict."""
-    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch_name:
-        scratch = Path(scratch_name)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            if args.scratch is None:
+                raise SystemExit("--keep needs --scratch")
+            scratch = args.scratch
+            scratch.mkdir(parents=True, exist_ok=True)
+        else:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=args.scratch)))
         sensor = []
         for count in args.videos:
             sensor.append(
@@ -395,13 +433,15 @@ def measure(args: argparse.Namespace) -> dict:
             )
             print(json.dumps(sensor[-1]), flush=True)
         rerun = (
-            rerun_nothing_new(args.materialized, scratch, args.postgres_url)
+            rerun_nothing_new(args.materialized, scratch, args.postgres_url,
+                              empty=args.empty_files, reuse=args.keep)
             if args.materialized
             else None
-        )
+        )  # fmt: skip
         print(json.dumps(rerun), flush=True)
     report = {
         "date": time.strftime("%Y-%m-%d"),
+        "load_average": os.getloadavg(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "sensor": sensor,
         "rerun_nothing_new": rerun,

@@ -12,18 +12,21 @@ on first use).
 
 Each entry keeps a fingerprint of each source file (size and modification time in ns, as
 make and rsync judge change) so a rescan tells new, changed and removed files apart. A
-removed file's entry stays (marked ``removed``; its id is kept should it come back). The
-catalog also keeps the last inputs and graph that ``dpl run`` was given, which the sensor,
+removed file's entry stays (marked ``removed``; its id is kept should it come back). A
+rescan of an unchanged tree is answered without walking it (:mod:`dpl_assets.tree_digest`).
+The catalog also keeps the last inputs and graph that ``dpl run`` was given, which the sensor,
 the schedule and ``dpl backfill`` replay.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -39,7 +42,15 @@ from dpl_assets.discovery import (
     readable_id,
     walk_source_files,
 )
+from dpl_assets.folder_stamps import INDEX_DIR
+from dpl_assets.storage.atomic import atomic_write_text
 from dpl_assets.storage.locks import exclusive
+from dpl_assets.tree_digest import tree_digest
+
+SCAN_RECORD = "catalog_scan.json"
+"""``{output_dir}/_index/catalog_scan.json``: the tree digest of the last complete scan
+(:mod:`dpl_assets.tree_digest`) and a digest of the videos it left (derived: a missing or
+unreadable record only costs one full scan)."""
 
 
 @dataclass
@@ -226,6 +237,13 @@ class Catalog:
         scan. The user's other roots (wav, aac, ...) are matched afresh on every scan: a
         file added or removed there changes its video too.
 
+        A rescan that finds the tree the last complete scan found (the same entries with
+        the same inode, size and mtime under every root: :mod:`dpl_assets.tree_digest`)
+        and the catalog's videos as that scan left them answers from the catalog without
+        walking: nothing new, changed or removed. A scan is complete, and recorded in
+        ``_index/`` (:data:`SCAN_RECORD`), when no new file was left to settle and every
+        source the catalog keeps lies under the roots (so the digest sees it).
+
         Registrations are serialized by the catalog's lock file (across processes); the
         rows that changed are written in one transaction, nothing when nothing changed.
         Raises :class:`sqlite3.OperationalError` when the SQLite database stays locked
@@ -234,6 +252,11 @@ class Catalog:
         conn = self._conn(create=True)
         assert conn is not None
         with self._locked(), conn.registering():
+            # listed before the walk: a change made during it shows in the next digest
+            digest = tree_digest(inputs)
+            if digest is not None and (unchanged := self._unchanged(conn, digest)) is not None:
+                return unchanged
+            self._scan_record.unlink(missing_ok=True)  # before the catalog changes
             state = catalog_db.load_state(conn)
             primary = inputs.primary_key
             scan = _Scan(inputs, state, settle_s)
@@ -245,15 +268,53 @@ class Catalog:
                     on_changed(video_id)
             entries = [RefusedEntry.of(file) for file in scan.refused]
             _save(conn, update.rows, inputs.to_json(), [vars(e) for e in entries])
+            all_ids = [vid for vid in update.order if vid not in update.removed_now]
+            if digest is not None and not scan.held_back and _all_under(inputs, sources):
+                record = {"tree": digest, "videos": ids_digest(all_ids)}
+                atomic_write_text(self._scan_record, json.dumps(record))
         return Registration(
             new_ids=list(assignment.new),
-            all_ids=[vid for vid in update.order if vid not in update.removed_now],
+            all_ids=all_ids,
             disambiguated=[str(s.path) for s in assignment.disambiguated],
             changed_ids=update.changed,
             removed_ids=update.removed,
             restored_ids=update.restored,
             refused=entries,
         )
+
+    @property
+    def _scan_record(self) -> Path:
+        return self.output_dir / INDEX_DIR / SCAN_RECORD
+
+    def _unchanged(self, conn: catalog_db.Database, digest: str) -> Registration | None:
+        """The registration of a tree that is the one the last complete scan saw (its
+        ``digest``), the catalog as that scan left it: every present video, nothing new,
+        changed or removed. None when the record does not say so."""
+        try:
+            record = json.loads(self._scan_record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("tree") != digest:
+            return None
+        all_ids = catalog_db.load_present_ids(conn)
+        if record.get("videos") != ids_digest(all_ids):
+            return None  # another catalog, or one changed by other means
+        refused = [RefusedEntry(**r) for r in catalog_db.load_refused(conn)]
+        return Registration(new_ids=[], all_ids=all_ids, disambiguated=[], refused=refused)
+
+
+def ids_digest(video_ids: Sequence[str]) -> str:
+    """A digest of a list of video ids, in order (what records of a set of videos keep)."""
+    return hashlib.sha256("\n".join(video_ids).encode()).hexdigest()
+
+
+def _all_under(inputs: InputRoots, sources: dict[str, dict[str, str]]) -> bool:
+    """Whether every source path the catalog keeps lies under an input root (so the tree
+    digest sees each of them; a video from a root no longer given is statted by path)."""
+    prefixes = tuple(
+        str(root).rstrip(os.sep) + os.sep for roots in inputs.roots.values() for root in roots
+    )
+    return all(path.startswith(prefixes) for paths in sources.values() for path in paths.values())
 
 
 class _Scan:
@@ -271,9 +332,11 @@ class _Scan:
             for root, path, relative in found
             if path not in registered
         ]
+        self.held_back = 0  # new files left for a later scan
         if settle_s > 0:  # new files modified less than settle_s ago wait
             now = time.time()
-            self.fresh = [f for f in self.fresh if now - _mtime(f.path) >= settle_s]
+            settled = [f for f in self.fresh if now - _mtime(f.path) >= settle_s]
+            self.held_back, self.fresh = len(self.fresh) - len(settled), settled
 
 
 def _new_sources(

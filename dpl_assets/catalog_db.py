@@ -299,6 +299,12 @@ def load_state(conn: Database) -> State:
     return State(order, removed, sources, prints)
 
 
+def load_present_ids(conn: Database) -> list[str]:
+    """The ids of the videos not marked removed, in registration order."""
+    query = "SELECT id FROM videos WHERE removed = 0 ORDER BY seq"
+    return [video_id for (video_id,) in conn.execute(query)]
+
+
 def load_stems(conn: Database) -> dict[str, str]:
     """id -> stem of every video (removed ones too)."""
     return dict(conn.execute("SELECT id, stem FROM videos"))

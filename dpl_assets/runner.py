@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 from tqdm import tqdm
 
-from dpl_assets import threads
+from dpl_assets import partition_stamp, threads
 from dpl_assets.assets import DATASET_LEVEL_ASSETS, producers_of
 from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.catalog import Registration
@@ -78,20 +78,36 @@ def register_videos(
 
 
 def _register(
-    instance: dg.DagsterInstance, store: ArtifactStore, inputs: InputRoots
-) -> tuple[Registration, list[str]]:
+    instance: dg.DagsterInstance, store: ArtifactStore, inputs: InputRoots, lazy: bool = False
+) -> tuple[Registration, list[str] | None]:
     """:func:`register_videos`, and the instance's video partitions after it, in order
-    (listed once: a million keys take seconds)."""
+    (listed once: a million keys take seconds). ``lazy``: None instead of the partitions
+    when they are known to be the registered videos already (nothing new or removed, and
+    :mod:`dpl_assets.partition_stamp`'s record says so): :func:`_partitions` lists them
+    if they are needed after all."""
     registration = sync_videos(store, inputs)
-    ordered = instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME)
+    summary = partition_stamp.partitions_summary(instance)  # before the listing
+    steady = not (registration.new_ids or registration.removed_ids)
+    if lazy and steady and partition_stamp.in_step(store.output_dir, registration.all_ids, summary):
+        return registration, None
+    ordered = _partitions(instance)
     known = set(ordered)
     missing = [video_id for video_id in registration.all_ids if video_id not in known]
-    add_video_partitions(instance, missing)
     deleted = {video_id for video_id in registration.removed_ids if video_id in known}
+    if missing or deleted:
+        partition_stamp.forget(store.output_dir)
+    add_video_partitions(instance, missing)
     for video_id in deleted:
         instance.delete_dynamic_partition(VIDEOS_PARTITION_NAME, video_id)
+    if not (missing or deleted):  # checked: the summary taken before stands for these ids
+        partition_stamp.keep(store.output_dir, registration.all_ids, summary)
     # partitions are listed in the order they were added
     return registration, [key for key in ordered if key not in deleted] + missing
+
+
+def _partitions(instance: dg.DagsterInstance) -> list[str]:
+    """The instance's video partitions, in the order they were added."""
+    return list(instance.get_dynamic_partitions(VIDEOS_PARTITION_NAME))
 
 
 def selected_assets(plan: GraphPlan, inputs: InputRoots) -> list[str]:
@@ -191,13 +207,15 @@ def run_plan(
         leftovers = sweep_dead_temps(store.output_dir) + store.remove_dead_staging()
         if leftovers:
             progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
-        registration, ordered = _register(instance, store, inputs)
+        registration, listed = _register(instance, store, inputs, lazy=True)
         if retry_rejected:
             for video_id in registration.all_ids:
                 store.clear_rejections(video_id)
         pending = set(
             pending_videos_cached(store, registration.all_ids, per_video, recompute=plan.recompute)
         )
+        # the partitions' order is needed only to cut the pending videos into ranges
+        ordered = listed if listed is not None else _partitions(instance) if pending else []
         ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
         progress(_plan_line(registration, pending, ranges, assets, workers)
                  + ("; steps on Celery workers" if celery else ""))  # fmt: skip
