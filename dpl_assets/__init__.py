@@ -8,6 +8,11 @@ fast_exit.install()
 
 import warnings  # noqa: E402
 
+from dpl_assets import npy_header_lock  # noqa: E402
+
+npy_header_lock.install()  # before any step's reader threads load a .npy
+
+
 import dagster as dg  # noqa: E402
 
 # backfill_policy and pool are marked beta in dagster 1.13; we rely on them deliberately.
