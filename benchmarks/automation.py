@@ -425,6 +425,8 @@ def measure(args: argparse.Namespace) -> dict:
             scratch = args.scratch
             scratch.mkdir(parents=True, exist_ok=True)
         else:
+            if args.scratch is not None:
+                args.scratch.mkdir(parents=True, exist_ok=True)
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=args.scratch)))
         sensor = []
         for count in args.videos:
