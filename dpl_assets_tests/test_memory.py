@@ -1,14 +1,13 @@
 """release_free_heap: glibc's malloc_trim where there is one, nothing elsewhere;
 map_large_blocks: large arrays leave RSS when freed (a fresh process, RSS from /proc)."""
 
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dpl_assets import memory
+from dpl_assets_tests.fresh_python import script_output
 
 
 def test_release_free_heap_runs_and_keeps_live_data():
@@ -31,6 +30,7 @@ FREED_ARRAY_SCRIPT = """
 import re, sys
 import numpy as np
 from dpl_assets import memory
+from dpl_assets_tests.fresh_python import script_output
 
 def rss():
     return int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
@@ -49,11 +49,7 @@ print(rss() - before)
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
 def test_with_large_blocks_mapped_a_freed_array_leaves_rss():
     def kept_after_free(mode: str) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", FREED_ARRAY_SCRIPT, mode],
-            capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
-        ).stdout  # fmt: skip
-        return int(out.split()[-1])
+        return int(script_output(FREED_ARRAY_SCRIPT, mode).split()[-1])
 
     assert kept_after_free("fixed") < 1 << 20
     # The reference: glibc's adaptive threshold keeps the 10 MB in the heap, in RSS.
@@ -66,6 +62,7 @@ SCOPED_SCRIPT = """
 import ctypes, re
 import numpy as np
 from dpl_assets import memory
+from dpl_assets_tests.fresh_python import script_output
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -105,10 +102,7 @@ print(untouched, outside, inside, nested, after, int(held.sum()), before - rss()
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
 def test_temporaries_in_heap_takes_blocks_from_the_heap_then_restores_the_policy():
-    out = subprocess.run(
-        [sys.executable, "-c", SCOPED_SCRIPT],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
-    ).stdout  # fmt: skip
+    out = script_output(SCOPED_SCRIPT)
     untouched, outside, inside, nested, after, total, returned = (int(v) for v in out.split())
     assert (untouched, outside, inside, nested, after) == (1, 1, 0, 0, 1)
     assert total == 10 << 20  # live data made inside is intact after the block

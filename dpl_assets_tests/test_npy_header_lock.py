@@ -4,15 +4,13 @@ different stack depths parsing at once would otherwise hit CPython 3.11's
 3 runs of 3 here; not asserted, being a race)."""
 
 import io
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 
 import dpl_assets  # noqa: F401 - installs the lock
 from dpl_assets import npy_header_lock
+from dpl_assets_tests.fresh_python import script_output
 
 # Threads at different stack depths evaluate a long literal while finalizers of cyclic
 # garbage hand the GIL over mid-conversion; prints how many SystemErrors were raised.
@@ -49,11 +47,7 @@ print(len(errors))
 
 
 def _errors(mode: str) -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", RACE, mode],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
-    ).stdout  # fmt: skip
-    return int(out.split()[-1])
+    return int(script_output(RACE, mode).split()[-1])
 
 
 def test_the_header_parser_is_guarded_and_loads_still_work():
