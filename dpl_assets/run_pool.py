@@ -36,6 +36,7 @@ from typing import Any
 import dagster as dg
 
 from dpl_assets import fast_exit, threads
+from dpl_assets.storage import frame_cache
 
 LAUNCHED_BY_TAG = "dpl/launched_by"
 SESSION_TAG = "dpl/session"
@@ -74,12 +75,15 @@ def execute(
     defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict, run: RangeRun
 ) -> RunEnded:
     """Execute ``run`` in this process on ``instance``; failures are in the result."""
-    result = defs.resolve_job_def(run.job).execute_in_process(
-        run_config=run_config_for(run_config, run.assets, defs),
-        instance=instance,
-        raise_on_error=False,
-        tags={**run.tags, LAUNCHED_BY_TAG: "dpl run"},
-    )
+    try:
+        result = defs.resolve_job_def(run.job).execute_in_process(
+            run_config=run_config_for(run_config, run.assets, defs),
+            instance=instance,
+            raise_on_error=False,
+            tags={**run.tags, LAUNCHED_BY_TAG: "dpl run"},
+        )
+    finally:
+        frame_cache.clear()  # kept for this run's later steps only
     return RunEnded(run, result.run_id, result.success)
 
 

@@ -66,6 +66,25 @@ def naming_source(reason: str, source: str | None) -> str:
     return f"{source}: {reason}"
 
 
+def read_later_in_run(context: dg.AssetExecutionContext, outputs: Sequence[str]) -> bool:
+    """Whether the run of ``context`` also materializes an asset that reads one of
+    ``outputs`` (so what this step decodes may be kept for it: see ``io.keep_decoded``).
+    False when Dagster cannot tell (it is only a saving)."""
+    try:
+        layer = context.job_def.asset_layer
+        # a run of a whole asset job has no (or an empty) selection: the job's assets
+        keys = context.run.asset_selection or layer.selected_asset_keys
+        graph = layer.asset_graph
+        produced = {dg.AssetKey(output) for output in outputs}
+        return any(
+            not produced.isdisjoint(graph.get(key).parent_keys)
+            for key in keys
+            if key not in produced
+        )
+    except Exception:
+        return False
+
+
 class VideoStep:
     """One asset step over its videos (the partitions of ``context``); see the module."""
 
@@ -96,6 +115,7 @@ class VideoStep:
         self.later: list[tuple[str, VideoIO]] = []  # claimed by another process first
         self.progress = Progress(context, self.name, 0)
         self.todo: list[str] = []  # the videos to compute, in partition order
+        self.read_later = read_later_in_run(context, self.outputs)
 
     # -- gathering ----------------------------------------------------------------------
     def gather_all(self, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, VideoIO]:
@@ -135,7 +155,9 @@ class VideoStep:
         upstream = next((v for v in loaded.values() if isinstance(v, Rejected)), None)
         if upstream is not None:
             return video_id, upstream
-        return video_id, VideoIO(self.store, video_id, loaded, self.tools, self.reads)
+        return video_id, VideoIO(
+            self.store, video_id, loaded, self.tools, self.reads, self.read_later
+        )
 
     # -- one video ------------------------------------------------------------------------
     def done_meanwhile(self, video_id: str) -> bool:

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from dpl_assets.assets.config import NodeConfig
+from dpl_assets.media.frames import DecodeRecipe
 from dpl_assets.nodes.frames import extract_frames
 from dpl_assets.outcomes import StagedFile
 from dpl_assets.specs import NodeSpec
@@ -34,11 +35,12 @@ def decode_images(io: VideoIO, config: VideoToImagesConfig) -> dict[str, StagedF
     Decoded by timestamp (variable frame rates and late starts come out right), rotation
     applied, optionally resampled to ``fps`` and downscaled to ``max_side``.
     """
-    staging = io.stage("images")
-    extract_frames(
-        io.source("video"), staging,
-        ext=config.ext, quality=config.quality, fps=config.fps, max_side=config.max_side,
-    )  # fmt: skip
+    staging, video = io.stage("images"), io.source("video")
+    with io.keep_decoded(video, DecodeRecipe(fps=config.fps, max_side=config.max_side)) as keep:
+        extract_frames(
+            video, staging, ext=config.ext, quality=config.quality, fps=config.fps,
+            max_side=config.max_side, keep=keep,
+        )  # fmt: skip
     return {"images": StagedFile(staging)}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from dpl_assets.datatypes import FRAME_REFERENCE
 from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeDamage, DecodeRecipe
 from dpl_assets.outcomes import InputRejected
+from dpl_assets.storage.frame_cache import EntryWriter
 from dpl_assets.storage.image_stack import ImageStackWriter
 
 IMAGE_FORMAT_BY_EXT = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
@@ -40,6 +41,7 @@ def extract_frames(
     quality: int = 95,
     fps: float | None = None,
     max_side: int = 0,
+    keep: EntryWriter | None = None,
 ) -> FrameStackInfo:
     """Decode ``source`` into an image stack at ``destination``.
 
@@ -48,6 +50,8 @@ def extract_frames(
         quality: JPEG quality 1-100.
         fps: resample to this constant rate by timestamp; None keeps every decoded frame.
         max_side: downscale so the longer side is at most this many pixels; 0 = native.
+        keep: where the decoded frames are also kept for the steps after this one
+            (:mod:`dpl_assets.storage.frame_cache`); a damaged video's are not.
 
     Damaged data is skipped as ffmpeg skips it: what decodes is kept, and the spans where
     frames are missing are stored in the stack's ``damaged_spans`` attribute ((K, 2)
@@ -67,12 +71,16 @@ def extract_frames(
         for frame in recipe.frames(source, damage):
             rgb = frame.rgb
             stack.append(rgb, frame.time_s)
+            if keep is not None:
+                keep.add(frame)
             if info is None:
                 info = FrameStackInfo(
                     0, rgb.shape[1], rgb.shape[0], frame.time_s, frame.time_s, damage
                 )
             info.frames += 1
             info.last_time_s = frame.time_s
+        if keep is not None and (damage.packet_errors or damage.dropped_frames):
+            keep.drop()  # readers decode the stored images of a damaged video
         if info is None:
             detail = f" ({damage.summary()})" if damage.summary() else ""
             raise InputRejected(f"{source}: the video stream decodes to no frame{detail}")

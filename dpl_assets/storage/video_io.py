@@ -28,6 +28,8 @@ from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
 from dpl_assets.media import timeline
 from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeRecipe, VideoFrame
 from dpl_assets.outcomes import InputRejected, Rejected
+from dpl_assets.storage import frame_cache
+from dpl_assets.storage.frame_cache import EntryWriter
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
 
 
@@ -119,12 +121,14 @@ class VideoIO(Mapping[str, Any]):
         declared: Mapping[str, Any],
         tools: StepTools | None = None,
         reads: Reads | None = None,
+        frames_read_later: bool = False,
     ):
         self._store, self.video_id = store, video_id
         self._declared = dict(declared)
         self._loaded: dict[str, Any] = {}
         self._tools = tools or StepTools()
         self._reads = reads
+        self._frames_read_later = frames_read_later
 
     def _check_declared(self, key: str) -> None:
         if self._reads is not None and key not in self._reads.keys:
@@ -182,11 +186,27 @@ class VideoIO(Mapping[str, Any]):
                 yield iter(stack)
             return
         recipe = DecodeRecipe.from_json(str(recipe_json))
-        frames = _same_as_stack(recipe.frames(video), stack_ref.timestamps, f"{video} ({key})")
+        cache = frame_cache.process_cache()
+        kept = cache.frames(Path(video), recipe) if cache is not None else None
+        decoded = kept if kept is not None else recipe.frames(video)
+        frames = _same_as_stack(decoded, stack_ref.timestamps, f"{video} ({key})")
         try:
             yield frames
         finally:
             frames.close()  # the decoder, also when the node stops early
+
+    @contextlib.contextmanager
+    def keep_decoded(self, video: Path, recipe: DecodeRecipe) -> Iterator[EntryWriter | None]:
+        """Where a node that decodes ``video`` by ``recipe`` also keeps the frames for the
+        steps after it in this run (:mod:`dpl_assets.storage.frame_cache`), or None when
+        no later step of the run reads this step's outputs or keeping is off:
+        ``with io.keep_decoded(video, recipe) as keep: ... keep.add(frame)``."""
+        cache = frame_cache.process_cache() if self._frames_read_later else None
+        if cache is None:
+            yield None
+            return
+        with cache.writer(video, recipe) as writer:
+            yield writer
 
     def optional(self, key: str) -> Any | None:
         """The input ``key``, or None when it is not produced or rejected for this video."""

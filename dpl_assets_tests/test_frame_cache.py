@@ -1,0 +1,190 @@
+"""Decoded frames kept between the steps of a run (``dpl_assets.storage.frame_cache``): what
+is kept reads back as PyAV decodes it, a changed file or another recipe is never served,
+bounds and failures keep nothing, and a run's later steps read the frames its ``images``
+step kept, with the same outputs as decoding again."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpl_assets.media.frames import DecodeRecipe, VideoFrame
+from dpl_assets.storage import frame_cache
+from dpl_assets.storage.frame_cache import FrameCache
+from dpl_assets.storage.image_stack import ImageStack
+from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.dpl_runs import run_graph
+from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("frame_cache") / "clip.mp4"
+    media.make_video_only(path, seconds=0.6)  # 160 x 120, 25 fps
+    return path
+
+
+def keep_all(cache: FrameCache, video: Path, recipe: DecodeRecipe) -> list[VideoFrame]:
+    frames = list(recipe.frames(video))
+    with cache.writer(video, recipe) as writer:
+        for frame in frames:
+            writer.add(frame)
+    return frames
+
+
+def test_kept_frames_read_back_as_pyav_decodes_them(tmp_path, clip):
+    cache = FrameCache(tmp_path / "cache", 2**30)
+    recipe = DecodeRecipe(fps=10.0)
+    decoded = keep_all(cache, clip, recipe)
+    kept = cache.frames(clip, recipe)
+    assert kept is not None
+    kept_frames = list(kept)
+    assert len(kept_frames) == len(decoded) == 6  # 0.6 s at 10 fps
+    for a, b in zip(kept_frames, decoded, strict=True):
+        assert a.time_s == b.time_s
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+        assert a.rgb.flags.writeable and a.rgb.shape == (120, 160, 3)
+    assert cache.used_bytes == 6 * 120 * 160 * 3
+
+
+def test_another_recipe_or_a_changed_file_is_not_served(tmp_path, clip):
+    cache = FrameCache(tmp_path / "cache", 2**30)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(clip.read_bytes())
+    keep_all(cache, video, DecodeRecipe())
+    assert cache.frames(video, DecodeRecipe(max_side=80)) is None
+    assert cache.frames(video, DecodeRecipe()) is not None
+    st = video.stat()
+    os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # rewritten in place
+    assert cache.frames(video, DecodeRecipe()) is None
+
+
+def test_an_error_while_writing_keeps_nothing(tmp_path, clip):
+    cache = FrameCache(tmp_path / "cache", 2**30)
+    recipe = DecodeRecipe()
+    with pytest.raises(RuntimeError), cache.writer(clip, recipe) as writer:
+        writer.add(next(recipe.frames(clip)))
+        raise RuntimeError("the step failed")
+    assert cache.frames(clip, recipe) is None
+    assert cache.used_bytes == 0
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_video_over_the_budget_or_changing_size_is_not_kept(tmp_path, clip):
+    frame_bytes = 120 * 160 * 3
+    cache = FrameCache(tmp_path / "cache", 3 * frame_bytes)  # 3 of its 15 frames
+    recipe = DecodeRecipe()
+    keep_all(cache, clip, recipe)
+    assert cache.frames(clip, recipe) is None and cache.used_bytes == 0
+
+    roomy = FrameCache(tmp_path / "roomy", 2**30)
+    with roomy.writer(clip, recipe) as writer:
+        writer.add(VideoFrame(0.0, np.zeros((120, 160, 3), np.uint8)))
+        writer.add(VideoFrame(0.04, np.zeros((32, 48, 3), np.uint8)))
+        assert not writer.kept
+    assert roomy.frames(clip, recipe) is None and roomy.used_bytes == 0
+
+
+def test_clear_removes_everything(tmp_path, clip):
+    cache = FrameCache(tmp_path / "cache", 2**30)
+    keep_all(cache, clip, DecodeRecipe())
+    cache.clear()
+    assert not (tmp_path / "cache").exists() and cache.used_bytes == 0
+    assert cache.frames(clip, DecodeRecipe()) is None
+
+
+def test_the_process_cache_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "0")
+    assert frame_cache.process_cache() is None
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "lots")
+    with pytest.raises(ValueError, match=frame_cache.CACHE_MB_ENV):
+        frame_cache.process_cache()
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "16")
+    cache = frame_cache.process_cache()
+    assert cache is not None and cache.budget_bytes == 16 * 2**20
+    assert cache.root.parent == tmp_path / f"dpl-frames-{os.getuid()}"
+    assert cache.root.parent.stat().st_mode & 0o777 == 0o700
+    assert frame_cache.process_cache() is cache  # one per process
+
+
+def test_a_folder_others_can_enter_is_not_used(tmp_path, monkeypatch):
+    shared = tmp_path / f"dpl-frames-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path))
+    assert frame_cache.process_cache() is None
+
+
+def test_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        tag = frame_cache._process_tag(child.pid)
+        assert tag is not None
+        parent = tmp_path / f"dpl-frames-{os.getuid()}"
+        (parent / tag).mkdir(parents=True, mode=0o700)
+        parent.chmod(0o700)
+        (parent / tag / "frames.rgb").write_bytes(b"x")
+        monkeypatch.setattr(frame_cache, "_cache", {})
+        monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path))
+        frame_cache.process_cache()
+        assert (parent / tag).exists()  # alive: kept
+    finally:
+        child.kill()
+        child.wait()
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    frame_cache.process_cache()
+    assert not (parent / tag).exists()
+
+
+GRAPH = [
+    {"name": "VideoToImagesNode", "params": {}},
+    {"name": "FaceAlignmentNode", "params": {}},
+    {"name": "FixedBboxesNode", "params": {}},
+    {"name": "CropNode", "params": {"size_hw": [64, 64]}},
+]
+
+
+def test_a_runs_later_steps_read_the_kept_frames_with_the_same_outputs(tmp_path, monkeypatch):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_clip(videos / "face.mp4", moving_astronaut(12))
+    served: list[str] = []
+    frames = FrameCache.frames
+
+    def frames_and_record(cache, video, recipe):
+        kept = frames(cache, video, recipe)
+        served.append("kept" if kept is not None else "decoded")
+        return kept
+
+    monkeypatch.setattr(FrameCache, "frames", frames_and_record)
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    (tmp_path / "shm").mkdir()
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path / "shm"))
+    kept_run = run_graph(tmp_path, GRAPH, videos, "kept", "--workers", "1")
+    assert served == ["kept", "kept"]  # faces, then crops
+    assert list((tmp_path / "shm" / f"dpl-frames-{os.getuid()}").iterdir()) == []  # cleared
+
+    served.clear()
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "0")
+    decoded_run = run_graph(tmp_path, GRAPH, videos, "decoded", "--workers", "1")
+    assert served == []
+    outputs = kept_run["face"]["outputs"]
+    assert kept_run["face"]["status"] == decoded_run["face"]["status"] == "processed"
+    for key, path in outputs.items():
+        other = decoded_run["face"]["outputs"][key]
+        if path.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(path), np.load(other), err_msg=key)
+        elif path.endswith(".h5"):
+            with ImageStack(Path(path)) as a, ImageStack(Path(other)) as b:
+                assert [a.encoded(i) for i in range(len(a))] == [
+                    b.encoded(i) for i in range(len(b))
+                ], key
