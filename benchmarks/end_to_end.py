@@ -38,6 +38,7 @@ Writes ``benchmarks/results/end_to_end.json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -208,6 +209,20 @@ def process_table() -> dict[int, tuple[int, int, int]]:
     return table
 
 
+def kept_frame_bytes() -> int:
+    """Bytes of the frames dpl processes of this user keep now (``frame_cache``'s folders)."""
+    root = Path(os.environ.get("DPL_FRAME_CACHE_DIR") or "/dev/shm") / f"dpl-frames-{os.getuid()}"
+    total = 0
+    try:
+        for folder in os.scandir(root):
+            for entry in os.scandir(folder.path):
+                with contextlib.suppress(OSError):
+                    total += entry.stat(follow_symlinks=False).st_size
+    except OSError:  # none kept, or a folder removed meanwhile
+        pass
+    return total
+
+
 class TreeSampler(threading.Thread):
     """Polls a process tree: the peak of its summed RSS, its most processes at once, and
     the last CPU ticks seen per process (a check on processes nobody waited for)."""
@@ -216,6 +231,7 @@ class TreeSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.stop = root, threading.Event()
         self.peak_bytes, self.peak_processes = 0, 0
+        self.peak_kept_bytes = 0  # frames kept on tmpfs between steps (not in any RSS)
         self.ticks: dict[int, int] = {}
         self.page = os.sysconf("SC_PAGE_SIZE")
 
@@ -233,6 +249,7 @@ class TreeSampler(threading.Thread):
                 stack.extend(children.get(pid, []))
         self.peak_bytes = max(self.peak_bytes, sum(table[p][2] for p in tree) * self.page)
         self.peak_processes = max(self.peak_processes, len(tree))
+        self.peak_kept_bytes = max(self.peak_kept_bytes, kept_frame_bytes())
         for pid in tree:
             self.ticks[pid] = max(self.ticks.get(pid, 0), table[pid][1])
 
@@ -262,6 +279,7 @@ def run_measured(argv: list[str], log: Path, cwd: Path) -> dict[str, Any]:
         "sys_s": round(usage.ru_stime, 3),
         "cpu_s_polled": round(sum(sampler.ticks.values()) / os.sysconf("SC_CLK_TCK"), 3),
         "peak_rss_mb": round(sampler.peak_bytes / MB, 1),
+        "peak_kept_frames_mb": round(sampler.peak_kept_bytes / MB, 1),
         "max_process_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "peak_processes": sampler.peak_processes,
     }
@@ -442,7 +460,9 @@ SIDE_LABELS = {
     "project": "project, equal-work graph",
     "default": "project, default graph",
 }
-METRICS = ("wall_s", "cpu_s", "cpu_s_polled", "peak_rss_mb", "max_process_rss_mb")
+METRICS = (
+    "wall_s", "cpu_s", "cpu_s_polled", "peak_rss_mb", "max_process_rss_mb", "peak_kept_frames_mb"
+)  # fmt: skip
 # (stage, bare timers, bare libraries, project steps): the work each project step does
 # beside the bare stages doing it. face_alignment decodes the images' JPEG frames inside.
 STAGE_ROWS = (
