@@ -114,12 +114,24 @@ def test_the_process_cache_settings(tmp_path, monkeypatch):
     assert frame_cache.process_cache() is cache  # one per process
 
 
-def test_a_folder_others_can_enter_is_not_used(tmp_path, monkeypatch):
-    shared = tmp_path / f"dpl-frames-{os.getuid()}"
-    shared.mkdir(mode=0o777)
-    shared.chmod(0o777)
-    monkeypatch.setattr(frame_cache, "_cache", {})
+def test_our_folder_is_made_private_and_a_link_or_a_file_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path))
+    ours = tmp_path / f"dpl-frames-{os.getuid()}"
+    ours.mkdir()
+    ours.chmod(0o777)
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    assert frame_cache.process_cache() is not None
+    assert ours.stat().st_mode & 0o777 == 0o700
+
+    ours.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    ours.symlink_to(elsewhere)  # someone else's link in a shared /dev/shm
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    assert frame_cache.process_cache() is None
+    ours.unlink()
+    ours.write_bytes(b"")
+    monkeypatch.setattr(frame_cache, "_cache", {})
     assert frame_cache.process_cache() is None
 
 

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import stat
@@ -50,6 +51,7 @@ DEFAULT_DIR = Path("/dev/shm")  # noqa: S108 (a private folder in it: see _priva
 DEFAULT_MB = 2048
 FREE_RESERVE_BYTES = 512 * 2**20
 """Stop keeping frames when the cache's file system would have less than this free."""
+_log = logging.getLogger(__name__)
 _FREE_CHECK_EVERY = 32  # frames between free-space checks (statvfs is cheap, not free)
 
 
@@ -264,15 +266,21 @@ def _open() -> FrameCache | None:
 
 
 def _private_folder(path: Path) -> Path | None:
-    """``path`` as a folder only this user can enter (made so when missing), or None when
-    it is something else: another user's, a link, open to others (a shared ``/dev/shm``)."""
+    """``path`` as a folder only this user can enter (made so when missing or ours but
+    open to others), or None when it is something else: another user's, a link, not a
+    folder (``/dev/shm`` is shared by every user)."""
     try:
         path.mkdir(mode=0o700, exist_ok=True)
         st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o700)  # ours (a sticky /dev/shm: nobody else can swap it)
+            st = os.lstat(path)
     except OSError:
+        st = None
+    if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        _log.warning("decoded frames are not kept between steps: %s is not a private folder", path)
         return None
-    private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
-    return path if private else None
+    return path
 
 
 def _remove_dead(parent: Path) -> None:
