@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dpl_assets.assets.video_step import steps_share_the_run_process
 from dpl_assets.media.frames import DecodeRecipe, VideoFrame
 from dpl_assets.storage import frame_cache
 from dpl_assets.storage.frame_cache import FrameCache
@@ -29,7 +30,7 @@ def clip(tmp_path_factory) -> Path:
 
 def keep_all(cache: FrameCache, video: Path, recipe: DecodeRecipe) -> list[VideoFrame]:
     frames = list(recipe.frames(video))
-    with cache.writer(video, recipe) as writer:
+    with cache.writer(video, recipe, "run-1") as writer:
         for frame in frames:
             writer.add(frame)
     return frames
@@ -39,7 +40,7 @@ def test_kept_frames_read_back_as_pyav_decodes_them(tmp_path, clip):
     cache = FrameCache(tmp_path / "cache", 2**30)
     recipe = DecodeRecipe(fps=10.0)
     decoded = keep_all(cache, clip, recipe)
-    kept = cache.frames(clip, recipe)
+    kept = cache.frames(clip, recipe, "run-1")
     assert kept is not None
     kept_frames = list(kept)
     assert len(kept_frames) == len(decoded) == 6  # 0.6 s at 10 fps
@@ -55,20 +56,20 @@ def test_another_recipe_or_a_changed_file_is_not_served(tmp_path, clip):
     video = tmp_path / "clip.mp4"
     video.write_bytes(clip.read_bytes())
     keep_all(cache, video, DecodeRecipe())
-    assert cache.frames(video, DecodeRecipe(max_side=80)) is None
-    assert cache.frames(video, DecodeRecipe()) is not None
+    assert cache.frames(video, DecodeRecipe(max_side=80), "run-1") is None
+    assert cache.frames(video, DecodeRecipe(), "run-1") is not None
     st = video.stat()
     os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # rewritten in place
-    assert cache.frames(video, DecodeRecipe()) is None
+    assert cache.frames(video, DecodeRecipe(), "run-1") is None
 
 
 def test_an_error_while_writing_keeps_nothing(tmp_path, clip):
     cache = FrameCache(tmp_path / "cache", 2**30)
     recipe = DecodeRecipe()
-    with pytest.raises(RuntimeError), cache.writer(clip, recipe) as writer:
+    with pytest.raises(RuntimeError), cache.writer(clip, recipe, "run-1") as writer:
         writer.add(next(recipe.frames(clip)))
         raise RuntimeError("the step failed")
-    assert cache.frames(clip, recipe) is None
+    assert cache.frames(clip, recipe, "run-1") is None
     assert cache.used_bytes == 0
     assert list((tmp_path / "cache").iterdir()) == []
 
@@ -78,14 +79,27 @@ def test_a_video_over_the_budget_or_changing_size_is_not_kept(tmp_path, clip):
     cache = FrameCache(tmp_path / "cache", 3 * frame_bytes)  # 3 of its 15 frames
     recipe = DecodeRecipe()
     keep_all(cache, clip, recipe)
-    assert cache.frames(clip, recipe) is None and cache.used_bytes == 0
+    assert cache.frames(clip, recipe, "run-1") is None and cache.used_bytes == 0
 
     roomy = FrameCache(tmp_path / "roomy", 2**30)
-    with roomy.writer(clip, recipe) as writer:
+    with roomy.writer(clip, recipe, "run-1") as writer:
         writer.add(VideoFrame(0.0, np.zeros((120, 160, 3), np.uint8)))
         writer.add(VideoFrame(0.04, np.zeros((32, 48, 3), np.uint8)))
         assert not writer.kept
-    assert roomy.frames(clip, recipe) is None and roomy.used_bytes == 0
+    assert roomy.frames(clip, recipe, "run-1") is None and roomy.used_bytes == 0
+
+
+def test_a_new_run_removes_the_frames_kept_for_the_one_before(tmp_path, clip):
+    cache = FrameCache(tmp_path / "cache", 2**30)
+    keep_all(cache, clip, DecodeRecipe())
+    assert cache.frames(clip, DecodeRecipe(), "run-2") is None  # not this run's
+    other = tmp_path / "other.mp4"
+    other.write_bytes(clip.read_bytes())
+    with cache.writer(other, DecodeRecipe(), "run-2") as writer:
+        writer.add(next(DecodeRecipe().frames(other)))
+    assert cache.frames(clip, DecodeRecipe(), "run-1") is None
+    assert len(list((tmp_path / "cache").glob("*.rgb"))) == 1
+    assert cache.used_bytes == 120 * 160 * 3
 
 
 def test_clear_removes_everything(tmp_path, clip):
@@ -93,7 +107,7 @@ def test_clear_removes_everything(tmp_path, clip):
     keep_all(cache, clip, DecodeRecipe())
     cache.clear()
     assert not (tmp_path / "cache").exists() and cache.used_bytes == 0
-    assert cache.frames(clip, DecodeRecipe()) is None
+    assert cache.frames(clip, DecodeRecipe(), "run-1") is None
 
 
 def test_the_process_cache_settings(tmp_path, monkeypatch):
@@ -171,8 +185,8 @@ def test_a_runs_later_steps_read_the_kept_frames_with_the_same_outputs(tmp_path,
     served: list[str] = []
     frames = FrameCache.frames
 
-    def frames_and_record(cache, video, recipe):
-        kept = frames(cache, video, recipe)
+    def frames_and_record(cache, video, recipe, run):
+        kept = frames(cache, video, recipe, run)
         served.append("kept" if kept is not None else "decoded")
         return kept
 
@@ -200,3 +214,20 @@ def test_a_runs_later_steps_read_the_kept_frames_with_the_same_outputs(tmp_path,
                 assert [a.encoded(i) for i in range(len(a))] == [
                     b.encoded(i) for i in range(len(b))
                 ], key
+
+
+@pytest.mark.parametrize(
+    ("executor", "run_config", "shared"),
+    [
+        ("", {}, True),
+        ("in_process", {"execution": {"config": {"in_process": {}}}}, True),
+        ("", {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}, False),
+        ("celery", {}, False),
+        ("k8s", {}, False),
+    ],
+)
+def test_frames_are_kept_only_where_the_runs_steps_share_its_process(
+    executor, run_config, shared, monkeypatch
+):
+    monkeypatch.setenv("DPL_EXECUTOR", executor)
+    assert steps_share_the_run_process(run_config) is shared

@@ -31,6 +31,7 @@ from dpl_assets.assets.step_log import (
     listing,
     output_name,
 )
+from dpl_assets.executors import executor_name
 from dpl_assets.media.errors import decode_rejection
 from dpl_assets.memory import release_free_heap
 from dpl_assets.outcomes import InputRejected, Kept, Rejected, Saved
@@ -67,9 +68,12 @@ def naming_source(reason: str, source: str | None) -> str:
 
 
 def read_later_in_run(context: dg.AssetExecutionContext, outputs: Sequence[str]) -> bool:
-    """Whether the run of ``context`` also materializes an asset that reads one of
-    ``outputs`` (so what this step decodes may be kept for it: see ``io.keep_decoded``).
-    False when Dagster cannot tell (it is only a saving)."""
+    """Whether a later step of the run of ``context``, in this process, reads one of
+    ``outputs`` (so what this step decodes may be kept for it: see ``io.keep_decoded``):
+    the run materializes an asset with one of them as a parent, and its steps share the
+    run's process. False when Dagster cannot tell (keeping is only a saving)."""
+    if not steps_share_the_run_process(context.run.run_config):
+        return False
     try:
         layer = context.job_def.asset_layer
         # a run of a whole asset job has no (or an empty) selection: the job's assets
@@ -81,8 +85,18 @@ def read_later_in_run(context: dg.AssetExecutionContext, outputs: Sequence[str])
             for key in keys
             if key not in produced
         )
-    except Exception:
+    except Exception:  # an API that moved: keep nothing, compute as before
         return False
+
+
+def steps_share_the_run_process(run_config: Mapping[str, Any]) -> bool:
+    """Whether a run with ``run_config`` executes its steps in its own process: the
+    code location's default executor (``DPL_EXECUTOR`` unset or ``in_process``) without
+    ``execution: {config: {multiprocess: ...}}``; not on Celery or Kubernetes."""
+    if executor_name() != "in_process":
+        return False
+    execution = run_config.get("execution") or {}
+    return "multiprocess" not in (execution.get("config") or {})
 
 
 class VideoStep:
@@ -156,8 +170,9 @@ class VideoStep:
         if upstream is not None:
             return video_id, upstream
         return video_id, VideoIO(
-            self.store, video_id, loaded, self.tools, self.reads, self.read_later
-        )
+            self.store, video_id, loaded, self.tools, self.reads, self.context.run_id,
+            self.read_later,
+        )  # fmt: skip
 
     # -- one video ------------------------------------------------------------------------
     def done_meanwhile(self, video_id: str) -> bool:

@@ -19,9 +19,13 @@ at most ``DPL_FRAME_CACHE_MB`` (default 2048; 0 turns keeping off) per process, 
 while the file system would have under :data:`FREE_RESERVE_BYTES` left. A video that does
 not fit is simply not kept (its readers decode it, as without the cache); nothing is
 evicted (an earlier video is read later in the same run as much as a later one).
-The folder is removed when a run ends (:func:`clear`, called by ``dpl run`` after each
-run) and at process exit; folders of processes that died are removed when another
-process opens the cache.
+Frames are kept only for later steps of the same run in the same process (the code
+location's in-process executor: not with ``multiprocess`` run config, Celery or
+Kubernetes, where each step has a process of its own; see
+``dpl_assets.assets.video_step.read_later_in_run``). What a process keeps is removed when
+its run ends (:func:`clear`, called by ``dpl run`` after each run), when it keeps frames
+for another run, and at process exit; folders of processes that died are removed when
+another process opens the cache.
 """
 
 from __future__ import annotations
@@ -86,12 +90,16 @@ class _Shape:
 
 class FrameCache:
     """The frames this process keeps under ``root`` (see the module docstring); at most
-    ``budget_bytes`` in all. Thread-safe (a step decodes several videos at once)."""
+    ``budget_bytes`` in all, of one Dagster run: the first frames kept for another run
+    remove the earlier run's (nothing reads them once their run is over, and a process
+    that runs one run after another, a notebook, a test session, keeps no more than the
+    last one's). Thread-safe (a step decodes several videos at once)."""
 
     def __init__(self, root: Path, budget_bytes: int) -> None:
         self.root = root
         self.budget_bytes = budget_bytes
         self._used = 0
+        self._run: str | None = None
         self._lock = threading.Lock()
 
     def _reserve(self, nbytes: int) -> bool:
@@ -112,10 +120,15 @@ class FrameCache:
             return self._used
 
     @contextlib.contextmanager
-    def writer(self, video: Path, recipe: DecodeRecipe) -> Iterator[EntryWriter]:
-        """Keep the frames ``add``-ed inside the block as ``video``'s decode by ``recipe``:
-        published when the block ends without an exception, dropped otherwise (and when
-        they stop fitting: :attr:`EntryWriter.kept` turns False)."""
+    def writer(self, video: Path, recipe: DecodeRecipe, run: str) -> Iterator[EntryWriter]:
+        """Keep the frames ``add``-ed inside the block as ``video``'s decode by ``recipe``
+        for the later steps of run ``run`` (its id): published when the block ends without
+        an exception, dropped otherwise (and when they stop fitting: :attr:`EntryWriter.kept`
+        turns False)."""
+        with self._lock:
+            if run != self._run:
+                shutil.rmtree(self.root, ignore_errors=True)
+                self._used, self._run = 0, run
         entry = EntryWriter(self, self.root / _entry_name(video, recipe))
         try:
             yield entry
@@ -124,9 +137,12 @@ class FrameCache:
             raise
         entry.publish()
 
-    def frames(self, video: Path, recipe: DecodeRecipe) -> Iterator[VideoFrame] | None:
-        """``video``'s kept frames by ``recipe`` (new arrays, in order), or None when they
-        are not kept (or the video's file changed since)."""
+    def frames(self, video: Path, recipe: DecodeRecipe, run: str) -> Iterator[VideoFrame] | None:
+        """``video``'s frames by ``recipe`` kept for run ``run`` (new arrays, in order), or
+        None when they are not kept (or the video's file changed since)."""
+        with self._lock:
+            if run != self._run:
+                return None
         try:
             base = self.root / _entry_name(video, recipe)
             meta = json.loads(base.with_suffix(".json").read_text())
@@ -142,9 +158,9 @@ class FrameCache:
 
     def clear(self) -> None:
         """Remove every kept frame of this process (no entry may be being written)."""
-        shutil.rmtree(self.root, ignore_errors=True)
         with self._lock:
-            self._used = 0
+            shutil.rmtree(self.root, ignore_errors=True)
+            self._used, self._run = 0, None
 
 
 def _read(data: io.BufferedReader, shape: _Shape, times: np.ndarray) -> Iterator[VideoFrame]:

@@ -121,6 +121,7 @@ class VideoIO(Mapping[str, Any]):
         declared: Mapping[str, Any],
         tools: StepTools | None = None,
         reads: Reads | None = None,
+        run_id: str = "",
         frames_read_later: bool = False,
     ):
         self._store, self.video_id = store, video_id
@@ -128,7 +129,7 @@ class VideoIO(Mapping[str, Any]):
         self._loaded: dict[str, Any] = {}
         self._tools = tools or StepTools()
         self._reads = reads
-        self._frames_read_later = frames_read_later
+        self._run_id, self._frames_read_later = run_id, frames_read_later
 
     def _check_declared(self, key: str) -> None:
         if self._reads is not None and key not in self._reads.keys:
@@ -187,7 +188,7 @@ class VideoIO(Mapping[str, Any]):
             return
         recipe = DecodeRecipe.from_json(str(recipe_json))
         cache = frame_cache.process_cache()
-        kept = cache.frames(Path(video), recipe) if cache is not None else None
+        kept = cache.frames(Path(video), recipe, self._run_id) if cache is not None else None
         decoded = kept if kept is not None else recipe.frames(video)
         frames = _same_as_stack(decoded, stack_ref.timestamps, f"{video} ({key})")
         try:
@@ -201,11 +202,11 @@ class VideoIO(Mapping[str, Any]):
         steps after it in this run (:mod:`dpl_assets.storage.frame_cache`), or None when
         no later step of the run reads this step's outputs or keeping is off:
         ``with io.keep_decoded(video, recipe) as keep: ... keep.add(frame)``."""
-        cache = frame_cache.process_cache() if self._frames_read_later else None
+        cache = frame_cache.process_cache() if self._frames_read_later and self._run_id else None
         if cache is None:
             yield None
             return
-        with cache.writer(video, recipe) as writer:
+        with cache.writer(video, recipe, self._run_id) as writer:
             yield writer
 
     def optional(self, key: str) -> Any | None:
