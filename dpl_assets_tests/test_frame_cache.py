@@ -128,6 +128,21 @@ def test_the_process_cache_settings(tmp_path, monkeypatch):
     assert frame_cache.process_cache() is cache  # one per process
 
 
+def test_the_default_budget_is_at_most_an_eighth_of_the_memory(tmp_path, monkeypatch):
+    page = os.sysconf("SC_PAGE_SIZE")
+    sysconf = os.sysconf
+    pages = {"SC_PHYS_PAGES": 8 * 2**30 // page}  # an 8 GB machine
+    monkeypatch.setattr(os, "sysconf", lambda name: pages.get(name) or sysconf(name))
+    assert frame_cache.default_budget_bytes() == 2**30
+    pages["SC_PHYS_PAGES"] = 64 * 2**30 // page
+    assert frame_cache.default_budget_bytes() == frame_cache.DEFAULT_MB * 2**20
+    monkeypatch.delenv(frame_cache.CACHE_MB_ENV, raising=False)
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    cache = frame_cache.process_cache()
+    assert cache is not None and cache.budget_bytes == frame_cache.DEFAULT_MB * 2**20
+
+
 def test_our_folder_is_made_private_and_a_link_or_a_file_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path))
     ours = tmp_path / f"dpl-frames-{os.getuid()}"

@@ -15,7 +15,8 @@ never served stale frames.
 
 Bounds: entries go to ``DPL_FRAME_CACHE_DIR`` (default ``/dev/shm``: tmpfs, so nothing is
 written to disk and nothing counts in the process's RSS) under a folder of this process;
-at most ``DPL_FRAME_CACHE_MB`` (default 2048; 0 turns keeping off) per process, and never
+at most ``DPL_FRAME_CACHE_MB`` (default 2048, or an eighth of the machine's memory when
+that is less; 0 turns keeping off) per process, and never
 while the file system would have under :data:`FREE_RESERVE_BYTES` left. A video that does
 not fit is simply not kept (its readers decode it, as without the cache); nothing is
 evicted (an earlier video is read later in the same run as much as a later one).
@@ -260,8 +261,18 @@ def process_cache() -> FrameCache | None:
         return cache
 
 
+def default_budget_bytes() -> int:
+    """:data:`DEFAULT_MB`, or an eighth of the machine's memory when that is less (an
+    8 GB machine keeps at most 1 GB per process)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 0
+    return min(DEFAULT_MB * 2**20, total // 8) if total > 0 else DEFAULT_MB * 2**20
+
+
 def _open() -> FrameCache | None:
-    text = os.environ.get(CACHE_MB_ENV, str(DEFAULT_MB))
+    text = os.environ.get(CACHE_MB_ENV) or str(default_budget_bytes() // 2**20)
     try:
         megabytes = int(text)
         if megabytes < 0:
