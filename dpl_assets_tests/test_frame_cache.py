@@ -4,8 +4,12 @@ bounds and failures keep nothing, and a run's later steps read the frames its ``
 step kept, with the same outputs as decoding again."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,19 @@ from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets_tests import media_factory as media
 from dpl_assets_tests.dpl_runs import run_graph
 from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
+
+
+@pytest.fixture
+def shm(tmp_path) -> Iterator[Path]:
+    """A folder for caches: on tmpfs where there is one (as in use), else in tmp_path."""
+    if not frame_cache.DEFAULT_DIR.is_dir():
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(dir=frame_cache.DEFAULT_DIR, prefix="dpl-test-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +53,8 @@ def keep_all(cache: FrameCache, video: Path, recipe: DecodeRecipe) -> list[Video
     return frames
 
 
-def test_kept_frames_read_back_as_pyav_decodes_them(tmp_path, clip):
-    cache = FrameCache(tmp_path / "cache", 2**30)
+def test_kept_frames_read_back_as_pyav_decodes_them(tmp_path, shm, clip):
+    cache = FrameCache(shm / "cache", 2**30)
     recipe = DecodeRecipe(fps=10.0)
     decoded = keep_all(cache, clip, recipe)
     kept = cache.frames(clip, recipe, "run-1")
@@ -51,8 +68,8 @@ def test_kept_frames_read_back_as_pyav_decodes_them(tmp_path, clip):
     assert cache.used_bytes == 6 * 120 * 160 * 3
 
 
-def test_another_recipe_or_a_changed_file_is_not_served(tmp_path, clip):
-    cache = FrameCache(tmp_path / "cache", 2**30)
+def test_another_recipe_or_a_changed_file_is_not_served(tmp_path, shm, clip):
+    cache = FrameCache(shm / "cache", 2**30)
     video = tmp_path / "clip.mp4"
     video.write_bytes(clip.read_bytes())
     keep_all(cache, video, DecodeRecipe())
@@ -63,25 +80,25 @@ def test_another_recipe_or_a_changed_file_is_not_served(tmp_path, clip):
     assert cache.frames(video, DecodeRecipe(), "run-1") is None
 
 
-def test_an_error_while_writing_keeps_nothing(tmp_path, clip):
-    cache = FrameCache(tmp_path / "cache", 2**30)
+def test_an_error_while_writing_keeps_nothing(tmp_path, shm, clip):
+    cache = FrameCache(shm / "cache", 2**30)
     recipe = DecodeRecipe()
     with pytest.raises(RuntimeError), cache.writer(clip, recipe, "run-1") as writer:
         writer.add(next(recipe.frames(clip)))
         raise RuntimeError("the step failed")
     assert cache.frames(clip, recipe, "run-1") is None
     assert cache.used_bytes == 0
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert list((shm / "cache").iterdir()) == []
 
 
-def test_a_video_over_the_budget_or_changing_size_is_not_kept(tmp_path, clip):
+def test_a_video_over_the_budget_or_changing_size_is_not_kept(tmp_path, shm, clip):
     frame_bytes = 120 * 160 * 3
-    cache = FrameCache(tmp_path / "cache", 3 * frame_bytes)  # 3 of its 15 frames
+    cache = FrameCache(shm / "cache", 3 * frame_bytes)  # 3 of its 15 frames
     recipe = DecodeRecipe()
     keep_all(cache, clip, recipe)
     assert cache.frames(clip, recipe, "run-1") is None and cache.used_bytes == 0
 
-    roomy = FrameCache(tmp_path / "roomy", 2**30)
+    roomy = FrameCache(shm / "roomy", 2**30)
     with roomy.writer(clip, recipe, "run-1") as writer:
         writer.add(VideoFrame(0.0, np.zeros((120, 160, 3), np.uint8)))
         writer.add(VideoFrame(0.04, np.zeros((32, 48, 3), np.uint8)))
@@ -89,8 +106,8 @@ def test_a_video_over_the_budget_or_changing_size_is_not_kept(tmp_path, clip):
     assert roomy.frames(clip, recipe, "run-1") is None and roomy.used_bytes == 0
 
 
-def test_a_new_run_removes_the_frames_kept_for_the_one_before(tmp_path, clip):
-    cache = FrameCache(tmp_path / "cache", 2**30)
+def test_a_new_run_removes_the_frames_kept_for_the_one_before(tmp_path, shm, clip):
+    cache = FrameCache(shm / "cache", 2**30)
     keep_all(cache, clip, DecodeRecipe())
     assert cache.frames(clip, DecodeRecipe(), "run-2") is None  # not this run's
     other = tmp_path / "other.mp4"
@@ -98,15 +115,15 @@ def test_a_new_run_removes_the_frames_kept_for_the_one_before(tmp_path, clip):
     with cache.writer(other, DecodeRecipe(), "run-2") as writer:
         writer.add(next(DecodeRecipe().frames(other)))
     assert cache.frames(clip, DecodeRecipe(), "run-1") is None
-    assert len(list((tmp_path / "cache").glob("*.rgb"))) == 1
+    assert len(list((shm / "cache").glob("*.rgb"))) == 1
     assert cache.used_bytes == 120 * 160 * 3
 
 
-def test_clear_removes_everything(tmp_path, clip):
-    cache = FrameCache(tmp_path / "cache", 2**30)
+def test_clear_removes_everything(tmp_path, shm, clip):
+    cache = FrameCache(shm / "cache", 2**30)
     keep_all(cache, clip, DecodeRecipe())
     cache.clear()
-    assert not (tmp_path / "cache").exists() and cache.used_bytes == 0
+    assert not (shm / "cache").exists() and cache.used_bytes == 0
     assert cache.frames(clip, DecodeRecipe(), "run-1") is None
 
 
@@ -115,10 +132,9 @@ def test_the_process_cache_settings(tmp_path, monkeypatch):
     monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path))
     monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "0")
     assert frame_cache.process_cache() is None
-    monkeypatch.setattr(frame_cache, "_cache", {})
-    monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "lots")
+    monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "-1")
     with pytest.raises(ValueError, match=frame_cache.CACHE_MB_ENV):
-        frame_cache.process_cache()
+        frame_cache.budget_from_env()
     monkeypatch.setattr(frame_cache, "_cache", {})
     monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "16")
     cache = frame_cache.process_cache()
@@ -193,10 +209,11 @@ GRAPH = [
 ]
 
 
-def test_a_runs_later_steps_read_the_kept_frames_with_the_same_outputs(tmp_path, monkeypatch):
+def test_a_runs_later_steps_read_the_kept_frames_with_the_same_outputs(tmp_path, shm, monkeypatch):
     videos = tmp_path / "videos"
     videos.mkdir()
-    write_clip(videos / "face.mp4", moving_astronaut(12))
+    for index in range(2):  # decoded by the images step's two threads at once
+        write_clip(videos / f"face_{index}.mp4", moving_astronaut(12 + 4 * index))
     served: list[str] = []
     frames = FrameCache.frames
 
@@ -207,28 +224,47 @@ def test_a_runs_later_steps_read_the_kept_frames_with_the_same_outputs(tmp_path,
 
     monkeypatch.setattr(FrameCache, "frames", frames_and_record)
     monkeypatch.setattr(frame_cache, "_cache", {})
-    (tmp_path / "shm").mkdir()
-    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(tmp_path / "shm"))
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(shm))
     kept_run = run_graph(tmp_path, GRAPH, videos, "kept", "--workers", "1")
-    assert served == ["kept", "kept"]  # faces, then crops
-    assert list((tmp_path / "shm" / f"dpl-frames-{os.getuid()}").iterdir()) == []  # cleared
+    assert served == ["kept"] * 4  # faces, then crops, of each video
+    assert list((shm / f"dpl-frames-{os.getuid()}").iterdir()) == []  # cleared
 
     served.clear()
     monkeypatch.setattr(frame_cache, "_cache", {})
     monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "0")
     decoded_run = run_graph(tmp_path, GRAPH, videos, "decoded", "--workers", "1")
     assert served == []
-    outputs = kept_run["face"]["outputs"]
-    assert kept_run["face"]["status"] == decoded_run["face"]["status"] == "processed"
-    for key, path in outputs.items():
-        other = decoded_run["face"]["outputs"][key]
-        if path.endswith(".npy"):
-            np.testing.assert_array_equal(np.load(path), np.load(other), err_msg=key)
-        elif path.endswith(".h5"):
-            with ImageStack(Path(path)) as a, ImageStack(Path(other)) as b:
-                assert [a.encoded(i) for i in range(len(a))] == [
-                    b.encoded(i) for i in range(len(b))
-                ], key
+    for video_id in ("face_0", "face_1"):
+        assert kept_run[video_id]["status"] == decoded_run[video_id]["status"] == "processed"
+        for key, path in kept_run[video_id]["outputs"].items():
+            other = decoded_run[video_id]["outputs"][key]
+            if path.endswith(".npy"):
+                np.testing.assert_array_equal(np.load(path), np.load(other), err_msg=key)
+            elif path.endswith(".h5"):
+                with ImageStack(Path(path)) as a, ImageStack(Path(other)) as b:
+                    assert [a.encoded(i) for i in range(len(a))] == [
+                        b.encoded(i) for i in range(len(b))
+                    ], key
+
+
+def test_a_run_with_no_step_after_images_keeps_nothing(tmp_path, shm, monkeypatch):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_clip(videos / "face.mp4", moving_astronaut(12))
+    opened: list[str] = []
+    writer = FrameCache.writer
+
+    def writer_and_record(cache, video, recipe, run):
+        opened.append(str(video))
+        return writer(cache, video, recipe, run)
+
+    monkeypatch.setattr(FrameCache, "writer", writer_and_record)
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(shm))
+    run_graph(tmp_path, [{"name": "VideoToImagesNode", "params": {}}], videos, "alone")
+    assert opened == []
+    run_graph(tmp_path, GRAPH[:2], videos, "with_faces")
+    assert opened == [str(videos / "face.mp4")]
 
 
 @pytest.mark.parametrize(
@@ -246,3 +282,91 @@ def test_frames_are_kept_only_where_the_runs_steps_share_its_process(
 ):
     monkeypatch.setenv("DPL_EXECUTOR", executor)
     assert steps_share_the_run_process(run_config) is shared
+
+
+def test_a_write_that_fails_keeps_nothing_and_raises_nothing(tmp_path, shm, clip):
+    # a file-size limit stands in for a tmpfs that fills up: writes fail with EFBIG
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        from pathlib import Path
+        from dpl_assets.media.frames import DecodeRecipe
+        from dpl_assets.storage.frame_cache import FrameCache
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        recipe, clip = DecodeRecipe(), Path({str(clip)!r})
+        frames = list(recipe.frames(clip))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        cache = FrameCache(Path({str(shm / "cache")!r}), 2**30)
+        with cache.writer(clip, recipe, "run-1") as writer:
+            for frame in frames:
+                writer.add(frame)
+        print(writer.kept, cache.frames(clip, recipe, "run-1"), cache.used_bytes)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split() == ["False", "None", "0"], done.stderr
+    assert list((shm / "cache").iterdir()) == []
+
+
+def test_a_root_someone_replaced_is_not_written_into(tmp_path, shm, clip):
+    cache = FrameCache(shm / "parent" / "cache", 2**30)
+    (shm / "parent").mkdir(mode=0o700)
+    keep_all(cache, clip, DecodeRecipe())
+    assert cache.frames(clip, DecodeRecipe(), "run-1") is not None
+    shutil.rmtree(shm / "parent")
+    (shm / "parent").mkdir()
+    (shm / "parent").chmod(0o777)  # made again by someone, open to all
+    planted = shm / "planted"
+    planted.mkdir(mode=0o777)
+    (shm / "parent" / "cache").symlink_to(planted)
+    (shm / "parent").chmod(0o700)  # ...and closed again: our root is now their link
+    keep_all(cache, clip, DecodeRecipe())
+    assert list(planted.iterdir()) == []
+    assert cache.used_bytes == 15 * 120 * 160 * 3  # the first video's only
+    assert cache.frames(clip, DecodeRecipe(), "run-1") is None
+
+
+def test_kept_frames_close_their_file(shm, clip):
+    cache = FrameCache(shm / "cache", 2**30)
+    keep_all(cache, clip, DecodeRecipe())
+    kept = cache.frames(clip, DecodeRecipe(), "run-1")
+    assert kept is not None
+    next(kept)
+    kept.close()
+    assert kept._data.closed
+    rest = cache.frames(clip, DecodeRecipe(), "run-1")
+    assert rest is not None and len(list(rest)) == 15 and rest._data.closed
+
+
+def test_clear_also_removes_dead_processes_folders(shm):
+    parent = shm / f"dpl-frames-{os.getuid()}"
+    parent.mkdir(mode=0o700)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    tag = frame_cache._process_tag(child.pid)
+    child.wait()
+    assert tag is not None
+    (parent / tag).mkdir()
+    FrameCache(parent / "mine", 2**30).clear()
+    assert not (parent / tag).exists()
+
+
+def test_a_bad_budget_turns_keeping_off_and_dpl_run_refuses_it(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(frame_cache.CACHE_MB_ENV, "lots")
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    assert frame_cache.process_cache() is None
+    assert "DPL_FRAME_CACHE_MB='lots'" in caplog.text
+    from dpl_assets import cli
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    media.make_video_only(videos / "a.mp4", seconds=0.2)
+    (tmp_path / "graph.json").write_text('[{"name": "VideoToImagesNode", "params": {}}]')
+    (tmp_path / "inputs.json").write_text(f'{{"video": "{videos}"}}')
+    graph, inputs = str(tmp_path / "graph.json"), str(tmp_path / "inputs.json")
+    code = cli.main(
+        ["run", "--graph", graph, "--inputs", inputs, "--output_dir", str(tmp_path / "out")]
+    )
+    assert code == 2
+    assert not (tmp_path / "out" / "images").exists()

@@ -10,7 +10,7 @@ long the clip is. The header's frame count is never used.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,7 +212,7 @@ class DecodeRecipe:
 
     def frames(
         self, source: Path | str, damage: DecodeDamage | None = None
-    ) -> Iterator[VideoFrame]:
+    ) -> Generator[VideoFrame, None, None]:
         """The recipe's frames of ``source``: :func:`decode_frames`, then
         :func:`resample_frames` and :func:`fit_max_side` as asked."""
         frames = decode_frames(source, damage)

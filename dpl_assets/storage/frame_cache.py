@@ -7,26 +7,29 @@ shortly after (the steps of one run: ``dpl run``'s runs, a run worker, ``dagster
 materialize``), reading the decoded RGB back costs ~0.3 ms a 640x480 frame against
 ~1.3-2.5 ms to decode it again (measured on the benchmark clips; ``benchmarks/README.md``).
 
-What is kept: one entry per (video file, its size/mtime/inode, decode recipe): the frames'
-RGB uint8 back to back, their timestamps (float64 s) and their shape. An entry becomes
-visible only when the whole video was written (renamed into place), and a reader still
-checks every frame's time against the stack (``VideoIO.frames``), so a changed video is
-never served stale frames.
+What is kept: one entry per (video file, its size/mtime_ns/inode, decode recipe): the
+frames' RGB uint8 back to back, their timestamps (float64 s) and their shape. An entry
+becomes visible only when the whole video was written (renamed into place). A video
+rewritten since (another size, mtime or inode) is not served its old frames; one rewritten
+in place with its size and mtime kept is (as the stack it was decoded with would be).
 
 Bounds: entries go to ``DPL_FRAME_CACHE_DIR`` (default ``/dev/shm``: tmpfs, so nothing is
-written to disk and nothing counts in the process's RSS) under a folder of this process;
-at most ``DPL_FRAME_CACHE_MB`` (default 2048, or an eighth of the machine's memory when
-that is less; 0 turns keeping off) per process, and never
-while the file system would have under :data:`FREE_RESERVE_BYTES` left. A video that does
-not fit is simply not kept (its readers decode it, as without the cache); nothing is
-evicted (an earlier video is read later in the same run as much as a later one).
+written to disk; the pages are memory, though in no process's RSS) under a private folder
+of this process; at most ``DPL_FRAME_CACHE_MB`` (default 2048, or an eighth of the
+machine's memory when that is less; 0 turns keeping off) per process, and keeping stops
+when the file system or the machine's (or the container's) memory has less than
+:data:`FREE_RESERVE_BYTES` left (checked every 32 frames). A video that does not fit is
+simply not kept (its readers decode it, as without the cache); nothing is evicted (an
+earlier video is read later in the same run as much as a later one). Nothing the keeping
+meets (a full file system, a folder removed) fails a step.
+
 Frames are kept only for later steps of the same run in the same process (the code
 location's in-process executor: not with ``multiprocess`` run config, Celery or
 Kubernetes, where each step has a process of its own; see
 ``dpl_assets.assets.video_step.read_later_in_run``). What a process keeps is removed when
 its run ends (:func:`clear`, called by ``dpl run`` after each run), when it keeps frames
 for another run, and at process exit; folders of processes that died are removed when
-another process opens the cache.
+a process opens the cache or clears it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -55,20 +57,22 @@ CACHE_MB_ENV = "DPL_FRAME_CACHE_MB"
 DEFAULT_DIR = Path("/dev/shm")  # noqa: S108 (a private folder in it: see _private_folder)
 DEFAULT_MB = 2048
 FREE_RESERVE_BYTES = 512 * 2**20
-"""Stop keeping frames when the cache's file system would have less than this free."""
+"""Keeping stops when the cache's file system, or the machine's (or container's) memory,
+has less than this left."""
+_ROOM_CHECK_EVERY = 32  # frames between free space / memory checks (cheap, not free)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _log = logging.getLogger(__name__)
-_FREE_CHECK_EVERY = 32  # frames between free-space checks (statvfs is cheap, not free)
 
 
 def _process_tag(pid: int) -> str | None:
     """``{pid}-{start time in clock ticks}`` (``/proc/<pid>/stat``): a pid reused by a new
     process gets another tag. None when the process does not exist."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # field 22 (starttime); the command name (field 2) may hold spaces: split after ')'
-    return f"{pid}-{stat.rsplit(')', 1)[1].split()[19]}"
+    return f"{pid}-{stat_line.rsplit(')', 1)[1].split()[19]}"
 
 
 def _entry_name(video: Path, recipe: DecodeRecipe) -> str:
@@ -138,53 +142,88 @@ class FrameCache:
             raise
         entry.publish()
 
-    def frames(self, video: Path, recipe: DecodeRecipe, run: str) -> Iterator[VideoFrame] | None:
-        """``video``'s frames by ``recipe`` kept for run ``run`` (new arrays, in order), or
-        None when they are not kept (or the video's file changed since)."""
+    def frames(self, video: Path, recipe: DecodeRecipe, run: str) -> KeptFrames | None:
+        """``video``'s frames by ``recipe`` kept for run ``run`` (new arrays, in order;
+        ``close()`` the iterator when it is not read to the end), or None when they are not
+        kept (or the video's file changed since: another size, mtime or inode)."""
         with self._lock:
             if run != self._run:
                 return None
         try:
             base = self.root / _entry_name(video, recipe)
             meta = json.loads(base.with_suffix(".json").read_text())
-            data = open(base.with_suffix(".rgb"), "rb")  # noqa: SIM115 (closed by _read)
-        except (OSError, ValueError):
+            shape = _Shape(int(meta["height"]), int(meta["width"]))
+            times = np.asarray(meta["times"], np.float64).reshape(-1)
+            data = open(base.with_suffix(".rgb"), "rb", buffering=0)  # noqa: SIM115 (KeptFrames)
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        shape = _Shape(int(meta["height"]), int(meta["width"]))
-        times = np.asarray(meta["times"], np.float64)
         if os.fstat(data.fileno()).st_size != shape.frame_bytes * times.size:
             data.close()
             return None
-        return _read(data, shape, times)
+        return KeptFrames(data, shape, times)
+
+    def private_root(self) -> Path:
+        """:attr:`root`, made when missing (after :meth:`clear`, or removed by someone), and
+        checked to be a folder only this user can enter; OSError when it is not (then
+        nothing is kept: another user may have taken the name in a shared ``/dev/shm``)."""
+        if _private_folder(self.root.parent) is None:
+            raise OSError(f"{self.root.parent} is not a private folder")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self.root, 0o700)
+        if not _is_private(os.lstat(self.root)):
+            raise OSError(f"{self.root} is not a private folder")
+        return self.root
 
     def clear(self) -> None:
-        """Remove every kept frame of this process (no entry may be being written)."""
+        """Remove every kept frame of this process (no entry may be being written), and
+        the folders of processes that died meanwhile (a killed worker's)."""
         with self._lock:
             shutil.rmtree(self.root, ignore_errors=True)
             self._used, self._run = 0, None
+        _remove_dead(self.root.parent)
 
 
-def _read(data: io.BufferedReader, shape: _Shape, times: np.ndarray) -> Iterator[VideoFrame]:
-    with data:
-        for time_s in times:
-            rgb = np.empty((shape.height, shape.width, 3), np.uint8)
-            if data.readinto(rgb.data) != shape.frame_bytes:
-                raise OSError(f"{data.name}: shorter than its frames")
-            yield VideoFrame(float(time_s), rgb)
+class KeptFrames(Iterator[VideoFrame]):
+    """The kept frames of one video, read one at a time (made by :meth:`FrameCache.frames`)."""
+
+    def __init__(self, data: io.FileIO, shape: _Shape, times: np.ndarray) -> None:
+        self._data, self._shape, self._times = data, shape, times
+        self._next = 0
+
+    def __next__(self) -> VideoFrame:
+        if self._next >= self._times.size:
+            self.close()
+            raise StopIteration
+        rgb = np.empty((self._shape.height, self._shape.width, 3), np.uint8)
+        view = rgb.reshape(-1).data
+        done = 0
+        while done < view.nbytes:
+            got = self._data.readinto(view[done:])
+            if not got:
+                raise OSError(f"{self._data.name}: shorter than its frames")
+            done += got
+        self._next += 1
+        return VideoFrame(float(self._times[self._next - 1]), rgb)
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        self._data.close()
 
 
 class EntryWriter:
-    """One video's frames being kept (made by :meth:`FrameCache.writer`)."""
+    """One video's frames being kept (made by :meth:`FrameCache.writer`). Nothing it meets
+    (a full file system, a folder gone) raises: the video is then simply not kept."""
 
     def __init__(self, cache: FrameCache, base: Path) -> None:
         self._cache, self._base = cache, base
         self._partial = base.with_name(f"{base.name}.{threading.get_ident()}.partial")
-        self._file: BinaryIO | None = None
+        self._fd: int | None = None
         self._shape: _Shape | None = None
         self._times: list[float] = []
         self._reserved = 0
         self.kept = True
-        """False once a frame did not fit (budget, free space, a change of frame size)."""
+        """False once a frame did not fit (budget, free space or memory, a change of frame
+        size, a write that failed)."""
 
     def add(self, frame: VideoFrame) -> None:
         """Keep ``frame`` (RGB uint8 (H, W, 3)) after the ones added before."""
@@ -204,15 +243,15 @@ class EntryWriter:
         if fits:
             self._reserved += shape.frame_bytes
         try:
-            if fits and self._file is None:
-                self._cache.root.mkdir(parents=True, exist_ok=True)
-                self._file = open(self._partial, "wb")  # noqa: SIM115 (closed in publish/drop)
-            if fits and len(self._times) % _FREE_CHECK_EVERY == 0:
-                stats = os.statvfs(self._partial)
-                fits = stats.f_bavail * stats.f_frsize >= FREE_RESERVE_BYTES
+            if fits and self._fd is None:
+                self._cache.private_root()
+                # a new file of ours: never through a link someone put in its place
+                self._fd = os.open(self._partial, _NEW_FILE, 0o600)
+            if fits and len(self._times) % _ROOM_CHECK_EVERY == 0:
+                fits = _room_left(self._partial)
             if fits:
-                assert self._file is not None
-                self._file.write(np.ascontiguousarray(rgb).data)
+                assert self._fd is not None
+                _write_all(self._fd, np.ascontiguousarray(rgb).reshape(-1).data)
         except OSError:  # the file system filled up or went away: not kept, nothing lost
             fits = False
         if not fits:
@@ -221,28 +260,69 @@ class EntryWriter:
         self._times.append(frame.time_s)
 
     def publish(self) -> None:
-        if not self.kept or self._file is None or self._shape is None:
+        """Make the kept frames visible to readers (or drop them when not all were kept)."""
+        if not self.kept or self._fd is None or self._shape is None:
             self.drop()
             return
+        meta = {"height": self._shape.height, "width": self._shape.width, "times": self._times}
+        temp = self._partial.with_suffix(".json")
         try:
-            self._file.close()
-            meta = {"height": self._shape.height, "width": self._shape.width,
-                    "times": self._times}  # fmt: skip
-            self._base.with_suffix(".json").write_text(json.dumps(meta))
+            os.close(self._fd)
+            self._fd = None
+            fd = os.open(temp, _NEW_FILE, 0o600)
+            try:
+                _write_all(fd, memoryview(json.dumps(meta).encode()))
+            finally:
+                os.close(fd)
+            os.replace(temp, self._base.with_suffix(".json"))
             os.replace(self._partial, self._base.with_suffix(".rgb"))
         except OSError:
+            with contextlib.suppress(OSError):
+                temp.unlink()
             self.drop()
 
     def drop(self) -> None:
         """Keep nothing of this video (idempotent)."""
         self.kept = False
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
         with contextlib.suppress(OSError):
             self._partial.unlink()
         self._cache._release(self._reserved)
         self._reserved = 0
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data.nbytes:
+        data = data[os.write(fd, data) :]
+
+
+def memory_available() -> int | None:
+    """Bytes of memory the machine can still give (``MemAvailable`` of ``/proc/meminfo``;
+    less under a cgroup v2 ``memory.max``, a container's limit, which tmpfs pages count
+    against); None when unknown."""
+    available = None
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as info:
+        for line in info:
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            room = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = room if available is None else min(available, room)
+    return available
+
+
+def _room_left(path: Path) -> bool:
+    """Whether ``path``'s file system and the memory have :data:`FREE_RESERVE_BYTES` left."""
+    stats = os.statvfs(path)
+    if stats.f_bavail * stats.f_frsize < FREE_RESERVE_BYTES:
+        return False
+    memory = memory_available()
+    return memory is None or memory >= FREE_RESERVE_BYTES
 
 
 _lock = threading.Lock()
@@ -251,8 +331,8 @@ _cache: dict[int, FrameCache | None] = {}  # pid -> this process's cache (None: 
 
 def process_cache() -> FrameCache | None:
     """This process's cache, made on first use (and then folders of dead processes are
-    removed); None when ``DPL_FRAME_CACHE_MB`` is 0 or the cache's folder is missing.
-    ValueError naming the variable when it is not a whole number >= 0."""
+    removed); None when keeping is off (``DPL_FRAME_CACHE_MB`` 0, or not a whole number:
+    a warning names it), or the cache's folder is missing or not private."""
     pid = os.getpid()
     with _lock:
         if pid in _cache:  # keyed by pid: a forked child makes its own
@@ -271,25 +351,43 @@ def default_budget_bytes() -> int:
     return min(DEFAULT_MB * 2**20, total // 8) if total > 0 else DEFAULT_MB * 2**20
 
 
-def _open() -> FrameCache | None:
-    text = os.environ.get(CACHE_MB_ENV) or str(default_budget_bytes() // 2**20)
+def budget_from_env() -> int:
+    """The per-process budget in bytes: ``DPL_FRAME_CACHE_MB`` (MB), else
+    :func:`default_budget_bytes`. ValueError naming the variable when it is not a whole
+    number >= 0 (``dpl run`` checks it before any work)."""
+    text = os.environ.get(CACHE_MB_ENV, "").strip()
+    if not text:
+        return default_budget_bytes()
     try:
         megabytes = int(text)
         if megabytes < 0:
             raise ValueError
     except ValueError:
         raise ValueError(f"{CACHE_MB_ENV}={text!r}: give a whole number of MB >= 0") from None
+    return megabytes * 2**20
+
+
+def _open() -> FrameCache | None:
+    try:
+        budget = budget_from_env()
+    except ValueError as error:  # keeping is a saving: a step goes on without it
+        _log.warning("decoded frames are not kept between steps: %s", error)
+        return None
     base = Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_DIR)
     tag = _process_tag(os.getpid())
-    if megabytes == 0 or not base.is_dir() or tag is None:
+    if budget == 0 or not base.is_dir() or tag is None:
         return None
     parent = _private_folder(base / f"dpl-frames-{os.getuid()}")
     if parent is None:
         return None
     _remove_dead(parent)
-    cache = FrameCache(parent / tag, megabytes * 2**20)
+    cache = FrameCache(parent / tag, budget)
     atexit.register(cache.clear)
     return cache
+
+
+def _is_private(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
 def _private_folder(path: Path) -> Path | None:
@@ -297,14 +395,15 @@ def _private_folder(path: Path) -> Path | None:
     open to others), or None when it is something else: another user's, a link, not a
     folder (``/dev/shm`` is shared by every user)."""
     try:
-        path.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
-            os.chmod(path, 0o700)  # ours (a sticky /dev/shm: nobody else can swap it)
+            os.chmod(path, 0o700, follow_symlinks=False)  # ours; a sticky /dev/shm: not swappable
             st = os.lstat(path)
     except OSError:
         st = None
-    if st is None or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+    if st is None or not _is_private(st):
         _log.warning("decoded frames are not kept between steps: %s is not a private folder", path)
         return None
     return path

@@ -29,7 +29,7 @@ from dpl_assets.media import timeline
 from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeRecipe, VideoFrame
 from dpl_assets.outcomes import InputRejected, Rejected
 from dpl_assets.storage import frame_cache
-from dpl_assets.storage.frame_cache import EntryWriter
+from dpl_assets.storage.frame_cache import EntryWriter, KeptFrames
 from dpl_assets.storage.store import ArtifactStore, MissingArtifactError
 
 
@@ -174,7 +174,9 @@ class VideoIO(Mapping[str, Any]):
         its :class:`~dpl_assets.media.frames.DecodeRecipe`, the inputs do not give the
         stack, and the video decoded cleanly), the video is decoded again by that recipe:
         the same frames at the same times, without the JPEG loss, and several times faster
-        than decoding the stored JPEGs. Otherwise (the user's stacks, damaged videos, crops,
+        than decoding the stored JPEGs; or, when the step that made the stack kept what it
+        decoded for this run (:mod:`dpl_assets.storage.frame_cache`), those frames are read
+        back instead of decoding. Otherwise (the user's stacks, damaged videos, crops,
         renders) the stored images are decoded. Raises :class:`StackMismatch` naming the
         video when it now decodes to other frames (count or times) than the stack holds.
         """
@@ -189,12 +191,15 @@ class VideoIO(Mapping[str, Any]):
         recipe = DecodeRecipe.from_json(str(recipe_json))
         cache = frame_cache.process_cache()
         kept = cache.frames(Path(video), recipe, self._run_id) if cache is not None else None
-        decoded = kept if kept is not None else recipe.frames(video)
+        decoded: KeptFrames | Generator[VideoFrame, None, None] = (
+            kept if kept is not None else recipe.frames(video)
+        )
         frames = _same_as_stack(decoded, stack_ref.timestamps, f"{video} ({key})")
         try:
             yield frames
-        finally:
-            frames.close()  # the decoder, also when the node stops early
+        finally:  # the decoder or the kept frames' file, also when the node stops early
+            frames.close()
+            decoded.close()
 
     @contextlib.contextmanager
     def keep_decoded(self, video: Path, recipe: DecodeRecipe) -> Iterator[EntryWriter | None]:
