@@ -254,9 +254,9 @@ def test_a_run_with_no_step_after_images_keeps_nothing(tmp_path, shm, monkeypatc
     opened: list[str] = []
     writer = FrameCache.writer
 
-    def writer_and_record(cache, video, recipe, run):
+    def writer_and_record(cache, video, recipe, run, expected_bytes=None):
         opened.append(str(video))
-        return writer(cache, video, recipe, run)
+        return writer(cache, video, recipe, run, expected_bytes)
 
     monkeypatch.setattr(FrameCache, "writer", writer_and_record)
     monkeypatch.setattr(frame_cache, "_cache", {})
@@ -370,3 +370,25 @@ def test_a_bad_budget_turns_keeping_off_and_dpl_run_refuses_it(tmp_path, monkeyp
     )
     assert code == 2
     assert not (tmp_path / "out" / "images").exists()
+
+
+def test_a_video_whose_header_says_it_will_not_fit_is_not_started(shm, clip):
+    recipe = DecodeRecipe()
+    expected = frame_cache.estimated_bytes(clip, recipe)
+    assert expected == int(0.6 * 25 * 1.05) * 160 * 120 * 3  # header: 0.6 s, 25 fps
+    assert frame_cache.estimated_bytes(clip, DecodeRecipe(fps=10.0, max_side=80)) == (
+        int(0.6 * 10 * 1.05) * 80 * 60 * 3
+    )
+    cache = FrameCache(shm / "cache", 14 * 160 * 120 * 3)  # room for 14 of the 15 frames
+    with cache.writer(clip, recipe, "run-1", expected) as writer:
+        assert not writer.kept  # before any frame was written
+        for frame in recipe.frames(clip):
+            writer.add(frame)
+    assert cache.frames(clip, recipe, "run-1") is None and cache.used_bytes == 0
+    assert not (shm / "cache").exists() or list((shm / "cache").iterdir()) == []
+    roomy = FrameCache(shm / "roomy", 2**30)
+    keep = roomy.writer(clip, recipe, "run-1", expected)
+    with keep as writer:
+        for frame in recipe.frames(clip):
+            writer.add(frame)
+    assert roomy.frames(clip, recipe, "run-1") is not None

@@ -51,6 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from dpl_assets.media.frames import DecodeRecipe, VideoFrame
+from dpl_assets.media.probe import probe_media
+from dpl_assets.outcomes import InputRejected
 
 CACHE_DIR_ENV = "DPL_FRAME_CACHE_DIR"
 CACHE_MB_ENV = "DPL_FRAME_CACHE_MB"
@@ -125,16 +127,24 @@ class FrameCache:
             return self._used
 
     @contextlib.contextmanager
-    def writer(self, video: Path, recipe: DecodeRecipe, run: str) -> Iterator[EntryWriter]:
+    def writer(
+        self, video: Path, recipe: DecodeRecipe, run: str, expected_bytes: int | None = None
+    ) -> Iterator[EntryWriter]:
         """Keep the frames ``add``-ed inside the block as ``video``'s decode by ``recipe``
         for the later steps of run ``run`` (its id): published when the block ends without
         an exception, dropped otherwise (and when they stop fitting: :attr:`EntryWriter.kept`
-        turns False)."""
+        turns False). ``expected_bytes`` (:func:`estimated_bytes`): a video that will not
+        fit is not started (a long clip is not written up to the budget and then dropped)."""
         with self._lock:
             if run != self._run:
                 shutil.rmtree(self.root, ignore_errors=True)
                 self._used, self._run = 0, run
+            hopeless = expected_bytes is not None and (
+                self._used + expected_bytes > self.budget_bytes
+            )
         entry = EntryWriter(self, self.root / _entry_name(video, recipe))
+        if hopeless:
+            entry.drop()
         try:
             yield entry
         except BaseException:
@@ -292,6 +302,25 @@ class EntryWriter:
             self._partial.unlink()
         self._cache._release(self._reserved)
         self._reserved = 0
+
+
+def estimated_bytes(video: Path, recipe: DecodeRecipe) -> int | None:
+    """The bytes ``video``'s frames by ``recipe`` will take, from its header (duration,
+    frame rate, size), 5 % over; None when the header does not say."""
+    try:
+        stream = probe_media(video, read_rotation=False).chosen("video")
+    except (InputRejected, OSError):
+        return None
+    if stream is None or not (stream.width and stream.height and stream.duration_s):
+        return None
+    fps = recipe.fps or stream.fps
+    if not fps:
+        return None
+    width, height = stream.width, stream.height
+    if recipe.max_side and max(width, height) > recipe.max_side:
+        ratio = recipe.max_side / max(width, height)
+        width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
+    return int(stream.duration_s * fps * 1.05) * width * height * 3
 
 
 def _write_all(fd: int, data: memoryview) -> None:

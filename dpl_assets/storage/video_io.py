@@ -211,7 +211,8 @@ class VideoIO(Mapping[str, Any]):
         if cache is None:
             yield None
             return
-        with cache.writer(video, recipe, self._run_id) as writer:
+        expected = frame_cache.estimated_bytes(video, recipe)
+        with cache.writer(video, recipe, self._run_id, expected) as writer:
             yield writer
 
     def optional(self, key: str) -> Any | None:
