@@ -254,7 +254,8 @@ def _rebuild_tensor(
     last = (
         offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) if all(size) else -1
     )
-    if last >= storage.size():
+    # elements of the storage (TypedStorage.size() warns that TypedStorage is deprecated)
+    if last >= storage._untyped_storage.nbytes() // storage.dtype.itemsize:
         raise UnsafePickleError("torch._utils._rebuild_tensor_v2", "view outside its storage")
     tensor = torch.empty((0,), dtype=storage.dtype)
     tensor.set_(storage._untyped_storage, offset, size, stride)
