@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dpl_assets import cli
+from dpl_assets.storage.image_stack import ImageStack
 
 
 def run_graph(
@@ -27,3 +30,17 @@ def run_graph(
     assert code == 0
     report = json.loads((root / out / "report.json").read_text())["videos"]
     return {entry["video_id"]: entry for entry in report}
+
+
+def assert_same_outputs(entry: dict[str, Any], other: dict[str, Any]) -> None:
+    """Two report entries of one video have the same arrays (``.npy``) and the same encoded
+    images (``.h5`` stacks), output by output (``entry``'s outputs, looked up in ``other``)."""
+    for key, path in entry["outputs"].items():
+        twin = other["outputs"][key]
+        if path.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(path), np.load(twin), err_msg=key)
+        elif path.endswith(".h5"):
+            with ImageStack(Path(path)) as a, ImageStack(Path(twin)) as b:
+                assert [a.encoded(i) for i in range(len(a))] == [
+                    b.encoded(i) for i in range(len(b))
+                ], key

@@ -19,9 +19,8 @@ from dpl_assets.assets.video_step import steps_share_the_run_process
 from dpl_assets.media.frames import DecodeRecipe, VideoFrame
 from dpl_assets.storage import frame_cache
 from dpl_assets.storage.frame_cache import FrameCache
-from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets_tests import media_factory as media
-from dpl_assets_tests.dpl_runs import run_graph
+from dpl_assets_tests.dpl_runs import assert_same_outputs, run_graph
 from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
 
 
@@ -236,15 +235,7 @@ def test_a_runs_later_steps_read_the_kept_frames_with_the_same_outputs(tmp_path,
     assert served == []
     for video_id in ("face_0", "face_1"):
         assert kept_run[video_id]["status"] == decoded_run[video_id]["status"] == "processed"
-        for key, path in kept_run[video_id]["outputs"].items():
-            other = decoded_run[video_id]["outputs"][key]
-            if path.endswith(".npy"):
-                np.testing.assert_array_equal(np.load(path), np.load(other), err_msg=key)
-            elif path.endswith(".h5"):
-                with ImageStack(Path(path)) as a, ImageStack(Path(other)) as b:
-                    assert [a.encoded(i) for i in range(len(a))] == [
-                        b.encoded(i) for i in range(len(b))
-                    ], key
+        assert_same_outputs(kept_run[video_id], decoded_run[video_id])
 
 
 def test_a_run_with_no_step_after_images_keeps_nothing(tmp_path, shm, monkeypatch):

@@ -29,7 +29,7 @@ from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.storage.video_io import Reads, StackMismatch, VideoIO
 from dpl_assets_tests import media_factory as media
-from dpl_assets_tests.dpl_runs import run_graph
+from dpl_assets_tests.dpl_runs import assert_same_outputs, run_graph
 from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
 
 GRAPH = [
@@ -70,15 +70,7 @@ def test_workers_give_the_same_outputs_as_one_process(tmp_path, face_videos, mon
     assert {k: v["status"] for k, v in spread.items()} == {k: v["status"] for k, v in alone.items()}
     assert spread["no_face"]["status"] == "rejected" and "no face" in spread["no_face"]["reason"]
     for video_id, entry in alone.items():
-        for key, path in entry["outputs"].items():
-            other = spread[video_id]["outputs"][key]
-            if path.endswith(".npy"):
-                np.testing.assert_array_equal(np.load(path), np.load(other), err_msg=key)
-            elif path.endswith(".h5"):
-                with ImageStack(Path(path)) as a, ImageStack(Path(other)) as b:
-                    assert [a.encoded(i) for i in range(len(a))] == [
-                        b.encoded(i) for i in range(len(b))
-                    ], key
+        assert_same_outputs(entry, spread[video_id])
     # Two runs of two videos each: one in this (the dpl) process, one in a spawned worker.
     instance = dg.DagsterInstance.from_config(str(tmp_path / "spread" / INSTANCE_SUBDIR))
     runs = instance.get_runs()

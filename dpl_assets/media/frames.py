@@ -189,14 +189,22 @@ def resample_frames(frames: Iterator[VideoFrame], fps: float) -> Iterator[VideoF
         index += 1
 
 
+def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """``(width, height)`` px after :func:`fit_max_side`: scaled down (never up) so the
+    longer side is at most ``max_side``; unchanged for ``max_side`` 0."""
+    if max_side <= 0 or max(height, width) <= max_side:
+        return width, height
+    ratio = max_side / max(height, width)
+    return max(1, round(width * ratio)), max(1, round(height * ratio))
+
+
 def fit_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     """Downscale (never upscale) so the longer side is at most ``max_side`` pixels
     (``INTER_AREA``); ``max_side`` 0 keeps the frame as it is."""
     height, width = rgb.shape[:2]
-    if max_side <= 0 or max(height, width) <= max_side:
+    size = fitted_size(width, height, max_side)
+    if size == (width, height):
         return rgb
-    ratio = max_side / max(height, width)
-    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 

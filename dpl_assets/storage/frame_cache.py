@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpl_assets.media.frames import DecodeRecipe, VideoFrame
+from dpl_assets.media.frames import DecodeRecipe, VideoFrame, fitted_size
 from dpl_assets.media.probe import probe_media
 from dpl_assets.outcomes import InputRejected
 
@@ -316,10 +316,7 @@ def estimated_bytes(video: Path, recipe: DecodeRecipe) -> int | None:
     fps = recipe.fps or stream.fps
     if not fps:
         return None
-    width, height = stream.width, stream.height
-    if recipe.max_side and max(width, height) > recipe.max_side:
-        ratio = recipe.max_side / max(width, height)
-        width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
+    width, height = fitted_size(stream.width, stream.height, recipe.max_side)
     return int(stream.duration_s * fps * 1.05) * width * height * 3
 
 
