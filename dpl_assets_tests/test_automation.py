@@ -64,12 +64,20 @@ def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
 
 
 def execute(request: dg.RunRequest, out: Path, instance: dg.DagsterInstance) -> None:
+    """Execute ``request`` as the daemon's run worker does: in an instance of its own, made
+    from ``instance``'s ref and entered while the definitions load and the run executes.
+    (Loading definitions reads the entered instance's defs-state storage, a context
+    variable: outside any entered instance it read a storage whose instance had been
+    collected, twice in CI, "Attempted to resolve undefined DagsterInstance weakref".)"""
     job = dg.define_asset_job("requested", selection=request.asset_selection)
-    result = (
-        build_definitions(out, jobs=[job])
-        .resolve_job_def("requested")
-        .execute_in_process(run_config=request.run_config, tags=request.tags, instance=instance)
-    )
+    with dg.DagsterInstance.from_ref(instance.get_ref()) as run_instance:
+        result = (
+            build_definitions(out, jobs=[job])
+            .resolve_job_def("requested")
+            .execute_in_process(
+                run_config=request.run_config, tags=request.tags, instance=run_instance
+            )
+        )
     assert result.success
 
 
