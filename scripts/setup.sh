@@ -62,16 +62,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing system packages (missing: ${missing[*]})"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -q
-  $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"
+  $sudo apt-get -o Acquire::Retries=5 update -q
+  $sudo apt-get -o Acquire::Retries=5 install -y -q --no-install-recommends "${packages[@]}"
   did+=("system packages")
 fi
+
+# Downloads from package registries break off now and then (CI once failed on a 79 MB wheel
+# cut at 54 MB five times): pip resumes a download up to 20 times, and a failed install is
+# run again twice more (pip keeps what it downloaded in its cache).
+export PIP_RETRIES=${PIP_RETRIES:-10} PIP_RESUME_RETRIES=${PIP_RESUME_RETRIES:-20}
+pip_install() {
+  local attempt
+  for attempt in 1 2 3; do
+    .venv/bin/python -m pip install "$@" && return 0
+    [ "$attempt" -lt 3 ] && echo "setup: pip install failed (attempt $attempt of 3); again in 15 s" >&2 && sleep 15
+  done
+  return 1
+}
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $python"
   "$python" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
+  pip_install -q --upgrade pip
   did+=(.venv)
 fi
 
@@ -117,7 +130,7 @@ EOF
 # before running this script; the project accepts any torch>=2.1 already installed.
 if [[ " $need " == *" torch "* ]]; then
   echo "setup: installing torch 2.13.0 (CPU)"
-  .venv/bin/pip install -q "torch==2.13.0"
+  pip_install -q "torch==2.13.0"
   did+=(torch)
 fi
 if [[ " $need " == *" project "* ]]; then
@@ -125,7 +138,7 @@ if [[ " $need " == *" project "* ]]; then
   rm -f "$stamp"
   # setuptools says "Editable installation. Please be careful with folders ... same name as
   # your package" on every editable install: information, not a problem; keep it quiet.
-  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/pip install -q -e ".[${extras}]"
+  PYTHONWARNINGS="ignore:Editable installation" pip_install -q -e ".[${extras}]"
   echo "$digest:$extras" >"$stamp"
   did+=(project)
 fi
@@ -133,18 +146,18 @@ fi
 # other requirements); --no-deps: see pyproject (scenedetect would pull opencv-python).
 if [[ " $need " == *" silero_vad "* ]]; then
   echo "setup: installing silero-vad 6.2.3 (--no-deps; its weights are in the wheel)"
-  .venv/bin/pip install -q --no-deps "silero-vad==6.2.3"
+  pip_install -q --no-deps "silero-vad==6.2.3"
   did+=(silero-vad)
 fi
 if [[ " $need " == *" scenedetect "* ]]; then
   echo "setup: installing scenedetect 0.7.2 (--no-deps)"
-  .venv/bin/pip install -q --no-deps "scenedetect==0.7.2"
+  pip_install -q --no-deps "scenedetect==0.7.2"
   did+=(scenedetect)
 fi
 # The optional face-alignment backend (tested on stand-in weights); --no-deps: see pyproject.
 if [[ " $need " == *" face_alignment "* ]]; then
   echo "setup: installing face-alignment 1.5.0 (--no-deps)"
-  .venv/bin/pip install -q --no-deps "face-alignment==1.5.0"
+  pip_install -q --no-deps "face-alignment==1.5.0"
   did+=(face-alignment)
 fi
 if [ ${#did[@]} -eq 0 ]; then
