@@ -618,6 +618,47 @@ def test_overlay_draws_the_crop_box_solid_and_the_detector_box_lighter():
     assert (drawn[200:300, 200:300] == 60).all()
 
 
+DASHED_BOXES = [[120.5, 100.5, 360.5, 340.5], [33.3, 47.9, 301.7, 255.2], [-20, -10, 100, 90],
+                [50, 50, 50, 200], [70, 70, 70, 70]]  # fmt: skip
+
+
+@pytest.mark.parametrize("side", [480, 640, 1920])
+@pytest.mark.parametrize("rect", DASHED_BOXES)
+def test_dashed_box_paints_the_pixels_of_its_dashes_drawn_one_by_one(side, rect):
+    """The dashed box, drawn in one call, paints what OpenCV's own line paints for each
+    dash: dashes of max(4, 3 x thickness + 3) px from each side's first corner, gaps of
+    the same length, half the box's thickness; nothing for a side of length 0."""
+    import cv2
+
+    from dpl_assets.visualize.drawing import SHIFT, Style, draw_dashed_box
+
+    style = Style.for_frame(side, side)
+    drawn = np.full((side, side, 3), 60, np.uint8)
+    draw_dashed_box(drawn, np.array(rect, np.float64), (10, 200, 90), style)
+
+    expected = np.full_like(drawn, 60)
+    dash = max(4.0, 3.0 * style.thickness + 3)
+    x1, y1, x2, y2 = rect
+
+    def fixed(x: float, y: float) -> tuple[int, int]:  # pixel k covers [k, k+1)
+        return round((x - 0.5) * 2**SHIFT), round((y - 0.5) * 2**SHIFT)
+
+    for (ax, ay), (bx, by) in [((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)),
+                               ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))]:  # fmt: skip
+        length = float(np.hypot(bx - ax, by - ay))
+        for start in np.arange(0.0, length, 2 * dash):
+            end = min(start + dash, length)
+            f0, f1 = start / length, end / length
+            cv2.line(
+                expected,
+                fixed(ax + (bx - ax) * f0, ay + (by - ay) * f0),
+                fixed(ax + (bx - ax) * f1, ay + (by - ay) * f1),
+                (10, 200, 90), max(1, style.thickness // 2), cv2.LINE_AA, SHIFT,
+            )  # fmt: skip
+    assert (expected != 60).any() == (rect[0] != rect[2] or rect[1] != rect[3])
+    np.testing.assert_array_equal(drawn, expected)
+
+
 def test_overlays_carry_detector_boxes_and_check_their_shape(clip):
     boxes = np.round(clip.boxes[:, :4]).astype(np.int64)
     overlays = Overlays(boxes=boxes, detector_boxes=clip.boxes)
