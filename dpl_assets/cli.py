@@ -28,7 +28,7 @@ from dpl_assets.cluster import CeleryUnavailable, broker_urls
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
 from dpl_assets.graph import GraphError, GraphPlan, load_graph_file, node_reference, plan_graph
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
-from dpl_assets.storage import frame_cache
+from dpl_assets.storage import disk_room, frame_cache
 from dpl_assets.storage.locks import exclusive
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOTHING_PROCESSED = 0, 1, 2, 3
@@ -203,7 +203,10 @@ def command_run(args: argparse.Namespace) -> int:
             uses_gpu = any(spec.needs_gpu for spec in plan.node_of.values())
             workers = args.workers or default_workers(uses_gpu)
             frame_cache.budget_from_env()  # a bad DPL_FRAME_CACHE_MB, before any work
-        except ValueError as error:  # a bad DPL_WORKERS or DPL_FRAME_CACHE_MB
+            disk_room.ensure_room(output_dir)  # a bad DPL_MIN_FREE_MB or a full disk
+        except ValueError as error:  # a bad DPL_WORKERS, DPL_FRAME_CACHE_MB or DPL_MIN_FREE_MB
+            raise GraphError(str(error)) from None
+        except disk_room.NoRoom as error:  # nothing started: the instance not even opened
             raise GraphError(str(error)) from None
         celery = args.executor == "celery"
         if celery:

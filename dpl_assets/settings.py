@@ -20,6 +20,21 @@ def output_dir_from_env() -> Path:
     return Path(os.environ.get("DPL_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)).resolve()
 
 
+def megabytes_from_env(name: str) -> int | None:
+    """Bytes given in MB by the environment variable ``name`` (None when unset or empty).
+    ValueError naming the variable when it is not a whole number >= 0."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        megabytes = int(text)
+        if megabytes < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: give a whole number of MB >= 0") from None
+    return megabytes * 2**20
+
+
 def instance_dir_for(output_dir: Path) -> Path:
     """The Dagster home ``dpl`` uses: ``DAGSTER_HOME`` if set, else under the output dir."""
     home = os.environ.get("DAGSTER_HOME")

@@ -36,6 +36,7 @@ from dpl_assets.media.errors import decode_rejection
 from dpl_assets.memory import release_free_heap
 from dpl_assets.outcomes import InputRejected, Kept, Rejected, Saved
 from dpl_assets.storage.atomic import remove_dead_temps
+from dpl_assets.storage.disk_room import ensure_room, no_room
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.storage.video_io import Reads, StepTools, UpstreamRejected, VideoIO
 
@@ -229,25 +230,36 @@ class VideoStep:
         """Compute one claimed video, resolve its outcome, save it."""
         began = time.perf_counter()
         try:
+            # A full disk fails each video at once, with the folder and the numbers named,
+            # before a library meets it (HDF5 would crash the process: storage.disk_room).
+            ensure_room(self.store.output_dir)
             self.outcomes[video_id] = compute()
         except UpstreamRejected as upstream:
             self.outcomes[video_id] = upstream.rejection
-        except InputRejected as rejection:
-            self._reject(video_id, naming_source(rejection.reason, self._source(video_id)))
         except Exception as error:
-            reason = decode_rejection(error, self._source(video_id))
-            if reason is not None:  # media that does not decode is that video's outcome
-                self._reject(video_id, reason)
-            else:
-                self.failures[video_id] = f"{type(error).__name__}: {error}"
-                if is_transient(error):
-                    self.transient.add(video_id)
-                self.context.log.error(
-                    f"{self.name}: failed on {video_id!r}:\n{traceback.format_exc()}"
-                )
+            self._failed_or_rejected(video_id, error)
         self.compute_s[video_id] = time.perf_counter() - began
         self.progress.done(self.outputs[0], self.outcomes.get(video_id))
         self.finish(video_id)
+
+    def _failed_or_rejected(self, video_id: str, error: Exception) -> None:
+        """Record ``error`` of ``video_id``: a rejection when it says the input is bad (a
+        media decode error, :class:`InputRejected`), else a failure (retried next run).
+        Never a rejection while the disk is full: a decoder's or encoder's output write
+        then fails for want of room, not because of the video."""
+        full = no_room(self.store.output_dir)
+        if full is None:
+            if isinstance(error, InputRejected):
+                self._reject(video_id, naming_source(error.reason, self._source(video_id)))
+                return
+            reason = decode_rejection(error, self._source(video_id))
+            if reason is not None:  # media that does not decode is that video's outcome
+                self._reject(video_id, reason)
+                return
+        self.failures[video_id] = f"NoRoom: {full}" if full else f"{type(error).__name__}: {error}"
+        if full is None and is_transient(error):
+            self.transient.add(video_id)
+        self.context.log.error(f"{self.name}: failed on {video_id!r}:\n{traceback.format_exc()}")
 
     def _reject(self, video_id: str, reason: str) -> None:
         self.outcomes[video_id] = Rejected(reason=reason, origin=self.outputs[0])

@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from dpl_assets.storage.atomic import TEMP_PREFIX, atomic_path, atomic_write_text
+from dpl_assets.storage.disk_room import ensure_room
 from dpl_assets.storage.locks import exclusive
 
 INDEX_NAME = "index.json"
@@ -238,6 +239,9 @@ class DatasetPack:
 
     def _write_shard(self, shard: str, batch: list[tuple[str, Path]]) -> dict[str, VideoEntry]:
         entries: dict[str, VideoEntry] = {}
+        # A shard copies its videos' files: HDF5 does not survive a full disk
+        # (dpl_assets.storage.disk_room), so the room for them is checked first.
+        ensure_room(self.root, sum(Path(path).stat().st_size for _, path in batch))
         with atomic_path(self.root / shard) as temp, h5py.File(temp, "w") as out:
             out.attrs.update({"format": PACK_FORMAT, "version": PACK_FORMAT_VERSION})
             videos = out.create_group(VIDEOS_GROUP)
@@ -266,6 +270,7 @@ class DatasetPack:
         atomic_write_text(self.index_path, json.dumps(index, indent=1, ensure_ascii=False))
 
     def _write_links(self) -> None:
+        ensure_room(self.links_path)
         with atomic_path(self.links_path) as temp, h5py.File(temp, "w") as out:
             out.attrs.update({"format": PACK_FORMAT + "-links", "version": PACK_FORMAT_VERSION})
             videos = out.create_group(VIDEOS_GROUP)

@@ -51,6 +51,7 @@ from dpl_assets.packing.resample import (
     resample_to_frames,
 )
 from dpl_assets.storage.atomic import atomic_path
+from dpl_assets.storage.disk_room import ensure_room
 from dpl_assets.storage.image_codec import IMAGE_FORMATS
 from dpl_assets.storage.image_stack import nominal_fps
 
@@ -162,6 +163,13 @@ def pack_video(
     audio_times = times + options.audio_offset_s  # where each frame's audio is heard
     with_audio = frames_audio_mask(audio_times, audio, audio_samples, audio_gaps) if audio else None
 
+    # About the file's size (images copied, arrays at most their size): HDF5 does not
+    # survive a full disk (dpl_assets.storage.disk_room), so the room is checked first.
+    stack_bytes = sum(Path(stack).stat().st_size for stack in image_stacks.values())
+    array_bytes = sum(
+        np.asarray(value).nbytes for value in (*frame_arrays.values(), *audio.values())
+    )
+    ensure_room(path, stack_bytes + array_bytes)
     with contextlib.ExitStack() as sources:
         readers = _open_stacks(sources, image_stacks, count)
         with atomic_path(Path(path)) as temp, h5py.File(temp, "w") as out:

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from dpl_assets.storage.atomic import atomic_path
+from dpl_assets.storage.disk_room import ensure_room
 from dpl_assets.storage.image_codec import IMAGE_FORMATS, decode_image, encode_image
 from dpl_assets.storage.vlen_images import VlenImageReader, VlenImageWriter
 
@@ -77,6 +78,7 @@ class ImageStackWriter:
         self.attrs: dict[str, Any] = {}  # extra file attributes, written on success
 
     def __enter__(self) -> ImageStackWriter:
+        ensure_room(self.path)  # frames are checked per block as they are written
         temp = self._stack.enter_context(atomic_path(self.path))
         self._file = self._stack.enter_context(h5py.File(temp, "w"))
         self._images = VlenImageWriter(self._file, self.key)
