@@ -7,6 +7,7 @@ which videos exist, which changed (their outputs are discarded: never stale), an
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -67,14 +68,21 @@ def pending_ranges(
 ) -> list[tuple[str, str]]:
     """Partition ranges covering exactly the pending ids, each at most ``chunk_size`` long
     and at most an even share of them per ``parallel`` run (so runs started together each
-    get some: 12 videos and 2 parallel runs make two ranges of 6, not one of 12).
+    get some: 12 videos and 2 parallel runs make two ranges of 6, not one of 12). The
+    number of ranges is a multiple of ``parallel`` and their lengths even, so the parallel
+    runs end together: 36 videos at most 11 a run over 2 are 4 ranges of 9, not 11, 11,
+    11 and 3 (one process doing 22 while the other does 14).
 
     Ranges are runs of consecutive pending ids in the instance's partition order, so no
     done video is ever inside a range.
     """
     wanted = set(pending)
-    share = -(-len(wanted) // max(1, parallel))  # ceil
-    chunk_size = max(1, min(chunk_size, share))
+    if not wanted:
+        return []
+    parallel = max(1, parallel)
+    chunk_size = max(1, min(chunk_size, math.ceil(len(wanted) / parallel)))
+    runs = math.ceil(math.ceil(len(wanted) / chunk_size) / parallel) * parallel
+    chunk_size = math.ceil(len(wanted) / runs)
     ranges: list[tuple[str, str]] = []
     current: list[str] = []
     for video_id in ordered_ids:

@@ -49,6 +49,7 @@ from dpl_assets.run_pool import (
     run_all,
     run_config_for,
 )
+from dpl_assets.storage import frame_cache
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.temp_sweep import sweep_dead_temps
 
@@ -216,8 +217,14 @@ def run_plan(
         )
         # the partitions' order is needed only to cut the pending videos into ranges
         ordered = listed if listed is not None else _partitions(instance) if pending else []
-        ranges = pending_ranges(ordered, pending, chunk_size, workers) if per_video else []
+        fit = frames_fit(plan, per_video, store, ordered, pending, celery)
+        ranges = (
+            pending_ranges(ordered, pending, min(chunk_size, fit), workers) if per_video else []
+        )
+        fitted = fit < min(chunk_size, -(-len(pending) // max(1, workers)))
         progress(_plan_line(registration, pending, ranges, assets, workers)
+                 + (f"; at most {fit} videos a run, so their decoded frames fit "
+                    f"{frame_cache.CACHE_MB_ENV}" if fitted else "")
                  + ("; steps on Celery workers" if celery else ""))  # fmt: skip
         run_config = {
             **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),
@@ -358,6 +365,64 @@ def execute_on_celery(
             tags={**run.tags, LAUNCHED_BY_TAG: "dpl run (celery)"},
         ) as result:
             return RunEnded(run, result.run_id, result.success)
+
+
+def frames_fit(
+    plan: GraphPlan,
+    per_video: list[str],
+    store: ArtifactStore,
+    ordered: list[str],
+    pending: set[str],
+    celery: bool = False,
+) -> int:
+    """The most videos a run may hold so that all the frames its ``images`` step keeps
+    for the steps after it (:mod:`dpl_assets.storage.frame_cache`) fit the per-process
+    budget: a run's later steps read every video's frames only after the step before
+    has done all its videos, so frames of a run too large for the budget are decoded again
+    for most of its videos (measured: 36 clips of 8 s 640x480 in 2 runs kept 11 of 18 a
+    run). From the header of the first pending video (``frame_cache.estimated_bytes``:
+    duration x rate x fitted size), as the videos of a dataset are mostly alike. No limit
+    (a very large number) when nothing is kept: no ``images`` step or no step reading it,
+    steps elsewhere than the run's process, keeping off, or a video that alone does not
+    fit (it is then not kept at all)."""
+    from dpl_assets.assets.dependencies import configured_inputs
+    from dpl_assets.assets.video_step import steps_share_the_run_process
+    from dpl_assets.media.frames import DecodeRecipe
+
+    unlimited = sys.maxsize
+    readers = [
+        asset
+        for asset in per_video
+        if asset != "images"
+        and (spec := plan.node_of.get(asset)) is not None
+        and "images"
+        in (
+            *spec.inputs,
+            *spec.optional_inputs,
+            *configured_inputs(spec, plan.full_config.get(asset, {})),
+        )
+    ]
+    if "images" not in per_video or not readers or celery:
+        return unlimited
+    if not steps_share_the_run_process(plan.run_config()):
+        return unlimited
+    try:
+        budget = frame_cache.budget_from_env()
+    except ValueError:  # dpl run refused it already; elsewhere keeping is off
+        return unlimited
+    first = next((video_id for video_id in ordered if video_id in pending), None)
+    if not budget or first is None:
+        return unlimited
+    images = plan.full_config.get("images", {})
+    recipe = DecodeRecipe(fps=images.get("fps"), max_side=int(images.get("max_side") or 0))
+    try:
+        source = Path(store.catalog.entry(first).primary_source)
+    except KeyError:
+        return unlimited
+    each = frame_cache.estimated_bytes(source, recipe)
+    if not each or each > budget:
+        return unlimited
+    return max(1, budget // each)
 
 
 def _plan_line(

@@ -20,7 +20,7 @@ def output_dir_from_env() -> Path:
     return Path(os.environ.get("DPL_OUTPUT_DIR", DEFAULT_OUTPUT_DIR)).resolve()
 
 
-def megabytes_from_env(name: str) -> int | None:
+def bytes_from_mb_env(name: str) -> int | None:
     """Bytes given in MB by the environment variable ``name`` (None when unset or empty).
     ValueError naming the variable when it is not a whole number >= 0."""
     text = os.environ.get(name, "").strip()

@@ -12,6 +12,9 @@ from dpl_assets_tests.media_factory import SampleMedia
 # asks for workers: the tests of nodes count model loads and runs in that process.
 # dpl_assets_tests/test_run_pool.py tests the worker processes.
 os.environ.setdefault("DPL_WORKERS", "1")
+# The free space dpl keeps (dpl_assets/storage/disk_room.py; 512 MB for users): the tests
+# write little, and a CI machine's small temp disk must not fail them all.
+os.environ.setdefault("DPL_MIN_FREE_MB", "64")
 
 
 @pytest.fixture(scope="session")

@@ -61,13 +61,14 @@ def test_room_is_asked_of_the_nearest_existing_folder_and_refused_below_the_rese
     tmp_path, monkeypatch
 ):
     free = free_bytes(tmp_path)
-    monkeypatch.setenv(MIN_FREE_ENV, "0")
+    monkeypatch.setenv(MIN_FREE_ENV, "1")
     ensure_room(tmp_path / "not" / "made" / "yet.h5")  # nothing needed: room enough
     with pytest.raises(NoRoom) as refused:
         ensure_room(tmp_path / "not" / "made" / "yet.h5", free + 1024 * MB)
     error = refused.value
     assert error.errno == errno.ENOSPC and isinstance(error, OSError)
     assert error.folder == tmp_path  # the nearest folder that exists, not the file
+    assert f"this write needs {(free + 1024 * MB) / MB:.1f} MB" in str(error)
     assert abs(error.free - free) < 64 * MB  # the same file system, read independently
     assert str(tmp_path) in str(error) and "this write needs" in str(error)
 
@@ -103,11 +104,51 @@ def test_a_frame_stack_is_refused_before_hdf5_writes_and_the_old_one_is_kept(tmp
 def test_packed_image_datasets_are_refused_before_hdf5_writes(tmp_path, no_room, layout):
     import h5py
 
-    with h5py.File(tmp_path / "pack.h5", "w", driver="core", backing_store=False) as out:
+    with h5py.File(tmp_path / "pack.h5", "w") as out:
         writer = ImageDatasetWriter(out, "crops", layout=layout, frame_shape=(48, 64, 3))
         with pytest.raises(NoRoom):
             for rgb in frames(100):
                 writer.append(rgb)
+        assert out["crops"].shape[0] == 0  # refused before the first frame reached HDF5
+    # Files that never reach a disk are not asked about it.
+    with h5py.File(tmp_path / "memory.h5", "w", driver="core", backing_store=False) as out:
+        with ImageDatasetWriter(out, "crops", layout=layout, frame_shape=(48, 64, 3)) as writer:
+            for rgb in frames(100):
+                writer.append(rgb)
+        assert writer.count == 100
+
+
+def test_a_reserve_of_0_checks_nothing_and_no_room_crosses_processes(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.setenv(MIN_FREE_ENV, "0")
+    ensure_room(tmp_path, free_bytes(tmp_path) + 1024 * MB)  # not checked: no NoRoom
+    error = NoRoom(tmp_path, 5 * MB, 3 * MB, 512 * MB)
+    again = pickle.loads(pickle.dumps(error))
+    assert isinstance(again, NoRoom) and str(again) == str(error)
+    assert (again.folder, again.free, again.need, again.errno) == (tmp_path, 5 * MB, 3 * MB, 28)
+
+
+def test_a_dataset_shard_is_refused_before_it_is_written(tmp_path, monkeypatch):
+    from dpl_assets.packing.dataset_pack import DatasetPack
+
+    monkeypatch.setenv(MIN_FREE_ENV, "0")
+    times = np.arange(4) / 25
+    packed = {}
+    for name in ("a", "b"):
+        packed[name] = tmp_path / f"{name}.h5"
+        pack_video(
+            packed[name], video_id=name, frame_times=times, image_stacks={},
+            arrays={"volume": np.zeros(4, np.float32)}, audio_features={}, options=PackOptions(),
+        )  # fmt: skip
+    pack = DatasetPack(tmp_path / "pack")
+    pack.append({"a": packed["a"]})
+    before = sorted(p.name for p in (tmp_path / "pack").iterdir())
+    monkeypatch.setenv(MIN_FREE_ENV, str(free_bytes(tmp_path) // MB + 1024))
+    with pytest.raises(NoRoom):
+        pack.append({"b": packed["b"]})
+    assert sorted(p.name for p in (tmp_path / "pack").iterdir()) == before  # no shard, no temp
+    assert DatasetPack(tmp_path / "pack").videos() == ["a"]
 
 
 def test_a_training_file_is_refused_before_it_is_made(tmp_path, no_room):
@@ -153,7 +194,7 @@ def small_disk(tmp_path) -> Iterator[Path]:
     try:
         yield where
     finally:
-        subprocess.run(["umount", str(where)], check=False)
+        subprocess.run(["umount", "-l", str(where)], check=False)  # lazy: never left busy
 
 
 def test_a_disk_that_fills_during_a_run_fails_its_videos_without_a_crash(tmp_path, small_disk):
@@ -202,5 +243,6 @@ def test_an_input_error_on_a_full_disk_is_a_failure_not_a_rejection(tmp_path, mo
     assert store.rejection("test_rows", "a") is None
     failure = store.failure("test_rows", "a") or ""
     assert failure.startswith("NoRoom: ") and MIN_FREE_ENV in failure
+    assert "(met FFmpegError: ffmpeg: error writing a.mp4" in failure  # the cause is kept
     rejected = store.rejection("test_rows", "b")
     assert rejected is not None and "audio does not decode" in rejected.reason

@@ -3,6 +3,7 @@ is kept reads back as PyAV decodes it, a changed file or another recipe is never
 bounds and failures keep nothing, and a run's later steps read the frames its ``images``
 step kept, with the same outputs as decoding again."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -383,3 +384,42 @@ def test_a_video_whose_header_says_it_will_not_fit_is_not_started(shm, clip):
         for frame in recipe.frames(clip):
             writer.add(frame)
     assert roomy.frames(clip, recipe, "run-1") is not None
+
+
+def test_runs_hold_no_more_videos_than_their_kept_frames_fit(tmp_path, shm, monkeypatch, capsys):
+    """A run's later steps read its videos' frames only after its images step did them
+    all: ``dpl run`` sizes runs so every video's frames fit the budget (from the first
+    video's header), and does not when nothing is kept or one video alone does not fit."""
+    import dagster as dg
+
+    from dpl_assets import cli
+    from dpl_assets.settings import instance_dir_for
+
+    videos = tmp_path / "videos"
+    for index in range(5):  # 1 s at 25 fps, 160x120: 26 x 57,600 B = 1.5 MB with the 5 %
+        media.make_video_only(videos / f"v{index}.mp4", seconds=1.0)
+    frames_of_one = int(1.0 * 25 * 1.05) * 160 * 120 * 3
+    graph = [{"name": "VideoToImagesNode"}, {"name": "SceneCutNode"}]  # scenes read frames
+    (tmp_path / "graph.json").write_text(json.dumps(graph))
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": str(videos)}))
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(shm))
+
+    def runs_of(budget_bytes: int, out: str, node_graph: list) -> int:
+        monkeypatch.setenv(frame_cache.CACHE_MB_ENV, str(budget_bytes // 2**20))
+        (tmp_path / f"{out}.json").write_text(json.dumps(node_graph))
+        code = cli.main(["run", "--graph", str(tmp_path / f"{out}.json"), "--inputs",
+                         str(tmp_path / "inputs.json"), "--output_dir", str(tmp_path / out),
+                         "--workers", "1"])  # fmt: skip
+        assert code == 0
+        with dg.DagsterInstance.from_config(str(instance_dir_for(tmp_path / out))) as instance:
+            return len(instance.get_runs())
+
+    three = 3 * frames_of_one + 2**20  # room for 3 videos (MB rounding down: + 1 MB)
+    assert runs_of(three, "fit3", graph) == 2  # 5 videos, at most 3 a run
+    said = capsys.readouterr().err
+    assert f"at most {three // frames_of_one} videos a run" in said and "in 2 run(s)" in said
+    assert runs_of(0, "off", graph) == 1  # keeping off: one run
+    assert runs_of(three, "alone", graph[:1]) == 1  # nothing reads the frames: one run
+    assert runs_of(2**20, "toobig", graph) == 1  # one video does not fit: not kept, one run
+    assert "videos a run" not in capsys.readouterr().err

@@ -162,9 +162,14 @@ def test_ranges_give_every_parallel_run_a_share():
     ordered = [f"v{i:02d}" for i in range(12)]
     assert pending_ranges(ordered, ordered, 50) == [("v00", "v11")]
     assert pending_ranges(ordered, ordered, 50, parallel=2) == [("v00", "v05"), ("v06", "v11")]
+    # At most 4 a run over 2 processes: 4 runs of 3 (2 each), not 4 + 4 + 4 (8 and 4).
     assert pending_ranges(ordered, ordered, 4, parallel=2) == [
-        ("v00", "v03"), ("v04", "v07"), ("v08", "v11"),
+        ("v00", "v02"), ("v03", "v05"), ("v06", "v08"), ("v09", "v11"),
     ]  # fmt: skip
+    assert pending_ranges(ordered, ordered, 5) == [("v00", "v03"), ("v04", "v07"), ("v08", "v11")]
+    many = [f"v{i:02d}" for i in range(36)]
+    lengths = [int(b[1:]) - int(a[1:]) + 1 for a, b in pending_ranges(many, many, 11, parallel=2)]
+    assert lengths == [9, 9, 9, 9]
     # A done video splits a range; never more parallel runs than pending videos.
     assert pending_ranges(ordered, ["v00", "v01", "v03"], 50, parallel=4) == [
         ("v00", "v00"), ("v01", "v01"), ("v03", "v03"),

@@ -245,8 +245,9 @@ class VideoStep:
     def _failed_or_rejected(self, video_id: str, error: Exception) -> None:
         """Record ``error`` of ``video_id``: a rejection when it says the input is bad (a
         media decode error, :class:`InputRejected`), else a failure (retried next run).
-        Never a rejection while the disk is full: a decoder's or encoder's output write
-        then fails for want of room, not because of the video."""
+        Never a rejection while the disk is under its reserve (``disk_room``): a decoder's
+        or an encoder's output write may then have failed for want of room, not because
+        of the video, and a failure is only computed again."""
         full = no_room(self.store.output_dir)
         if full is None:
             if isinstance(error, InputRejected):
@@ -256,7 +257,8 @@ class VideoStep:
             if reason is not None:  # media that does not decode is that video's outcome
                 self._reject(video_id, reason)
                 return
-        self.failures[video_id] = f"NoRoom: {full}" if full else f"{type(error).__name__}: {error}"
+        met = f"{type(error).__name__}: {error}"
+        self.failures[video_id] = met if full is None else f"NoRoom: {full} (met {met})"
         if full is None and is_transient(error):
             self.transient.add(video_id)
         self.context.log.error(f"{self.name}: failed on {video_id!r}:\n{traceback.format_exc()}")

@@ -39,7 +39,7 @@ import numpy as np
 from h5py import h5z
 from PIL import Image
 
-from dpl_assets.storage.disk_room import ensure_room
+from dpl_assets.storage.disk_room import ensure_room_in
 from dpl_assets.storage.image_codec import JPEG_MAGIC, decode_to_shape, encode_image
 from dpl_assets.storage.vlen_images import GROW_BY, READ_BLOCK
 
@@ -115,13 +115,15 @@ class Filter32019Writer:
         """Store one JPEG of the dataset's frame shape as the next frame's chunk."""
         dset = self.dataset
         if self._count == self._capacity:
+            # HDF5 does not survive a full disk: room for the next GROW_BY frames like this
+            # one is checked (dpl_assets.storage.disk_room), once per GROW_BY frames.
+            ensure_room_in(dset.file, GROW_BY * len(data))
             self._capacity += GROW_BY
             dset.resize(self._capacity, axis=0)
         try:
             check_jpeg_chunk(data, self.frame_shape)
         except ValueError as error:
             raise ValueError(f"{self.name} frame {self._count}: {error}") from None
-        ensure_room(dset.file.filename, len(data))  # HDF5 does not survive a full disk
         dset.id.write_direct_chunk((self._count, *self._zeros), data)
         self._count += 1
 

@@ -12,8 +12,10 @@ under temp names and renamed only once complete.
 
 The reserve, ``DPL_MIN_FREE_MB`` (MB, default :data:`DEFAULT_MIN_FREE_MB`), is room for what
 is written after the last check: HDF5's metadata on close, Dagster's event log, the
-catalog and the report. Another process filling the disk between a check and the write
-can still beat it; the check is a statvfs call (microseconds), made per block of frames.
+catalog and the report. ``DPL_MIN_FREE_MB=0`` turns the checks off, for file systems that
+do not report their free space (some network and FUSE mounts say 0). Another process
+filling the disk between a check and the write can still beat it; a check is a statvfs
+call (microseconds locally, a round trip on NFS), made per block of frames.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import errno
 import shutil
 from pathlib import Path
 
-from dpl_assets.settings import megabytes_from_env
+import h5py
+
+from dpl_assets.settings import bytes_from_mb_env
 
 MIN_FREE_ENV = "DPL_MIN_FREE_MB"
 DEFAULT_MIN_FREE_MB = 512
@@ -34,7 +38,7 @@ class NoRoom(OSError):
     free space than the reserve. ``free`` and ``need`` are bytes."""
 
     def __init__(self, folder: Path, free: int, need: int, reserve: int):
-        needing = f"; this write needs {need / _MB:.0f} MB" if need else ""
+        needing = f"; this write needs {need / _MB:.1f} MB" if need >= _MB // 10 else ""
         message = (
             f"{folder}: {free / _MB:.0f} MB free on its file system, under the "
             f"{reserve / _MB:.0f} MB dpl keeps free ({MIN_FREE_ENV}){needing}: free some "
@@ -46,26 +50,43 @@ class NoRoom(OSError):
     def __str__(self) -> str:
         return str(self.strerror)
 
+    def __reduce__(self) -> tuple:  # crosses process boundaries (workers, Celery) intact
+        return (type(self), (self.folder, self.free, self.need, self.reserve))
+
 
 def reserve_bytes() -> int:
     """Bytes kept free: ``DPL_MIN_FREE_MB`` x 2**20, else :data:`DEFAULT_MIN_FREE_MB` MB.
     ValueError naming the variable when it is not a whole number >= 0 (``dpl run`` checks
     it before any work)."""
-    given = megabytes_from_env(MIN_FREE_ENV)
+    given = bytes_from_mb_env(MIN_FREE_ENV)
     return DEFAULT_MIN_FREE_MB * _MB if given is None else given
 
 
 def ensure_room(path: Path | str, need_bytes: int = 0) -> None:
     """Raise :class:`NoRoom` unless the file system holding ``path`` (a file or folder,
     existing or about to be made: its nearest existing folder is asked, and named) has
-    ``need_bytes`` + the reserve free. ValueError for a bad ``DPL_MIN_FREE_MB``."""
+    ``need_bytes`` + the reserve free; nothing is checked with a reserve of 0. ValueError
+    for a bad ``DPL_MIN_FREE_MB``."""
     reserve = reserve_bytes()
+    if reserve == 0:
+        return
     folder = Path(path).absolute()
     while not folder.is_dir() and folder != folder.parent:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     if free < need_bytes + reserve:
         raise NoRoom(folder, free, need_bytes, reserve)
+
+
+def ensure_room_in(file: h5py.File, need_bytes: int = 0) -> None:
+    """:func:`ensure_room` for an open HDF5 ``file`` about to grow by ``need_bytes``; files
+    that never reach a disk (a Python file object, the core driver without a backing
+    store) are not checked."""
+    if file.driver == "fileobj":
+        return
+    if file.driver == "core" and not file.id.get_access_plist().get_fapl_core()[1]:
+        return
+    ensure_room(file.filename, need_bytes)
 
 
 def no_room(path: Path | str) -> NoRoom | None:

@@ -53,7 +53,7 @@ import numpy as np
 from dpl_assets.media.frames import DecodeRecipe, VideoFrame, fitted_size
 from dpl_assets.media.probe import probe_media
 from dpl_assets.outcomes import InputRejected
-from dpl_assets.settings import megabytes_from_env
+from dpl_assets.settings import bytes_from_mb_env
 
 CACHE_DIR_ENV = "DPL_FRAME_CACHE_DIR"
 CACHE_MB_ENV = "DPL_FRAME_CACHE_MB"
@@ -382,7 +382,7 @@ def budget_from_env() -> int:
     """The per-process budget in bytes: ``DPL_FRAME_CACHE_MB`` (MB), else
     :func:`default_budget_bytes`. ValueError naming the variable when it is not a whole
     number >= 0 (``dpl run`` checks it before any work)."""
-    given = megabytes_from_env(CACHE_MB_ENV)
+    given = bytes_from_mb_env(CACHE_MB_ENV)
     return default_budget_bytes() if given is None else given
 
 

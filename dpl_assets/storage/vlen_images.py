@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
-from dpl_assets.storage.disk_room import ensure_room
+from dpl_assets.storage.disk_room import ensure_room_in
 from dpl_assets.storage.image_codec import EncodedImage, decode_image, decode_to_shape
 
 VLEN_CHUNK = 64  # entries per HDF5 chunk, and per write: h5py costs ~0.2 ms per call
@@ -62,7 +62,7 @@ class VlenImageWriter:
         if not self._pending:
             return
         # HDF5 does not survive a full disk (dpl_assets.storage.disk_room): refuse first.
-        ensure_room(self.dataset.file.filename, sum(entry.size for entry in self._pending))
+        ensure_room_in(self.dataset.file, sum(entry.size for entry in self._pending))
         self.dataset.resize((self._count,))  # one resize per block written
         first = self._count - len(self._pending)
         # h5py turns entries of one length into a 2-D block whatever container holds them,
