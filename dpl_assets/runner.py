@@ -223,8 +223,8 @@ def run_plan(
         )
         fitted = fit < min(chunk_size, -(-len(pending) // max(1, workers)))
         progress(_plan_line(registration, pending, ranges, assets, workers)
-                 + (f"; at most {fit} videos a run, so their decoded frames fit "
-                    f"{frame_cache.CACHE_MB_ENV}" if fitted else "")
+                 + (f"; at most {fit} {'video' if fit == 1 else 'videos'} a run, so their "
+                    f"decoded frames fit {frame_cache.CACHE_MB_ENV}" if fitted else "")
                  + ("; steps on Celery workers" if celery else ""))  # fmt: skip
         run_config = {
             **plan.run_config(lambda asset: defs.get_assets_def(asset).node_def.name),

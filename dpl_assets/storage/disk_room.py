@@ -38,11 +38,13 @@ class NoRoom(OSError):
     free space than the reserve. ``free`` and ``need`` are bytes."""
 
     def __init__(self, folder: Path, free: int, need: int, reserve: int):
-        needing = f"; this write needs {need / _MB:.1f} MB" if need >= _MB // 10 else ""
+        keeps = f"dpl keeps {reserve / _MB:.0f} MB free ({MIN_FREE_ENV})"
+        needs = f"this write needs {need / _MB:.1f} MB and " if need >= _MB // 10 else ""
+        short = needs + keeps
         message = (
-            f"{folder}: {free / _MB:.0f} MB free on its file system, under the "
-            f"{reserve / _MB:.0f} MB dpl keeps free ({MIN_FREE_ENV}){needing}: free some "
-            "space and run again (what was saved is kept)"
+            f"{folder}: {free / _MB:.0f} MB free on its file system; {short}: free some "
+            f"space, or lower {MIN_FREE_ENV} (0 turns the check off), and run again (what "
+            "was saved is kept)"
         )
         super().__init__(errno.ENOSPC, message)
         self.folder, self.free, self.need, self.reserve = folder, free, need, reserve
