@@ -22,7 +22,7 @@ from dpl_assets import partition_stamp, threads
 from dpl_assets.assets import DATASET_LEVEL_ASSETS, producers_of
 from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.catalog import Registration
-from dpl_assets.datatypes import StorageFormat, get_datatype
+from dpl_assets.datatypes import FRAME_REFERENCE, StorageFormat, get_datatype
 from dpl_assets.definitions import build_definitions, plan_packed
 from dpl_assets.discovery import InputRoots
 from dpl_assets.graph import GraphError, GraphPlan, plan_graph
@@ -393,16 +393,16 @@ def frames_fit(
     readers = [
         asset
         for asset in per_video
-        if asset != "images"
+        if asset != FRAME_REFERENCE
         and (spec := plan.node_of.get(asset)) is not None
-        and "images"
+        and FRAME_REFERENCE
         in (
             *spec.inputs,
             *spec.optional_inputs,
             *configured_inputs(spec, plan.full_config.get(asset, {})),
         )
     ]
-    if "images" not in per_video or not readers or celery:
+    if FRAME_REFERENCE not in per_video or not readers or celery:
         return unlimited
     if not steps_share_the_run_process(plan.run_config()):
         return unlimited
@@ -413,7 +413,7 @@ def frames_fit(
     first = next((video_id for video_id in ordered if video_id in pending), None)
     if not budget or first is None:
         return unlimited
-    images = plan.full_config.get("images", {})
+    images = plan.full_config.get(FRAME_REFERENCE, {})
     recipe = DecodeRecipe(fps=images.get("fps"), max_side=int(images.get("max_side") or 0))
     try:
         source = Path(store.catalog.entry(first).primary_source)
