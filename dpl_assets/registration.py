@@ -63,6 +63,17 @@ def _names(folder: Path) -> list[str]:
         return []
 
 
+def run_length(count: int, chunk_size: int, parallel: int = 1) -> int:
+    """The length of the ranges :func:`pending_ranges` cuts ``count`` consecutive pending
+    videos into (see there); 0 for none."""
+    if count <= 0:
+        return 0
+    parallel = max(1, parallel)
+    chunk_size = max(1, min(chunk_size, math.ceil(count / parallel)))
+    runs = math.ceil(math.ceil(count / chunk_size) / parallel) * parallel
+    return math.ceil(count / runs)
+
+
 def pending_ranges(
     ordered_ids: Sequence[str], pending: Iterable[str], chunk_size: int, parallel: int = 1
 ) -> list[tuple[str, str]]:
@@ -79,10 +90,7 @@ def pending_ranges(
     wanted = set(pending)
     if not wanted:
         return []
-    parallel = max(1, parallel)
-    chunk_size = max(1, min(chunk_size, math.ceil(len(wanted) / parallel)))
-    runs = math.ceil(math.ceil(len(wanted) / chunk_size) / parallel) * parallel
-    chunk_size = math.ceil(len(wanted) / runs)
+    chunk_size = run_length(len(wanted), chunk_size, parallel)
     ranges: list[tuple[str, str]] = []
     current: list[str] = []
     for video_id in ordered_ids:

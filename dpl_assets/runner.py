@@ -34,7 +34,7 @@ from dpl_assets.partitions import (
     add_video_partitions,
 )
 from dpl_assets.pending_index import pending_videos_cached
-from dpl_assets.registration import pending_ranges, sync_videos
+from dpl_assets.registration import pending_ranges, run_length, sync_videos
 from dpl_assets.report import VideoReport
 from dpl_assets.report_cache import ReportCache
 from dpl_assets.run_pool import (
@@ -221,7 +221,9 @@ def run_plan(
         ranges = (
             pending_ranges(ordered, pending, min(chunk_size, fit), workers) if per_video else []
         )
-        fitted = fit < min(chunk_size, -(-len(pending) // max(1, workers)))
+        fitted = run_length(len(pending), min(chunk_size, fit), workers) < run_length(
+            len(pending), chunk_size, workers
+        )
         progress(_plan_line(registration, pending, ranges, assets, workers)
                  + (f"; at most {fit} {'video' if fit == 1 else 'videos'} a run, so their "
                     f"decoded frames fit {frame_cache.CACHE_MB_ENV}" if fitted else "")
@@ -385,7 +387,7 @@ def frames_fit(
     (a very large number) when nothing is kept: no ``images`` step or no step reading it,
     steps elsewhere than the run's process, keeping off, or a video that alone does not
     fit (it is then not kept at all)."""
-    from dpl_assets.assets.dependencies import configured_inputs
+    from dpl_assets.assets.dependencies import declared_inputs
     from dpl_assets.assets.video_step import steps_share_the_run_process
     from dpl_assets.media.frames import DecodeRecipe
 
@@ -395,12 +397,7 @@ def frames_fit(
         for asset in per_video
         if asset != FRAME_REFERENCE
         and (spec := plan.node_of.get(asset)) is not None
-        and FRAME_REFERENCE
-        in (
-            *spec.inputs,
-            *spec.optional_inputs,
-            *configured_inputs(spec, plan.full_config.get(asset, {})),
-        )
+        and FRAME_REFERENCE in declared_inputs(spec, plan.full_config.get(asset, {}))
     ]
     if FRAME_REFERENCE not in per_video or not readers or celery:
         return unlimited

@@ -21,6 +21,12 @@ def configured_inputs(spec: NodeSpec, config: Mapping[str, Any]) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
+def declared_inputs(spec: NodeSpec, config: Mapping[str, Any]) -> frozenset[str]:
+    """Every datatype ``spec`` may read for a video, given its full config: its inputs,
+    optional inputs, and the datatypes the config names (a packer's ``datatypes``)."""
+    return frozenset([*spec.inputs, *spec.optional_inputs, *configured_inputs(spec, config)])
+
+
 def required_inputs(spec: NodeSpec, config: Mapping[str, Any]) -> list[str]:
     """The datatypes the node ``spec`` cannot run without, given its full config."""
     if spec.configured_inputs:

@@ -27,7 +27,7 @@ from dpl_assets.assets.batch import (
     per_video_multi_asset,
     run_videos_multi,
 )
-from dpl_assets.assets.dependencies import configured_inputs
+from dpl_assets.assets.dependencies import configured_inputs, declared_inputs
 from dpl_assets.assets.step_log import announce_files, output_name
 from dpl_assets.datatypes import StorageFormat, get_datatype
 from dpl_assets.executors import step_tags
@@ -164,8 +164,7 @@ def check_required_params(spec: NodeSpec, config: Any) -> None:
 def declared_reads(spec: NodeSpec, config: Any) -> Reads:
     """What ``spec`` may read for a video: its inputs, optional inputs, and the datatypes
     its config names (a packer's ``datatypes``)."""
-    named = configured_inputs(spec, config.model_dump())
-    return Reads(spec.name, frozenset([*spec.inputs, *spec.optional_inputs, *named]))
+    return Reads(spec.name, declared_inputs(spec, config.model_dump()))
 
 
 def _tools(spec: NodeSpec, config: Any, torch_device: TorchDevice) -> StepTools:
