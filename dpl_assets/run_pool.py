@@ -16,6 +16,11 @@ instance and registers the videos: their start-up (Dagster, the libraries of the
 models, several seconds) overlaps that instead of following it; each builds the
 definitions on its first run; when nothing turns out to be pending they are stopped
 unused. They end without the interpreter's teardown (:mod:`dpl_assets.fast_exit`).
+
+When the ``dpl`` process is killed, each worker marks the run it holds failed and ends
+within a second (:func:`dpl_assets.processes.exit_with_parent`); the runs the ``dpl``
+process held itself are marked failed by the next ``dpl run``
+(:func:`fail_runs_of_ended_processes`).
 """
 
 from __future__ import annotations
@@ -35,12 +40,14 @@ from typing import Any
 
 import dagster as dg
 
-from dpl_assets import fast_exit, threads
+from dpl_assets import fast_exit, processes, threads
 from dpl_assets.storage import frame_cache
 
 LAUNCHED_BY_TAG = "dpl/launched_by"
 SESSION_TAG = "dpl/session"
-"""Run tags: who launched the run, and which ``dpl run`` (one id per invocation)."""
+PROCESS_TAG = "dpl/process"
+"""Run tags: who launched the run, which ``dpl run`` (one id per invocation), and the
+process that executes it (:func:`~dpl_assets.processes.host_process_tag`)."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +81,17 @@ def run_config_for(run_config: dict, assets: list[str], defs: dg.Definitions) ->
 def execute(
     defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict, run: RangeRun
 ) -> RunEnded:
-    """Execute ``run`` in this process on ``instance``; failures are in the result."""
+    """Execute ``run`` in this process on ``instance``; failures are in the result. The
+    run is tagged with this process (:data:`PROCESS_TAG`), so a run left "started" by a
+    process that was killed can be told from one still going
+    (:func:`fail_runs_of_ended_processes`)."""
+    me = processes.host_process_tag()
     try:
         result = defs.resolve_job_def(run.job).execute_in_process(
             run_config=run_config_for(run_config, run.assets, defs),
             instance=instance,
             raise_on_error=False,
-            tags={**run.tags, LAUNCHED_BY_TAG: "dpl run"},
+            tags={**run.tags, LAUNCHED_BY_TAG: "dpl run", **({PROCESS_TAG: me} if me else {})},
         )
     finally:
         frame_cache.clear()  # kept for this run's later steps only
@@ -111,6 +122,7 @@ def _start_worker(thread_budget: int, preload: tuple[str, ...]) -> None:
     process opens the instance and registers videos). A worker exits without the
     interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
     fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
+    processes.exit_with_parent(_fail_own_runs)  # dpl killed: stop, not go on unseen
     os.environ[threads.THREADS_ENV] = str(thread_budget)
     threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
     for module in preload:
@@ -120,6 +132,17 @@ def _start_worker(thread_budget: int, preload: tuple[str, ...]) -> None:
 def _started() -> int:
     """A no-op task: submitting one per worker makes the pool start them all at once."""
     return os.getpid()
+
+
+def _fail_own_runs() -> None:
+    """Mark failed the run this worker is executing (its parent is gone: it stops now)."""
+    instance, me = _worker.get("instance"), processes.host_process_tag()
+    if instance is not None and me is not None:
+        for run in _started_runs(instance, {PROCESS_TAG: me}):
+            instance.report_run_failed(
+                run, message="the dpl run that started this worker process was killed; "
+                "the worker stopped too (run dpl run again to compute what is missing)"
+            )  # fmt: skip
 
 
 def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEnded:
@@ -302,12 +325,35 @@ def fail_abandoned_runs(instance: dg.DagsterInstance, session: str) -> list[str]
     """Mark failed the runs of ``dpl run`` invocation ``session`` (its :data:`SESSION_TAG`)
     still "started" once it is over: their process died mid-run, and a run left started
     would hold one of the instance's ``max_concurrent_runs`` places. Returns their ids."""
-    started = instance.get_runs(
-        filters=dg.RunsFilter(tags={SESSION_TAG: session}, statuses=[dg.DagsterRunStatus.STARTED])
-    )
+    started = _started_runs(instance, {SESSION_TAG: session})
     for run in started:
         instance.report_run_failed(run)
     return [run.run_id for run in started]
+
+
+def fail_runs_of_ended_processes(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs ``dpl run`` started that are still "started" though the process
+    executing them (:data:`PROCESS_TAG`, this machine's) has ended: a ``dpl run`` killed
+    (SIGKILL, out of memory) leaves its own runs so, and they would show as running in the
+    UI for good and hold places of the instance's ``max_concurrent_runs``. What they saved
+    is kept (the next run computes the rest). Returns their ids."""
+    ended = [
+        run
+        for run in _started_runs(instance, {LAUNCHED_BY_TAG: "dpl run"})
+        if PROCESS_TAG in run.tags and processes.is_gone(run.tags[PROCESS_TAG])
+    ]
+    for run in ended:
+        instance.report_run_failed(
+            run, message=f"the process that executed this run ({run.tags[PROCESS_TAG]}) "
+            "ended before the run did (killed?): marked failed by a later dpl run"
+        )  # fmt: skip
+    return [run.run_id for run in ended]
+
+
+def _started_runs(instance: dg.DagsterInstance, tags: dict[str, str]) -> list[dg.DagsterRun]:
+    return list(
+        instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.STARTED]))
+    )
 
 
 WORKERS_ENV = "DPL_WORKERS"

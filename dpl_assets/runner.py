@@ -46,6 +46,7 @@ from dpl_assets.run_pool import (
     WorkerPool,
     execute,
     fail_abandoned_runs,
+    fail_runs_of_ended_processes,
     run_all,
     run_config_for,
 )
@@ -208,6 +209,9 @@ def run_plan(
         leftovers = sweep_dead_temps(store.output_dir) + store.remove_dead_staging()
         if leftovers:
             progress(f"removed {len(leftovers)} temp or staged file(s) left by a killed run")
+        if stale := fail_runs_of_ended_processes(instance):
+            progress(f"marked {len(stale)} run(s) of a killed dpl run failed (their process "
+                     f"is gone): {', '.join(run_id[:8] for run_id in stale)}")  # fmt: skip
         registration, listed = _register(instance, store, inputs, lazy=True)
         if retry_rejected:
             for video_id in registration.all_ids:

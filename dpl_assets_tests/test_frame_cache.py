@@ -18,6 +18,7 @@ import pytest
 
 from dpl_assets.assets.video_step import steps_share_the_run_process
 from dpl_assets.media.frames import DecodeRecipe, VideoFrame
+from dpl_assets.processes import process_tag
 from dpl_assets.storage import frame_cache
 from dpl_assets.storage.frame_cache import FrameCache
 from dpl_assets_tests import media_factory as media
@@ -183,7 +184,7 @@ def test_our_folder_is_made_private_and_a_link_or_a_file_is_not_used(tmp_path, m
 def test_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        tag = frame_cache._process_tag(child.pid)
+        tag = process_tag(child.pid)
         assert tag is not None
         parent = tmp_path / f"dpl-frames-{os.getuid()}"
         (parent / tag).mkdir(parents=True, mode=0o700)
@@ -336,7 +337,7 @@ def test_clear_also_removes_dead_processes_folders(shm):
     parent = shm / f"dpl-frames-{os.getuid()}"
     parent.mkdir(mode=0o700)
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    tag = frame_cache._process_tag(child.pid)
+    tag = process_tag(child.pid)
     child.wait()
     assert tag is not None
     (parent / tag).mkdir()

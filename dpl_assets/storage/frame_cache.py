@@ -53,6 +53,7 @@ import numpy as np
 from dpl_assets.media.frames import DecodeRecipe, VideoFrame, fitted_size
 from dpl_assets.media.probe import probe_media
 from dpl_assets.outcomes import InputRejected
+from dpl_assets.processes import process_tag
 from dpl_assets.settings import bytes_from_mb_env
 
 CACHE_DIR_ENV = "DPL_FRAME_CACHE_DIR"
@@ -65,17 +66,6 @@ has less than this left."""
 _ROOM_CHECK_EVERY = 32  # frames between free space / memory checks (cheap, not free)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _log = logging.getLogger(__name__)
-
-
-def _process_tag(pid: int) -> str | None:
-    """``{pid}-{start time in clock ticks}`` (``/proc/<pid>/stat``): a pid reused by a new
-    process gets another tag. None when the process does not exist."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # field 22 (starttime); the command name (field 2) may hold spaces: split after ')'
-    return f"{pid}-{stat_line.rsplit(')', 1)[1].split()[19]}"
 
 
 def _entry_name(video: Path, recipe: DecodeRecipe) -> str:
@@ -393,7 +383,7 @@ def _open() -> FrameCache | None:
         _log.warning("decoded frames are not kept between steps: %s", error)
         return None
     base = Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_DIR)
-    tag = _process_tag(os.getpid())
+    tag = process_tag(os.getpid())
     if budget == 0 or not base.is_dir() or tag is None:
         return None
     parent = _private_folder(base / f"dpl-frames-{os.getuid()}")
@@ -436,7 +426,7 @@ def _remove_dead(parent: Path) -> None:
         return
     for name in names:
         pid, _, _ = name.partition("-")
-        if pid.isdigit() and _process_tag(int(pid)) != name:
+        if pid.isdigit() and process_tag(int(pid)) != name:
             shutil.rmtree(parent / name, ignore_errors=True)
 
 
