@@ -16,6 +16,7 @@ every one rejected). A run that processed nothing says so in its last line.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
@@ -377,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> int:
     """The ``dpl`` command: :func:`main`, whose status then ends the process without the
     interpreter's teardown (:mod:`dpl_assets.fast_exit`; ~2 s of one core after a run)."""
+    faulthandler.enable()  # a crash in native code (HDF5, FFmpeg, mediapipe) shows where
     status = main()
     fast_exit.set_status(status)
     return status

@@ -26,6 +26,7 @@ process held itself are marked failed by the next ``dpl run``
 from __future__ import annotations
 
 import collections
+import faulthandler
 import importlib
 import logging
 import multiprocessing
@@ -122,6 +123,7 @@ def _start_worker(thread_budget: int, preload: tuple[str, ...]) -> None:
     process opens the instance and registers videos). A worker exits without the
     interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
     fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
+    faulthandler.enable()  # a crash in native code shows where, as in the dpl process
     processes.exit_with_parent(_fail_own_runs)  # dpl killed: stop, not go on unseen
     os.environ[threads.THREADS_ENV] = str(thread_budget)
     threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads

@@ -1,6 +1,7 @@
 """A node whose process dies in a spawned ``dpl run`` worker (they have ``DPL_THREADS`` in
 their environment; the ``dpl`` process does not): what a worker killed by the OOM killer
-looks like to ``dpl run`` (``test_run_pool.py``)."""
+looks like to ``dpl run`` (``test_run_pool.py``); and one that crashes in native code
+(``test_first_contact.py``)."""
 
 import os
 
@@ -35,5 +36,24 @@ CrashInWorkerNode = NodeSpec(
     config=NodeConfig,
     summary="the wav's length; dies in a spawned worker",
     compute=wav_length,
+    declares=(WAV_LENGTH,),
+)
+
+
+def wav_length_then_segfault(io: VideoIO, config: NodeConfig) -> dict[str, np.ndarray]:
+    """Never returns: reads address 0, as a crashing native library would (SIGSEGV)."""
+    import ctypes
+
+    ctypes.string_at(0)
+    return {"wav_length": np.array([len(io["wav"])], np.int64)}
+
+
+SegfaultNode = NodeSpec(
+    name="SegfaultNode",
+    inputs=("wav",),
+    outputs=("wav_length",),
+    config=NodeConfig,
+    summary="crashes the process in native code",
+    compute=wav_length_then_segfault,
     declares=(WAV_LENGTH,),
 )

@@ -17,13 +17,16 @@ call ``absl::SetMinLogLevel`` or ``absl::InitializeLog``. So while mediapipe gra
 closed), file descriptor 2 is a pipe, and a thread copies everything written to it to the
 real stderr except exactly those lines. Nothing else is dropped: Python's own output,
 errors (``E...``), and every other warning pass through in order. Several models (one per
-worker thread) share one pipe; the last one closed restores descriptor 2.
+worker thread) share one pipe; the last one closed restores descriptor 2. A fatal error's
+dump (:mod:`faulthandler`, which ``dpl`` enables) goes to the real stderr meanwhile: the
+pump thread dies with the process before it could copy it.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import faulthandler
 import os
 import re
 import sys
@@ -81,12 +84,16 @@ def _start() -> None:
     _pump.start()
     os.dup2(write_fd, 2)
     os.close(write_fd)
+    if faulthandler.is_enabled():  # a fatal error's dump must not wait on the pump: it dies
+        faulthandler.enable(file=_saved_fd)
 
 
 def _stop() -> None:
     global _saved_fd, _pump
     sys.stderr.flush()
     os.dup2(_saved_fd, 2)  # the pipe's last write end in this process: the pump sees EOF
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=2)  # not the saved copy, closed below
     os.close(_saved_fd)
     _saved_fd = -1
     if _pump is not None:
