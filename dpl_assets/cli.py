@@ -16,14 +16,13 @@ every one rejected). A run that processed nothing says so in its last line.
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from dpl_assets import fast_exit
+from dpl_assets import fast_exit, processes
 from dpl_assets.catalog import Catalog
 from dpl_assets.cluster import CeleryUnavailable, broker_urls
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
@@ -378,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> int:
     """The ``dpl`` command: :func:`main`, whose status then ends the process without the
     interpreter's teardown (:mod:`dpl_assets.fast_exit`; ~2 s of one core after a run)."""
-    faulthandler.enable()  # a crash in native code (HDF5, FFmpeg, mediapipe) shows where
+    processes.show_native_crashes()  # a crash in native code (HDF5, FFmpeg...) shows where
     status = main()
     fast_exit.set_status(status)
     return status

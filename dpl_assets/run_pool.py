@@ -26,7 +26,6 @@ process held itself are marked failed by the next ``dpl run``
 from __future__ import annotations
 
 import collections
-import faulthandler
 import importlib
 import logging
 import multiprocessing
@@ -117,14 +116,14 @@ class WorkerSetup:
 _worker: dict[str, Any] = {}  # this worker process's setup key, definitions and instance
 
 
-def _start_worker(thread_budget: int, preload: tuple[str, ...]) -> None:
+def _start_worker(thread_budget: int, preload: tuple[str, ...], parent: int) -> None:
     """Worker initializer: its thread budget first (before torch is imported), then the
     ``preload`` modules (the graph's model libraries: imported now, while the ``dpl``
     process opens the instance and registers videos). A worker exits without the
     interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
     fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
-    faulthandler.enable()  # a crash in native code shows where, as in the dpl process
-    processes.exit_with_parent(_fail_own_runs)  # dpl killed: stop, not go on unseen
+    processes.show_native_crashes()  # a crash in native code shows where, as in dpl
+    processes.exit_with_parent(parent, _last_words)  # dpl killed: stop, not go on unseen
     os.environ[threads.THREADS_ENV] = str(thread_budget)
     threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
     for module in preload:
@@ -136,8 +135,10 @@ def _started() -> int:
     return os.getpid()
 
 
-def _fail_own_runs() -> None:
-    """Mark failed the run this worker is executing (its parent is gone: it stops now)."""
+def _last_words() -> None:
+    """A worker whose parent is gone, before it ends: its kept frames removed (tmpfs
+    memory, not freed with the process) and the run it is executing marked failed."""
+    frame_cache.discard()
     instance, me = _worker.get("instance"), processes.host_process_tag()
     if instance is not None and me is not None:
         for run in _started_runs(instance, {PROCESS_TAG: me}):
@@ -171,12 +172,11 @@ class WorkerPool:
             max_workers=count,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(thread_budget, tuple(preload)),
+            initargs=(thread_budget, tuple(preload), os.getpid()),
         )
         before = {child.pid for child in multiprocessing.active_children()}
         # The pool starts a process per task submitted while none is idle: all start now.
-        for _ in range(count):
-            self.executor.submit(_started)
+        self.started = [self.executor.submit(_started) for _ in range(count)]  # their pids
         self._processes = [
             child for child in multiprocessing.active_children() if child.pid not in before
         ]

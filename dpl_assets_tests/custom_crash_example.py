@@ -40,11 +40,19 @@ CrashInWorkerNode = NodeSpec(
 )
 
 
-def wav_length_then_segfault(io: VideoIO, config: NodeConfig) -> dict[str, np.ndarray]:
-    """Never returns: reads address 0, as a crashing native library would (SIGSEGV)."""
+class SegfaultConfig(NodeConfig):
+    """``SegfaultNode``: crash only in spawned workers, or in any process."""
+
+    only_in_workers: bool = False
+
+
+def wav_length_then_segfault(io: VideoIO, config: SegfaultConfig) -> dict[str, np.ndarray]:
+    """Reads address 0, as a crashing native library would (SIGSEGV); with
+    ``only_in_workers``, only in a spawned worker (else the wav's length)."""
     import ctypes
 
-    ctypes.string_at(0)
+    if os.environ.get(THREADS_ENV) or not config.only_in_workers:
+        ctypes.string_at(0)
     return {"wav_length": np.array([len(io["wav"])], np.int64)}
 
 
@@ -52,7 +60,7 @@ SegfaultNode = NodeSpec(
     name="SegfaultNode",
     inputs=("wav",),
     outputs=("wav_length",),
-    config=NodeConfig,
+    config=SegfaultConfig,
     summary="crashes the process in native code",
     compute=wav_length_then_segfault,
     declares=(WAV_LENGTH,),

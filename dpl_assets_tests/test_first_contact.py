@@ -116,9 +116,10 @@ def test_everything_else_written_to_stderr_passes_in_order(capfd):
 
 
 SEGFAULT_WHILE_FILTERING = """
-import ctypes, faulthandler
+import ctypes
+from dpl_assets import processes
 from dpl_assets.nodes import native_logs
-faulthandler.enable()
+processes.show_native_crashes()
 native_logs.acquire()
 ctypes.string_at(0)
 """
@@ -128,27 +129,33 @@ def test_a_crash_while_mediapipe_lines_are_filtered_still_shows_where():
     result = run([sys.executable, "-c", SEGFAULT_WHILE_FILTERING], timeout=120)
     assert result.returncode == -signal.SIGSEGV
     assert "Fatal Python error: Segmentation fault" in result.stderr
-    assert 'File "<string>", line 6 in <module>' in result.stderr  # the string_at call
+    assert 'File "<string>", line 7 in <module>' in result.stderr  # the string_at call
 
 
-def test_dpl_shows_where_a_native_crash_happened(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dpl_shows_where_a_native_crash_happened(tmp_path, workers):
     from dpl_assets_tests import media_factory
 
-    media_factory.make_talking_clip(tmp_path / "videos" / "a.mp4", seconds=0.5)
-    crash = "dpl_assets_tests.custom_crash_example:SegfaultNode"
-    graph = [{"name": "VideoToWavNode", "params": {}}, {"name": crash, "params": {}}]
-    (tmp_path / "graph.json").write_text(json.dumps(graph))
+    for name in ("a", "b"):
+        media_factory.make_talking_clip(tmp_path / "videos" / f"{name}.mp4", seconds=0.5)
+    crash = {"name": "dpl_assets_tests.custom_crash_example:SegfaultNode",
+             "params": {"only_in_workers": workers > 1}}  # fmt: skip
+    (tmp_path / "graph.json").write_text(json.dumps([{"name": "VideoToWavNode"}, crash]))
     (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
     dpl = Path(sys.executable).parent / "dpl"
     result = run(
         [str(dpl), "run", "--graph", "graph.json", "--inputs", "inputs.json",
-         "--output_dir", "out", "--workers", "1"],
+         "--output_dir", "out", "--workers", str(workers)],
         timeout=300, cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == -signal.SIGSEGV, result.stderr[-2000:]
+    if workers == 1:  # the dpl process itself crashed
+        assert result.returncode == -signal.SIGSEGV, result.stderr[-2000:]
+    else:  # its worker: dpl says so and goes on
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "a worker process failed" in result.stderr
     assert "Fatal Python error: Segmentation fault" in result.stderr
     assert "wav_length_then_segfault" in result.stderr  # the node's function, by name
-    assert (tmp_path / "out" / "wav" / "a.wav").is_file()  # what was saved before stays
+    assert sorted(p.name for p in (tmp_path / "out" / "wav").glob("*.wav")) == ["a.wav", "b.wav"]
 
 
 # -- a light package ------------------------------------------------------------------------

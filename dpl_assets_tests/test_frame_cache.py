@@ -202,6 +202,18 @@ def test_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     assert not (parent / tag).exists()
 
 
+def test_discard_removes_what_this_process_keeps_at_once(shm, clip, monkeypatch):
+    monkeypatch.setattr(frame_cache, "_cache", {})
+    monkeypatch.setenv(frame_cache.CACHE_DIR_ENV, str(shm))
+    cache = frame_cache.process_cache()
+    assert cache is not None
+    keep_all(cache, clip, DecodeRecipe())
+    assert any(cache.root.iterdir())
+    with cache._lock:  # a writer holding the lock does not stop it
+        frame_cache.discard()
+    assert not cache.root.exists()
+
+
 GRAPH = [
     {"name": "VideoToImagesNode", "params": {}},
     {"name": "FaceAlignmentNode", "params": {}},

@@ -62,24 +62,27 @@ POOL_THEN_WAIT = """
 import sys, time
 from dpl_assets.run_pool import WorkerPool
 pool = WorkerPool(2, thread_budget=1)
-pool.executor.submit(time.sleep, 300)  # one worker busy, the other idle
+if sys.argv[1] == "started":  # past their start-up: one busy in a task, one waiting
+    [done.result() for done in pool.started]
+    pool.executor.submit(time.sleep, 300)
+    time.sleep(3)
 print(*[process.pid for process in pool._processes], flush=True)
 time.sleep(300)
 """
 
 
-def test_pool_workers_end_when_the_process_that_started_them_is_killed():
+@pytest.mark.parametrize("when", ["started", "starting"])
+def test_pool_workers_end_when_the_process_that_started_them_is_killed(when):
     parent = subprocess.Popen(
-        [sys.executable, "-c", POOL_THEN_WAIT], stdout=subprocess.PIPE, text=True, cwd=REPO
-    )
+        [sys.executable, "-c", POOL_THEN_WAIT, when], stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+    )  # fmt: skip
     workers: list[int] = []
     try:
         assert parent.stdout is not None
         workers = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(workers) == 2 and all(running(pid) for pid in workers)
-        time.sleep(2)  # both past their start-up: one sleeping in a task, one waiting
-        assert all(running(pid) for pid in workers)
-        parent.kill()
+        parent.kill()  # "starting": before they imported anything
         parent.wait()
         assert wait_until_ended(workers, 15) == []
     finally:
@@ -89,29 +92,45 @@ def test_pool_workers_end_when_the_process_that_started_them_is_killed():
         stop(workers)
 
 
+def this_machine() -> str:
+    """The machine part of this process's tag: host name, boot id, PID namespace."""
+    me = host_process_tag()
+    assert me is not None
+    return me.rpartition("/")[0]
+
+
 def test_tags_tell_ended_processes_from_running_ones():
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert this_machine().startswith(f"{socket.gethostname()}:{boot_id}:")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         tag = host_process_tag(child.pid)
-        assert tag is not None and tag.startswith(f"{socket.gethostname()}/{child.pid}-")
+        assert tag == f"{this_machine()}/{process_tag(child.pid)}"
+        assert tag.partition("/")[2].startswith(f"{child.pid}-")
         assert not is_gone(tag)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while running(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Path(f"/proc/{child.pid}").exists()  # not reaped yet: a zombie
+        assert is_gone(tag) and process_tag(child.pid) is None
     finally:
         child.kill()
         child.wait()
     assert is_gone(tag)  # ended and reaped
-    me = host_process_tag()
-    assert me is not None and not is_gone(me)
-    pid = os.getpid()
-    assert process_tag(pid) != f"{pid}-1"
-    assert is_gone(f"{socket.gethostname()}/{pid}-1")  # our PID, another start: reused
-    assert not is_gone(f"another-host/{child.pid}-1")  # another machine's: not knowable
+    assert not is_gone(f"{this_machine()}/{os.getpid()}-{process_tag(os.getpid()).split('-')[1]}")
+    assert is_gone(f"{this_machine()}/{os.getpid()}-1")  # our PID, another start: reused
+    host, boot, namespace = this_machine().split(":")
+    for elsewhere in (f"another-host:{boot}:{namespace}", f"{host}:another-boot:{namespace}",
+                      f"{host}:{boot}:4026000000"):  # fmt: skip
+        assert not is_gone(f"{elsewhere}/{child.pid}-1")  # not knowable from here
     assert not is_gone("not a tag")
 
 
 def test_started_runs_of_ended_processes_are_marked_failed():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    dead = f"{socket.gethostname()}/{child.pid}-1"
+    dead = f"{this_machine()}/{child.pid}-1"
     me = host_process_tag()
     assert me is not None
     by_dpl = {LAUNCHED_BY_TAG: "dpl run"}
@@ -121,7 +140,7 @@ def test_started_runs_of_ended_processes_are_marked_failed():
             "dead": create_run_for_test(instance, **started, tags={**by_dpl, PROCESS_TAG: dead}),
             "alive": create_run_for_test(instance, **started, tags={**by_dpl, PROCESS_TAG: me}),
             "other host": create_run_for_test(
-                instance, status=STARTED, tags={**by_dpl, PROCESS_TAG: f"elsewhere/{child.pid}-1"}
+                instance, status=STARTED, tags={**by_dpl, PROCESS_TAG: f"x:y:z/{child.pid}-1"}
             ),
             "untagged": create_run_for_test(instance, status=STARTED, tags=by_dpl),
             "not dpl's": create_run_for_test(instance, status=STARTED, tags={PROCESS_TAG: dead}),
@@ -183,10 +202,11 @@ def test_a_killed_dpl_run_leaves_no_worker_and_the_next_run_fails_its_runs(tmp_p
 
     instance = dg.DagsterInstance.from_config(str(out / INSTANCE_SUBDIR))
     by_process = {run.tags[PROCESS_TAG].rpartition("-")[0]: run for run in instance.get_runs()}
-    host = socket.gethostname()
+    host = this_machine()
     assert set(by_process) == {f"{host}/{dpl.pid}", f"{host}/{worker}"}
     assert by_process[f"{host}/{dpl.pid}"].status == STARTED  # nobody left to say otherwise
     assert by_process[f"{host}/{worker}"].status == dg.DagsterRunStatus.FAILURE  # said so
+    assert "is gone; stopping" in (tmp_path / "killed.log").read_text()  # the worker's line
 
     assert cli.main(args) == cli.EXIT_OK
     err = capsys.readouterr().err

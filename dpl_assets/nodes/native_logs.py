@@ -18,7 +18,8 @@ closed), file descriptor 2 is a pipe, and a thread copies everything written to 
 real stderr except exactly those lines. Nothing else is dropped: Python's own output,
 errors (``E...``), and every other warning pass through in order. Several models (one per
 worker thread) share one pipe; the last one closed restores descriptor 2. A fatal error's
-dump (:mod:`faulthandler`, which ``dpl`` enables) goes to the real stderr meanwhile: the
+dump (:mod:`faulthandler`, where ``dpl`` turned it on:
+:func:`dpl_assets.processes.show_native_crashes`) goes to the real stderr meanwhile: the
 pump thread dies with the process before it could copy it.
 """
 
@@ -32,6 +33,8 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+
+from dpl_assets import processes
 
 NOISE = re.compile(
     rb"^(?:INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
@@ -84,7 +87,7 @@ def _start() -> None:
     _pump.start()
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    if faulthandler.is_enabled():  # a fatal error's dump must not wait on the pump: it dies
+    if processes.native_crashes_shown():  # a fatal error's dump must not wait on the pump
         faulthandler.enable(file=_saved_fd)
 
 
@@ -92,7 +95,7 @@ def _stop() -> None:
     global _saved_fd, _pump
     sys.stderr.flush()
     os.dup2(_saved_fd, 2)  # the pipe's last write end in this process: the pump sees EOF
-    if faulthandler.is_enabled():
+    if processes.native_crashes_shown():
         faulthandler.enable(file=2)  # not the saved copy, closed below
     os.close(_saved_fd)
     _saved_fd = -1

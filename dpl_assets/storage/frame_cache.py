@@ -430,6 +430,14 @@ def _remove_dead(parent: Path) -> None:
             shutil.rmtree(parent / name, ignore_errors=True)
 
 
+def discard() -> None:
+    """Remove what this process keeps at once, taking no lock (the process is about to end
+    abruptly: :func:`dpl_assets.processes.exit_with_parent`; a writer may be mid-frame)."""
+    cache = _cache.get(os.getpid())
+    if cache is not None:
+        shutil.rmtree(cache.root, ignore_errors=True)
+
+
 def clear() -> None:
     """Remove what this process keeps (the end of a run: nothing reads it later)."""
     with _lock:
