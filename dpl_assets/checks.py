@@ -19,6 +19,7 @@ import dagster as dg
 
 from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
 from dpl_assets.executors import step_tags
+from dpl_assets.interrupts import step_stops_on_interrupt
 from dpl_assets.memory import release_free_heap
 from dpl_assets.partitions import (
     PARTITION_TAG,
@@ -96,7 +97,8 @@ def output_check(key: str) -> dg.AssetChecksDefinition:
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage):
         store = storage.store()
-        results = check_videos(store, key, step_videos(context, store))
+        with step_stops_on_interrupt():
+            results = check_videos(store, key, step_videos(context, store))
         failures = {video_id: problems for video_id, problems in results.items() if problems}
         metadata: dict[str, dg.MetadataValue] = {
             "videos_checked": dg.MetadataValue.int(len(results)),

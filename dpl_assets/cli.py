@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from dpl_assets import fast_exit, processes
+from dpl_assets import fast_exit, interrupts, processes
 from dpl_assets.catalog import Catalog
 from dpl_assets.cluster import CeleryUnavailable, broker_urls
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
@@ -232,6 +232,9 @@ def command_run(args: argparse.Namespace) -> int:
     except (GraphError, InputsError, CeleryUnavailable) as error:
         _say(f"error: {error}")
         return EXIT_INVALID
+    except KeyboardInterrupt:  # Ctrl-C outside the runs (they stop on it themselves)
+        _say("interrupted: what was saved is kept; run the same command again to go on")
+        return interrupts.EXIT_INTERRUPTED
     report_path = output_dir / args.report_name
     counts = outcome.report.write(report_path, outcome.dataset_outputs)
     notable = outcome.report.notable()
@@ -246,6 +249,12 @@ def command_run(args: argparse.Namespace) -> int:
         f"{counts['failed']} failed, {counts['failed_checks']} with failed output checks; "
         f"report: {report_path}"
     )
+    if interrupts.requested():
+        _say(
+            "interrupted: the runs stopped after the videos being computed (what was saved "
+            "is kept; the others are reported failed); run the same command again to go on"
+        )
+        return interrupts.EXIT_INTERRUPTED
     if counts["processed"] == 0:
         _say(nothing_processed(counts, inputs))
     if counts["failed"] or counts["failed_checks"]:

@@ -26,10 +26,12 @@ process held itself are marked failed by the next ``dpl run``
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -40,7 +42,7 @@ from typing import Any
 
 import dagster as dg
 
-from dpl_assets import fast_exit, processes, threads
+from dpl_assets import fast_exit, interrupts, processes, threads
 from dpl_assets.storage import frame_cache
 
 LAUNCHED_BY_TAG = "dpl/launched_by"
@@ -86,13 +88,18 @@ def execute(
     process that was killed can be told from one still going
     (:func:`fail_runs_of_ended_processes`)."""
     me = processes.host_process_tag()
+    run_id = str(uuid.uuid4())  # as Dagster makes them; known here if the run is interrupted
     try:
         result = defs.resolve_job_def(run.job).execute_in_process(
             run_config=run_config_for(run_config, run.assets, defs),
             instance=instance,
             raise_on_error=False,
             tags={**run.tags, LAUNCHED_BY_TAG: "dpl run", **({PROCESS_TAG: me} if me else {})},
+            run_id=run_id,
         )
+    except interrupts.INTERRUPTS:  # met outside a per-video step (Dagster marked it failed)
+        interrupts.request()
+        return RunEnded(run, run_id, False)
     finally:
         frame_cache.clear()  # kept for this run's later steps only
     return RunEnded(run, result.run_id, result.success)
@@ -123,11 +130,26 @@ def _start_worker(thread_budget: int, preload: tuple[str, ...], parent: int) -> 
     interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
     fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
     processes.show_native_crashes()  # a crash in native code shows where, as in dpl
+    # Ctrl-C reaches the workers too: idle, they go on (their runs catch it: interrupts)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(INTERRUPT_SIGNAL, _interrupt_from_dpl)
     processes.exit_with_parent(parent, _last_words)  # dpl killed: stop, not go on unseen
     os.environ[threads.THREADS_ENV] = str(thread_budget)
     threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
     for module in preload:
         importlib.import_module(module)
+
+
+INTERRUPT_SIGNAL = signal.SIGUSR1
+"""How the ``dpl`` process passes an interrupt on to its workers: not SIGINT, which a
+worker that had the terminal's Ctrl-C already would take as a second one (and stop
+waiting for the videos being computed)."""
+
+
+def _interrupt_from_dpl(signum: int, frame: Any) -> None:
+    """A worker's :data:`INTERRUPT_SIGNAL` handler: the interrupt, unless it had it."""
+    if not interrupts.requested():
+        signal.raise_signal(signal.SIGINT)  # ignored when idle; a run's handler otherwise
 
 
 def _started() -> int:
@@ -149,6 +171,7 @@ def _last_words() -> None:
 
 
 def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEnded:
+    interrupts.clear()  # an interrupt stopped its last run, not this one
     if _worker.get("key") != setup.key:  # the first run of this setup: build it, keep it
         _worker["instance"] = dg.DagsterInstance.from_ref(setup.instance_ref)
         _worker["defs"] = setup.make_defs()
@@ -188,6 +211,15 @@ class WorkerPool:
         """The definitions and instance of the runs :func:`run_all` gives this pool."""
         self.setup = WorkerSetup(uuid.uuid4().hex, make_defs, instance.get_ref())
 
+    def interrupt(self) -> None:
+        """Pass an interrupt on to this pool's workers still running (the processes it
+        started; :data:`INTERRUPT_SIGNAL`): their runs stop as on Ctrl-C
+        (:mod:`dpl_assets.interrupts`); one that has it already, or is idle, goes on."""
+        for process in self._processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, INTERRUPT_SIGNAL)
+
     def close(self) -> None:
         """Wait for the workers to end (after their runs), or stop them unused."""
         if self._closed:
@@ -201,6 +233,20 @@ class WorkerPool:
         # The executor's own thread reaps them: a second join from here raced it for the
         # exit status (waitpid), and the loser saw a dead worker as alive.
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _wait_for_pool(queue: _RunQueue, pool: WorkerPool | None) -> None:
+    """Wait for the pool's runs; once this process was interrupted (Ctrl-C here, or met
+    in one of its runs), pass it on to the workers (their runs stop too) first."""
+    try:
+        if interrupts.requested() and pool is not None:
+            pool.interrupt()
+        queue.wait_for_pool()
+    except KeyboardInterrupt:  # Ctrl-C while only the workers had runs
+        interrupts.request()
+        if pool is not None:
+            pool.interrupt()
+        queue.wait_for_pool()
 
 
 class WorkerDied(RuntimeError):
@@ -246,7 +292,7 @@ def run_all(
         while True:
             while (run := queue.take()) is not None:
                 queue.ended(execute(defs, instance, run_config, run))
-            queue.wait_for_pool()
+            _wait_for_pool(queue, pool)
             if not queue.todo:  # else a worker died with runs left: they are ours now
                 break
     finally:
@@ -273,8 +319,9 @@ class _RunQueue:
         self._in_pool = 0
 
     def take(self) -> RangeRun | None:
+        """The next run to start; None when none is left or this process was interrupted."""
         with self._lock:
-            return self.todo.popleft() if self.todo else None
+            return self.todo.popleft() if self.todo and not interrupts.requested() else None
 
     def ended(self, run: RunEnded) -> None:
         with self._lock:

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 from tqdm import tqdm
 
-from dpl_assets import partition_stamp, threads
+from dpl_assets import interrupts, partition_stamp, threads
 from dpl_assets.assets import DATASET_LEVEL_ASSETS, producers_of
 from dpl_assets.assets.dependencies import required_inputs
 from dpl_assets.catalog import Registration
@@ -192,6 +192,7 @@ def run_plan(
     they start up while it opens the instance); None starts them here when needed. Either
     way the pool is closed on return.
     """
+    interrupts.clear()  # an earlier dpl run in this process (a test, a notebook) was stopped
     store = ArtifactStore(output_dir)
     assets = selected_assets(plan, inputs)
     per_video = [asset for asset in assets if asset not in DATASET_LEVEL_ASSETS]
@@ -334,7 +335,7 @@ def _launch(
                 + "; the videos it did not finish are reported failed; run again to compute "
                 "them (not retried here: a video that kills a worker could kill this process)"
             )
-        if dataset_run is not None:
+        if dataset_run is not None and not interrupts.requested():
             results.append(execute(defs, instance, run_config, dataset_run))
             ended(results[-1])
     finally:

@@ -34,6 +34,7 @@ import dagster as dg
 
 from dpl_assets import threads
 from dpl_assets.assets.video_step import VideoStep
+from dpl_assets.interrupts import step_stops_on_interrupt
 from dpl_assets.memory import map_large_blocks
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
@@ -114,13 +115,15 @@ def run_videos_multi(
         context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools,
         reads=reads,
     )  # fmt: skip
-    todo = step.gather_all(inputs)
-    try:
-        if compute_many is not None and len(todo) > 1:
-            step.compute_batched(todo, compute_one, compute_many)
-        else:
-            # Batched (model) work goes one video at a time; subprocess work uses the workers.
-            step.compute_each(todo, compute_one, 1 if compute_many is not None else workers)
-    finally:
-        step.claims.release_all()
-    return step.results()
+    with step_stops_on_interrupt():  # Ctrl-C: stop, not retry (dpl_assets.interrupts)
+        todo = step.gather_all(inputs)
+        try:
+            if compute_many is not None and len(todo) > 1:
+                step.compute_batched(todo, compute_one, compute_many)
+            else:
+                # Batched (model) work goes one video at a time; subprocess work uses the
+                # workers.
+                step.compute_each(todo, compute_one, 1 if compute_many is not None else workers)
+        finally:
+            step.claims.release_all()
+        return step.results()

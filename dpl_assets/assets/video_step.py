@@ -14,12 +14,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
+from dpl_assets import interrupts
 from dpl_assets.assets.claims import VideoClaims
 from dpl_assets.assets.step_log import (
     COMPUTED_IDS_LABEL,
@@ -290,8 +291,8 @@ class VideoStep:
                 self.attempt(video_id, functools.partial(compute_one, video_id, io))
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(claim_then, *item) for item in todo.items()]:
-                future.result()  # attempt() records errors; anything else must not pass
+            # attempt() records errors; anything else must not pass
+            _results_or_cancel([pool.submit(claim_then, *item) for item in todo.items()])
         self.compute_later(compute_one, workers)
 
     def compute_batched(
@@ -338,8 +339,7 @@ class VideoStep:
                 self.attempt(video_id, functools.partial(compute_one, video_id, io))
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(claimed_then, *item) for item in self.later]:
-                future.result()
+            _results_or_cancel([pool.submit(claimed_then, *item) for item in self.later])
 
     def results(self) -> dict[str, dict[str, Any]]:
         """``{output_key: {video_id: outcome}}``, with every rejection saved and every
@@ -416,3 +416,18 @@ class VideoStep:
                 {NO_FRAMEWORK_ASSET_EVENTS: True, **counts, **self.progress.metadata(elapsed)},
                 output_name=output_name(self.context, key),
             )
+
+
+def _results_or_cancel(futures: list[Future[None]]) -> None:
+    """Wait for ``futures`` in order; on an exception here (an interrupt: Ctrl-C, noted at
+    once: :mod:`dpl_assets.interrupts`), cancel those not started, so the step ends with
+    the videos being computed."""
+    try:
+        for future in futures:
+            future.result()
+    except BaseException as error:
+        if isinstance(error, interrupts.INTERRUPTS):
+            interrupts.request()
+        for future in futures:
+            future.cancel()
+        raise

@@ -47,7 +47,9 @@ def run_ffmpeg_logged(args: Sequence[str], *, what: str) -> tuple[bytes, str]:
     """:func:`run_ffmpeg` that also returns the errors ffmpeg logged while it went on (a
     damaged packet is logged and skipped; the exit status stays 0)."""
     command = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
-    completed = subprocess.run(command, capture_output=True, check=False)
+    # A process group of its own: the terminal's Ctrl-C stops dpl's steps between videos,
+    # not ffmpeg mid-file (a killed decoder looks like a bad video: dpl_assets.interrupts).
+    completed = subprocess.run(command, capture_output=True, check=False, start_new_session=True)
     log = completed.stderr.decode("utf-8", errors="replace").strip()
     if completed.returncode != 0:
         raise FFmpegError(f"ffmpeg failed on {what} (exit {completed.returncode}): {log[-1500:]}")

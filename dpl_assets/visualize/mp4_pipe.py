@@ -78,8 +78,9 @@ def mp4_pipe(
     # stderr goes to a file, not a pipe: a chatty ffmpeg can never block on it.
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
-        )
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True,  # not stopped mid-file by Ctrl-C (dpl_assets.interrupts)
+        )  # fmt: skip
         stdin = process.stdin
         assert stdin is not None
 

@@ -1,0 +1,153 @@
+"""Ctrl-C stops ``dpl run``: the videos being computed end, no step is retried, no further
+video starts, exit status 130, and the next ``dpl run`` computes only the rest.
+
+References: the slow node's own log of which process started which video, the instance's
+event records (Dagster's API), ``/proc`` for leftover processes, and sample counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from dpl_assets import cli, interrupts
+from dpl_assets.media.ffmpeg import run_ffmpeg_logged
+from dpl_assets.settings import INSTANCE_SUBDIR
+from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.test_killed_runs import stop, wait_until_ended
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals to process groups")
+
+VIDEOS = ["a", "b", "c", "d"]
+
+
+def started(marker: Path) -> list[tuple[int, str]]:
+    """(pid, video) of each video the slow node started, in order."""
+    lines = marker.read_text().splitlines() if marker.exists() else []
+    return [(int(pid), video) for pid, video in (line.split() for line in lines)]
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (started from any of its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.parametrize("to", ["the terminal's group", "dpl alone"])
+def test_ctrl_c_stops_the_runs_after_the_videos_being_computed(tmp_path, capsys, to):
+    marker = tmp_path / "started"
+    graph = [
+        {"name": "VideoToWavNode", "params": {}},
+        {"name": "dpl_assets_tests.custom_slow_example:SlowNode",
+         "params": {"marker": str(marker), "seconds": 4.0}},
+    ]  # fmt: skip
+    (tmp_path / "graph.json").write_text(json.dumps(graph))
+    for name in VIDEOS:
+        media.make_talking_clip(tmp_path / "videos" / f"{name}.mp4", seconds=0.5)
+    (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
+    out = tmp_path / "out"
+    args = ["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
+            str(tmp_path / "inputs.json"), "--output_dir", str(out)]  # fmt: skip
+    log = tmp_path / "interrupted.log"
+    dpl = subprocess.Popen(
+        [sys.executable, "-m", "dpl_assets.cli", *args, "--workers", "2"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while len({pid for pid, _ in started(marker)}) < 2 and time.monotonic() < deadline:
+            assert dpl.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        assert len({pid for pid, _ in started(marker)}) == 2, log.read_text()[-3000:]
+        workers = [pid for pid in children(dpl.pid) if pid != dpl.pid]
+        interrupted_at = time.monotonic()
+        if to == "dpl alone":
+            os.kill(dpl.pid, signal.SIGINT)  # dpl passes it on to its workers
+        else:
+            os.killpg(dpl.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert dpl.wait(60) == interrupts.EXIT_INTERRUPTED, log.read_text()[-3000:]
+        assert time.monotonic() - interrupted_at < 30  # the 4 s videos, not the rest
+        assert wait_until_ended(workers, 15) == []
+    finally:
+        if dpl.poll() is None:
+            os.killpg(dpl.pid, signal.SIGKILL)  # our own process group only
+            dpl.wait()
+        stop(workers)
+    said = log.read_text()
+    assert "dpl: interrupted: the runs stopped after the videos being computed" in said
+    first = started(marker)
+    assert len(first) == 2  # one video per process: the second of each range never started
+    instance = dg.DagsterInstance.from_config(str(out / INSTANCE_SUBDIR))
+    runs = instance.get_runs()
+    assert len(runs) == 2 and {run.status for run in runs} == {dg.DagsterRunStatus.FAILURE}
+    for run in runs:  # stopped, not retried
+        retried = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY
+        ).records
+        assert retried == []
+    done = {video for _, video in first}
+    assert {p.stem for p in (out / "wav_samples").glob("*.npy")} == done  # saved as they ended
+
+    assert cli.main(args) == cli.EXIT_OK
+    assert "interrupted" not in capsys.readouterr().err
+    again = started(marker)[len(first) :]
+    assert sorted(video for _, video in again) == sorted(set(VIDEOS) - done)  # only the rest
+    for name in VIDEOS:
+        assert np.load(out / "wav_samples" / f"{name}.npy").tolist() == [8000]  # 0.5 s, 16 kHz
+
+
+def test_a_step_stops_on_an_interrupt_without_a_retry_and_later_steps_at_once():
+    interrupts.clear()
+    try:
+        with pytest.raises(dg.Failure) as stopped, interrupts.step_stops_on_interrupt():
+            raise dg.DagsterExecutionInterruptedError()
+        assert stopped.value.allow_retries is False
+        assert "interrupted (Ctrl-C)" in str(stopped.value.description)
+        assert interrupts.requested()
+        ran = []
+        with pytest.raises(dg.Failure), interrupts.step_stops_on_interrupt():
+            ran.append(True)
+        assert ran == []  # a later step does no work
+    finally:
+        interrupts.clear()
+    with pytest.raises(ValueError), interrupts.step_stops_on_interrupt():
+        raise ValueError("another error passes as it is (a failure, retried as before)")
+    assert not interrupts.requested()
+
+
+def test_ffmpeg_runs_in_a_process_group_of_its_own():
+    """The terminal's Ctrl-C goes to the foreground process group: not to ffmpeg, which
+    would stop mid-file and make a good video look bad."""
+    groups: list[int] = []
+    runner = threading.Thread(
+        target=run_ffmpeg_logged,
+        args=(["-re", "-f", "lavfi", "-i", "sine=duration=3", "-f", "null", "-"],),
+        kwargs={"what": "a 3 s tone"},
+    )
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not groups and time.monotonic() < deadline:
+        for pid in children(os.getpid()):
+            with contextlib.suppress(OSError):  # ended meanwhile
+                # this ffmpeg (imageio-ffmpeg runs "ffmpeg -version" itself, in our group)
+                if b"sine=duration=3" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    groups.append(os.getpgid(pid))
+        time.sleep(0.02)
+    runner.join(30)
+    assert groups, "ffmpeg was not seen running"
+    assert all(group != os.getpgid(0) for group in groups)
