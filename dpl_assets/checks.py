@@ -96,8 +96,8 @@ def output_check(key: str) -> dg.AssetChecksDefinition:
         "(dpl_assets/validation.py).",
     )
     def _check(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage):
-        store = storage.store()
-        with step_stops_on_interrupt():
+        with step_stops_on_interrupt(context.run.run_id):
+            store = storage.store()
             results = check_videos(store, key, step_videos(context, store))
         failures = {video_id: problems for video_id, problems in results.items() if problems}
         metadata: dict[str, dg.MetadataValue] = {

@@ -17,7 +17,7 @@ a killed decoder would look like a bad video.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
@@ -26,22 +26,51 @@ EXIT_INTERRUPTED = 130
 """``dpl run``'s exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 
-_requested = threading.Event()
+_lock = threading.Lock()
+_stopped_runs: set[str] = set()  # runs whose later steps fail at once
+_requested = threading.Event()  # any run of this process since the last clear()
 
 
-def request() -> None:
-    """Remember that this process was interrupted (its runs stop; see the module)."""
+def request(run_id: str | None = None) -> None:
+    """Remember that this process was interrupted, in run ``run_id`` when given (that run's
+    later steps stop; a later run in a long-lived process, a Celery worker or a notebook,
+    is not affected)."""
+    if run_id is not None:
+        with _lock:
+            _stopped_runs.add(run_id)
     _requested.set()
 
 
 def requested() -> bool:
-    """Whether :func:`request` was called since the last :func:`clear`."""
+    """Whether :func:`request` was called since the last :func:`clear` (``dpl run`` then
+    starts no further run)."""
     return _requested.is_set()
 
 
+def run_stopped(run_id: str) -> bool:
+    """Whether run ``run_id`` was interrupted (its later steps fail at once)."""
+    with _lock:
+        return run_id in _stopped_runs
+
+
 def clear() -> None:
-    """Forget an interrupt (a new ``dpl run`` in this process, a worker's next run)."""
+    """Forget every interrupt (a new ``dpl run`` in this process, a worker's next run)."""
+    with _lock:
+        _stopped_runs.clear()
     _requested.clear()
+
+
+def interrupted(events: Iterable[dg.DagsterEvent]) -> bool:
+    """Whether a run's ``events`` show an interrupt Dagster met outside the steps'
+    own handling (between steps, writing events, loading inputs: it fails the run and
+    returns, so nothing else says so)."""
+    for event in events:
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None:
+            if error.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+                return True
+            error = error.cause
+    return False
 
 
 def stopped_step() -> dg.Failure:
@@ -54,13 +83,14 @@ def stopped_step() -> dg.Failure:
 
 
 @contextmanager
-def step_stops_on_interrupt() -> Iterator[None]:
-    """Around a step's work: fail at once when this process was interrupted, and turn an
-    interrupt met inside into that failure (:func:`stopped_step`), not a retry."""
-    if requested():
+def step_stops_on_interrupt(run_id: str) -> Iterator[None]:
+    """Around a step's work in run ``run_id``: fail at once when the run was interrupted,
+    and turn an interrupt met inside into that failure (:func:`stopped_step`), not a
+    retry."""
+    if run_stopped(run_id):
         raise stopped_step()
     try:
         yield
     except INTERRUPTS:
-        request()
+        request(run_id)
         raise stopped_step() from None

@@ -98,10 +98,12 @@ def execute(
             run_id=run_id,
         )
     except interrupts.INTERRUPTS:  # met outside a per-video step (Dagster marked it failed)
-        interrupts.request()
+        interrupts.request(run_id)
         return RunEnded(run, run_id, False)
     finally:
         frame_cache.clear()  # kept for this run's later steps only
+    if not result.success and interrupts.interrupted(result.all_events):
+        interrupts.request(run_id)  # met between steps: Dagster failed the run and returned
     return RunEnded(run, result.run_id, result.success)
 
 
@@ -176,7 +178,12 @@ def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEn
         _worker["instance"] = dg.DagsterInstance.from_ref(setup.instance_ref)
         _worker["defs"] = setup.make_defs()
         _worker["key"] = setup.key
-    return execute(_worker["defs"], _worker["instance"], run_config, run)
+    try:
+        return execute(_worker["defs"], _worker["instance"], run_config, run)
+    finally:
+        # Dagster gives SIGTERM the SIGINT handler it found (ignored here) after a run:
+        # a worker must still end on SIGTERM (the pool's terminate, a kill).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class WorkerPool:
@@ -366,8 +373,11 @@ class _RunQueue:
                 self._lock.notify_all()
 
     def wait_for_pool(self) -> None:
+        """Until no run is in the pool; in short slices, so that a Ctrl-C the kernel gave
+        another thread reaches this one (the main thread runs signal handlers)."""
         with self._lock:
-            self._lock.wait_for(lambda: self._in_pool == 0)
+            while not self._lock.wait_for(lambda: self._in_pool == 0, timeout=0.2):
+                pass
 
 
 def fail_abandoned_runs(instance: dg.DagsterInstance, session: str) -> list[str]:

@@ -114,20 +114,53 @@ def test_ctrl_c_stops_the_runs_after_the_videos_being_computed(tmp_path, capsys,
 def test_a_step_stops_on_an_interrupt_without_a_retry_and_later_steps_at_once():
     interrupts.clear()
     try:
-        with pytest.raises(dg.Failure) as stopped, interrupts.step_stops_on_interrupt():
+        with pytest.raises(dg.Failure) as stopped, interrupts.step_stops_on_interrupt("run-1"):
             raise dg.DagsterExecutionInterruptedError()
         assert stopped.value.allow_retries is False
         assert "interrupted (Ctrl-C)" in str(stopped.value.description)
-        assert interrupts.requested()
+        assert interrupts.requested() and interrupts.run_stopped("run-1")
         ran = []
-        with pytest.raises(dg.Failure), interrupts.step_stops_on_interrupt():
-            ran.append(True)
-        assert ran == []  # a later step does no work
+        with pytest.raises(dg.Failure), interrupts.step_stops_on_interrupt("run-1"):
+            ran.append("run-1")
+        with interrupts.step_stops_on_interrupt("run-2"):  # another run (a Celery worker's)
+            ran.append("run-2")
+        assert ran == ["run-2"]  # the interrupted run's later step did no work
     finally:
         interrupts.clear()
-    with pytest.raises(ValueError), interrupts.step_stops_on_interrupt():
+    with pytest.raises(ValueError), interrupts.step_stops_on_interrupt("run-3"):
         raise ValueError("another error passes as it is (a failure, retried as before)")
     assert not interrupts.requested()
+
+
+def test_an_interrupt_dagster_handled_itself_is_seen_in_the_run_events():
+    """An interrupt in a step without our handling makes Dagster fail the run and return:
+    the events are all that says it was interrupted."""
+
+    @dg.op
+    def interrupted_op() -> int:
+        os.kill(os.getpid(), signal.SIGINT)  # Dagster's handler raises it here
+        return 1
+
+    @dg.op
+    def failing_op() -> int:
+        raise ValueError("not an interrupt")
+
+    @dg.op
+    def second(value: int) -> int:
+        return value
+
+    @dg.job
+    def interrupted_job() -> None:
+        second(interrupted_op())
+
+    @dg.job
+    def failing_job() -> None:
+        second(failing_op())
+
+    result = interrupted_job.execute_in_process(raise_on_error=False)
+    assert not result.success and interrupts.interrupted(result.all_events)
+    failed = failing_job.execute_in_process(raise_on_error=False)
+    assert not failed.success and not interrupts.interrupted(failed.all_events)
 
 
 def test_ffmpeg_runs_in_a_process_group_of_its_own():

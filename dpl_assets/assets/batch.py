@@ -115,7 +115,7 @@ def run_videos_multi(
         context, storage.store(), outputs, recompute=recompute, workers=workers, tools=tools,
         reads=reads,
     )  # fmt: skip
-    with step_stops_on_interrupt():  # Ctrl-C: stop, not retry (dpl_assets.interrupts)
+    with step_stops_on_interrupt(context.run_id):  # Ctrl-C: stop, not retry (interrupts)
         todo = step.gather_all(inputs)
         try:
             if compute_many is not None and len(todo) > 1:

@@ -292,7 +292,9 @@ class VideoStep:
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             # attempt() records errors; anything else must not pass
-            _results_or_cancel([pool.submit(claim_then, *item) for item in todo.items()])
+            _results_or_cancel(
+                [pool.submit(claim_then, *item) for item in todo.items()], self.context.run_id
+            )
         self.compute_later(compute_one, workers)
 
     def compute_batched(
@@ -339,7 +341,9 @@ class VideoStep:
                 self.attempt(video_id, functools.partial(compute_one, video_id, io))
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            _results_or_cancel([pool.submit(claimed_then, *item) for item in self.later])
+            _results_or_cancel(
+                [pool.submit(claimed_then, *item) for item in self.later], self.context.run_id
+            )
 
     def results(self) -> dict[str, dict[str, Any]]:
         """``{output_key: {video_id: outcome}}``, with every rejection saved and every
@@ -418,16 +422,26 @@ class VideoStep:
             )
 
 
-def _results_or_cancel(futures: list[Future[None]]) -> None:
+SIGNAL_POLL_S = 0.2
+"""How long the step's thread waits for a video at a time (see :func:`_results_or_cancel`)."""
+
+
+def _results_or_cancel(futures: list[Future[None]], run_id: str) -> None:
     """Wait for ``futures`` in order; on an exception here (an interrupt: Ctrl-C, noted at
     once: :mod:`dpl_assets.interrupts`), cancel those not started, so the step ends with
-    the videos being computed."""
+    the videos being computed. Waits in short slices: a signal the kernel gave another
+    thread runs its handler here only when this thread runs Python code."""
     try:
         for future in futures:
-            future.result()
+            while True:
+                try:
+                    future.result(timeout=SIGNAL_POLL_S)
+                    break
+                except TimeoutError:
+                    continue
     except BaseException as error:
         if isinstance(error, interrupts.INTERRUPTS):
-            interrupts.request()
+            interrupts.request(run_id)
         for future in futures:
             future.cancel()
         raise
