@@ -184,3 +184,34 @@ def test_ffmpeg_runs_in_a_process_group_of_its_own():
     runner.join(30)
     assert groups, "ffmpeg was not seen running"
     assert all(group != os.getpgid(0) for group in groups)
+
+
+AFTER_A_WORKER_RUN = """
+import signal
+import dagster as dg
+from dpl_assets import run_pool
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the worker initializer sets it
+
+@dg.op
+def one() -> int:
+    return 1
+
+@dg.job
+def tiny() -> None:
+    one()
+
+defs = dg.Definitions(jobs=[tiny])
+with dg.instance_for_test() as instance:
+    setup = run_pool.WorkerSetup("setup", lambda: defs, instance.get_ref())
+    ended = run_pool._run_in_worker(setup, run_pool.RangeRun("tiny", [], "tiny"), {})
+    print(ended.success, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+"""
+
+
+def test_a_worker_still_ends_on_sigterm_after_a_run():
+    """Dagster gives SIGTERM the SIGINT handler it found after a run: in a worker, where
+    SIGINT is ignored while idle, SIGTERM (the pool's terminate, a kill) was ignored too."""
+    from dpl_assets_tests.fresh_python import script_output
+
+    assert script_output(AFTER_A_WORKER_RUN).split() == ["True", "True"]
