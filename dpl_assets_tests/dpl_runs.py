@@ -44,3 +44,29 @@ def assert_same_outputs(entry: dict[str, Any], other: dict[str, Any]) -> None:
                 assert [a.encoded(i) for i in range(len(a))] == [
                     b.encoded(i) for i in range(len(b))
                 ], key
+
+
+def slow_run_args(root: Path, videos: list[str], seconds: float = 4.0) -> list[str]:
+    """``dpl run`` arguments (no ``--workers``) of VideoToWav and the slow node
+    (``custom_slow_example``: ``seconds`` a video, each start logged to ``root/started``)
+    over 0.5 s talking clips named ``videos`` in ``root/videos``, into ``root/out``."""
+    from dpl_assets_tests import media_factory
+
+    graph = [
+        {"name": "VideoToWavNode", "params": {}},
+        {"name": "dpl_assets_tests.custom_slow_example:SlowNode",
+         "params": {"marker": str(root / "started"), "seconds": seconds}},
+    ]  # fmt: skip
+    (root / "graph.json").write_text(json.dumps(graph))
+    for name in videos:
+        media_factory.make_talking_clip(root / "videos" / f"{name}.mp4", seconds=0.5)
+    (root / "inputs.json").write_text(json.dumps({"video": "videos"}))
+    return ["run", "--graph", str(root / "graph.json"), "--inputs", str(root / "inputs.json"),
+            "--output_dir", str(root / "out")]  # fmt: skip
+
+
+def slow_starts(root: Path) -> list[tuple[int, str]]:
+    """(pid, video) of each video the slow node of :func:`slow_run_args` started, in order."""
+    marker = root / "started"
+    lines = marker.read_text().splitlines() if marker.exists() else []
+    return [(int(pid), video) for pid, video in (line.split() for line in lines)]

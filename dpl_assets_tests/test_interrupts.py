@@ -8,7 +8,6 @@ event records (Dagster's API), ``/proc`` for leftover processes, and sample coun
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -24,18 +23,12 @@ import pytest
 from dpl_assets import cli, interrupts
 from dpl_assets.media.ffmpeg import run_ffmpeg_logged
 from dpl_assets.settings import INSTANCE_SUBDIR
-from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.dpl_runs import slow_run_args, slow_starts
 from dpl_assets_tests.test_killed_runs import stop, wait_until_ended
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals to process groups")
 
 VIDEOS = ["a", "b", "c", "d"]
-
-
-def started(marker: Path) -> list[tuple[int, str]]:
-    """(pid, video) of each video the slow node started, in order."""
-    lines = marker.read_text().splitlines() if marker.exists() else []
-    return [(int(pid), video) for pid, video in (line.split() for line in lines)]
 
 
 def children(pid: int) -> list[int]:
@@ -49,19 +42,7 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.parametrize("to", ["the terminal's group", "dpl alone"])
 def test_ctrl_c_stops_the_runs_after_the_videos_being_computed(tmp_path, capsys, to):
-    marker = tmp_path / "started"
-    graph = [
-        {"name": "VideoToWavNode", "params": {}},
-        {"name": "dpl_assets_tests.custom_slow_example:SlowNode",
-         "params": {"marker": str(marker), "seconds": 4.0}},
-    ]  # fmt: skip
-    (tmp_path / "graph.json").write_text(json.dumps(graph))
-    for name in VIDEOS:
-        media.make_talking_clip(tmp_path / "videos" / f"{name}.mp4", seconds=0.5)
-    (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
-    out = tmp_path / "out"
-    args = ["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
-            str(tmp_path / "inputs.json"), "--output_dir", str(out)]  # fmt: skip
+    args, out = slow_run_args(tmp_path, VIDEOS), tmp_path / "out"
     log = tmp_path / "interrupted.log"
     dpl = subprocess.Popen(
         [sys.executable, "-m", "dpl_assets.cli", *args, "--workers", "2"],
@@ -70,10 +51,10 @@ def test_ctrl_c_stops_the_runs_after_the_videos_being_computed(tmp_path, capsys,
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 240
-        while len({pid for pid, _ in started(marker)}) < 2 and time.monotonic() < deadline:
+        while len({pid for pid, _ in slow_starts(tmp_path)}) < 2 and time.monotonic() < deadline:
             assert dpl.poll() is None, log.read_text()[-3000:]
             time.sleep(0.1)
-        assert len({pid for pid, _ in started(marker)}) == 2, log.read_text()[-3000:]
+        assert len({pid for pid, _ in slow_starts(tmp_path)}) == 2, log.read_text()[-3000:]
         workers = [pid for pid in children(dpl.pid) if pid != dpl.pid]
         interrupted_at = time.monotonic()
         if to == "dpl alone":
@@ -90,7 +71,7 @@ def test_ctrl_c_stops_the_runs_after_the_videos_being_computed(tmp_path, capsys,
         stop(workers)
     said = log.read_text()
     assert "dpl: interrupted: the runs stopped after the videos being computed" in said
-    first = started(marker)
+    first = slow_starts(tmp_path)
     assert len(first) == 2  # one video per process: the second of each range never started
     instance = dg.DagsterInstance.from_config(str(out / INSTANCE_SUBDIR))
     runs = instance.get_runs()
@@ -105,7 +86,7 @@ def test_ctrl_c_stops_the_runs_after_the_videos_being_computed(tmp_path, capsys,
 
     assert cli.main(args) == cli.EXIT_OK
     assert "interrupted" not in capsys.readouterr().err
-    again = started(marker)[len(first) :]
+    again = slow_starts(tmp_path)[len(first) :]
     assert sorted(video for _, video in again) == sorted(set(VIDEOS) - done)  # only the rest
     for name in VIDEOS:
         assert np.load(out / "wav_samples" / f"{name}.npy").tolist() == [8000]  # 0.5 s, 16 kHz

@@ -26,7 +26,7 @@ from dpl_assets import cli
 from dpl_assets.processes import host_process_tag, is_gone, process_tag
 from dpl_assets.run_pool import LAUNCHED_BY_TAG, PROCESS_TAG, fail_runs_of_ended_processes
 from dpl_assets.settings import INSTANCE_SUBDIR
-from dpl_assets_tests import media_factory as media
+from dpl_assets_tests.dpl_runs import slow_run_args, slow_starts
 from dpl_assets_tests.fresh_python import REPO
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="/proc and SIGKILL")
@@ -162,19 +162,7 @@ def test_started_runs_of_ended_processes_are_marked_failed():
 
 
 def test_a_killed_dpl_run_leaves_no_worker_and_the_next_run_fails_its_runs(tmp_path, capsys):
-    marker = tmp_path / "started"
-    graph = [
-        {"name": "VideoToWavNode", "params": {}},
-        {"name": "dpl_assets_tests.custom_slow_example:SlowNode",
-         "params": {"marker": str(marker), "seconds": 4.0}},
-    ]  # fmt: skip
-    (tmp_path / "graph.json").write_text(json.dumps(graph))
-    for name in ("a", "b"):
-        media.make_talking_clip(tmp_path / "videos" / f"{name}.mp4", seconds=0.5)
-    (tmp_path / "inputs.json").write_text(json.dumps({"video": "videos"}))
-    out = tmp_path / "out"
-    args = ["run", "--graph", str(tmp_path / "graph.json"), "--inputs",
-            str(tmp_path / "inputs.json"), "--output_dir", str(out)]  # fmt: skip
+    args, out = slow_run_args(tmp_path, ["a", "b"]), tmp_path / "out"
     log = (tmp_path / "killed.log").open("w")
     dpl = subprocess.Popen(
         [sys.executable, "-m", "dpl_assets.cli", *args, "--workers", "2"],
@@ -185,8 +173,7 @@ def test_a_killed_dpl_run_leaves_no_worker_and_the_next_run_fails_its_runs(tmp_p
         deadline = time.monotonic() + 240
         while len(pids) < 2 and time.monotonic() < deadline and dpl.poll() is None:
             time.sleep(0.1)
-            lines = marker.read_text().splitlines() if marker.exists() else []
-            pids = {int(line.split()[0]) for line in lines}
+            pids = {pid for pid, _ in slow_starts(tmp_path)}
         assert len(pids) == 2, (tmp_path / "killed.log").read_text()[-3000:]
         assert dpl.pid in pids  # one range in dpl itself, the other in its worker
         (worker,) = pids - {dpl.pid}
