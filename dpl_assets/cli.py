@@ -21,15 +21,19 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dpl_assets import fast_exit, interrupts, processes
+# Light imports only: `dpl run` starts its worker processes before it imports Dagster and
+# the nodes (see command_run); those are imported in the commands.
+from dpl_assets import fast_exit, processes
 from dpl_assets.catalog import Catalog
-from dpl_assets.cluster import CeleryUnavailable, broker_urls
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
-from dpl_assets.graph import GraphError, GraphPlan, load_graph_file, node_reference, plan_graph
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
-from dpl_assets.storage import disk_room, frame_cache
 from dpl_assets.storage.locks import exclusive
+from dpl_assets.worker_pool import WorkerPool, default_workers, start_pool
+
+if TYPE_CHECKING:
+    from dpl_assets.graph import GraphPlan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOTHING_PROCESSED = 0, 1, 2, 3
 
@@ -189,8 +193,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from dpl_assets.run_pool import default_workers
+    # The worker processes start first, before this process imports Dagster and the nodes
+    # (~1.4 s) and reads the graph: their own start-up (the same imports, then the graph's
+    # model libraries) overlaps all that follows.
+    started = _start_workers(args)
+    try:
+        return _run(args, started)
+    finally:
+        if started is not None:
+            started.close()  # done by then unless the graph or inputs were invalid
+
+
+def _start_workers(args: argparse.Namespace) -> WorkerPool | None:
+    """The workers ``dpl run`` will most likely use, started before the graph is read:
+    ``--workers`` or ``DPL_WORKERS``, else one per core (a graph with a GPU model, on a
+    machine with fewer GPUs than that, gets a new pool once it is read). None for one
+    process, Celery, or an invalid count (reported once the graph is read)."""
+    if args.executor == "celery":
+        return None
+    try:
+        return start_pool(args.workers or default_workers())
+    except ValueError:  # a bad DPL_WORKERS
+        return None
+
+
+def _run(args: argparse.Namespace, started: WorkerPool | None) -> int:
+    from dpl_assets import interrupts
+    from dpl_assets.cluster import CeleryUnavailable, broker_urls
+    from dpl_assets.graph import GraphError
     from dpl_assets.runner import run_plan, start_worker_pool
+    from dpl_assets.storage import disk_room, frame_cache
 
     output_dir = args.output_dir.resolve()
     try:
@@ -211,9 +243,10 @@ def command_run(args: argparse.Namespace) -> int:
         celery = args.executor == "celery"
         if celery:
             broker_urls()  # raises CeleryUnavailable: nothing is done then
-        # The workers start first: their start-up overlaps opening the instance (creating
-        # its databases, ~1.3 s for a new output dir) and the registration.
-        pool = None if celery else start_worker_pool(plan, workers)
+        # The workers started above (a new pool if the graph wants another count) import
+        # its model libraries while this process opens the instance (creating its
+        # databases, ~1.3 s for a new output dir) and registers the videos.
+        pool = None if celery else start_worker_pool(plan, workers, started)
         try:
             with _open_instance(output_dir) as instance:
                 outcome = run_plan(
@@ -282,6 +315,8 @@ def nothing_processed(counts: dict[str, int], inputs: InputRoots) -> str:
 
 def _graph_and_inputs(args: argparse.Namespace, catalog: Catalog) -> tuple[GraphPlan, InputRoots]:
     """The graph and inputs named on the command line, else the ones the last run saved."""
+    from dpl_assets.graph import GraphError, load_graph_file, plan_graph
+
     if args.graph is not None:
         plan = load_graph_file(args.graph)
     elif (saved_graph := catalog.saved_graph()) is not None:
@@ -379,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command_init_instance(args)
     if args.command == "samples":
         return command_samples(args)
+    from dpl_assets.graph import node_reference
+
     print(node_reference())
     return EXIT_OK
 

@@ -11,11 +11,12 @@ models once and keeps them across its ranges, and gets ``cores // N`` threads
 (:mod:`dpl_assets.threads`; workers through ``DPL_THREADS``). Videos are claimed per output
 (:mod:`dpl_assets.assets.claims`), so two workers never compute the same video.
 
-The workers start first (:class:`WorkerPool`), before the ``dpl`` process opens the
-instance and registers the videos: their start-up (Dagster, the libraries of the graph's
-models, several seconds) overlaps that instead of following it; each builds the
-definitions on its first run; when nothing turns out to be pending they are stopped
-unused. They end without the interpreter's teardown (:mod:`dpl_assets.fast_exit`).
+The workers start first (:class:`~dpl_assets.worker_pool.WorkerPool`), before the ``dpl``
+process imports Dagster, reads the graph, opens the instance and registers the videos:
+their start-up (Dagster, the libraries of the graph's models, several seconds) overlaps
+that instead of following it; each builds the definitions on its first run; when nothing
+turns out to be pending they are stopped unused. They end without the interpreter's
+teardown (:mod:`dpl_assets.fast_exit`).
 
 When the ``dpl`` process is killed, each worker marks the run it holds failed and ends
 within a second (:func:`dpl_assets.processes.exit_with_parent`); the runs the ``dpl``
@@ -26,24 +27,20 @@ process held itself are marked failed by the next ``dpl run``
 from __future__ import annotations
 
 import collections
-import contextlib
-import importlib
 import logging
-import multiprocessing
-import os
 import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
 
 import dagster as dg
 
-from dpl_assets import fast_exit, interrupts, processes, threads
+from dpl_assets import interrupts, processes, threads
 from dpl_assets.storage import frame_cache
+from dpl_assets.worker_pool import WorkerPool, WorkerSetup, worker_state
 
 LAUNCHED_BY_TAG = "dpl/launched_by"
 SESSION_TAG = "dpl/session"
@@ -107,63 +104,14 @@ def execute(
     return RunEnded(run, result.run_id, result.success)
 
 
-# -- worker processes --------------------------------------------------------------------
-
-DefinitionsFactory = Callable[[], dg.Definitions]
+# -- worker processes (started by dpl_assets.worker_pool) ----------------------------------
 
 
-@dataclass(frozen=True)
-class WorkerSetup:
-    """What a worker needs to execute runs: the definitions (built by ``make_defs``) and
-    the instance (``instance_ref``). ``key`` names one setup (a worker builds each once)."""
-
-    key: str
-    make_defs: DefinitionsFactory
-    instance_ref: Any
-
-
-_worker: dict[str, Any] = {}  # this worker process's setup key, definitions and instance
-
-
-def _start_worker(thread_budget: int, preload: tuple[str, ...], parent: int) -> None:
-    """Worker initializer: its thread budget first (before torch is imported), then the
-    ``preload`` modules (the graph's model libraries: imported now, while the ``dpl``
-    process opens the instance and registers videos). A worker exits without the
-    interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
-    fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
-    processes.show_native_crashes()  # a crash in native code shows where, as in dpl
-    # Ctrl-C reaches the workers too: idle, they go on (their runs catch it: interrupts)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(INTERRUPT_SIGNAL, _interrupt_from_dpl)
-    processes.exit_with_parent(parent, _last_words)  # dpl killed: stop, not go on unseen
-    os.environ[threads.THREADS_ENV] = str(thread_budget)
-    threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
-    for module in preload:
-        importlib.import_module(module)
-
-
-INTERRUPT_SIGNAL = signal.SIGUSR1
-"""How the ``dpl`` process passes an interrupt on to its workers: not SIGINT, which a
-worker that had the terminal's Ctrl-C already would take as a second one (and stop
-waiting for the videos being computed)."""
-
-
-def _interrupt_from_dpl(signum: int, frame: Any) -> None:
-    """A worker's :data:`INTERRUPT_SIGNAL` handler: the interrupt, unless it had it."""
-    if not interrupts.requested():
-        signal.raise_signal(signal.SIGINT)  # ignored when idle; a run's handler otherwise
-
-
-def _started() -> int:
-    """A no-op task: submitting one per worker makes the pool start them all at once."""
-    return os.getpid()
-
-
-def _last_words() -> None:
+def last_words() -> None:
     """A worker whose parent is gone, before it ends: its kept frames removed (tmpfs
     memory, not freed with the process) and the run it is executing marked failed."""
     frame_cache.discard()
-    instance, me = _worker.get("instance"), processes.host_process_tag()
+    instance, me = worker_state.get("instance"), processes.host_process_tag()
     if instance is not None and me is not None:
         for run in _started_runs(instance, {PROCESS_TAG: me}):
             instance.report_run_failed(
@@ -174,72 +122,16 @@ def _last_words() -> None:
 
 def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEnded:
     interrupts.clear()  # an interrupt stopped its last run, not this one
-    if _worker.get("key") != setup.key:  # the first run of this setup: build it, keep it
-        _worker["instance"] = dg.DagsterInstance.from_ref(setup.instance_ref)
-        _worker["defs"] = setup.make_defs()
-        _worker["key"] = setup.key
+    if worker_state.get("key") != setup.key:  # the first run of this setup: build it, keep it
+        worker_state["instance"] = dg.DagsterInstance.from_ref(setup.instance_ref)
+        worker_state["defs"] = setup.make_defs()
+        worker_state["key"] = setup.key
     try:
-        return execute(_worker["defs"], _worker["instance"], run_config, run)
+        return execute(worker_state["defs"], worker_state["instance"], run_config, run)
     finally:
         # Dagster gives SIGTERM the SIGINT handler it found (ignored here) after a run:
         # a worker must still end on SIGTERM (the pool's terminate, a kill).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-class WorkerPool:
-    """``count`` spawned worker processes for :func:`run_all`, started at once (each imports
-    ``preload``) so they are ready when the runs are known; :meth:`prepare` then says
-    which definitions and instance their runs use (each worker builds them on its first
-    run). ``thread_budget``: each worker's threads.
-
-    :meth:`close` when done (more than once is fine): it waits for the workers to finish,
-    or stops them if no run was given to them (by the PIDs this pool started, nothing else).
-    """
-
-    def __init__(self, count: int, thread_budget: int, preload: Iterable[str] = ()):
-        self.count = count
-        self.executor = ProcessPoolExecutor(
-            max_workers=count,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(thread_budget, tuple(preload), os.getpid()),
-        )
-        before = {child.pid for child in multiprocessing.active_children()}
-        # The pool starts a process per task submitted while none is idle: all start now.
-        self.started = [self.executor.submit(_started) for _ in range(count)]  # their pids
-        self._processes = [
-            child for child in multiprocessing.active_children() if child.pid not in before
-        ]
-        self.used = False
-        self.setup: WorkerSetup | None = None
-        self._closed = False
-
-    def prepare(self, make_defs: DefinitionsFactory, instance: dg.DagsterInstance) -> None:
-        """The definitions and instance of the runs :func:`run_all` gives this pool."""
-        self.setup = WorkerSetup(uuid.uuid4().hex, make_defs, instance.get_ref())
-
-    def interrupt(self) -> None:
-        """Pass an interrupt on to this pool's workers still running (the processes it
-        started; :data:`INTERRUPT_SIGNAL`): their runs stop as on Ctrl-C
-        (:mod:`dpl_assets.interrupts`); one that has it already, or is idle, goes on."""
-        for process in self._processes:
-            if process.is_alive() and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, INTERRUPT_SIGNAL)
-
-    def close(self) -> None:
-        """Wait for the workers to end (after their runs), or stop them unused."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.used:
-            self.executor.shutdown(wait=True)
-            return
-        for process in self._processes:
-            process.terminate()  # SIGTERM to a worker this pool started
-        # The executor's own thread reaps them: a second join from here raced it for the
-        # exit status (waitpid), and the loser saw a dead worker as alive.
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _wait_for_pool(queue: _RunQueue, pool: WorkerPool | None) -> None:
@@ -418,33 +310,10 @@ def _started_runs(instance: dg.DagsterInstance, tags: dict[str, str]) -> list[dg
 WORKERS_ENV = "DPL_WORKERS"
 
 
-def default_workers(uses_gpu: bool = False) -> int:
-    """``dpl run``'s worker processes when ``--workers`` is not given: ``DPL_WORKERS``, else
-    one per core, at most 4 (each holds its own models: about 1.2 GB with wav2vec2-base
-    and the face model), and when the graph runs a GPU model on a machine with GPUs, at
-    most one per GPU (each process keeps its GPU lease for life: :mod:`dpl_assets.devices`).
-    ValueError when ``DPL_WORKERS`` is not a positive integer."""
-    given = os.environ.get(WORKERS_ENV)
-    if given:
-        if not given.isdigit() or int(given) < 1:
-            raise ValueError(f"{WORKERS_ENV} must be a positive integer, not {given!r}")
-        return int(given)
-    workers = min(threads.cores(), 4)
-    if uses_gpu:
-        from dpl_assets.devices import visible_devices
-
-        gpus, _ = visible_devices()
-        if gpus > 0:
-            workers = min(workers, gpus)
-    return workers
-
-
 __all__ = [
     "RangeRun",
     "RunEnded",
     "WorkerDied",
-    "WorkerPool",
-    "default_workers",
     "execute",
     "fail_abandoned_runs",
     "run_all",

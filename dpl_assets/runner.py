@@ -43,7 +43,6 @@ from dpl_assets.run_pool import (
     RangeRun,
     RunEnded,
     WorkerDied,
-    WorkerPool,
     execute,
     fail_abandoned_runs,
     fail_runs_of_ended_processes,
@@ -53,6 +52,7 @@ from dpl_assets.run_pool import (
 from dpl_assets.storage import frame_cache
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.temp_sweep import sweep_dead_temps
+from dpl_assets.worker_pool import WorkerPool, start_pool
 
 RUN_JOB_NAME = "dpl_run"
 DATASET_JOB_NAME = "dpl_run_dataset"
@@ -275,14 +275,22 @@ def run_plan(
     )
 
 
-def start_worker_pool(plan: GraphPlan, workers: int) -> WorkerPool | None:
-    """``workers - 1`` worker processes for :func:`run_plan` (None for 1), importing the
-    graph's model libraries (:attr:`~dpl_assets.specs.NodeSpec.preload`) as they start."""
-    if workers <= 1:
-        return None
-    preload = dict.fromkeys(module for spec in plan.node_of.values() for module in spec.preload)
-    budget = max(1, threads.cores() // workers)
-    return WorkerPool(workers - 1, budget, preload)
+def start_worker_pool(
+    plan: GraphPlan, workers: int, started: WorkerPool | None = None
+) -> WorkerPool | None:
+    """``workers - 1`` worker processes for :func:`run_plan` (None for 1): ``started`` (a
+    pool started before the graph was read, :func:`dpl_assets.worker_pool.start_pool`)
+    when it has that many, else a new one (``started`` is then closed); configured with
+    each worker's thread budget and the graph's model libraries
+    (:attr:`~dpl_assets.specs.NodeSpec.preload`), which they import as they start."""
+    if started is not None and (started.count != workers - 1 or started.configured):
+        started.close()
+        started = None
+    pool = started or start_pool(workers)
+    if pool is not None:
+        preload = (module for spec in plan.node_of.values() for module in spec.preload)
+        pool.configure(max(1, threads.cores() // workers), dict.fromkeys(preload))
+    return pool
 
 
 def _launch(

@@ -170,7 +170,7 @@ def test_ffmpeg_runs_in_a_process_group_of_its_own():
 AFTER_A_WORKER_RUN = """
 import signal
 import dagster as dg
-from dpl_assets import run_pool
+from dpl_assets import run_pool, worker_pool
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the worker initializer sets it
 
@@ -184,7 +184,7 @@ def tiny() -> None:
 
 defs = dg.Definitions(jobs=[tiny])
 with dg.instance_for_test() as instance:
-    setup = run_pool.WorkerSetup("setup", lambda: defs, instance.get_ref())
+    setup = worker_pool.WorkerSetup("setup", lambda: defs, instance.get_ref())
     ended = run_pool._run_in_worker(setup, run_pool.RangeRun("tiny", [], "tiny"), {})
     print(ended.success, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
 """

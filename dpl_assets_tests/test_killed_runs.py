@@ -60,9 +60,10 @@ def stop(pids: list[int]) -> None:
 
 POOL_THEN_WAIT = """
 import sys, time
-from dpl_assets.run_pool import WorkerPool
-pool = WorkerPool(2, thread_budget=1)
+from dpl_assets.worker_pool import WorkerPool
+pool = WorkerPool(2)
 if sys.argv[1] == "started":  # past their start-up: one busy in a task, one waiting
+    pool.configure(thread_budget=1)
     [done.result() for done in pool.started]
     pool.executor.submit(time.sleep, 300)
     time.sleep(3)

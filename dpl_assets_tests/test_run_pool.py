@@ -5,6 +5,7 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ import pytest
 
 from dpl_assets import cli, threads
 from dpl_assets.discovery import parse_inputs
+from dpl_assets.graph import plan_graph
 from dpl_assets.media.frames import (
     DECODE_RECIPE_ATTR,
     DecodeRecipe,
@@ -22,14 +24,16 @@ from dpl_assets.media.frames import (
 )
 from dpl_assets.nodes.frames import extract_frames
 from dpl_assets.registration import pending_ranges
-from dpl_assets.run_pool import WorkerPool
+from dpl_assets.runner import start_worker_pool
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.storage.video_io import Reads, StackMismatch, VideoIO
+from dpl_assets.worker_pool import WorkerPool, start_pool
 from dpl_assets_tests import media_factory as media
 from dpl_assets_tests.dpl_runs import assert_same_outputs, run_graph
+from dpl_assets_tests.fresh_python import script_output
 from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
 
 GRAPH = [
@@ -94,14 +98,21 @@ def test_a_rerun_with_workers_and_nothing_new_starts_no_run(tmp_path, face_video
     assert multiprocessing.active_children() == []
 
 
+def _pid_after(seconds: float) -> int:
+    """In a worker: its pid, after ``seconds``."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def _loaded(modules: list[str]) -> dict[str, bool]:
     """In a worker: which of ``modules`` are imported (before this task imports any)."""
     return {module: module in sys.modules for module in modules}
 
 
 def test_pool_workers_preload_their_modules_and_unused_ones_are_stopped():
-    pool = WorkerPool(1, thread_budget=1, preload=["colorsys"])
+    pool = WorkerPool(1)
     try:
+        pool.configure(thread_budget=1, preload=["colorsys"])
         loaded = pool.executor.submit(_loaded, ["colorsys", "wave"]).result(timeout=300)
         assert loaded == {"colorsys": True, "wave": False}  # preloaded, and only that
         (worker,) = multiprocessing.active_children()
@@ -109,6 +120,59 @@ def test_pool_workers_preload_their_modules_and_unused_ones_are_stopped():
     finally:
         pool.close()  # never given a run: stopped
     assert not worker.is_alive() and worker.exitcode is not None
+    assert multiprocessing.active_children() == []
+
+
+START_WORKERS = """
+import inspect, sys, time
+from dpl_assets import cli
+import dpl_assets
+args = cli.build_parser().parse_args(sys.argv[1:])
+pool = cli._start_workers(args)
+# What this process had imported when it started them: not Dagster, not the nodes.
+print("dagster" in sys.modules, "dpl_assets.graph" in sys.modules, pool and pool.count)
+if pool is not None:  # never configured (as when the graph is invalid): stopped at once
+    workers = pool._processes
+    time.sleep(1)
+    started = time.perf_counter()
+    pool.close()
+    print(all(not worker.is_alive() for worker in workers), time.perf_counter() - started < 10)
+# The code location's definitions are found as Dagster finds them (inspect.getmembers).
+members = inspect.getmembers(dpl_assets)
+print([name for name, value in members if type(value).__name__ == "Definitions"])
+"""
+
+
+def test_dpl_run_starts_its_workers_before_it_imports_dagster_or_the_nodes():
+    run_args = ["run", "--graph", "g.json", "--inputs", "i.json"]
+    lines = script_output(START_WORKERS, *run_args, "--workers", "3").splitlines()
+    assert lines == ["False False 2", "True True", "['defs']"]
+    one = script_output(START_WORKERS, *run_args, "--workers", "1").splitlines()
+    assert one == ["False False None", "['defs']"]
+    celery = script_output(START_WORKERS, *run_args, "--workers", "2", "--executor", "celery")
+    assert celery.splitlines()[0] == "False False None"  # Celery workers run the steps
+
+
+def test_the_pool_started_early_is_used_when_its_count_fits_and_replaced_when_not():
+    plan = plan_graph([{"name": "VideoToWavNode", "params": {}}])
+    early = start_pool(2)
+    assert early is not None
+    try:
+        assert start_worker_pool(plan, 2, early) is early and early.configured
+    finally:
+        early.close()
+    other = start_pool(2)  # one worker; the graph (as with a GPU model) wants two
+    assert other is not None
+    replacement = start_worker_pool(plan, 3, other)
+    try:
+        assert replacement is not None and replacement is not other
+        assert replacement.count == 2 and replacement.configured
+        assert all(not worker.is_alive() for worker in other._processes)  # stopped unused
+        # Two tasks of 2 s at once run in both workers (one not configured would not take one)
+        pids = [replacement.executor.submit(_pid_after, 2.0) for _ in range(2)]
+        assert len({done.result(timeout=300) for done in pids}) == 2
+    finally:
+        replacement.close()
     assert multiprocessing.active_children() == []
 
 

@@ -27,6 +27,7 @@ step's totals go on the step's output (the run's log), never on a partition.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,11 @@ from dpl_assets.memory import map_large_blocks
 from dpl_assets.partitions import per_video_backfill, video_partitions
 from dpl_assets.storage.io_manager import ArtifactStorage
 from dpl_assets.storage.video_io import Reads, StepTools, VideoIO
+
+# backfill_policy (here) and pool (generated.py, which imports this module first) are marked
+# beta in dagster 1.13; we rely on them deliberately. Every asset decorator comes after this.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
