@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 # Light imports only: `dpl run` starts its worker processes before it imports Dagster and
 # the nodes (see command_run); those are imported in the commands.
-from dpl_assets import fast_exit, processes
+from dpl_assets import fast_exit, processes, threads
 from dpl_assets.catalog import Catalog
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from dpl_assets.graph import GraphPlan
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOTHING_PROCESSED = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
+"""``dpl run``'s exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
 def _say(message: str) -> None:
@@ -208,21 +210,28 @@ def _start_workers(args: argparse.Namespace) -> WorkerPool | None:
     """The workers ``dpl run`` will most likely use, started before the graph is read:
     ``--workers`` or ``DPL_WORKERS``, else one per core (a graph with a GPU model, on a
     machine with fewer GPUs than that, gets a new pool once it is read). None for one
-    process, Celery, or an invalid count (reported once the graph is read)."""
+    process, Celery, an invalid count (reported once the graph is read), or more
+    processes than cores (they are started once the graph is read, as they would slow
+    this process's own start-up, and an invalid graph's message, several times over)."""
     if args.executor == "celery":
         return None
     try:
-        return start_pool(args.workers or default_workers())
+        workers = args.workers or default_workers()
     except ValueError:  # a bad DPL_WORKERS
         return None
+    return start_pool(workers) if workers <= threads.cores() else None
 
 
 def _run(args: argparse.Namespace, started: WorkerPool | None) -> int:
-    from dpl_assets import interrupts
-    from dpl_assets.cluster import CeleryUnavailable, broker_urls
-    from dpl_assets.graph import GraphError
-    from dpl_assets.runner import run_plan, start_worker_pool
-    from dpl_assets.storage import disk_room, frame_cache
+    try:
+        from dpl_assets import interrupts
+        from dpl_assets.cluster import CeleryUnavailable, broker_urls
+        from dpl_assets.graph import GraphError
+        from dpl_assets.runner import run_plan, start_worker_pool
+        from dpl_assets.storage import disk_room, frame_cache
+    except KeyboardInterrupt:  # Ctrl-C while this process starts: nothing was done yet
+        _say("interrupted before anything was done")
+        return EXIT_INTERRUPTED
 
     output_dir = args.output_dir.resolve()
     try:
@@ -267,7 +276,7 @@ def _run(args: argparse.Namespace, started: WorkerPool | None) -> int:
         return EXIT_INVALID
     except KeyboardInterrupt:  # Ctrl-C outside the runs (they stop on it themselves)
         _say("interrupted: what was saved is kept; run the same command again to go on")
-        return interrupts.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     report_path = output_dir / args.report_name
     counts = outcome.report.write(report_path, outcome.dataset_outputs)
     notable = outcome.report.notable()
@@ -287,7 +296,7 @@ def _run(args: argparse.Namespace, started: WorkerPool | None) -> int:
             "interrupted: the runs stopped after the videos being computed (what was saved "
             "is kept; the others are reported failed); run the same command again to go on"
         )
-        return interrupts.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
     if counts["processed"] == 0:
         _say(nothing_processed(counts, inputs))
     if counts["failed"] or counts["failed_checks"]:

@@ -8,10 +8,10 @@ per-video steps stop on it themselves (:func:`step_stops_on_interrupt`): the pro
 remembers it (:func:`request`), the step fails without a retry after the videos being
 computed end (videos not started are not), and every step after it in the run fails at
 once, before any work. ``dpl run`` then starts no further run, passes the interrupt on to
-its worker processes, skips the dataset-level run and exits with :data:`EXIT_INTERRUPTED`;
-the next ``dpl run`` computes what is missing. ffmpeg runs in a process group of its own
-(:mod:`dpl_assets.media.ffmpeg`), so the terminal's Ctrl-C does not kill it mid-file:
-a killed decoder would look like a bad video.
+its worker processes, skips the dataset-level run and exits with 130
+(:data:`dpl_assets.cli.EXIT_INTERRUPTED`); the next ``dpl run`` computes what is missing.
+ffmpeg runs in a process group of its own (:mod:`dpl_assets.media.ffmpeg`), so the
+terminal's Ctrl-C does not kill it mid-file: a killed decoder would look like a bad video.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-EXIT_INTERRUPTED = 130
-"""``dpl run``'s exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
 INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 
 _lock = threading.Lock()

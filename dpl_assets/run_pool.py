@@ -40,7 +40,7 @@ import dagster as dg
 
 from dpl_assets import interrupts, processes, threads
 from dpl_assets.storage import frame_cache
-from dpl_assets.worker_pool import WorkerPool, WorkerSetup, worker_state
+from dpl_assets.worker_pool import WorkerPool, WorkerSetup, configure_worker, worker_state
 
 LAUNCHED_BY_TAG = "dpl/launched_by"
 SESSION_TAG = "dpl/session"
@@ -121,6 +121,7 @@ def last_words() -> None:
 
 
 def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEnded:
+    configure_worker(*setup.configuration)  # done already unless another worker took its task
     interrupts.clear()  # an interrupt stopped its last run, not this one
     if worker_state.get("key") != setup.key:  # the first run of this setup: build it, keep it
         worker_state["instance"] = dg.DagsterInstance.from_ref(setup.instance_ref)

@@ -2,12 +2,13 @@
 
 ``dpl run`` starts its workers first, before it imports Dagster and the nodes (~1.4 s of
 its own start-up) and reads the graph: each worker imports Dagster and the project while
-the ``dpl`` process does the same, then waits for :meth:`WorkerPool.configure` (its thread
-budget and the graph's model libraries, known once the graph is read) and imports those
-(torch, transformers, mediapipe: several seconds) while the ``dpl`` process opens the
-instance and registers the videos. Runs reach the workers from
-:mod:`dpl_assets.run_pool`, which executes them. This module imports neither Dagster nor
-the nodes.
+the ``dpl`` process does the same. Once the graph is read, :meth:`WorkerPool.configure`
+sends each worker a task with its thread budget and the graph's model libraries, which it
+imports (torch, transformers, mediapipe: several seconds) while the ``dpl`` process opens
+the instance and registers the videos; a run applies the same first, in a worker that
+did not get that task. Runs reach the workers from :mod:`dpl_assets.run_pool`, which
+executes them. No worker ever waits for the ``dpl`` process: one that was never given
+work ends with the pool. This module imports neither Dagster nor the nodes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import multiprocessing
 import os
 import signal
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,44 +34,54 @@ worker that had the terminal's Ctrl-C already would take as a second one (and st
 waiting for the videos being computed)."""
 
 WORKER_MODULES = ("dpl_assets.run_pool", "dpl_assets.definitions")
-"""What every worker imports before it waits for its configuration (Dagster, the nodes)."""
+"""What every worker imports as it starts (Dagster, the nodes; not torch: see threads)."""
 
 
 @dataclass(frozen=True)
 class WorkerSetup:
     """What a worker needs to execute runs: the definitions (built by ``make_defs``, a
     picklable callable returning ``dagster.Definitions``) and the instance
-    (``instance_ref``, a ``dagster.InstanceRef``). ``key`` names one setup (a worker
-    builds each once)."""
+    (``instance_ref``, a ``dagster.InstanceRef``); its thread budget and the modules to
+    import first (``configuration``, see :meth:`WorkerPool.configure`). ``key`` names one
+    setup (a worker builds each once)."""
 
     key: str
     make_defs: Callable[[], Any]
     instance_ref: Any
+    configuration: tuple[int, tuple[str, ...]]
 
 
 worker_state: dict[str, Any] = {}
 """This worker process's setup key, definitions and instance (:mod:`dpl_assets.run_pool`)."""
 
 
-def _start_worker(configuration: Any, parent: int) -> None:
+def _start_worker(parent: int) -> None:
     """Worker initializer: crash, signal and parent-death handling first, then Dagster and
-    the project (:data:`WORKER_MODULES`), then, once :meth:`WorkerPool.configure` sends
-    them, the thread budget (before torch is imported) and the graph's model libraries. A
-    worker exits without the interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it
-    made is saved by then."""
+    the project (:data:`WORKER_MODULES`). A worker exits without the interpreter's teardown
+    (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
     fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
     processes.show_native_crashes()  # a crash in native code shows where, as in dpl
-    # Ctrl-C reaches the workers too: idle, they go on (their runs catch it: interrupts)
+    # Ctrl-C reaches the workers too: idle, they go on (their runs catch it: interrupts).
+    # dpl's interrupt is ignored until Dagster is imported (a starting worker has no run).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(INTERRUPT_SIGNAL, _interrupt_from_dpl)
+    signal.signal(INTERRUPT_SIGNAL, signal.SIG_IGN)
     processes.exit_with_parent(parent, _last_words)  # dpl killed: stop, not go on unseen
     for module in WORKER_MODULES:
         importlib.import_module(module)
-    thread_budget, preload = configuration.get()  # the pool is closed unused: SIGTERM
-    os.environ[threads.THREADS_ENV] = str(thread_budget)
-    threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
-    for module in preload:
-        importlib.import_module(module)
+    signal.signal(INTERRUPT_SIGNAL, _interrupt_from_dpl)
+
+
+def configure_worker(thread_budget: int, preload: tuple[str, ...]) -> int:
+    """In a worker (a task of :meth:`WorkerPool.configure`, and first in each run): its
+    thread budget (before torch is imported), then the ``preload`` modules; once per
+    process (later calls return at once). Returns the worker's pid."""
+    if worker_state.get("configuration") is None:
+        worker_state["configuration"] = (thread_budget, preload)
+        os.environ[threads.THREADS_ENV] = str(thread_budget)
+        threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
+        for module in preload:
+            importlib.import_module(module)
+    return os.getpid()
 
 
 def _interrupt_from_dpl(signum: int, frame: Any) -> None:
@@ -86,6 +97,23 @@ def _last_words() -> None:
     from dpl_assets import run_pool
 
     run_pool.last_words()
+
+
+@contextlib.contextmanager
+def _started_ignoring(signum: int) -> Iterator[None]:
+    """Processes started inside this block start with ``signum`` ignored (an ignored
+    signal stays ignored across exec), until their initializer handles it; this process
+    ignores it meanwhile (it only sends it). Where signals cannot be changed (not the
+    main thread), nothing is changed."""
+    try:
+        previous = signal.signal(signum, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
 
 
 def _started() -> int:
@@ -105,38 +133,56 @@ class WorkerPool:
 
     def __init__(self, count: int):
         self.count = count
-        context = multiprocessing.get_context("spawn")
-        self._configuration = context.SimpleQueue()
-        self.executor = ProcessPoolExecutor(
-            max_workers=count,
-            mp_context=context,
-            initializer=_start_worker,
-            initargs=(self._configuration, os.getpid()),
-        )
-        before = {child.pid for child in multiprocessing.active_children()}
-        # The pool starts a process per task submitted while none is idle: all start now.
-        self.started: list[Future[int]] = [self.executor.submit(_started) for _ in range(count)]
-        self._processes = [
-            child for child in multiprocessing.active_children() if child.pid not in before
-        ]
-        self.configured = False
+        self.configuration: tuple[int, tuple[str, ...]] | None = None
         self.used = False
         self.setup: WorkerSetup | None = None
         self._closed = False
+        self.executor = ProcessPoolExecutor(
+            max_workers=count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(os.getpid(),),
+        )
+        before = {child.pid for child in multiprocessing.active_children()}
+
+        def spawned() -> list[Any]:
+            return [child for child in multiprocessing.active_children() if child.pid not in before]
+
+        try:
+            # The pool starts a process per task submitted while none is idle: all now.
+            with _started_ignoring(INTERRUPT_SIGNAL):  # its default action ends a process
+                self.started: list[Future[int]] = [
+                    self.executor.submit(_started) for _ in range(count)
+                ]
+        except BaseException:  # a failed fork, Ctrl-C: the ones started are stopped
+            self._processes = spawned()
+            self.close()
+            raise
+        self._processes = spawned()
+
+    @property
+    def configured(self) -> bool:
+        return self.configuration is not None
 
     def configure(self, thread_budget: int, preload: Iterable[str] = ()) -> None:
         """Each worker's thread budget and the modules it imports before its first run
-        (once; a worker waits for this before it takes a task)."""
-        if self.configured:
+        (:func:`configure_worker`): sent now as one task per worker, so that they import
+        them while this process goes on; a worker that did not take one (another took
+        two) does it first in its first run. Once per pool."""
+        if self.configuration is not None:
             raise RuntimeError("the worker pool is configured already")
-        self.configured = True
+        self.configuration = (thread_budget, tuple(preload))
         for _ in range(self.count):
-            self._configuration.put((thread_budget, tuple(preload)))
+            self.executor.submit(configure_worker, *self.configuration)
 
     def prepare(self, make_defs: Callable[[], Any], instance: Any) -> None:
         """The definitions (``make_defs``: see :class:`WorkerSetup`) and instance (a
-        ``dagster.DagsterInstance``) of the runs ``run_pool.run_all`` gives this pool."""
-        self.setup = WorkerSetup(uuid.uuid4().hex, make_defs, instance.get_ref())
+        ``dagster.DagsterInstance``) of the runs ``run_pool.run_all`` gives this pool.
+        RuntimeError before :meth:`configure`."""
+        if self.configuration is None:
+            raise RuntimeError("configure the worker pool before preparing its runs")
+        ref = instance.get_ref()
+        self.setup = WorkerSetup(uuid.uuid4().hex, make_defs, ref, self.configuration)
 
     def interrupt(self) -> None:
         """Pass an interrupt on to this pool's workers still running (the processes it

@@ -61,7 +61,7 @@ def test_ctrl_c_stops_the_runs_after_the_videos_being_computed(tmp_path, capsys,
             os.kill(dpl.pid, signal.SIGINT)  # dpl passes it on to its workers
         else:
             os.killpg(dpl.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        assert dpl.wait(60) == interrupts.EXIT_INTERRUPTED, log.read_text()[-3000:]
+        assert dpl.wait(60) == cli.EXIT_INTERRUPTED, log.read_text()[-3000:]
         assert time.monotonic() - interrupted_at < 30  # the 4 s videos, not the rest
         assert wait_until_ended(workers, 15) == []
     finally:
@@ -184,7 +184,7 @@ def tiny() -> None:
 
 defs = dg.Definitions(jobs=[tiny])
 with dg.instance_for_test() as instance:
-    setup = worker_pool.WorkerSetup("setup", lambda: defs, instance.get_ref())
+    setup = worker_pool.WorkerSetup("setup", lambda: defs, instance.get_ref(), (1, ()))
     ended = run_pool._run_in_worker(setup, run_pool.RangeRun("tiny", [], "tiny"), {})
     print(ended.success, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
 """

@@ -4,6 +4,7 @@ for parallel runs, and frames decoded again from the video instead of the stored
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,10 +31,10 @@ from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.storage.video_io import Reads, StackMismatch, VideoIO
-from dpl_assets.worker_pool import WorkerPool, start_pool
+from dpl_assets.worker_pool import WorkerPool, configure_worker, start_pool
 from dpl_assets_tests import media_factory as media
 from dpl_assets_tests.dpl_runs import assert_same_outputs, run_graph
-from dpl_assets_tests.fresh_python import script_output
+from dpl_assets_tests.fresh_python import REPO, script_output
 from dpl_assets_tests.test_vision_pipeline import moving_astronaut, write_clip
 
 GRAPH = [
@@ -104,6 +105,15 @@ def _pid_after(seconds: float) -> int:
     return os.getpid()
 
 
+def _first_run(configuration: tuple[int, tuple[str, ...]]) -> tuple[int, tuple]:
+    """In a worker, as a run starts: the configuration applied, then (after 2 s, so that
+    two such tasks at once run in two workers) its pid, whether the preload is imported
+    and its thread budget."""
+    configure_worker(*configuration)
+    time.sleep(2.0)
+    return os.getpid(), (_loaded(list(configuration[1])), os.environ.get(threads.THREADS_ENV))
+
+
 def _loaded(modules: list[str]) -> dict[str, bool]:
     """In a worker: which of ``modules`` are imported (before this task imports any)."""
     return {module: module in sys.modules for module in modules}
@@ -145,12 +155,72 @@ print([name for name, value in members if type(value).__name__ == "Definitions"]
 
 def test_dpl_run_starts_its_workers_before_it_imports_dagster_or_the_nodes():
     run_args = ["run", "--graph", "g.json", "--inputs", "i.json"]
-    lines = script_output(START_WORKERS, *run_args, "--workers", "3").splitlines()
-    assert lines == ["False False 2", "True True", "['defs']"]
+    cores = threads.cores()
+    lines = script_output(START_WORKERS, *run_args, "--workers", str(cores)).splitlines()
+    if cores > 1:
+        assert lines == ["False False " + str(cores - 1), "True True", "['defs']"]
     one = script_output(START_WORKERS, *run_args, "--workers", "1").splitlines()
     assert one == ["False False None", "['defs']"]
     celery = script_output(START_WORKERS, *run_args, "--workers", "2", "--executor", "celery")
     assert celery.splitlines()[0] == "False False None"  # Celery workers run the steps
+    # More processes than cores start once the graph is read (its error is not slowed)
+    many = script_output(START_WORKERS, *run_args, "--workers", str(cores + 1))
+    assert many.splitlines()[0] == "False False None"
+
+
+EXIT_WITHOUT_CLOSE = """
+import errno, sys, time
+from multiprocessing import context
+from dpl_assets.worker_pool import WorkerPool
+if __name__ == "__main__":
+    if sys.argv[1] == "failed-fork":  # the 2nd process fails to start (a pids limit)
+        real, calls = context.SpawnProcess._Popen, []
+        def flaky(process):
+            calls.append(process)
+            if len(calls) == 2:
+                raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+            return real(process)
+        context.SpawnProcess._Popen = staticmethod(flaky)
+        try:
+            WorkerPool(3)
+        except OSError as error:
+            print("raised", error.errno == errno.EAGAIN, flush=True)
+    else:  # started, never configured nor closed (as if Ctrl-C came right after)
+        pool = WorkerPool(2)
+        if sys.argv[1] == "interrupted":  # dpl passes an interrupt on while they start
+            pool.interrupt()
+            pool.configure(1, ())
+            print(pool.executor.submit(sum, [1, 2]).result(timeout=120), flush=True)
+    print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("case", ["unclosed", "failed-fork", "interrupted"])
+def test_a_process_with_a_pool_it_did_not_close_still_exits(case):
+    # The workers never wait for their parent: its exit does not hang on them (it did when
+    # they waited for their configuration), and its interrupt does not break a starting one.
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_WITHOUT_CLOSE, case],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = {"unclosed": [], "failed-fork": ["raised True"], "interrupted": ["3"]}[case]
+    assert done.stdout.splitlines() == [*expected, "exiting"]
+
+
+def test_every_worker_has_the_same_configuration_by_its_first_run():
+    pool = WorkerPool(2)
+    try:
+        pool.configure(1, (module for module in ["colorsys"]))  # a generator: read once
+        assert pool.configuration == (1, ("colorsys",))
+        # A run applies it first (_run_in_worker), in a worker that did not take a
+        # configure task (the other took both: it may, these ones being instant).
+        found = [pool.executor.submit(_first_run, pool.configuration) for _ in range(2)]
+        results = [done.result(timeout=300) for done in found]
+        assert len({pid for pid, _ in results}) == 2  # both workers
+        assert [loaded for _, loaded in results] == [({"colorsys": True}, "1")] * 2
+    finally:
+        pool.close()
 
 
 def test_the_pool_started_early_is_used_when_its_count_fits_and_replaced_when_not():
