@@ -31,7 +31,8 @@ def __getattr__(name: str) -> Any:
             from dpl_assets.definitions import build_definitions
 
             globals()["build_definitions"] = build_definitions
-            globals()["defs"] = build_definitions()
+            if name == "defs":
+                globals()["defs"] = build_definitions()
     return globals()[name]
 
 
