@@ -24,6 +24,11 @@ import dagster as dg
 
 INTERRUPTS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 
+SIGNAL_POLL_S = 0.2
+"""How long a thread that waits for work (a step for its videos, ``dpl run`` for its
+workers) waits at a time: a signal the kernel gave another thread runs its handler in the
+main thread only when that thread runs Python code."""
+
 _lock = threading.Lock()
 _stopped_runs: set[str] = set()  # runs whose later steps fail at once
 _requested = threading.Event()  # any run of this process since the last clear()

@@ -269,7 +269,9 @@ class _RunQueue:
         """Until no run is in the pool; in short slices, so that a Ctrl-C the kernel gave
         another thread reaches this one (the main thread runs signal handlers)."""
         with self._lock:
-            while not self._lock.wait_for(lambda: self._in_pool == 0, timeout=0.2):
+            while not self._lock.wait_for(
+                lambda: self._in_pool == 0, timeout=interrupts.SIGNAL_POLL_S
+            ):
                 pass
 
 

@@ -422,10 +422,6 @@ class VideoStep:
             )
 
 
-SIGNAL_POLL_S = 0.2
-"""How long the step's thread waits for a video at a time (see :func:`_results_or_cancel`)."""
-
-
 def _results_or_cancel(futures: list[Future[None]], run_id: str) -> None:
     """Wait for ``futures`` in order; on an exception here (an interrupt: Ctrl-C, noted at
     once: :mod:`dpl_assets.interrupts`), cancel those not started, so the step ends with
@@ -435,7 +431,7 @@ def _results_or_cancel(futures: list[Future[None]], run_id: str) -> None:
         for future in futures:
             while True:
                 try:
-                    future.result(timeout=SIGNAL_POLL_S)
+                    future.result(timeout=interrupts.SIGNAL_POLL_S)
                     break
                 except TimeoutError:
                     continue
