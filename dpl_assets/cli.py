@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 # Light imports only: `dpl run` starts its worker processes before it imports Dagster and
 # the nodes (see command_run); those are imported in the commands.
-from dpl_assets import fast_exit, processes, threads
+from dpl_assets import collector, fast_exit, processes, threads
 from dpl_assets.catalog import Catalog
 from dpl_assets.discovery import InputRoots, InputsError, load_inputs_file, parse_inputs
 from dpl_assets.settings import DEFAULT_OUTPUT_DIR, instance_dir_for
@@ -224,11 +224,12 @@ def _start_workers(args: argparse.Namespace) -> WorkerPool | None:
 
 def _run(args: argparse.Namespace, started: WorkerPool | None) -> int:
     try:
-        from dpl_assets import interrupts
-        from dpl_assets.cluster import CeleryUnavailable, broker_urls
-        from dpl_assets.graph import GraphError
-        from dpl_assets.runner import run_plan, start_worker_pool
-        from dpl_assets.storage import disk_room, frame_cache
+        with collector.paused(freeze=True):  # Dagster and the nodes: see dpl_assets.collector
+            from dpl_assets import interrupts
+            from dpl_assets.cluster import CeleryUnavailable, broker_urls
+            from dpl_assets.graph import GraphError
+            from dpl_assets.runner import run_plan, start_worker_pool
+            from dpl_assets.storage import disk_room, frame_cache
     except KeyboardInterrupt:  # Ctrl-C while this process starts: nothing was done yet
         _say("interrupted before anything was done")
         return EXIT_INTERRUPTED

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from dpl_assets import interrupts, processes, threads
+from dpl_assets import collector, interrupts, processes, threads
 from dpl_assets.storage import frame_cache
 from dpl_assets.worker_pool import WorkerPool, WorkerSetup, configure_worker, worker_state
 
@@ -168,11 +168,13 @@ def run_all(
     run_config: dict,
     on_ended: Callable[[RunEnded], None],
     pool: WorkerPool | None = None,
+    preload: Iterable[str] = (),
 ) -> list[RunEnded]:
     """Execute ``runs`` in this process (with ``defs``) and in ``pool``'s workers, each
     taking the next run when it is free; ``on_ended`` is called as each run ends (from a
     pool thread for spawned runs, one call at a time). Returns the runs in the order they
-    ended. The caller closes ``pool``.
+    ended. The caller closes ``pool``. ``preload``: the modules the runs' models need,
+    imported here first as the workers do (:func:`_preload`).
 
     A worker process that dies (killed, out of memory) stops taking runs and this process
     takes the rest; :class:`WorkerDied` is raised once every other run has ended. What
@@ -189,6 +191,7 @@ def run_all(
             queue.feed(pool)
     threads.use(share)
     try:
+        _preload(share, preload)  # after the pool's first runs: no worker waits for it
         while True:
             while (run := queue.take()) is not None:
                 queue.ended(execute(defs, instance, run_config, run))
@@ -201,6 +204,23 @@ def run_all(
     if queue.errors:
         raise WorkerDied(queue.errors[0], queue.done)
     return queue.done
+
+
+def _preload(thread_budget: int, modules: Iterable[str]) -> None:
+    """This process's thread budget, then ``modules`` (the graph's model libraries), as a
+    worker does before its first run (:func:`~dpl_assets.worker_pool.configure_worker`):
+    imported with the garbage collector paused and then frozen (:mod:`dpl_assets.collector`:
+    no run lives here yet), not inside the first step that needs them. A module that does
+    not import is left to that step (the error is then the step's, as without preloading);
+    Ctrl-C meanwhile stops the runs as it would in a run (:mod:`dpl_assets.interrupts`)."""
+    names = tuple(modules)
+    threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
+    try:
+        collector.import_modules(names, freeze=True)
+    except KeyboardInterrupt:
+        interrupts.request()
+    except Exception as error:  # the step importing it reports it
+        logging.getLogger(__name__).debug("preloading %s failed: %s", names, error)
 
 
 class _RunQueue:

@@ -259,7 +259,7 @@ def run_plan(
             else None
         )  # fmt: skip
         ended = _launch(runs, dataset_run, ordered, pending, pool, defs, instance, run_config,
-                        progress, on_celery)  # fmt: skip
+                        progress, on_celery, model_libraries(plan))  # fmt: skip
     finally:
         if pool is not None:
             pool.close()
@@ -288,9 +288,15 @@ def start_worker_pool(
         started = None
     pool = started or start_pool(workers)
     if pool is not None:
-        preload = (module for spec in plan.node_of.values() for module in spec.preload)
-        pool.configure(max(1, threads.cores() // workers), dict.fromkeys(preload))
+        pool.configure(max(1, threads.cores() // workers), model_libraries(plan))
     return pool
+
+
+def model_libraries(plan: GraphPlan) -> tuple[str, ...]:
+    """The modules the graph's models need (:attr:`~dpl_assets.specs.NodeSpec.preload`),
+    each once, in the graph's order: what every process of ``dpl run`` imports before its
+    first run."""
+    return tuple(dict.fromkeys(module for spec in plan.node_of.values() for module in spec.preload))
 
 
 def _launch(
@@ -304,10 +310,12 @@ def _launch(
     run_config: dict,
     progress: Callable[[str], None],
     on_celery: Callable[[RangeRun], RunEnded] | None = None,
+    preload: tuple[str, ...] = (),
 ) -> list[RunEnded]:
     """The per-video runs (here and in ``pool``'s workers, or one after another through
     ``on_celery``), then the dataset-level run (here, or through ``on_celery``), with a
-    progress bar of the pending videos and one line per run."""
+    progress bar of the pending videos and one line per run. ``preload``: the modules
+    the runs' models need (:func:`model_libraries`), imported here first."""
     position = {video_id: index for index, video_id in enumerate(ordered)}
     bar = tqdm(total=len(pending), unit="video", desc="dpl run", disable=None, file=sys.stderr)
 
@@ -332,7 +340,7 @@ def _launch(
             return results
         try:
             results = run_all(runs, defs=defs, instance=instance, run_config=run_config,
-                              on_ended=ended, pool=pool)  # fmt: skip
+                              on_ended=ended, pool=pool, preload=preload)  # fmt: skip
         except WorkerDied as error:
             results = error.ended
             abandoned = ", ".join(run_id[:8] for run_id in fail_abandoned_runs(instance, session))

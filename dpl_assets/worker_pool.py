@@ -14,7 +14,6 @@ work ends with the pool. This module imports neither Dagster nor the nodes.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import multiprocessing
 import os
 import signal
@@ -24,7 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from dpl_assets import fast_exit, processes, threads
+from dpl_assets import collector, fast_exit, processes, threads
 
 WORKERS_ENV = "DPL_WORKERS"
 
@@ -66,8 +65,7 @@ def _start_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(INTERRUPT_SIGNAL, signal.SIG_IGN)
     processes.exit_with_parent(parent, _last_words)  # dpl killed: stop, not go on unseen
-    for module in WORKER_MODULES:
-        importlib.import_module(module)
+    collector.import_modules(WORKER_MODULES, freeze=True)  # nothing else lives here yet
     signal.signal(INTERRUPT_SIGNAL, _interrupt_from_dpl)
 
 
@@ -79,8 +77,7 @@ def configure_worker(thread_budget: int, preload: tuple[str, ...]) -> int:
         worker_state["configuration"] = (thread_budget, preload)
         os.environ[threads.THREADS_ENV] = str(thread_budget)
         threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
-        for module in preload:
-            importlib.import_module(module)
+        collector.import_modules(preload, freeze=True)  # before the worker's first run
     return os.getpid()
 
 

@@ -33,14 +33,13 @@ for every symmetric group) is bytedance/LatentSync's ``landmark_points_68``
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from dpl_assets import collector
 from dpl_assets.nodes import native_logs
 from dpl_assets.nodes.face_model import (
     DEFAULT_DETECT_EVERY,
@@ -215,8 +214,9 @@ def box_from_mesh(mesh: np.ndarray) -> np.ndarray:
 
 
 def import_mediapipe() -> Any:
-    """The ``mediapipe`` module, imported in a thread of its own (a model is made a few
-    times per step: the thread costs nothing beside it).
+    """The ``mediapipe`` module, imported in a thread of its own with the garbage collector
+    paused (:func:`dpl_assets.collector.import_modules`; a model is made a few times per
+    step: the thread costs nothing beside it).
 
     mediapipe's import keeps an exception for good (``audio_record.py``'s ``sd_error``,
     "PortAudio library not found" where PortAudio is missing) whose traceback holds the
@@ -224,20 +224,7 @@ def import_mediapipe() -> Any:
     the locals it held when it returned (a face step's whole output: ~600 MB for a 60-min
     clip). A thread's own stack has only the thread's frames.
     """
-    imported: dict[str, Any] = {}
-
-    def load() -> None:
-        try:
-            imported["module"] = importlib.import_module("mediapipe")
-        except BaseException as error:  # raised again in the caller
-            imported["error"] = error
-
-    thread = threading.Thread(target=load, name="import-mediapipe")
-    thread.start()
-    thread.join()
-    if "error" in imported:
-        raise imported["error"]
-    return imported["module"]
+    return collector.import_modules(["mediapipe"])[0]
 
 
 class MeshTracker(ClosedOnExit):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
+from dpl_assets import collector
 from dpl_assets.datatypes import AUDIO_REFERENCE, FRAME_REFERENCE
 from dpl_assets.media import timeline
 from dpl_assets.media.frames import DECODE_RECIPE_ATTR, DecodeRecipe, VideoFrame
@@ -89,7 +90,8 @@ class StepTools:
             raise TypeError("this node declares no model")
         if not hasattr(self._per_thread, "model"):
             started = time.perf_counter()
-            self._per_thread.model = self._new_model(lambda: self.device)
+            with collector.paused():  # a first model imports its libraries: see there
+                self._per_thread.model = self._new_model(lambda: self.device)
             with self._lock:
                 self._opened.append(self._per_thread.model)
                 self.model_seconds += time.perf_counter() - started

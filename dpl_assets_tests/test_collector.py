@@ -1,0 +1,147 @@
+"""The garbage collector kept out of heavy imports (dpl_assets.collector), and where
+``dpl run`` uses it: its workers' start-up and its own import of the graph's models."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import sys
+import threading
+
+import pytest
+
+from dpl_assets import collector, interrupts, run_pool, threads
+from dpl_assets.worker_pool import WorkerPool
+
+# A module whose import makes ~300,000 container objects, as a large library's does, and
+# notes how it was imported.
+BULKY = """
+import gc, threading
+COLLECTOR_ON = gc.isenabled()
+MAIN_THREAD = threading.current_thread() is threading.main_thread()
+DATA = [[index] for index in range(300_000)]
+"""
+
+
+@pytest.fixture
+def bulky(tmp_path, monkeypatch):
+    """A fresh importable module name for :data:`BULKY` (removed from sys.modules after)."""
+    name = f"bulky_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(BULKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def unfrozen():
+    """Tests that freeze give the objects back to the collector afterwards."""
+    yield
+    gc.unfreeze()
+
+
+def full_collections() -> int:
+    return gc.get_stats()[2]["collections"]
+
+
+def test_a_bulky_import_triggers_full_collections_but_not_through_import_modules(bulky, unfrozen):
+    assert gc.isenabled()
+    before = full_collections()
+    (module,) = collector.import_modules([bulky])
+    assert full_collections() == before  # none while it was imported
+    assert module is sys.modules[bulky] and len(module.DATA) == 300_000
+    assert module.COLLECTOR_ON is False and module.MAIN_THREAD is False
+    assert gc.isenabled()  # back on
+    # The reference: the same import with the collector on runs full collections.
+    sys.modules.pop(bulky)
+    before = full_collections()
+    __import__(bulky)
+    assert sys.modules[bulky].COLLECTOR_ON is True
+    assert full_collections() > before
+
+
+def test_freeze_moves_what_is_alive_out_of_later_collections(bulky, unfrozen):
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    collector.import_modules([bulky], freeze=True)
+    assert gc.get_freeze_count() >= 300_000  # the module's lists among them
+    assert gc.isenabled()
+    collector.import_modules([bulky], freeze=True)  # imported already: nothing to do
+
+
+def test_pauses_nest_across_threads_and_keep_a_collector_that_was_off():
+    assert gc.isenabled()
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with collector.paused():
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    with collector.paused():
+        thread.start()
+        entered.wait(10)
+    assert not gc.isenabled()  # the other thread's pause still holds
+    leave.set()
+    thread.join()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector.paused():
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()
+
+
+def test_an_import_error_is_raised_in_the_caller(tmp_path, monkeypatch):
+    (tmp_path / "raises_on_import.py").write_text("raise ValueError('broken module')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError):
+        collector.import_modules(["no_such_module_here"])
+    with pytest.raises(ValueError, match="broken module"):
+        collector.import_modules(["raises_on_import"])
+    assert gc.isenabled()
+    sys.modules.pop("raises_on_import", None)
+
+
+def test_the_dpl_process_imports_the_models_first_with_the_collector_off(bulky, unfrozen):
+    threads.use(1)
+    try:
+        run_pool._preload(1, [bulky])
+        assert sys.modules[bulky].COLLECTOR_ON is False
+        # one that does not import is left to the step that needs it: no error here
+        run_pool._preload(1, ["no_such_module_here"])
+    finally:
+        threads.use(None)
+    assert gc.isenabled() and not interrupts.requested()
+
+
+def test_ctrl_c_while_the_dpl_process_imports_the_models_stops_the_runs(tmp_path, monkeypatch):
+    (tmp_path / "interrupted_import.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        run_pool._preload(1, ["interrupted_import"])
+        assert interrupts.requested()  # as a Ctrl-C in a run: no run is started after it
+    finally:
+        interrupts.clear()
+        sys.modules.pop("interrupted_import", None)
+
+
+def _imported_how(name: str) -> tuple[bool, bool, int]:
+    """In a worker: whether ``name`` was imported with the collector on, whether it is on
+    now, and how many objects are frozen."""
+    return sys.modules[name].COLLECTOR_ON, gc.isenabled(), gc.get_freeze_count()
+
+
+def test_workers_import_dagster_and_the_models_with_the_collector_off(bulky):
+    pool = WorkerPool(1)
+    try:
+        pool.configure(thread_budget=1, preload=[bulky])
+        found = pool.executor.submit(_imported_how, bulky).result(timeout=300)
+        assert found[:2] == (False, True)
+        assert found[2] > 300_000  # Dagster, the nodes and the module's objects: frozen
+    finally:
+        pool.close()
+    assert multiprocessing.active_children() == []
