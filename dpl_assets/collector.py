@@ -12,7 +12,10 @@ objects alive at the end move to the permanent generation (:func:`gc.freeze`), s
 full collections that come later skip them too. Freeze only where what is alive lives
 for the process anyway (start-up, before any run): a frozen object that later becomes
 cyclic garbage is never collected (objects freed by reference counting are freed as
-always). :func:`import_modules` imports modules so, in a thread of their own.
+always), and the import's own cyclic garbage is frozen with it: ~15,000 objects, ~10 MB
+of RSS for the imports above (a collection before freezing would free them for ~0.35 s
+of CPU, a quarter of what is saved). :func:`import_modules` imports modules so, in a
+thread of their own.
 """
 
 from __future__ import annotations

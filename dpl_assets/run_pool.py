@@ -191,7 +191,8 @@ def run_all(
             queue.feed(pool)
     threads.use(share)
     try:
-        _preload(share, preload)  # after the pool's first runs: no worker waits for it
+        if queue.todo:  # runs left for this process (the pool has its first ones already)
+            _preload(share, preload)
         while True:
             while (run := queue.take()) is not None:
                 queue.ended(execute(defs, instance, run_config, run))

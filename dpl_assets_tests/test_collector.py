@@ -7,6 +7,7 @@ import gc
 import multiprocessing
 import sys
 import threading
+from typing import Any, cast
 
 import pytest
 
@@ -116,6 +117,14 @@ def test_the_dpl_process_imports_the_models_first_with_the_collector_off(bulky, 
     finally:
         threads.use(None)
     assert gc.isenabled() and not interrupts.requested()
+
+
+def test_the_dpl_process_imports_no_model_when_it_has_no_run_to_execute(bulky):
+    ended = run_pool.run_all(
+        [], defs=cast(Any, None), instance=cast(Any, None), run_config={},
+        on_ended=lambda run: None, preload=[bulky],
+    )  # fmt: skip
+    assert ended == [] and bulky not in sys.modules  # a rerun with nothing new stays fast
 
 
 def test_ctrl_c_while_the_dpl_process_imports_the_models_stops_the_runs(tmp_path, monkeypatch):
