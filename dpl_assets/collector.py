@@ -8,14 +8,14 @@ on the 12-clip benchmark: 2.6 s of a ~58 s ``dpl run``, done again in every work
 
 :func:`paused` turns the collector off for a block (nesting and threads allowed: it is
 turned back on when the last pause ends, if it was on before); with ``freeze``, the
-objects alive at the end move to the permanent generation (:func:`gc.freeze`), so the
-full collections that come later skip them too. Freeze only where what is alive lives
-for the process anyway (start-up, before any run): a frozen object that later becomes
-cyclic garbage is never collected (objects freed by reference counting are freed as
-always), and the import's own cyclic garbage is frozen with it: ~15,000 objects, ~10 MB
-of RSS for the imports above (a collection before freezing would free them for ~0.35 s
-of CPU, a quarter of what is saved). :func:`import_modules` imports modules so, in a
-thread of their own.
+garbage already there is collected first and the objects alive at the end move to the
+permanent generation (:func:`gc.freeze`), so the full collections that come later skip
+them too. Freeze only where what is alive lives for the process anyway (start-up, before
+any run): a frozen object that later becomes cyclic garbage is never collected (objects
+freed by reference counting are freed as always), and the imports' own cyclic garbage is
+frozen with them: ~15,000 objects, ~10 MB of RSS for the imports above (a collection
+after the imports would free them for ~0.35 s of CPU, a quarter of what is saved).
+:func:`import_modules` imports modules so, in a thread of their own.
 """
 
 from __future__ import annotations
@@ -29,29 +29,48 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 
 _lock = threading.Lock()
-_depth = 0
+_pauses: set[object] = set()  # one token per block inside paused(), in any thread
 _was_enabled = False
 
 
 @contextlib.contextmanager
 def paused(freeze: bool = False) -> Iterator[None]:
-    """The cyclic collector off inside the block; ``freeze``: what is alive at its end is
-    frozen (see the module) before the collector is turned back on."""
-    global _depth, _was_enabled
+    """The cyclic collector off inside the block. ``freeze``: the garbage there is already
+    is collected first (cheap once earlier freezes took the rest out), and what is alive at
+    the block's end is frozen (see the module) before the collector is turned back on."""
+    global _was_enabled
+    token = object()
+    if freeze:
+        gc.collect()  # garbage made before the block is freed, not frozen
     with _lock:
-        if _depth == 0:
+        if not _pauses:
             _was_enabled = gc.isenabled()
             gc.disable()
-        _depth += 1
+        _pauses.add(token)
     try:
         yield
     finally:
-        with _lock:
-            _depth -= 1
-            if freeze:
-                gc.freeze()
-            if _depth == 0 and _was_enabled:
-                gc.enable()
+        _end_pause(token, freeze)
+
+
+def _end_pause(token: object, freeze: bool) -> None:
+    """End the pause ``token``; safe to repeat, so a Ctrl-C that lands in it is held until
+    it is done (then raised): the collector must not stay off."""
+    interrupted = False
+    while True:
+        try:
+            with _lock:
+                if token in _pauses:
+                    if freeze:
+                        gc.freeze()
+                    _pauses.discard(token)
+                if not _pauses and _was_enabled and not gc.isenabled():
+                    gc.enable()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def import_modules(modules: Iterable[str], freeze: bool = False) -> list[ModuleType]:
@@ -60,10 +79,14 @@ def import_modules(modules: Iterable[str], freeze: bool = False) -> list[ModuleT
     thread of their own: a module that keeps an exception from its import (mediapipe
     does: see :func:`dpl_assets.nodes.mediapipe_faces.import_mediapipe`) keeps that
     thread's frames, not the caller's and their locals. Raises what an import raises
-    (ImportError...), in the caller."""
+    (ImportError...), in the caller. A Ctrl-C ends the caller's wait; the import goes on
+    in its thread (a later call waits for it, as ``importlib`` does).
+
+    When every module is in ``sys.modules`` already, they are imported (returned) here,
+    which waits for one another thread is still importing."""
     names = tuple(modules)
     if all(name in sys.modules for name in names):
-        return [sys.modules[name] for name in names]
+        return [importlib.import_module(name) for name in names]
     imported: list[ModuleType] = []
     failed: list[BaseException] = []
 

@@ -197,7 +197,8 @@ def run_all(
             while (run := queue.take()) is not None:
                 queue.ended(execute(defs, instance, run_config, run))
             _wait_for_pool(queue, pool)
-            if not queue.todo:  # else a worker died with runs left: they are ours now
+            # Runs left now are a dead worker's, ours to do; none is started once interrupted.
+            if not queue.todo or interrupts.requested():
                 break
     finally:
         threads.use(None)
@@ -213,7 +214,8 @@ def _preload(thread_budget: int, modules: Iterable[str]) -> None:
     imported with the garbage collector paused and then frozen (:mod:`dpl_assets.collector`:
     no run lives here yet), not inside the first step that needs them. A module that does
     not import is left to that step (the error is then the step's, as without preloading);
-    Ctrl-C meanwhile stops the runs as it would in a run (:mod:`dpl_assets.interrupts`)."""
+    Ctrl-C meanwhile requests the interrupt (:mod:`dpl_assets.interrupts`): this process
+    starts no run, the workers are told and stop theirs."""
     names = tuple(modules)
     threads.apply(thread_budget)  # OpenMP's pool size is read when torch loads
     try:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import subprocess
 import sys
 import threading
+import time
 from typing import Any, cast
 
 import pytest
@@ -127,15 +129,46 @@ def test_the_dpl_process_imports_no_model_when_it_has_no_run_to_execute(bulky):
     assert ended == [] and bulky not in sys.modules  # a rerun with nothing new stays fast
 
 
-def test_ctrl_c_while_the_dpl_process_imports_the_models_stops_the_runs(tmp_path, monkeypatch):
-    (tmp_path / "interrupted_import.py").write_text("raise KeyboardInterrupt\n")
+CTRL_C_DURING_PRELOAD = """
+import gc, os, signal, sys, threading, time
+from typing import Any
+from dpl_assets import interrupts, run_pool
+sys.path.insert(0, sys.argv[1])
+# Ctrl-C while the dpl process waits for the import of the graph's models (slow_import
+# takes 2 s): it reaches the main thread in its wait.
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+run = run_pool.RangeRun("job", ["asset"], "v1 ... v2")
+started = time.perf_counter()
+ended = run_pool.run_all([run], defs=None, instance=None, run_config={},
+                         on_ended=lambda run: None, preload=["slow_import"])
+print(ended, interrupts.requested(), gc.isenabled(), time.perf_counter() - started < 10)
+"""
+
+
+def test_ctrl_c_while_the_dpl_process_imports_the_models_starts_no_run(tmp_path):
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(2)\n")
+    # Before: the loop waiting for runs never ended (100 % of a core, for good).
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_DURING_PRELOAD, str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "True", "True", "True"]  # no run, collector on
+
+
+def test_a_module_another_thread_is_importing_is_returned_once_imported(tmp_path, monkeypatch):
+    (tmp_path / "slow_ready.py").write_text("import time\ntime.sleep(1)\nREADY = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    other = threading.Thread(target=__import__, args=("slow_ready",))
     try:
-        run_pool._preload(1, ["interrupted_import"])
-        assert interrupts.requested()  # as a Ctrl-C in a run: no run is started after it
+        other.start()
+        time.sleep(0.3)  # in sys.modules now, not yet run to its end
+        assert "slow_ready" in sys.modules
+        (module,) = collector.import_modules(["slow_ready"])
+        assert module.READY is True
     finally:
-        interrupts.clear()
-        sys.modules.pop("interrupted_import", None)
+        other.join()
+        sys.modules.pop("slow_ready", None)
 
 
 def _imported_how(name: str) -> tuple[bool, bool, int]:

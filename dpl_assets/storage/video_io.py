@@ -90,7 +90,9 @@ class StepTools:
             raise TypeError("this node declares no model")
         if not hasattr(self._per_thread, "model"):
             started = time.perf_counter()
-            with collector.paused():  # a first model imports its libraries: see there
+            # Outside dpl run's preload (UI, sensor, Celery runs) a first model imports
+            # its libraries: without collections (dpl_assets.collector)
+            with collector.paused():
                 self._per_thread.model = self._new_model(lambda: self.device)
             with self._lock:
                 self._opened.append(self._per_thread.model)
