@@ -120,8 +120,15 @@ def last_words() -> None:
             )  # fmt: skip
 
 
+class RunNotStarted(Exception):
+    """A run a worker was given but did not start: ``dpl`` was interrupted before."""
+
+
 def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEnded:
     configure_worker(*setup.configuration)  # done already unless another worker took its task
+    stopped = worker_state.get("stopped")  # the pool's event (WorkerPool.interrupt)
+    if stopped is not None and stopped.is_set():  # dpl was interrupted before this run
+        raise RunNotStarted(run.what)
     interrupts.clear()  # an interrupt stopped its last run, not this one
     if worker_state.get("key") != setup.key:  # the first run of this setup: build it, keep it
         worker_state["instance"] = dg.DagsterInstance.from_ref(setup.instance_ref)
@@ -273,6 +280,8 @@ class _RunQueue:
         try:
             self.ended(future.result())
             self.feed(pool)  # before this run stops counting: the pool is never seen idle
+        except RunNotStarted:
+            pass  # as a run this process did not start once interrupted: its videos failed
         except BrokenProcessPool as error:
             # A worker died; the pool stops every worker it has, so runs in flight end
             # here too. Their runs were abandoned: the next dpl run computes their videos.

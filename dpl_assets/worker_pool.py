@@ -54,10 +54,13 @@ worker_state: dict[str, Any] = {}
 """This worker process's setup key, definitions and instance (:mod:`dpl_assets.run_pool`)."""
 
 
-def _start_worker(parent: int) -> None:
+def _start_worker(parent: int, stopped: Any) -> None:
     """Worker initializer: crash, signal and parent-death handling first, then Dagster and
-    the project (:data:`WORKER_MODULES`). A worker exits without the interpreter's teardown
-    (:mod:`dpl_assets.fast_exit`): what it made is saved by then."""
+    the project (:data:`WORKER_MODULES`). ``stopped``: the pool's event set when ``dpl``
+    is interrupted (:meth:`WorkerPool.interrupt`; no run starts after it). A worker exits
+    without the interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is
+    saved by then."""
+    worker_state["stopped"] = stopped
     fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
     processes.show_native_crashes()  # a crash in native code shows where, as in dpl
     # Ctrl-C reaches the workers too: idle, they go on (their runs catch it: interrupts).
@@ -134,11 +137,15 @@ class WorkerPool:
         self.used = False
         self.setup: WorkerSetup | None = None
         self._closed = False
+        context = multiprocessing.get_context("spawn")
+        # Set on an interrupt: a worker still starting, or between runs, when the signal
+        # came (it has no run to stop then) starts no run after it (run_pool).
+        self.stopped = context.Event()
         self.executor = ProcessPoolExecutor(
             max_workers=count,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_start_worker,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self.stopped),
         )
         before = {child.pid for child in multiprocessing.active_children()}
 
@@ -184,7 +191,9 @@ class WorkerPool:
     def interrupt(self) -> None:
         """Pass an interrupt on to this pool's workers still running (the processes it
         started; :data:`INTERRUPT_SIGNAL`): their runs stop as on Ctrl-C
-        (:mod:`dpl_assets.interrupts`); one that has it already, or is idle, goes on."""
+        (:mod:`dpl_assets.interrupts`); one that has it already, or is idle, goes on; and
+        no worker starts a run given to it after this (:attr:`stopped`)."""
+        self.stopped.set()
         for process in self._processes:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):

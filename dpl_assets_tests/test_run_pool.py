@@ -25,13 +25,14 @@ from dpl_assets.media.frames import (
 )
 from dpl_assets.nodes.frames import extract_frames
 from dpl_assets.registration import pending_ranges
+from dpl_assets.run_pool import RangeRun, RunNotStarted, _run_in_worker
 from dpl_assets.runner import start_worker_pool
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets.storage.handles import ImageStackRef
 from dpl_assets.storage.image_stack import ImageStack
 from dpl_assets.storage.store import ArtifactStore
 from dpl_assets.storage.video_io import Reads, StackMismatch, VideoIO
-from dpl_assets.worker_pool import WorkerPool, configure_worker, start_pool
+from dpl_assets.worker_pool import WorkerPool, WorkerSetup, configure_worker, start_pool
 from dpl_assets_tests import media_factory as media
 from dpl_assets_tests.dpl_runs import assert_same_outputs, run_graph
 from dpl_assets_tests.fresh_python import REPO, script_output
@@ -117,6 +118,31 @@ def _first_run(configuration: tuple[int, tuple[str, ...]]) -> tuple[int, tuple]:
 def _loaded(modules: list[str]) -> dict[str, bool]:
     """In a worker: which of ``modules`` are imported (before this task imports any)."""
     return {module: module in sys.modules for module in modules}
+
+
+def test_a_worker_interrupted_while_it_starts_starts_no_run(tmp_path, monkeypatch):
+    """Ctrl-C reached dpl while its worker was still importing (its interrupt signal is
+    ignored then, and a worker between runs has no run to stop): the run given to it
+    before is not started (it ran to its end before)."""
+    (tmp_path / "slow_preload.py").write_text("import time\ntime.sleep(2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get this sys.path
+    pool = WorkerPool(1)
+    try:
+        pool.configure(thread_budget=1, preload=["slow_preload"])
+        setup = WorkerSetup("setup", _no_definitions, None, pool.configuration)
+        future = pool.executor.submit(_run_in_worker, setup, RangeRun("job", [], "v1"), {})
+        time.sleep(0.3)
+        pool.interrupt()
+        with pytest.raises(RunNotStarted, match="v1"):
+            future.result(timeout=300)
+        pool.used = True  # it was given a run: close waits for it, as dpl's does
+    finally:
+        pool.close()
+    assert multiprocessing.active_children() == []
+
+
+def _no_definitions() -> None:
+    raise AssertionError("a run that must not start built its definitions")
 
 
 def test_pool_workers_preload_their_modules_and_unused_ones_are_stopped():
