@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 
@@ -32,6 +33,7 @@ main thread only when that thread runs Python code."""
 _lock = threading.Lock()
 _stopped_runs: set[str] = set()  # runs whose later steps fail at once
 _requested = threading.Event()  # any run of this process since the last clear()
+_stop_event: Any = None  # a worker's pool event (stop_every_run_on): every run stopped once set
 
 
 def request(run_id: str | None = None) -> None:
@@ -51,9 +53,22 @@ def requested() -> bool:
 
 
 def run_stopped(run_id: str) -> bool:
-    """Whether run ``run_id`` was interrupted (its later steps fail at once)."""
+    """Whether run ``run_id`` was interrupted (its later steps fail at once), or every run
+    of this process is (:func:`stop_every_run_on`)."""
     with _lock:
-        return run_id in _stopped_runs
+        if run_id in _stopped_runs:
+            return True
+    return _stop_event is not None and _stop_event.is_set()
+
+
+def stop_every_run_on(event: Any) -> None:
+    """In a ``dpl run`` worker: once ``event`` (its pool's, set when ``dpl`` is
+    interrupted: :meth:`~dpl_assets.worker_pool.WorkerPool.interrupt`) is set, every step
+    that starts fails at once, as in a stopped run. The signal ``dpl`` sends stops the step
+    running then; this stops those that start after it, even if the signal came while the
+    worker could not take it (starting up, between runs). Not undone by :func:`clear`."""
+    global _stop_event
+    _stop_event = event
 
 
 def clear() -> None:

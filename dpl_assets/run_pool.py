@@ -280,8 +280,9 @@ class _RunQueue:
         try:
             self.ended(future.result())
             self.feed(pool)  # before this run stops counting: the pool is never seen idle
-        except RunNotStarted:
-            pass  # as a run this process did not start once interrupted: its videos failed
+        except RunNotStarted:  # back in the queue, which gives it to no one once interrupted
+            with self._lock:
+                self.todo.appendleft(run)
         except BrokenProcessPool as error:
             # A worker died; the pool stops every worker it has, so runs in flight end
             # here too. Their runs were abandoned: the next dpl run computes their videos.

@@ -51,13 +51,14 @@ class WorkerSetup:
 
 
 worker_state: dict[str, Any] = {}
-"""This worker process's setup key, definitions and instance (:mod:`dpl_assets.run_pool`)."""
+"""This worker process's setup key, definitions and instance (:mod:`dpl_assets.run_pool`),
+and its pool's interrupt event (``stopped``)."""
 
 
 def _start_worker(parent: int, stopped: Any) -> None:
     """Worker initializer: crash, signal and parent-death handling first, then Dagster and
     the project (:data:`WORKER_MODULES`). ``stopped``: the pool's event set when ``dpl``
-    is interrupted (:meth:`WorkerPool.interrupt`; no run starts after it). A worker exits
+    is interrupted (:meth:`WorkerPool.interrupt`): no run or step starts after it. A worker exits
     without the interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is
     saved by then."""
     worker_state["stopped"] = stopped
@@ -69,6 +70,9 @@ def _start_worker(parent: int, stopped: Any) -> None:
     signal.signal(INTERRUPT_SIGNAL, signal.SIG_IGN)
     processes.exit_with_parent(parent, _last_words)  # dpl killed: stop, not go on unseen
     collector.import_modules(WORKER_MODULES, freeze=True)  # nothing else lives here yet
+    from dpl_assets import interrupts  # imported by WORKER_MODULES
+
+    interrupts.stop_every_run_on(stopped)  # a signal ignored meanwhile is not lost
     signal.signal(INTERRUPT_SIGNAL, _interrupt_from_dpl)
 
 
@@ -139,7 +143,8 @@ class WorkerPool:
         self._closed = False
         context = multiprocessing.get_context("spawn")
         # Set on an interrupt: a worker still starting, or between runs, when the signal
-        # came (it has no run to stop then) starts no run after it (run_pool).
+        # came (it has no run to stop then) starts no run or step after it (run_pool,
+        # interrupts.stop_every_run_on).
         self.stopped = context.Event()
         self.executor = ProcessPoolExecutor(
             max_workers=count,

@@ -7,14 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, cast
 
 import dagster as dg
 import h5py
 import numpy as np
 import pytest
 
-from dpl_assets import cli, threads
+from dpl_assets import cli, interrupts, run_pool, threads
 from dpl_assets.discovery import parse_inputs
 from dpl_assets.graph import plan_graph
 from dpl_assets.media.frames import (
@@ -139,6 +141,32 @@ def test_a_worker_interrupted_while_it_starts_starts_no_run(tmp_path, monkeypatc
     finally:
         pool.close()
     assert multiprocessing.active_children() == []
+
+
+def test_a_run_a_worker_did_not_start_goes_back_to_the_queue():
+    ended: list = []
+    queue = run_pool._RunQueue([], ended.append, {})
+    run = RangeRun("job", [], "v1")
+    future: Future = Future()
+    future.set_exception(RunNotStarted("v1"))
+    queue._in_pool = 1
+    queue._pool_run_ended(future, run, cast(Any, None))  # no next run is fed for it
+    assert list(queue.todo) == [run] and queue.errors == [] and ended == []
+    assert queue._in_pool == 0
+
+
+def test_every_step_of_a_worker_stops_once_its_pool_was_interrupted(monkeypatch):
+    event = multiprocessing.get_context("spawn").Event()
+    monkeypatch.setattr(interrupts, "_stop_event", None)
+    interrupts.stop_every_run_on(event)
+    assert not interrupts.run_stopped("any run")
+    event.set()  # dpl's interrupt, whether or not its signal reached this process
+    assert interrupts.run_stopped("any run") and interrupts.run_stopped("another")
+    step = interrupts.step_stops_on_interrupt("a run started after it")
+    with pytest.raises(dg.Failure, match="interrupted"), step:
+        raise AssertionError("the step's work must not start")
+    interrupts.clear()
+    assert interrupts.run_stopped("any run")  # for the worker's life
 
 
 def _no_definitions() -> None:
