@@ -58,6 +58,12 @@ def run_stopped(run_id: str) -> bool:
     with _lock:
         if run_id in _stopped_runs:
             return True
+    return every_run_stopped()
+
+
+def every_run_stopped() -> bool:
+    """Whether this worker's pool event (:func:`stop_every_run_on`) is set: no run or
+    step starts here any more."""
     return _stop_event is not None and _stop_event.is_set()
 
 

@@ -126,8 +126,7 @@ class RunNotStarted(Exception):
 
 def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEnded:
     configure_worker(*setup.configuration)  # done already unless another worker took its task
-    stopped = worker_state.get("stopped")  # the pool's event (WorkerPool.interrupt)
-    if stopped is not None and stopped.is_set():  # dpl was interrupted before this run
+    if interrupts.every_run_stopped():  # dpl was interrupted before this run
         raise RunNotStarted(run.what)
     interrupts.clear()  # an interrupt stopped its last run, not this one
     if worker_state.get("key") != setup.key:  # the first run of this setup: build it, keep it

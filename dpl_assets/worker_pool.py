@@ -51,8 +51,7 @@ class WorkerSetup:
 
 
 worker_state: dict[str, Any] = {}
-"""This worker process's setup key, definitions and instance (:mod:`dpl_assets.run_pool`),
-and its pool's interrupt event (``stopped``)."""
+"""This worker process's setup key, definitions and instance (:mod:`dpl_assets.run_pool`)."""
 
 
 def _start_worker(parent: int, stopped: Any) -> None:
@@ -61,7 +60,6 @@ def _start_worker(parent: int, stopped: Any) -> None:
     is interrupted (:meth:`WorkerPool.interrupt`): no run or step starts after it. A worker exits
     without the interpreter's teardown (:mod:`dpl_assets.fast_exit`): what it made is
     saved by then."""
-    worker_state["stopped"] = stopped
     fast_exit.set_status(0)  # its status when it ends normally (killed: no exit handlers)
     processes.show_native_crashes()  # a crash in native code shows where, as in dpl
     # Ctrl-C reaches the workers too: idle, they go on (their runs catch it: interrupts).
