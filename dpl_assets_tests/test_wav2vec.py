@@ -136,3 +136,45 @@ def test_loading_draws_no_progress_bar_and_leaves_the_setting(group_norm_model, 
     assert hf_logging.is_progress_bar_enabled()  # as it was before
     Wav2Vec2Model.from_pretrained(group_norm_model)  # the reference: transformers draws one
     assert "Loading weights" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_signal_conv_gives_the_convolutions_values(bias):
+    from dpl_assets.nodes.wav2vec_inference import SignalConv1d
+
+    torch.manual_seed(3)
+    conv = torch.nn.Conv1d(1, 32, kernel_size=10, stride=5, bias=bias)
+    signal = torch.randn(3, 1, 1003)  # (1003 - 10) // 5 + 1 = 199 outputs, 3 samples left over
+    with torch.inference_mode():
+        expected, ours = conv(signal), SignalConv1d(conv)(signal)
+    assert ours.shape == expected.shape == (3, 32, 199)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+
+
+def test_signal_conv_refuses_convolutions_it_cannot_stand_in_for():
+    from dpl_assets.nodes.wav2vec_inference import SignalConv1d, is_signal_conv
+
+    assert is_signal_conv(torch.nn.Conv1d(1, 8, 10, 5))
+    for conv in (
+        torch.nn.Conv1d(2, 8, 10, 5),  # two input channels
+        torch.nn.Conv1d(1, 8, 10, 5, padding=2),
+        torch.nn.Conv1d(1, 8, 10, 5, dilation=2),
+        torch.nn.Conv1d(1, 8, 10, 5, padding=2, padding_mode="reflect"),
+    ):
+        assert not is_signal_conv(conv)
+        with pytest.raises(ValueError, match="not a one-channel unpadded convolution"):
+            SignalConv1d(conv)
+
+
+def test_the_loaded_model_runs_the_cheaper_layers(group_norm_model):
+    from torch.nn.utils import parametrize
+
+    from dpl_assets.nodes.wav2vec_inference import SignalConv1d
+
+    extractor = Wav2vecExtractor(str(group_norm_model))  # Wav2Vec2ForPreTraining
+    encoder = extractor.model.wav2vec2
+    assert isinstance(encoder.feature_extractor.conv_layers[0].conv, SignalConv1d)
+    assert not parametrize.is_parametrized(encoder.encoder.pos_conv_embed.conv, "weight")
+    hidden = Wav2vecExtractor(str(group_norm_model), features="hidden:-1").model  # Wav2Vec2Model
+    assert isinstance(hidden.feature_extractor.conv_layers[0].conv, SignalConv1d)
+    # Their values against transformers' own layers: the tests above.

@@ -52,6 +52,7 @@ from dpl_assets.nodes.face_model import (
     check_threshold,
     largest_first,
 )
+from dpl_assets.nodes.mediapipe_graph import image_output
 
 if TYPE_CHECKING:
     from dpl_assets.nodes.face_tracking import FaceTrackResult
@@ -148,7 +149,7 @@ def mesh_in_crop(
     if side > max_side:
         scale = max_side / side
         crop = cv2.resize(crop, (max_side,) * 2, interpolation=interpolation)
-    found = mesh_model.process(crop).multi_face_landmarks
+    found = image_output(mesh_model, crop, "multi_face_landmarks")
     if not found:
         return None
     size = crop.shape[0]
@@ -367,7 +368,7 @@ class FaceAnalyzer(ClosedOnExit):
         rgb = as_rgb(rgb)
         height, width = rgb.shape[:2]
         detector, _ = self._models()
-        found = detector.process(rgb).detections or []
+        found = image_output(detector, rgb, "detections") or []
         faces: list[tuple[np.ndarray, np.ndarray | None]] = []
         for detection in found:
             score = float(detection.score[0])

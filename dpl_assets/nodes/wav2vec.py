@@ -100,6 +100,8 @@ class Wav2vecExtractor:
         import torch
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
+        from dpl_assets.nodes.wav2vec_inference import prepare_for_inference
+
         self.choice = FeatureChoice.parse(features)
         self.device = torch.device(device)
         model_class = Wav2Vec2ForPreTraining if self.choice.kind == "quantized" else Wav2Vec2Model
@@ -114,7 +116,7 @@ class Wav2vecExtractor:
             # Checkpoints without preprocessor_config.json: wav2vec2 models expect
             # zero-mean, unit-variance input (what facebook/wav2vec2-base's config says).
             self.normalizer = Wav2Vec2FeatureExtractor(do_normalize=True)
-        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
+        self.model = prepare_for_inference(model.to(self.device).eval())  # type: ignore[arg-type]
         config = self.model.config
         self.kernels = tuple(config.conv_kernel)
         self.strides = tuple(config.conv_stride)

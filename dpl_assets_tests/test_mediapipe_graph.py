@@ -1,0 +1,72 @@
+"""mediapipe solutions called through ``image_output``: the same outputs as ``process``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dpl_assets.nodes.mediapipe_faces import import_mediapipe
+from dpl_assets.nodes.mediapipe_graph import image_output
+from dpl_assets_tests.test_faces import astronaut, moving_clip
+
+
+def _outputs(make, stream: str, frames: list[np.ndarray], direct: bool) -> list[bytes]:
+    """Every frame's output ``stream`` from one new solution, serialized to compare."""
+    with make() as solution:
+        found = [
+            getattr(solution.process(f), stream) if direct else image_output(solution, f, stream)
+            for f in frames
+        ]
+    return [b"".join(item.SerializeToString() for item in out or []) for out in found]
+
+
+def test_tracking_mesh_gives_process_outputs_frame_by_frame():
+    mp = import_mediapipe()
+    frames = moving_clip(12)  # tracking mode: every frame after the first uses the last
+
+    def make():
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False, max_num_faces=1, refine_landmarks=True
+        )
+
+    direct = _outputs(make, "multi_face_landmarks", frames, direct=True)
+    ours = _outputs(make, "multi_face_landmarks", frames, direct=False)
+    assert all(direct) and ours == direct  # a face every frame, the same bytes
+
+
+def test_detector_gives_process_outputs():
+    mp = import_mediapipe()
+    empty = np.zeros((240, 320, 3), np.uint8)
+    frames = [astronaut(), empty, astronaut()[::2, ::2].copy()]
+
+    def make():
+        return mp.solutions.face_detection.FaceDetection(model_selection=1)
+
+    direct = _outputs(make, "detections", frames, direct=True)
+    ours = _outputs(make, "detections", frames, direct=False)
+    assert direct[0] and direct[1] == b"" and ours == direct  # None for the empty frame too
+
+
+def test_errors_are_processs_own():
+    mp = import_mediapipe()
+    with mp.solutions.face_detection.FaceDetection(model_selection=1) as detector:
+        with pytest.raises(ValueError, match="three channel"):
+            image_output(detector, np.zeros((32, 32, 4), np.uint8), "detections")
+        with pytest.raises(AttributeError):
+            image_output(detector, astronaut(), "no_such_stream")
+    with pytest.raises(ValueError, match="_graph is None"):  # closed: process's own error
+        image_output(detector, astronaut(), "detections")
+
+
+def test_a_solution_without_the_private_attributes_goes_through_process():
+    calls = []
+
+    def process(rgb):
+        calls.append(rgb.shape)
+        return SimpleNamespace(detections=["a face"])
+
+    other = SimpleNamespace(process=process)  # e.g. a later mediapipe's solution
+    assert image_output(other, astronaut(), "detections") == ["a face"]
+    assert calls == [astronaut().shape]
