@@ -120,6 +120,30 @@ def test_open_run_databases_are_bounded_and_all_events_kept(tmp_path):
     plain.dispose()
 
 
+def test_tables_found_are_not_looked_up_again(tmp_path, monkeypatch):
+    storage = PooledSqliteEventLogStorage(str(tmp_path / "runs"))
+    lookups: list[str] = []
+    base_has_table = SqliteEventLogStorage.has_table
+
+    def counted(self, table_name):
+        lookups.append(table_name)
+        return base_has_table(self, table_name)
+
+    monkeypatch.setattr(SqliteEventLogStorage, "has_table", counted)
+    assert storage.has_table("dynamic_partitions") and storage.has_table("dynamic_partitions")
+    assert not storage.has_table("no_such_table") and not storage.has_table("no_such_table")
+    assert lookups == ["dynamic_partitions", "no_such_table", "no_such_table"]  # absent: asked
+    storage.add_dynamic_partitions("videos", ["a", "b"])
+    for _ in range(5):
+        assert storage.get_dynamic_partitions("videos") == ["a", "b"]
+        assert storage.has_dynamic_partition("videos", "b")
+    assert lookups.count("dynamic_partitions") == 1
+    storage.wipe()  # the databases go: their tables are looked up again after
+    assert storage.has_table("dynamic_partitions")
+    assert lookups.count("dynamic_partitions") == 2
+    storage.dispose()
+
+
 KILLED_WRITER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
