@@ -73,7 +73,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def has_table(self, table_name: str) -> bool:
         # Dagster asks before every dynamic-partition read and asset-check event (~49 times
         # a video in the benchmark's graph), each time through a new engine and connection
-        # (~0.6 ms of CPU). A table, once there, stays: only wipe() deletes the databases.
+        # (~0.6 ms of CPU). A table, once there, stays (Dagster's migrations add tables;
+        # wipe() empties them and is the one place the cache is cleared, to be safe).
         if table_name in self._tables_found:
             return True
         found = super().has_table(table_name)

@@ -466,6 +466,50 @@ def test_the_sanity_check_on_one_face(analyzer: FaceAnalyzer):
     assert not plausible_mesh(mesh, elsewhere, None)
 
 
+def _plausible_by_numpy(points, box, keypoints) -> bool:
+    """The sanity check's rule as its docstring states it, in numpy (the reference)."""
+
+    def angle(u, v):
+        cos = np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-9)
+        return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+    eyes, mouth = points[36:48].mean(axis=0), points[48:68].mean(axis=0)
+    axis = mouth - eyes
+    if not np.isfinite(axis).all() or np.linalg.norm(axis) < 1e-3:
+        return False
+    if keypoints is not None and angle(axis, keypoints[3] - keypoints[:2].mean(axis=0)) > 60:
+        return False
+    if angle(axis, np.array([0.0, 1.0])) > 100:
+        return False
+    centre = (eyes + mouth) / 2
+    return bool(box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3])
+
+
+def test_the_sanity_check_follows_its_rule_on_varied_faces(analyzer: FaceAnalyzer):
+    photo = astronaut()
+    [(box, keypoints)] = analyzer.detect(photo)
+    mesh = analyzer.mesh(photo, box)
+    assert mesh is not None
+    face = mesh_to_68(mesh).astype(np.float64)
+    centre = face.mean(axis=0)
+    rng = np.random.default_rng(5)
+    verdicts = []
+    for trial in range(400):
+        turn = np.radians(rng.uniform(-180, 180))
+        rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        points = ((face - centre) @ rotation.T + centre + rng.normal(0, 40, 2)).astype(np.float32)
+        if trial % 7 == 0:
+            points[rng.integers(0, 36)] = np.nan  # jaw, brows or nose: not part of the rule
+        if trial % 11 == 0:
+            points[rng.integers(36, 68)] = np.inf  # an eye or mouth point: not plausible
+        given = keypoints if trial % 2 else None
+        expected = _plausible_by_numpy(points, box, given)
+        assert plausible_landmarks(points, box, given) == expected, trial
+        assert plausible_landmarks(points, tuple(box), given) == expected  # any sequence
+        verdicts.append(expected)
+    assert 50 < sum(verdicts) < 350  # both verdicts well represented
+
+
 def test_frames_must_be_rgb_uint8(analyzer: FaceAnalyzer):
     with pytest.raises(ValueError, match="uint8"):
         analyzer.analyze([np.zeros((32, 32), np.uint8)])

@@ -138,7 +138,7 @@ def test_tables_found_are_not_looked_up_again(tmp_path, monkeypatch):
         assert storage.get_dynamic_partitions("videos") == ["a", "b"]
         assert storage.has_dynamic_partition("videos", "b")
     assert lookups.count("dynamic_partitions") == 1
-    storage.wipe()  # the databases go: their tables are looked up again after
+    storage.wipe()  # forgets what it found: the tables are looked up again after
     assert storage.has_table("dynamic_partitions")
     assert lookups.count("dynamic_partitions") == 2
     storage.dispose()

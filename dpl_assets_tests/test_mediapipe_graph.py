@@ -13,13 +13,19 @@ from dpl_assets_tests.test_faces import astronaut, moving_clip
 
 
 def _outputs(make, stream: str, frames: list[np.ndarray], direct: bool) -> list[bytes]:
-    """Every frame's output ``stream`` from one new solution, serialized to compare."""
+    """Every frame's output ``stream`` from one new solution, serialized to compare; not
+    direct: through image_output, which must not call ``process``."""
     with make() as solution:
-        found = [
-            getattr(solution.process(f), stream) if direct else image_output(solution, f, stream)
-            for f in frames
-        ]
+        if direct:
+            found = [getattr(solution.process(f), stream) for f in frames]
+        else:
+            solution.process = _not_called
+            found = [image_output(solution, f, stream) for f in frames]
     return [b"".join(item.SerializeToString() for item in out or []) for out in found]
+
+
+def _not_called(*args):
+    raise AssertionError("process was called")
 
 
 def test_tracking_mesh_gives_process_outputs_frame_by_frame():
@@ -58,6 +64,17 @@ def test_errors_are_processs_own():
             image_output(detector, astronaut(), "no_such_stream")
     with pytest.raises(ValueError, match="_graph is None"):  # closed: process's own error
         image_output(detector, astronaut(), "detections")
+
+
+def test_other_classes_go_through_their_process():
+    mp = import_mediapipe()
+
+    class Counted(mp.solutions.face_detection.FaceDetection):
+        def process(self, image):
+            return SimpleNamespace(detections=["from process"])
+
+    with Counted(model_selection=1) as detector:  # a subclass may post-process its outputs
+        assert image_output(detector, astronaut(), "detections") == ["from process"]
 
 
 def test_a_solution_without_the_private_attributes_goes_through_process():

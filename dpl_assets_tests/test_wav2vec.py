@@ -160,9 +160,10 @@ def test_signal_conv_refuses_convolutions_it_cannot_stand_in_for():
         torch.nn.Conv1d(1, 8, 10, 5, padding=2),
         torch.nn.Conv1d(1, 8, 10, 5, dilation=2),
         torch.nn.Conv1d(1, 8, 10, 5, padding=2, padding_mode="reflect"),
+        torch.nn.Conv1d(1, 8, 10, 5).to(torch.bfloat16),  # rounds before its bias
     ):
         assert not is_signal_conv(conv)
-        with pytest.raises(ValueError, match="not a one-channel unpadded convolution"):
+        with pytest.raises(ValueError, match="not a one-channel unpadded float32 CPU"):
             SignalConv1d(conv)
 
 
