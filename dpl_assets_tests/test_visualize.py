@@ -209,6 +209,30 @@ def test_preview_pads_odd_sizes_by_one_pixel(clip, tmp_path):
     assert not summary.has_audio and not ffprobe_streams(out)["audio"]
 
 
+@pytest.mark.parametrize("size", ["even", "odd"])
+def test_preview_keeps_the_source_colours(clip, tmp_path, size):
+    # Even sizes go to ffmpeg as yuv420p converted by OpenCV, odd ones as RGB converted by
+    # ffmpeg: either way the decoded preview is the frames, at the encoder's loss alone.
+    frames = (
+        clip.frames
+        if size == "even"
+        else [np.ascontiguousarray(f[:317, :319]) for f in clip.frames]
+    )
+    out = tmp_path / "colours.mp4"
+    write_preview(out, frames, fps=FPS)
+    decoded = [
+        frame.rgb[: f.shape[0], : f.shape[1]]
+        for frame, f in zip(decode_frames(out), frames, strict=True)
+    ]
+    source, got = np.stack(frames).astype(np.float64), np.stack(decoded).astype(np.float64)
+    psnr = 10 * np.log10(255**2 / np.mean((got - source) ** 2))
+    assert psnr > 32, psnr  # 34.2 dB here with ffmpeg's conversion and with OpenCV's
+    # A wrong matrix or range would shift colours: per-channel means agree within a level.
+    # A wrong matrix or range would shift colours by several levels; ffmpeg's own
+    # conversion (before) and OpenCV's both give -0.7..-1.3 here.
+    assert np.abs(got.mean(axis=(0, 1, 2)) - source.mean(axis=(0, 1, 2))).max() < 2.0
+
+
 # A child process: its getrusage(RUSAGE_CHILDREN) peak is this one ffmpeg's alone.
 ENCODER_PEAK_SCRIPT = """
 import resource, sys
