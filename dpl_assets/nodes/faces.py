@@ -157,7 +157,7 @@ def plausible_landmarks(
     +-:data:`MAX_ROLL_DEG`, and the eye/mouth centre lies inside the box.
     """
     # Python floats: this runs a few times per tracked frame (numpy's per-call cost on
-    # 2-vectors made it ~3x slower).
+    # 2-vectors made it ~4x slower: 18 against 4 us a call).
     eye_x, eye_y = (_EYES_MEAN @ points[EYES_68, :2]).tolist()
     mouth_x, mouth_y = (_MOUTH_MEAN @ points[MOUTH_68, :2]).tolist()
     axis_x, axis_y = mouth_x - eye_x, mouth_y - eye_y
