@@ -16,6 +16,7 @@ terminal's Ctrl-C does not kill it mid-file: a killed decoder would look like a 
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,30 @@ _lock = threading.Lock()
 _stopped_runs: set[str] = set()  # runs whose later steps fail at once
 _requested = threading.Event()  # any run of this process since the last clear()
 _stop_event: Any = None  # a worker's pool event (stop_every_run_on): every run stopped once set
+
+
+@contextmanager
+def sigterm_kept() -> Iterator[None]:
+    """Give SIGTERM back, when the block ends, the handling it had before (on the main
+    thread; elsewhere nothing changes).
+
+    Around a run executed in process, Dagster maps SIGTERM to SIGINT's handler (a step then
+    stops on either) and leaves it so afterwards. In a process started with SIGINT ignored
+    (``nohup dpl run &``, a background job of a script), SIGTERM then stayed ignored after
+    the first run: ``kill`` no longer stopped it, and every process it started later
+    inherited the ignored SIGTERM, among them the log tailers Dagster starts for each step
+    and stops with SIGTERM (each step's end then waited 2 x 30 s for them, and left them
+    running).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if before is not None:  # None: a handler set outside Python, not ours to restore
+            signal.signal(signal.SIGTERM, before)
 
 
 def request(run_id: str | None = None) -> None:

@@ -87,13 +87,14 @@ def execute(
     me = processes.host_process_tag()
     run_id = str(uuid.uuid4())  # as Dagster makes them; known here if the run is interrupted
     try:
-        result = defs.resolve_job_def(run.job).execute_in_process(
-            run_config=run_config_for(run_config, run.assets, defs),
-            instance=instance,
-            raise_on_error=False,
-            tags={**run.tags, LAUNCHED_BY_TAG: "dpl run", **({PROCESS_TAG: me} if me else {})},
-            run_id=run_id,
-        )
+        with interrupts.sigterm_kept():  # Dagster leaves SIGTERM as SIGINT is (see there)
+            result = defs.resolve_job_def(run.job).execute_in_process(
+                run_config=run_config_for(run_config, run.assets, defs),
+                instance=instance,
+                raise_on_error=False,
+                tags={**run.tags, LAUNCHED_BY_TAG: "dpl run", **({PROCESS_TAG: me} if me else {})},
+                run_id=run_id,
+            )
     except interrupts.INTERRUPTS:  # met outside a per-video step (Dagster marked it failed)
         interrupts.request(run_id)
         return RunEnded(run, run_id, False)
@@ -136,8 +137,8 @@ def _run_in_worker(setup: WorkerSetup, run: RangeRun, run_config: dict) -> RunEn
     try:
         return execute(worker_state["defs"], worker_state["instance"], run_config, run)
     finally:
-        # Dagster gives SIGTERM the SIGINT handler it found (ignored here) after a run:
-        # a worker must still end on SIGTERM (the pool's terminate, a kill).
+        # execute gives SIGTERM back what it had before the run; a worker must end on it
+        # (the pool's terminate, a kill) even if it started with SIGTERM ignored.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 

@@ -134,6 +134,8 @@ import gc, os, signal, sys, threading, time
 from typing import Any
 from dpl_assets import interrupts, run_pool
 sys.path.insert(0, sys.argv[1])
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's Ctrl-C, whatever
+# this test's own parent ignores (a background job of a script ignores SIGINT)
 # Ctrl-C while the dpl process waits for the import of the graph's models (slow_import
 # takes 2 s): it reaches the main thread in its wait.
 threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()

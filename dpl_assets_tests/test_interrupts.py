@@ -167,6 +167,43 @@ def test_ffmpeg_runs_in_a_process_group_of_its_own():
     assert all(group != os.getpgid(0) for group in groups)
 
 
+AFTER_A_BACKGROUND_RUN = """
+import signal, subprocess
+import dagster as dg
+from dpl_assets import run_pool
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `nohup dpl run &` starts it
+
+@dg.op
+def one() -> int:
+    return 1
+
+@dg.job
+def tiny() -> None:
+    one()
+
+with dg.instance_for_test() as instance:
+    tiny.execute_in_process(instance=instance)  # Dagster's own: SIGTERM left as SIGINT is
+    print(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    defs = dg.Definitions(jobs=[tiny])
+    ended = run_pool.execute(defs, instance, {}, run_pool.RangeRun("tiny", [], "tiny"))
+    print(ended.success, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    child = subprocess.Popen(["sleep", "30"])  # a process started after the run
+    child.terminate()
+    print(child.wait(timeout=10) == -signal.SIGTERM)
+"""
+
+
+def test_sigterm_still_stops_dpl_and_its_children_after_a_run_started_in_the_background():
+    """Started with SIGINT ignored, ``dpl run``'s process kept SIGTERM ignored after its
+    first run (Dagster's doing, the first line shows it): ``kill`` did not stop it and the
+    processes it started later (Dagster's log tailers, ffmpeg) ignored SIGTERM too."""
+    from dpl_assets_tests.fresh_python import script_output
+
+    assert script_output(AFTER_A_BACKGROUND_RUN).split() == ["True", "True", "True", "True"]
+
+
 AFTER_A_WORKER_RUN = """
 import signal
 import dagster as dg
