@@ -167,12 +167,12 @@ def test_ffmpeg_runs_in_a_process_group_of_its_own():
     assert all(group != os.getpgid(0) for group in groups)
 
 
-AFTER_A_BACKGROUND_RUN = """
-import signal, subprocess
+TINY_JOB = """
+import signal
 import dagster as dg
-from dpl_assets import run_pool
+from dpl_assets import run_pool, worker_pool
 
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `nohup dpl run &` starts it
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `nohup dpl run &` and workers start
 
 @dg.op
 def one() -> int:
@@ -181,7 +181,10 @@ def one() -> int:
 @dg.job
 def tiny() -> None:
     one()
+"""
 
+AFTER_A_BACKGROUND_RUN = """
+import subprocess
 with dg.instance_for_test() as instance:
     tiny.execute_in_process(instance=instance)  # Dagster's own: SIGTERM left as SIGINT is
     print(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)
@@ -201,24 +204,10 @@ def test_sigterm_still_stops_dpl_and_its_children_after_a_run_started_in_the_bac
     processes it started later (Dagster's log tailers, ffmpeg) ignored SIGTERM too."""
     from dpl_assets_tests.fresh_python import script_output
 
-    assert script_output(AFTER_A_BACKGROUND_RUN).split() == ["True", "True", "True", "True"]
+    assert script_output(TINY_JOB + AFTER_A_BACKGROUND_RUN).split() == ["True"] * 4
 
 
 AFTER_A_WORKER_RUN = """
-import signal
-import dagster as dg
-from dpl_assets import run_pool, worker_pool
-
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the worker initializer sets it
-
-@dg.op
-def one() -> int:
-    return 1
-
-@dg.job
-def tiny() -> None:
-    one()
-
 defs = dg.Definitions(jobs=[tiny])
 with dg.instance_for_test() as instance:
     setup = worker_pool.WorkerSetup("setup", lambda: defs, instance.get_ref(), (1, ()))
@@ -232,4 +221,4 @@ def test_a_worker_still_ends_on_sigterm_after_a_run():
     SIGINT is ignored while idle, SIGTERM (the pool's terminate, a kill) was ignored too."""
     from dpl_assets_tests.fresh_python import script_output
 
-    assert script_output(AFTER_A_WORKER_RUN).split() == ["True", "True"]
+    assert script_output(TINY_JOB + AFTER_A_WORKER_RUN).split() == ["True", "True"]
