@@ -1,6 +1,8 @@
-"""Shared pytest fixtures: test media built once per session, and a scratch media folder."""
+"""Shared pytest fixtures: test media built once per session, a scratch media folder, and
+SIGTERM as each test found it."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,19 @@ os.environ.setdefault("DPL_WORKERS", "1")
 # The free space dpl keeps (dpl_assets/storage/disk_room.py; 512 MB for users): the tests
 # write little, and a CI machine's small temp disk must not fail them all.
 os.environ.setdefault("DPL_MIN_FREE_MB", "64")
+
+
+@pytest.fixture(autouse=True)
+def _sigterm_as_before_each_test() -> Iterator[None]:
+    """Each test leaves SIGTERM as it found it. Dagster's in-process runs leave SIGTERM as
+    SIGINT is (see :func:`dpl_assets.interrupts.sigterm_kept`): under a test runner started
+    with SIGINT ignored (a script's background job), a test calling ``dg.materialize``
+    left SIGTERM ignored, and later tests' runs started Dagster's log tailers that way
+    (each step then waited 2 x 30 s for them)."""
+    from dpl_assets import interrupts  # imports Dagster: not at collection
+
+    with interrupts.sigterm_kept():
+        yield
 
 
 @pytest.fixture(scope="session")
