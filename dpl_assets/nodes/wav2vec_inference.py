@@ -41,8 +41,9 @@ class SignalConv1d(nn.Module):
             raise ValueError(f"not a one-channel unpadded float32 CPU convolution: {conv}")
         self.kernel, self.stride = conv.kernel_size[0], conv.stride[0]
         self.weight = nn.Parameter(conv.weight.detach()[:, 0, :].contiguous(), False)  # (C, K)
-        bias = None if conv.bias is None else conv.bias.detach()[None, :, None]
-        self.bias = None if bias is None else nn.Parameter(bias, False)  # (1, C, 1)
+        self.bias = (
+            None if conv.bias is None else nn.Parameter(conv.bias.detach()[None, :, None], False)
+        )  # (1, C, 1)
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         windows = signal[:, 0].unfold(-1, self.kernel, self.stride)  # (B, T, K), a view
