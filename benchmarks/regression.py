@@ -23,9 +23,10 @@ of each fresh run (``STEP_START`` -> ``STEP_SUCCESS``, summed over runs by step 
 Before timing, one untimed fresh run per side (it also compiles the worktree's bytecode)
 provides the outputs that are compared: the same files per datatype folder, identical
 ``.npy`` arrays, wav samples, HDF5 datasets and attributes, JSON (output folder paths
-normalised), and bytes for everything else. Dagster's own folder, staging, claims and
-lock files are not compared. A benchmark of different work would be meaningless, so any
-difference is printed and recorded.
+normalised), and bytes for everything else. Dagster's own folder, staging, claims,
+bookkeeping indexes (``_index``), the catalog database and lock files are not compared.
+A benchmark of different work would be meaningless, so any difference is printed and
+recorded.
 
 Sample clips are made once, offline, by ``dpl_assets.samples.make_clip`` of the head
 worktree: a real face photo drifting, with espeak-ng speech (a different sentence per
@@ -66,8 +67,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "regression.json"
 DEFAULT_BASE = "c980b4a^"
 GRAPH = Path("dpl_assets") / "configs" / "default.json"
 SIDES = ("base", "head")
-# Infrastructure that differs by run id, pid or time: not part of the outputs.
-NOT_OUTPUTS = {".dagster", "_staging", "_claims"}
+# Infrastructure that differs by run id, pid or time: not part of the outputs. `_index`
+# holds bookkeeping (pending videos, temp sweeps, the report's cache: clocks and inode
+# numbers); the catalog database (and its WAL) is the registry, which report.json shows.
+NOT_OUTPUTS = {".dagster", "_staging", "_claims", "_index", "catalog.sqlite"}
+NOT_OUTPUT_SUFFIXES = (".lock", "-shm", "-wal")
 ENV_DROPPED = ("DPL_NODES", "DAGSTER_HOME")
 # JSON fields that record when, not what: "<file>:<field>" patterns, ignored (and counted).
 VOLATILE = (
@@ -201,7 +205,11 @@ def output_files(root: Path) -> set[str]:
     files = set()
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        if path.is_file() and rel.parts[0] not in NOT_OUTPUTS and path.suffix != ".lock":
+        if (
+            path.is_file()
+            and rel.parts[0] not in NOT_OUTPUTS
+            and not path.name.endswith(NOT_OUTPUT_SUFFIXES)
+        ):
             files.add(rel.as_posix())
     return files
 

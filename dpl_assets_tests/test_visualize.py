@@ -211,8 +211,8 @@ def test_preview_pads_odd_sizes_by_one_pixel(clip, tmp_path):
 
 @pytest.mark.parametrize("size", ["even", "odd"])
 def test_preview_keeps_the_source_colours(clip, tmp_path, size):
-    # Even sizes go to ffmpeg as yuv420p converted by OpenCV, odd ones as RGB converted by
-    # ffmpeg: either way the decoded preview is the frames, at the encoder's loss alone.
+    # Even sizes as they are, odd ones padded by ffmpeg: either way the decoded preview is
+    # the frames, at the encoder's loss alone.
     frames = (
         clip.frames
         if size == "even"
@@ -226,11 +226,25 @@ def test_preview_keeps_the_source_colours(clip, tmp_path, size):
     ]
     source, got = np.stack(frames).astype(np.float64), np.stack(decoded).astype(np.float64)
     psnr = 10 * np.log10(255**2 / np.mean((got - source) ** 2))
-    assert psnr > 32, psnr  # 34.2 dB here with ffmpeg's conversion and with OpenCV's
-    # A wrong matrix or range would shift colours: per-channel means agree within a level.
-    # A wrong matrix or range would shift colours by several levels; ffmpeg's own
-    # conversion (before) and OpenCV's both give -0.7..-1.3 here.
+    assert psnr > 32, psnr  # 34.2 dB here
+    # A wrong matrix or range would shift colours by several levels; -0.7..-1.3 here.
     assert np.abs(got.mean(axis=(0, 1, 2)) - source.mean(axis=(0, 1, 2))).max() < 2.0
+
+
+def test_preview_keeps_colour_detail_one_pixel_wide(tmp_path):
+    # Red lines 1 px wide at odd columns (x = 1, 5, 9...) on grey: a quarter of the pixels,
+    # so the frame's mean R - G is 255 / 4. yuv420p keeps one chroma sample per 2x2 block:
+    # filtered (ffmpeg's scaler), each block's chroma is half the line's and the mean
+    # colour survives; point-sampled from the block's top-left pixel (OpenCV's
+    # COLOR_RGB2YUV_I420), every sample misses the lines, which come out grey (R - G ~ 0).
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    frame[:, 1::4] = (255, 0, 0)
+    out = tmp_path / "lines.mp4"
+    write_preview(out, [frame] * FRAMES, fps=FPS)
+    decoded = np.stack([f.rgb for f in decode_frames(out)]).astype(np.float64)
+    assert decoded.shape == (FRAMES, 64, 64, 3)
+    redness = (decoded[..., 0] - decoded[..., 1]).mean()
+    assert redness > 255 / 4 * 0.6, redness  # 63.2 here; 0.0 point-sampled (2a568f8..27f3177)
 
 
 # A child process: its getrusage(RUSAGE_CHILDREN) peak is this one ffmpeg's alone.
