@@ -244,7 +244,9 @@ def test_preview_keeps_colour_detail_one_pixel_wide(tmp_path):
     decoded = np.stack([f.rgb for f in decode_frames(out)]).astype(np.float64)
     assert decoded.shape == (FRAMES, 64, 64, 3)
     redness = (decoded[..., 0] - decoded[..., 1]).mean()
-    assert redness > 255 / 4 * 0.6, redness  # 63.2 here; 0.0 point-sampled (2a568f8..27f3177)
+    # 63.2 here; point-sampled 0.0 (2a568f8..27f3177), or ~113 with the lines on the
+    # sampled columns: neither keeps the frame's colour.
+    assert abs(redness - 255 / 4) < 255 / 4 * 0.25, redness
 
 
 # A child process: its getrusage(RUSAGE_CHILDREN) peak is this one ffmpeg's alone.

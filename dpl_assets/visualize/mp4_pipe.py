@@ -1,6 +1,6 @@
 """An mp4 (H.264 + AAC) written by one ffmpeg process from RGB frames piped to its stdin.
 
-The pipeline's ffmpeg (:func:`~dpl_assets.media.ffmpeg.ffmpeg_executable`) gets raw
+The pipeline's ffmpeg (:func:`~dpl_assets.media.ffmpeg.ffmpeg_executable`) gets raw RGB
 frames one at a time (memory stays at one frame whatever the clip's length, and the frame
 count need not be known up front) and the 16 kHz wav as its second input, read as a
 ``file:`` URL. Output: H.264 (yuv420p, so odd frame sizes are padded by one black pixel on
@@ -11,8 +11,8 @@ Frames go down the pipe as RGB and ffmpeg converts them to yuv420p (its scaler f
 the chroma as it halves it). Not OpenCV's ``COLOR_RGB2YUV_I420`` in our process, though it
 saves ffmpeg ~0.15 s of CPU per 8 s 640x480 preview: it takes each 2x2 block's chroma from
 its top-left pixel alone, so coloured detail one pixel wide (the overlays' lines, a
-blocky source's edges) is dropped or aliased, and the files came out 20-24 % larger at the
-same CRF (the sample clips' previews, measured 2026-12-01).
+blocky source's edges) is dropped or aliased, and the files came out 19-20 % larger at the
+same CRF (the speaking sample clips' previews, 5 % the silent one's; 2026-12-01).
 
 Audio is cut to start at ``audio_start_s`` of the wav; with ``audio_seconds`` it is padded
 with silence past its end, or cut, to exactly that length. ffmpeg's ``-shortest`` is not
