@@ -69,21 +69,6 @@ def test_kept_frames_read_back_as_pyav_decodes_them(tmp_path, shm, clip):
     assert cache.used_bytes == 6 * 120 * 160 * 3
 
 
-def test_frames_mapped_back_in_small_unaligned_windows_are_the_decoded_ones(shm, clip, monkeypatch):
-    # 160 x 120 RGB frames are 57,600 bytes, not a whole number of 4 kB pages: windows of
-    # 2 frames start inside a page from the second on.
-    monkeypatch.setattr(frame_cache, "MAP_WINDOW_BYTES", 2 * 57_600 + 1)
-    cache = FrameCache(shm / "cache", 2**30)
-    decoded = keep_all(cache, clip, DecodeRecipe())
-    kept = cache.frames(clip, DecodeRecipe(), "run-1")
-    assert kept is not None
-    read = list(kept)
-    assert len(read) == len(decoded) == 15
-    for a, b in zip(read, decoded, strict=True):
-        assert a.time_s == b.time_s
-        np.testing.assert_array_equal(a.rgb, b.rgb)
-
-
 def test_writing_into_a_frame_read_back_changes_nothing_kept(shm, clip):
     cache = FrameCache(shm / "cache", 2**30)
     decoded = keep_all(cache, clip, DecodeRecipe())

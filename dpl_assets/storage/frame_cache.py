@@ -4,7 +4,7 @@ The ``images`` step decodes each video; the nodes after it (faces, crops, previe
 aligned crops) decode the same video again by the stack's recipe
 (:meth:`dpl_assets.storage.video_io.VideoIO.frames`). When they run in the same process
 shortly after (the steps of one run: ``dpl run``'s runs, a run worker, ``dagster asset
-materialize``), mapping the decoded RGB back costs ~0.4 ms a 640x480 frame against
+materialize``), reading the decoded RGB back costs ~0.3 ms a 640x480 frame against
 ~1.3-2.5 ms to decode it again (measured on the benchmark clips; ``benchmarks/README.md``).
 
 What is kept: one entry per (video file, its size/mtime_ns/inode, decode recipe): the
@@ -40,7 +40,6 @@ import hashlib
 import io
 import json
 import logging
-import mmap
 import os
 import shutil
 import stat
@@ -64,8 +63,6 @@ DEFAULT_MB = 2048
 FREE_RESERVE_BYTES = 512 * 2**20
 """Keeping stops when the cache's file system, or the machine's (or container's) memory,
 has less than this left."""
-MAP_WINDOW_BYTES = 16 * 2**20
-"""Kept frames are mapped back this many bytes at a time (whole frames; at least one)."""
 _ROOM_CHECK_EVERY = 32  # frames between free space / memory checks (cheap, not free)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _log = logging.getLogger(__name__)
@@ -188,60 +185,29 @@ class FrameCache:
 
 
 class KeptFrames(Iterator[VideoFrame]):
-    """The kept frames of one video, read one at a time (made by :meth:`FrameCache.frames`).
-
-    Frames are private copy-on-write maps of the file (``MAP_PRIVATE``), a window of up to
-    :data:`MAP_WINDOW_BYTES` at a time, not copies read into new arrays: reading a
-    640x480 frame back cost ~0.5-0.9 ms with ``readinto`` here (the kernel's copy out of
-    tmpfs, and fresh pages for each new array) against ~0.4 ms mapped
-    (``benchmarks/README.md``). Each frame is still an array of its own to the caller:
-    writable, and what is written stays in the caller's pages (neither the file nor
-    other readers see it). A window stays mapped while any of its frames is referenced.
-    The file is never shortened while mapped (entries are published whole and only ever
-    removed), so reads past its end, which would raise SIGBUS, cannot happen.
-    """
+    """The kept frames of one video, read one at a time (made by :meth:`FrameCache.frames`)."""
 
     def __init__(self, data: io.FileIO, shape: _Shape, times: np.ndarray) -> None:
         self._data, self._shape, self._times = data, shape, times
         self._next = 0
-        self._window: np.ndarray | None = None  # (n, H, W, 3) views of the mapped window
-        self._window_first = 0
-        self._per_window = max(1, MAP_WINDOW_BYTES // shape.frame_bytes)
 
     def __next__(self) -> VideoFrame:
         if self._next >= self._times.size:
             self.close()
             raise StopIteration
-        if self._data.closed:
-            raise ValueError(f"{self._data.name}: the kept frames were closed")
-        index = self._next
-        window = self._window
-        if window is None or not self._window_first <= index < self._window_first + len(window):
-            window = self._map_window(index)
+        rgb = np.empty((self._shape.height, self._shape.width, 3), np.uint8)
+        view = rgb.reshape(-1).data
+        done = 0
+        while done < view.nbytes:
+            got = self._data.readinto(view[done:])
+            if not got:
+                raise OSError(f"{self._data.name}: shorter than its frames")
+            done += got
         self._next += 1
-        return VideoFrame(float(self._times[index]), window[index - self._window_first])
-
-    def _map_window(self, first: int) -> np.ndarray:
-        """Map frames ``first`` .. (up to :attr:`_per_window` of them) of the file."""
-        count = min(self._per_window, self._times.size - first)
-        start = first * self._shape.frame_bytes
-        offset = start % mmap.ALLOCATIONGRANULARITY  # maps start on a page boundary
-        mapped = mmap.mmap(
-            self._data.fileno(),
-            offset + count * self._shape.frame_bytes,
-            flags=mmap.MAP_PRIVATE,
-            prot=mmap.PROT_READ | mmap.PROT_WRITE,
-            offset=start - offset,
-        )
-        frames = np.frombuffer(
-            mapped, np.uint8, count=count * self._shape.frame_bytes, offset=offset
-        ).reshape(count, self._shape.height, self._shape.width, 3)
-        self._window, self._window_first = frames, first
-        return frames
+        return VideoFrame(float(self._times[self._next - 1]), rgb)
 
     def close(self) -> None:
-        """Close the file (idempotent); frames already read stay valid."""
-        self._window = None  # unmapped once the caller holds none of its frames
+        """Close the file (idempotent)."""
         self._data.close()
 
 
