@@ -22,6 +22,7 @@ page faults, ~1.5 s less system CPU in 12 clips).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -35,11 +36,13 @@ MMAP_THRESHOLD_BYTES = 1 << 20
 the heap; a 1080p one, 6.2 MB, costs ~0.4 ms more per allocation mapped)."""
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
-TRIM_THRESHOLD_BYTES = 32 << 20
+TRIM_THRESHOLD_BYTES = 8 << 20
 """With the 1 MB policy, the heap's free top is given back only from this size up (glibc's
 default, 128 kB, gives back a 640x480 frame's 0.9 MB each time one is freed at the top, so
 the next frame's allocation takes fresh pages: a page fault and a zero fill per 4 kB
-page, every frame). Between steps :func:`release_free_heap` gives back everything free."""
+page, every frame). 8 MB holds a frame freed and made again up to a 1080p frame's 6.2 MB
+(:func:`heap_blocks_below`), and bounds the free top a later large array could be cut
+from (not mapped on its own). Between steps :func:`release_free_heap` gives back all."""
 
 TEMPORARIES_MMAP_THRESHOLD_BYTES = 64 << 20
 """Inside :func:`temporaries_in_heap`, only blocks from this size up are mapped (wav2vec
@@ -48,7 +51,9 @@ TEMPORARIES_TRIM_THRESHOLD_BYTES = 1 << 30
 """... and the heap's free top is kept (not given back after each pass) up to this size."""
 
 _scope_lock = threading.Lock()
-_scope_depth = 0
+_scope_depth = 0  # open temporaries_in_heap blocks
+_heap_below: collections.Counter[int] = collections.Counter()  # size asked -> open blocks
+_mmap_threshold = MMAP_THRESHOLD_BYTES  # what the blocks last set
 
 
 @functools.cache
@@ -109,21 +114,68 @@ def temporaries_in_heap() -> Iterator[None]:
     less). Nests, and is safe from several threads (the policy is restored when the last
     one leaves)."""
     global _scope_depth
-    libc = _glibc()
-    if libc is None or not (map_large_blocks.cache_info().currsize and map_large_blocks()):
+    libc = _policy_libc()
+    if libc is None:
         yield
         return
     with _scope_lock:
         _scope_depth += 1
+        _heap_below[TEMPORARIES_MMAP_THRESHOLD_BYTES] += 1
+        _apply_mmap_threshold(libc)
         if _scope_depth == 1:
-            libc.mallopt(_M_MMAP_THRESHOLD, TEMPORARIES_MMAP_THRESHOLD_BYTES)
             libc.mallopt(_M_TRIM_THRESHOLD, TEMPORARIES_TRIM_THRESHOLD_BYTES)
     try:
         yield
     finally:
         with _scope_lock:
             _scope_depth -= 1
+            _heap_below[TEMPORARIES_MMAP_THRESHOLD_BYTES] -= 1
+            _apply_mmap_threshold(libc)
             if _scope_depth == 0:
                 libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-                libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
                 libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def heap_blocks_below(size: int) -> Iterator[None]:
+    """Within the block, blocks under ``size`` bytes (at least the 1 MB policy's) come from
+    the heap: for a call that copies an image each time (mediapipe makes a packet of every
+    image it is given), so the copy reuses the heap the previous call freed instead of
+    mapping, zero-filling and unmapping fresh pages (the face step's tracking mesh on a
+    ~640 px crop, 1.2 MB: ~300 minor page faults a frame mapped, ~0 in the heap; nothing
+    else changes). Only where the 1 MB policy is in force, as :func:`temporaries_in_heap`;
+    nests with it, and is safe from several threads: the largest size an open block asks
+    for is in force. The heap's free top beyond :data:`TRIM_THRESHOLD_BYTES` still goes
+    back at once, and the rest between steps (:func:`release_free_heap`)."""
+    libc = _policy_libc()
+    if libc is None or size <= MMAP_THRESHOLD_BYTES:
+        yield
+        return
+    with _scope_lock:
+        _heap_below[size] += 1
+        _apply_mmap_threshold(libc)
+    try:
+        yield
+    finally:
+        with _scope_lock:
+            _heap_below[size] -= 1
+            _apply_mmap_threshold(libc)
+
+
+def _policy_libc() -> ctypes.CDLL | None:
+    """glibc, when the 1 MB policy is in force (:func:`map_large_blocks` was called)."""
+    libc = _glibc()
+    if libc is None or not (map_large_blocks.cache_info().currsize and map_large_blocks()):
+        return None
+    return libc
+
+
+def _apply_mmap_threshold(libc: ctypes.CDLL) -> None:
+    """Set glibc's mmap threshold to the largest one an open block asks for, or the 1 MB
+    policy's when none is open (call with ``_scope_lock`` held)."""
+    global _mmap_threshold
+    wanted = max((size for size, count in _heap_below.items() if count > 0), default=0)
+    wanted = max(wanted, MMAP_THRESHOLD_BYTES)
+    if wanted != _mmap_threshold:
+        libc.mallopt(_M_MMAP_THRESHOLD, wanted)
+        _mmap_threshold = wanted

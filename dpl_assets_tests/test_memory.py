@@ -157,3 +157,66 @@ def test_frame_sized_arrays_reuse_their_pages_and_release_free_heap_returns_them
     # pages (9,682 faults here before the policy set it: ~190 a frame).
     assert faults < 5 * pages_per_frame
     assert grown < 1 << 20  # and the free heap they leave goes back between steps
+
+
+# heap_blocks_below: where a 2 MB array lives inside and after blocks asking for 4 MB,
+# nested with temporaries_in_heap, and from two threads at once.
+HEAP_BELOW_SCRIPT = """
+import ctypes, threading
+import numpy as np
+from dpl_assets import memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+
+def mapped_on_its_own(size=2 << 20):
+    memory.release_free_heap()  # nothing free in the heap to serve it from
+    before = libc.mallinfo2().hblkhd
+    block = np.ones(size, np.uint8)
+    return int(libc.mallinfo2().hblkhd - before >= size)
+
+with memory.heap_blocks_below(4 << 20):  # no 1 MB policy yet: glibc's own (128 kB at first)
+    untouched = mapped_on_its_own()
+assert memory.map_large_blocks()
+outside = mapped_on_its_own()
+with memory.heap_blocks_below(4 << 20):
+    inside = mapped_on_its_own()
+    larger = mapped_on_its_own(8 << 20)  # over what the block asked for: mapped
+    with memory.temporaries_in_heap():
+        with_temporaries = mapped_on_its_own(8 << 20)
+    back_to_block = mapped_on_its_own(8 << 20), mapped_on_its_own()
+after = mapped_on_its_own()
+entered, leave = threading.Event(), threading.Event()
+def hold():
+    with memory.heap_blocks_below(16 << 20):
+        entered.set()
+        leave.wait()
+thread = threading.Thread(target=hold)
+thread.start()
+entered.wait()
+with memory.heap_blocks_below(4 << 20):
+    other_thread_larger = mapped_on_its_own(8 << 20)  # the other block's 16 MB is in force
+leave.set()
+thread.join()
+print(untouched, outside, inside, larger, with_temporaries, *back_to_block, after,
+      other_thread_larger, mapped_on_its_own())
+"""
+
+
+@pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
+def test_heap_blocks_below_lifts_the_policy_for_smaller_blocks_and_restores_it():
+    values = [int(v) for v in script_output(HEAP_BELOW_SCRIPT).split()]
+    untouched, outside, inside, larger, with_temporaries, *rest = values
+    back_larger, back_small, after, other_thread_larger, at_end = rest
+    assert untouched == 1  # glibc's own threshold is left alone
+    assert (outside, inside, larger) == (1, 0, 1)
+    assert with_temporaries == 0  # the larger of two open blocks is in force
+    assert (back_larger, back_small) == (1, 0)  # and the inner one's end restored the outer
+    assert after == 1  # the 1 MB policy again
+    assert other_thread_larger == 0
+    assert at_end == 1

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from dpl_assets.memory import heap_blocks_below
+
 _PRIVATE = (
     "_graph",
     "_graph_outputs",
@@ -39,6 +41,13 @@ def image_output(solution: Any, rgb: np.ndarray, stream: str) -> Any:
     Raises what ``process`` raises: RuntimeError from the graph, ValueError for an image
     that is not 3-channel or a closed solution, AttributeError for an unknown stream.
     """
+    # mediapipe copies each image into a packet (and works on it in buffers as large): from
+    # the heap, where the previous call's are reused, not freshly mapped pages each time.
+    with heap_blocks_below(2 * rgb.nbytes):
+        return _image_output(solution, rgb, stream)
+
+
+def _image_output(solution: Any, rgb: np.ndarray, stream: str) -> Any:
     if not _plain_image_solution(solution, stream):
         return getattr(solution.process(rgb), stream)
     ((input_stream, input_type),) = solution._input_stream_type_info.items()
