@@ -36,13 +36,13 @@ MMAP_THRESHOLD_BYTES = 1 << 20
 the heap; a 1080p one, 6.2 MB, costs ~0.4 ms more per allocation mapped)."""
 _M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
-TRIM_THRESHOLD_BYTES = 8 << 20
+TRIM_THRESHOLD_BYTES = 2 << 20
 """With the 1 MB policy, the heap's free top is given back only from this size up (glibc's
 default, 128 kB, gives back a 640x480 frame's 0.9 MB each time one is freed at the top, so
 the next frame's allocation takes fresh pages: a page fault and a zero fill per 4 kB
-page, every frame). 8 MB holds a frame freed and made again up to a 1080p frame's 6.2 MB
-(:func:`heap_blocks_below`), and bounds the free top a later large array could be cut
-from (not mapped on its own). Between steps :func:`release_free_heap` gives back all."""
+page, every frame). Small, because each thread's heap keeps its own free top:
+:func:`heap_blocks_below` raises it inside its blocks. Between steps
+:func:`release_free_heap` gives back everything free."""
 
 TEMPORARIES_MMAP_THRESHOLD_BYTES = 64 << 20
 """Inside :func:`temporaries_in_heap`, only blocks from this size up are mapped (wav2vec
@@ -53,7 +53,7 @@ TEMPORARIES_TRIM_THRESHOLD_BYTES = 1 << 30
 _scope_lock = threading.Lock()
 _scope_depth = 0  # open temporaries_in_heap blocks
 _heap_below: collections.Counter[int] = collections.Counter()  # size asked -> open blocks
-_mmap_threshold = MMAP_THRESHOLD_BYTES  # what the blocks last set
+_thresholds = (MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES)  # (mmap, trim) the blocks last set
 
 
 @functools.cache
@@ -121,18 +121,15 @@ def temporaries_in_heap() -> Iterator[None]:
     with _scope_lock:
         _scope_depth += 1
         _heap_below[TEMPORARIES_MMAP_THRESHOLD_BYTES] += 1
-        _apply_mmap_threshold(libc)
-        if _scope_depth == 1:
-            libc.mallopt(_M_TRIM_THRESHOLD, TEMPORARIES_TRIM_THRESHOLD_BYTES)
+        _apply_thresholds(libc)
     try:
         yield
     finally:
         with _scope_lock:
             _scope_depth -= 1
             _heap_below[TEMPORARIES_MMAP_THRESHOLD_BYTES] -= 1
-            _apply_mmap_threshold(libc)
+            _apply_thresholds(libc)
             if _scope_depth == 0:
-                libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
                 libc.malloc_trim(0)
 
 
@@ -145,21 +142,22 @@ def heap_blocks_below(size: int) -> Iterator[None]:
     ~640 px crop, 1.2 MB: ~300 minor page faults a frame mapped, ~0 in the heap; nothing
     else changes). Only where the 1 MB policy is in force, as :func:`temporaries_in_heap`;
     nests with it, and is safe from several threads: the largest size an open block asks
-    for is in force. The heap's free top beyond :data:`TRIM_THRESHOLD_BYTES` still goes
-    back at once, and the rest between steps (:func:`release_free_heap`)."""
+    for is in force, and the heap's free top is kept up to that size too (then given back
+    from :data:`TRIM_THRESHOLD_BYTES` up again, and all of it between steps:
+    :func:`release_free_heap`)."""
     libc = _policy_libc()
     if libc is None or size <= MMAP_THRESHOLD_BYTES:
         yield
         return
     with _scope_lock:
         _heap_below[size] += 1
-        _apply_mmap_threshold(libc)
+        _apply_thresholds(libc)
     try:
         yield
     finally:
         with _scope_lock:
             _heap_below[size] -= 1
-            _apply_mmap_threshold(libc)
+            _apply_thresholds(libc)
 
 
 def _policy_libc() -> ctypes.CDLL | None:
@@ -170,12 +168,18 @@ def _policy_libc() -> ctypes.CDLL | None:
     return libc
 
 
-def _apply_mmap_threshold(libc: ctypes.CDLL) -> None:
-    """Set glibc's mmap threshold to the largest one an open block asks for, or the 1 MB
-    policy's when none is open (call with ``_scope_lock`` held)."""
-    global _mmap_threshold
+def _apply_thresholds(libc: ctypes.CDLL) -> None:
+    """Set glibc's mmap threshold to the largest size an open block asks for (the 1 MB
+    policy's when none is open), and its trim threshold to that size too (at least
+    :data:`TRIM_THRESHOLD_BYTES`; :data:`TEMPORARIES_TRIM_THRESHOLD_BYTES` while a
+    :func:`temporaries_in_heap` block is open). Call with ``_scope_lock`` held."""
+    global _thresholds
     wanted = max((size for size, count in _heap_below.items() if count > 0), default=0)
-    wanted = max(wanted, MMAP_THRESHOLD_BYTES)
-    if wanted != _mmap_threshold:
-        libc.mallopt(_M_MMAP_THRESHOLD, wanted)
-        _mmap_threshold = wanted
+    mmap_bytes = max(wanted, MMAP_THRESHOLD_BYTES)
+    trim_bytes = (
+        TEMPORARIES_TRIM_THRESHOLD_BYTES if _scope_depth else max(wanted, TRIM_THRESHOLD_BYTES)
+    )
+    if (mmap_bytes, trim_bytes) != _thresholds:
+        libc.mallopt(_M_MMAP_THRESHOLD, mmap_bytes)
+        libc.mallopt(_M_TRIM_THRESHOLD, trim_bytes)
+        _thresholds = (mmap_bytes, trim_bytes)
