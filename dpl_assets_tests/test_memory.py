@@ -56,13 +56,11 @@ def test_with_large_blocks_mapped_a_freed_array_leaves_rss():
     assert kept_after_free("adaptive") > 8 << 20
 
 
-# Where a 4 MB array lives (glibc's mallinfo2: bytes in blocks mapped on their own): mapped
-# under the 1 MB policy, from the heap inside temporaries_in_heap (and reused there).
-SCOPED_SCRIPT = """
-import ctypes, re
+# glibc's mallinfo2 (hblkhd: bytes in blocks mapped on their own), for the scripts below.
+MALLINFO2_PRELUDE = """
+import ctypes
 import numpy as np
 from dpl_assets import memory
-from dpl_assets_tests.fresh_python import script_output
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -71,6 +69,16 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
+"""
+
+
+# Where a 4 MB array lives (glibc's mallinfo2: bytes in blocks mapped on their own): mapped
+# under the 1 MB policy, from the heap inside temporaries_in_heap (and reused there).
+SCOPED_SCRIPT = (
+    MALLINFO2_PRELUDE
+    + """
+import re
+from dpl_assets_tests.fresh_python import script_output
 
 def mapped_on_its_own():
     before = libc.mallinfo2().hblkhd
@@ -98,6 +106,7 @@ with memory.temporaries_in_heap():
     before = rss()  # the freed 10 MB stays with the process inside the block ...
 print(untouched, outside, inside, nested, after, int(held.sum()), before - rss())
 """
+)
 
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
@@ -161,18 +170,10 @@ def test_frame_sized_arrays_reuse_their_pages_and_release_free_heap_returns_them
 
 # heap_blocks_below: where a 2 MB array lives inside and after blocks asking for 4 MB,
 # nested with temporaries_in_heap, and from two threads at once.
-HEAP_BELOW_SCRIPT = """
-import ctypes, threading
-import numpy as np
-from dpl_assets import memory
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
+HEAP_BELOW_SCRIPT = (
+    MALLINFO2_PRELUDE
+    + """
+import threading
 
 def mapped_on_its_own(size=2 << 20):
     memory.release_free_heap()  # nothing free in the heap to serve it from
@@ -206,6 +207,7 @@ thread.join()
 print(untouched, outside, inside, larger, with_temporaries, *back_to_block, after,
       other_thread_larger, mapped_on_its_own())
 """
+)
 
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
