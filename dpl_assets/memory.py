@@ -18,7 +18,7 @@ adaptive threshold, ~3 MB with it fixed at 1 MB (and ~20 MB less at any length).
 also fixes glibc's trim threshold, at 128 kB unless set: :func:`map_large_blocks` sets
 that to :data:`TRIM_THRESHOLD_BYTES`, and :func:`heap_blocks_below` lifts both around
 calls that copy a large image each time (on the equal-work benchmark graph together:
-1.2-1.6 M minor page faults a run -> ~0.7 M).
+0.84-1.6 M minor page faults a run -> ~0.7 M, counted apart from the benchmark).
 """
 
 from __future__ import annotations
@@ -51,9 +51,12 @@ TEMPORARIES_MMAP_THRESHOLD_BYTES = 64 << 20
 TEMPORARIES_TRIM_THRESHOLD_BYTES = 1 << 30
 """... and the heap's free top is kept (not given back after each pass) up to this size."""
 
+HEAP_BLOCKS_MAX_BYTES = TEMPORARIES_MMAP_THRESHOLD_BYTES
+"""The largest size :func:`heap_blocks_below` asks for (larger requests are capped)."""
+
 _scope_lock = threading.Lock()
 _scope_depth = 0  # open temporaries_in_heap blocks
-_heap_below: collections.Counter[int] = collections.Counter()  # size asked -> open blocks
+_heap_below: collections.Counter[int] = collections.Counter()  # size asked -> open blocks (> 0)
 _thresholds = (MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES)  # (mmap, trim) the blocks last set
 
 
@@ -114,24 +117,8 @@ def temporaries_in_heap() -> Iterator[None]:
     vs 1,784 MB; a 32 MB threshold saved a third of the system CPU less for ~50 MB
     less). Nests, and is safe from several threads (the policy is restored when the last
     one leaves)."""
-    global _scope_depth
-    libc = _policy_libc()
-    if libc is None:
+    with _heap_block(TEMPORARIES_MMAP_THRESHOLD_BYTES, temporaries=True):
         yield
-        return
-    with _scope_lock:
-        _scope_depth += 1
-        _heap_below[TEMPORARIES_MMAP_THRESHOLD_BYTES] += 1
-        _apply_thresholds(libc)
-    try:
-        yield
-    finally:
-        with _scope_lock:
-            _scope_depth -= 1
-            _heap_below[TEMPORARIES_MMAP_THRESHOLD_BYTES] -= 1
-            _apply_thresholds(libc)
-            if _scope_depth == 0:
-                libc.malloc_trim(0)
 
 
 @contextlib.contextmanager
@@ -140,25 +127,51 @@ def heap_blocks_below(size: int) -> Iterator[None]:
     the heap: for a call that copies an image each time (mediapipe makes a packet of every
     image it is given), so the copy reuses the heap the previous call freed instead of
     mapping, zero-filling and unmapping fresh pages (the face step's tracking mesh on a
-    ~640 px crop, 1.2 MB: ~300 minor page faults a frame mapped, ~0 in the heap; nothing
-    else changes). Only where the 1 MB policy is in force, as :func:`temporaries_in_heap`;
+    ~640 px crop, 1.2 MB: ~300 minor page faults a frame mapped, ~0 in the heap). The
+    thresholds are the process's: while a block is open, other threads' allocations under
+    ``size`` come from the heap too. ``size`` is capped at :data:`HEAP_BLOCKS_MAX_BYTES`.
+    Only where the 1 MB policy is in force, as :func:`temporaries_in_heap`;
     nests with it, and is safe from several threads: the largest size an open block asks
     for is in force, and the heap's free top is kept up to that size too (then given back
     from :data:`TRIM_THRESHOLD_BYTES` up again, and all of it between steps:
     :func:`release_free_heap`)."""
-    libc = _policy_libc()
-    if libc is None or size <= MMAP_THRESHOLD_BYTES:
+    if size <= MMAP_THRESHOLD_BYTES:
         yield
         return
-    with _scope_lock:
-        _heap_below[size] += 1
-        _apply_thresholds(libc)
+    with _heap_block(min(size, HEAP_BLOCKS_MAX_BYTES)):
+        yield
+
+
+@contextlib.contextmanager
+def _heap_block(size: int, temporaries: bool = False) -> Iterator[None]:
+    """An open block asking for ``size`` (a :func:`temporaries_in_heap` block when
+    ``temporaries``): counted, the thresholds set for every open block, and undone on
+    leaving, also when interrupted; the last temporaries block to leave trims the heap."""
+    global _scope_depth
+    libc = _policy_libc()
+    if libc is None:
+        yield
+        return
+    entered = False
     try:
+        with _scope_lock:
+            _heap_below[size] += 1
+            _scope_depth += temporaries
+            entered = True
+            _apply_thresholds(libc)
         yield
     finally:
-        with _scope_lock:
-            _heap_below[size] -= 1
-            _apply_thresholds(libc)
+        trim = False
+        if entered:
+            with _scope_lock:
+                _heap_below[size] -= 1
+                if not _heap_below[size]:
+                    del _heap_below[size]
+                _scope_depth -= temporaries
+                _apply_thresholds(libc)
+                trim = temporaries and not _scope_depth
+        if trim:  # outside the lock: other threads' blocks need not wait for it
+            libc.malloc_trim(0)
 
 
 def _policy_libc() -> ctypes.CDLL | None:
@@ -175,7 +188,7 @@ def _apply_thresholds(libc: ctypes.CDLL) -> None:
     :data:`TRIM_THRESHOLD_BYTES`; :data:`TEMPORARIES_TRIM_THRESHOLD_BYTES` while a
     :func:`temporaries_in_heap` block is open). Call with ``_scope_lock`` held."""
     global _thresholds
-    wanted = max((size for size, count in _heap_below.items() if count > 0), default=0)
+    wanted = max(_heap_below, default=0)
     mmap_bytes = max(wanted, MMAP_THRESHOLD_BYTES)
     trim_bytes = (
         TEMPORARIES_TRIM_THRESHOLD_BYTES if _scope_depth else max(wanted, TRIM_THRESHOLD_BYTES)

@@ -109,7 +109,10 @@ print(untouched, outside, inside, nested, after, int(held.sum()), before - rss()
 )
 
 
-@pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
+@pytest.mark.skipif(
+    memory._glibc() is None or not hasattr(memory._glibc(), "mallinfo2"),
+    reason="glibc 2.33 or later only (mallinfo2)",
+)
 def test_temporaries_in_heap_takes_blocks_from_the_heap_then_restores_the_policy():
     out = script_output(SCOPED_SCRIPT)
     untouched, outside, inside, nested, after, total, returned = (int(v) for v in out.split())
@@ -181,17 +184,30 @@ def mapped_on_its_own(size=2 << 20):
     block = np.ones(size, np.uint8)
     return int(libc.mallinfo2().hblkhd - before >= size)
 
+def top_kept():
+    # 3.6 MB freed at the heap's top (64 frames held first take up free chunks in its
+    # middle): kept (1) or given back (0) by the trim threshold in force
+    memory.release_free_heap()
+    held = [np.ones(900_000, np.uint8) for _ in range(64)]
+    frames = [np.ones(900_000, np.uint8) for _ in range(4)]
+    del frames
+    return int(libc.mallinfo2().keepcost >= 3 << 20)
+
 with memory.heap_blocks_below(4 << 20):  # no 1 MB policy yet: glibc's own (128 kB at first)
     untouched = mapped_on_its_own()
 assert memory.map_large_blocks()
 outside = mapped_on_its_own()
+trims = [top_kept()]
 with memory.heap_blocks_below(4 << 20):
+    trims.append(top_kept())
     inside = mapped_on_its_own()
     larger = mapped_on_its_own(8 << 20)  # over what the block asked for: mapped
     with memory.temporaries_in_heap():
         with_temporaries = mapped_on_its_own(8 << 20)
+        trims.append(top_kept())
     back_to_block = mapped_on_its_own(8 << 20), mapped_on_its_own()
 after = mapped_on_its_own()
+trims.append(top_kept())
 entered, leave = threading.Event(), threading.Event()
 def hold():
     with memory.heap_blocks_below(16 << 20):
@@ -205,16 +221,19 @@ with memory.heap_blocks_below(4 << 20):
 leave.set()
 thread.join()
 print(untouched, outside, inside, larger, with_temporaries, *back_to_block, after,
-      other_thread_larger, mapped_on_its_own())
+      other_thread_larger, mapped_on_its_own(), *trims)
 """
 )
 
 
-@pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
+@pytest.mark.skipif(
+    memory._glibc() is None or not hasattr(memory._glibc(), "mallinfo2"),
+    reason="glibc 2.33 or later only (mallinfo2)",
+)
 def test_heap_blocks_below_lifts_the_policy_for_smaller_blocks_and_restores_it():
     values = [int(v) for v in script_output(HEAP_BELOW_SCRIPT).split()]
     untouched, outside, inside, larger, with_temporaries, *rest = values
-    back_larger, back_small, after, other_thread_larger, at_end = rest
+    back_larger, back_small, after, other_thread_larger, at_end, *trims = rest
     assert untouched == 1  # glibc's own threshold is left alone
     assert (outside, inside, larger) == (1, 0, 1)
     assert with_temporaries == 0  # the larger of two open blocks is in force
@@ -222,3 +241,6 @@ def test_heap_blocks_below_lifts_the_policy_for_smaller_blocks_and_restores_it()
     assert after == 1  # the 1 MB policy again
     assert other_thread_larger == 0
     assert at_end == 1
+    # The free top: given back at 2 MB with the policy alone, kept inside either block,
+    # given back again after both
+    assert trims == [0, 1, 1, 0]

@@ -164,7 +164,7 @@ fi
 # not): where PYTHONDONTWRITEBYTECODE is set (this machine, many Docker images) every process
 # would otherwise compile dpl_assets from source, ~0.3 s of CPU each, and dpl run starts
 # several. Only stale files are rewritten; Python checks each against its source.
-.venv/bin/python -m compileall -q dpl_assets >/dev/null
+.venv/bin/python -m compileall -q dpl_assets || echo "setup: compiling dpl_assets' bytecode failed (above)" >&2
 if [ ${#did[@]} -eq 0 ]; then
   echo "setup: ready (.venv), nothing to install"
 else
