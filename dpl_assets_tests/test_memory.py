@@ -25,15 +25,22 @@ def test_without_malloc_trim_it_does_nothing(monkeypatch):
     assert memory.release_free_heap() is None
 
 
-# A fresh process: glibc's threshold starts at its default and adapts as blocks are freed.
-FREED_ARRAY_SCRIPT = """
-import re, sys
+# The process's resident set size in bytes, for the scripts below (a fresh process each).
+RSS_PRELUDE = """
+import re
 import numpy as np
 from dpl_assets import memory
-from dpl_assets_tests.fresh_python import script_output
 
 def rss():
     return int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+"""
+
+
+# A fresh process: glibc's threshold starts at its default and adapts as blocks are freed.
+FREED_ARRAY_SCRIPT = (
+    RSS_PRELUDE
+    + """
+import sys
 
 if sys.argv[1] == "fixed":
     assert memory.map_large_blocks()
@@ -44,6 +51,7 @@ audio = np.ones(10 << 20, np.uint8)  # a clip's array of 10 MB, written, then fr
 del audio
 print(rss() - before)
 """
+)
 
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
@@ -76,17 +84,13 @@ libc.mallinfo2.restype = MallInfo2
 # under the 1 MB policy, from the heap inside temporaries_in_heap (and reused there).
 SCOPED_SCRIPT = (
     MALLINFO2_PRELUDE
+    + RSS_PRELUDE
     + """
-import re
-from dpl_assets_tests.fresh_python import script_output
 
 def mapped_on_its_own():
     before = libc.mallinfo2().hblkhd
     block = np.ones(4 << 20, np.uint8)
     return int(libc.mallinfo2().hblkhd - before >= 4 << 20)
-
-def rss():
-    return int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 
 with memory.temporaries_in_heap():  # no 1 MB policy yet: glibc's own, left alone
     untouched = mapped_on_its_own()  # 4 MB is over glibc's starting threshold (128 kB)
@@ -130,16 +134,13 @@ def test_temporaries_in_heap_without_glibc_just_runs(monkeypatch):
 
 # A 640x480 RGB frame's array (0.9 MB, under the 1 MB threshold: from the heap) made and
 # freed frame after frame, as decoders and readers do: the minor page faults it costs.
-FRAME_CHURN_SCRIPT = """
-import resource, re
-import numpy as np
-from dpl_assets import memory
+FRAME_CHURN_SCRIPT = (
+    RSS_PRELUDE
+    + """
+import resource
 
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-def rss():
-    return int(re.search(r"VmRSS:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
 
 assert memory.map_large_blocks()
 # Free chunks the imports left in the heap would serve the frame from the heap's middle,
@@ -154,6 +155,7 @@ churn = faults() - before
 memory.release_free_heap()
 print(churn, rss() - start)
 """
+)
 
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc only")
