@@ -77,6 +77,11 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
+
+def mapped_on_its_own(size):
+    before = libc.mallinfo2().hblkhd
+    block = np.ones(size, np.uint8)
+    return int(libc.mallinfo2().hblkhd - before >= size)
 """
 
 
@@ -87,21 +92,16 @@ SCOPED_SCRIPT = (
     + RSS_PRELUDE
     + """
 
-def mapped_on_its_own():
-    before = libc.mallinfo2().hblkhd
-    block = np.ones(4 << 20, np.uint8)
-    return int(libc.mallinfo2().hblkhd - before >= 4 << 20)
-
 with memory.temporaries_in_heap():  # no 1 MB policy yet: glibc's own, left alone
-    untouched = mapped_on_its_own()  # 4 MB is over glibc's starting threshold (128 kB)
+    untouched = mapped_on_its_own(4 << 20)  # 4 MB is over glibc's starting threshold (128 kB)
 assert memory.map_large_blocks()
-outside = mapped_on_its_own()
+outside = mapped_on_its_own(4 << 20)
 with memory.temporaries_in_heap():
-    inside = mapped_on_its_own()
+    inside = mapped_on_its_own(4 << 20)
     with memory.temporaries_in_heap():
         pass
-    nested = mapped_on_its_own()  # the inner block's end did not restore the policy
-after = mapped_on_its_own()  # the 1 MB policy is back
+    nested = mapped_on_its_own(4 << 20)  # the inner block's end did not restore the policy
+after = mapped_on_its_own(4 << 20)  # the 1 MB policy is back
 with memory.temporaries_in_heap():
     held = np.ones(10 << 20, np.uint8)  # live across the end of the block: kept
     freed = np.ones(10 << 20, np.uint8)
@@ -180,11 +180,9 @@ HEAP_BELOW_SCRIPT = (
     + """
 import threading
 
-def mapped_on_its_own(size=2 << 20):
+def mapped_apart(size=2 << 20):
     memory.release_free_heap()  # nothing free in the heap to serve it from
-    before = libc.mallinfo2().hblkhd
-    block = np.ones(size, np.uint8)
-    return int(libc.mallinfo2().hblkhd - before >= size)
+    return mapped_on_its_own(size)
 
 def top_kept():
     # 3.6 MB freed at the heap's top (64 frames held first take up free chunks in its
@@ -196,19 +194,19 @@ def top_kept():
     return int(libc.mallinfo2().keepcost >= 3 << 20)
 
 with memory.heap_blocks_below(4 << 20):  # no 1 MB policy yet: glibc's own (128 kB at first)
-    untouched = mapped_on_its_own()
+    untouched = mapped_apart()
 assert memory.map_large_blocks()
-outside = mapped_on_its_own()
+outside = mapped_apart()
 trims = [top_kept()]
 with memory.heap_blocks_below(4 << 20):
     trims.append(top_kept())
-    inside = mapped_on_its_own()
-    larger = mapped_on_its_own(8 << 20)  # over what the block asked for: mapped
+    inside = mapped_apart()
+    larger = mapped_apart(8 << 20)  # over what the block asked for: mapped
     with memory.temporaries_in_heap():
-        with_temporaries = mapped_on_its_own(8 << 20)
+        with_temporaries = mapped_apart(8 << 20)
         trims.append(top_kept())
-    back_to_block = mapped_on_its_own(8 << 20), mapped_on_its_own()
-after = mapped_on_its_own()
+    back_to_block = mapped_apart(8 << 20), mapped_apart()
+after = mapped_apart()
 trims.append(top_kept())
 entered, leave = threading.Event(), threading.Event()
 def hold():
@@ -219,11 +217,11 @@ thread = threading.Thread(target=hold)
 thread.start()
 entered.wait()
 with memory.heap_blocks_below(4 << 20):
-    other_thread_larger = mapped_on_its_own(8 << 20)  # the other block's 16 MB is in force
+    other_thread_larger = mapped_apart(8 << 20)  # the other block's 16 MB is in force
 leave.set()
 thread.join()
 print(untouched, outside, inside, larger, with_temporaries, *back_to_block, after,
-      other_thread_larger, mapped_on_its_own(), *trims)
+      other_thread_larger, mapped_apart(), *trims)
 """
 )
 
