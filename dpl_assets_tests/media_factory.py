@@ -179,6 +179,15 @@ def make_video_only(path: Path | str, seconds: float = 1.0) -> Path:
     return path
 
 
+def make_rotated(path: Path | str) -> Path:
+    """An .mp4 of a 160x96 testsrc video whose header asks for a 90 degree display rotation."""
+    path = _target(path)
+    plain = path.with_name("plain-" + path.name)
+    _ffmpeg(*_testsrc(0.4, size=(160, 96)), *_video_codec_args(), _url(plain))
+    _ffmpeg("-display_rotation", "90", "-i", _url(plain), "-c", "copy", _url(path))
+    return path
+
+
 def make_audio_only(path: Path | str, seconds: float = 1.0) -> Path:
     """An mp4 container holding one AAC audio stream and nothing else."""
     path = _target(path)

@@ -57,17 +57,6 @@ def make_late_video(path: Path) -> Path:
     return path
 
 
-def make_rotated(path: Path) -> Path:
-    plain = path.with_name("plain-" + path.name)
-    media._ffmpeg(
-        *media._testsrc(0.4, size=(160, 96)), *media._video_codec_args(), media._url(plain)
-    )
-    media._ffmpeg(
-        "-display_rotation", "90", "-i", media._url(plain), "-c", "copy", media._url(path)
-    )
-    return path
-
-
 @pytest.mark.parametrize("make", [make_cfr, make_vfr, make_late_video], ids=["cfr", "vfr", "late"])
 def test_frame_count_and_timestamps_match_ffprobe(tmp_path, make):
     source = make(tmp_path / f"{make.__name__}.mkv")
@@ -88,7 +77,7 @@ def test_frame_count_and_timestamps_match_ffprobe(tmp_path, make):
 
 
 def test_rotated_clip_comes_out_upright_like_ffmpeg_autorotate(tmp_path):
-    source = make_rotated(tmp_path / "portrait.mp4")
+    source = media.make_rotated(tmp_path / "portrait.mp4")
     raw = media._run(
         [media._system_binary("ffmpeg"), "-v", "error", "-i", str(source), "-frames:v", "1",
          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]

@@ -10,10 +10,20 @@ Stream choice (ffmpeg's own rule, made explicit and recorded in ``probe``):
 Header values (durations, frame counts) are recorded as the header states them and are
 never trusted for computation: nodes compare what decodes against them to spot truncation.
 Stream start times are on the container clock (see :mod:`dpl_assets.media.timeline`).
+
+Several steps of one run ask for the same file's probe (the frame keeping's size estimate,
+the ``probe`` record, the audio extraction), and opening a container takes 3.5-4 ms (PyAV
+reads and analyses its first packets): :func:`probe_media` answers a repeated question from
+a small per-process memo, keyed by the file's identity (device, inode, size, modification
+and change times), so a file replaced or rewritten since is probed again.
 """
 
 from __future__ import annotations
 
+import copy
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -128,16 +138,73 @@ def open_container(path: Path | str) -> Any:
         ) from error
 
 
+PROBE_MEMO_SIZE = 256
+"""Probes kept per process (a few kB each): more than the videos of one run."""
+
+_FileIdentity = tuple[str, int, int, int, int, int]
+_memo: OrderedDict[tuple[_FileIdentity, bool], MediaProbe] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
 def probe_media(path: Path | str, read_rotation: bool = True) -> MediaProbe:
     """Open ``path`` and describe its streams.
 
     ``read_rotation`` decodes the first video frame for its display rotation; callers that
-    only need the audio side skip that decode.
+    only need the audio side skip that decode (the video stream's ``rotation_deg`` is then
+    None). A file probed before in this process and unchanged since (same device, inode,
+    size, modification and change times) is not opened again; every call returns a probe
+    of its own.
 
     Raises :class:`InputRejected` naming the file when it is missing, empty, or cannot be
     opened as a media container (lost or damaged header), or holds no audio/video stream.
     """
     path = Path(path)
+    identity = _file_identity(path)
+    if identity is not None:
+        with _memo_lock:
+            for with_rotation in (True,) if read_rotation else (False, True):
+                known = _memo.get((identity, with_rotation))
+                if known is not None:
+                    _memo.move_to_end((identity, with_rotation))
+                    return _copy(known, path, read_rotation)
+    probe = _probe_media(path, read_rotation)
+    if identity is not None and _file_identity(path) == identity:  # unchanged meanwhile
+        with _memo_lock:
+            _memo[(identity, read_rotation)] = _copy(probe, path, read_rotation)
+            while len(_memo) > PROBE_MEMO_SIZE:
+                _memo.popitem(last=False)
+    return probe
+
+
+def _file_identity(path: Path) -> _FileIdentity | None:
+    """What tells this file's content apart from another's or an earlier one's; None when
+    it cannot be read (:func:`open_container` then names the problem)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (
+        os.path.abspath(path),
+        stat.st_dev,
+        stat.st_ino,
+        stat.st_size,
+        stat.st_mtime_ns,
+        stat.st_ctime_ns,
+    )
+
+
+def _copy(probe: MediaProbe, path: Path, read_rotation: bool) -> MediaProbe:
+    """A probe of the caller's own (callers may change it): its ``source`` the path as
+    given, without the rotation unless ``read_rotation`` (as :func:`_probe_media` gives it)."""
+    mine = copy.deepcopy(probe)
+    mine.source = str(path)
+    if not read_rotation and mine.video_stream is not None:
+        mine.streams[mine.video_stream].rotation_deg = None
+    return mine
+
+
+def _probe_media(path: Path, read_rotation: bool) -> MediaProbe:
+    """:func:`probe_media` itself: open the container and read its streams."""
     with open_container(path) as container:
         origin = container_start_s(container)
         streams = [_describe(stream, origin) for stream in container.streams]
