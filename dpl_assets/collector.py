@@ -15,7 +15,8 @@ any run): a frozen object that later becomes cyclic garbage is never collected (
 freed by reference counting are freed as always), and the imports' own cyclic garbage is
 frozen with them: ~15,000 objects, ~10 MB of RSS for the imports above (a collection
 after the imports would free them for ~0.35 s of CPU, a quarter of what is saved).
-:func:`import_modules` imports modules so, in a thread of their own.
+:func:`import_modules` imports modules so, in a thread of their own (and with the modules
+they import only for helpers never called here made lazily: :mod:`dpl_assets.lazy_imports`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from types import ModuleType
+
+from dpl_assets import lazy_imports
 
 _lock = threading.Lock()
 _pauses: set[object] = set()  # one token per block inside paused(), in any thread
@@ -92,7 +95,8 @@ def import_modules(modules: Iterable[str], freeze: bool = False) -> list[ModuleT
 
     def load() -> None:
         try:
-            imported.extend(importlib.import_module(name) for name in names)
+            with lazy_imports.deferred():  # their plotting helpers' pyplot: loaded if used
+                imported.extend(importlib.import_module(name) for name in names)
         except BaseException as error:  # raised again in the caller
             failed.append(error)
 

@@ -1,0 +1,81 @@
+"""Deferred imports: mediapipe imported through ``collector.import_modules`` leaves
+``matplotlib.pyplot`` lazy, works, and pyplot loads whole at its first use (fresh
+processes: what a process imported earlier would decide the result)."""
+
+from __future__ import annotations
+
+import json
+
+from dpl_assets_tests.fresh_python import script_output
+
+STATE = """
+import json, sys, types
+def state():
+    module = sys.modules.get("matplotlib.pyplot")
+    return {
+        "pyplot": None if module is None else type(module).__name__,
+        # imported by pyplot alone among what mediapipe loads
+        "pylab_helpers": "matplotlib._pylab_helpers" in sys.modules,
+        "finders": [type(finder).__name__ for finder in sys.meta_path],
+    }
+"""
+
+THROUGH_IMPORT_MODULES = (
+    STATE
+    + """
+import numpy as np
+from dpl_assets import collector
+mp = collector.import_modules(["mediapipe"])[0]
+after_import = state()
+
+# mediapipe works: a blank frame goes through the face mesh (no face in it)
+with mp.solutions.face_mesh.FaceMesh(static_image_mode=True) as mesh:
+    found = mesh.process(np.zeros((64, 64, 3), np.uint8)).multi_face_landmarks
+
+from mediapipe.python.solutions import drawing_utils
+figure = drawing_utils.plt.figure  # the first use loads pyplot
+print(json.dumps({"after_import": after_import, "found": found, "figure": callable(figure),
+                  "after_use": state()}))
+"""
+)
+
+
+def test_mediapipe_through_import_modules_leaves_pyplot_lazy_until_used():
+    out = json.loads(script_output(THROUGH_IMPORT_MODULES))
+    assert out["after_import"]["pyplot"] == "_LazyModule"
+    assert out["after_import"]["pylab_helpers"] is False
+    assert "_DeferringFinder" not in out["after_import"]["finders"]  # only during the import
+    assert out["found"] is None
+    assert out["figure"] is True
+    assert out["after_use"]["pyplot"] == "module" and out["after_use"]["pylab_helpers"] is True
+
+
+def test_a_module_imported_before_stays_an_ordinary_one():
+    out = json.loads(
+        script_output(
+            STATE
+            + """
+import matplotlib.pyplot
+from dpl_assets import collector
+collector.import_modules(["mediapipe"])
+print(json.dumps(state()))
+"""
+        )
+    )
+    assert out["pyplot"] == "module" and out["pylab_helpers"] is True
+
+
+def test_outside_the_block_imports_are_ordinary():
+    out = json.loads(
+        script_output(
+            STATE
+            + """
+from dpl_assets import lazy_imports
+with lazy_imports.deferred(["json.tool"]):
+    pass
+import matplotlib.pyplot
+print(json.dumps(state()))
+"""
+        )
+    )
+    assert out["pyplot"] == "module" and out["pylab_helpers"] is True
