@@ -10,6 +10,13 @@ by the standard library's :class:`importlib.util.LazyLoader`: the module object 
 once, and its code runs at the first access to any of its attributes (``plt.figure``, or
 a later ``import matplotlib.pyplot``, which reads its ``__spec__``), in the thread making
 that access. A module imported before, or outside the block, is an ordinary one.
+
+The finder is put in front of ``sys.meta_path`` once, by rebinding the list (an import
+going on in another thread keeps iterating the list it started with; inserting into and
+removing from the live list could make it skip a finder), and is switched on and off by a
+count of the blocks open. Python before 3.12.3/3.13 (gh-114763) does not lock a lazy
+module's loading: two threads making the first access at the same moment may see it half
+loaded. Nothing here uses pyplot; pyplot itself is not thread-safe either.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import itertools
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
@@ -28,15 +37,30 @@ DEFERRED: tuple[str, ...] = ("matplotlib.pyplot",)
 
 
 class _DeferringFinder(importlib.abc.MetaPathFinder):
-    """Finds the modules of ``names`` as the path finder does, with a lazy loader."""
+    """Finds the modules named by the open :func:`deferred` blocks as the path finder
+    does, with a lazy loader; finds nothing while no block is open."""
 
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = frozenset(names)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, frozenset[str]] = {}  # one entry per open block
+        self._tokens = itertools.count()
+
+    def open(self, names: Iterable[str]) -> int:
+        with self._lock:
+            token = next(self._tokens)
+            self._open[token] = frozenset(names)
+        return token
+
+    def close(self, token: int) -> None:
+        with self._lock:
+            self._open.pop(token, None)
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if fullname not in self.names:
+        with self._lock:
+            wanted = any(fullname in names for names in self._open.values())
+        if not wanted:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
@@ -45,12 +69,24 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+_finder = _DeferringFinder()
+_install_lock = threading.Lock()
+
+
+def _installed() -> _DeferringFinder:
+    """The one finder, in front of ``sys.meta_path`` (put there once, by rebinding)."""
+    with _install_lock:
+        if not any(finder is _finder for finder in sys.meta_path):
+            sys.meta_path = [_finder, *sys.meta_path]
+    return _finder
+
+
 @contextlib.contextmanager
 def deferred(names: Iterable[str] = DEFERRED) -> Iterator[None]:
     """Modules of ``names`` first imported inside the block (by any thread) load lazily."""
-    finder = _DeferringFinder(names)
-    sys.meta_path.insert(0, finder)
+    finder = _installed()
+    token = finder.open(names)
     try:
         yield
     finally:
-        sys.meta_path.remove(finder)
+        finder.close(token)

@@ -44,7 +44,7 @@ def test_mediapipe_through_import_modules_leaves_pyplot_lazy_until_used():
     out = json.loads(script_output(THROUGH_IMPORT_MODULES))
     assert out["after_import"]["pyplot"] == "_LazyModule"
     assert out["after_import"]["pylab_helpers"] is False
-    assert "_DeferringFinder" not in out["after_import"]["finders"]  # only during the import
+    assert out["after_import"]["finders"][0] == "_DeferringFinder"  # there, switched off
     assert out["found"] is None
     assert out["figure"] is True
     assert out["after_use"]["pyplot"] == "module" and out["after_use"]["pylab_helpers"] is True
@@ -79,3 +79,35 @@ print(json.dumps(state()))
         )
     )
     assert out["pyplot"] == "module" and out["pylab_helpers"] is True
+
+
+def test_the_finder_never_edits_a_meta_path_list_in_place():
+    """An import going on in another thread iterates the list it started with: editing
+    that list could make it skip a finder. The finder goes in once, by rebinding."""
+    out = json.loads(
+        script_output(
+            """
+import json, sys
+from dpl_assets import lazy_imports
+first = sys.meta_path
+first_contents = list(first)
+with lazy_imports.deferred(["json.tool"]):
+    second = sys.meta_path
+    second_contents = list(second)
+with lazy_imports.deferred(["json.tool"]):
+    third = sys.meta_path
+print(json.dumps({
+    "first_untouched": list(first) == first_contents,
+    "rebound_once": second is not first and third is second and list(second) == second_contents,
+    "front": type(second[0]).__name__,
+    "rest": second[1:] == first_contents,
+}))
+"""
+        )
+    )
+    assert out == {
+        "first_untouched": True,
+        "rebound_once": True,
+        "front": "_DeferringFinder",
+        "rest": True,
+    }

@@ -121,10 +121,32 @@ def test_rotation_is_read_when_asked_and_left_out_otherwise(tmp_path, opens):
     assert abs(with_rotation.chosen("video").rotation_deg) == 90
     assert opens == [rotated, rotated]
 
-    # a probe with the rotation answers one without, which then leaves it out
     assert probe_media(rotated, read_rotation=False) == without
     assert abs(probe_media(rotated).chosen("video").rotation_deg) == 90
     assert opens == [rotated, rotated]
+
+
+def test_a_probe_with_the_rotation_answers_one_without_and_leaves_it_out(tmp_path, opens):
+    """The pipeline's order: the ``probe`` record (rotation read), then the wav step."""
+    rotated = media.make_rotated(tmp_path / "portrait.mp4")
+    fresh = probe_module._probe_media(rotated, read_rotation=False)  # the reference
+    assert abs(probe_media(rotated).chosen("video").rotation_deg) == 90
+
+    answered = probe_media(rotated, read_rotation=False)
+    assert opens == [rotated, rotated]  # the reference's and the rotation probe's: no third
+    assert answered.chosen("video").rotation_deg is None
+    assert answered == fresh
+    assert abs(probe_media(rotated).chosen("video").rotation_deg) == 90  # the memo intact
+
+
+def test_an_answer_from_the_memo_is_the_callers_own_too(tmp_path, opens):
+    clip = media.make_talking_clip(tmp_path / "clip.mp4", seconds=1.0)
+    probe_media(clip)
+    answered = probe_media(clip)
+    answered.streams[0].codec = "changed"
+    answered.streams.pop()
+    assert [s.codec for s in probe_media(clip).streams] == ["h264", "aac"]
+    assert opens == [clip]
 
 
 def test_rejections_are_not_remembered(tmp_path, opens):

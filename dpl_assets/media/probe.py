@@ -15,7 +15,11 @@ Several steps of one run ask for the same file's probe (the frame keeping's size
 the ``probe`` record, the audio extraction), and opening a container takes 3.5-4 ms (PyAV
 reads and analyses its first packets): :func:`probe_media` answers a repeated question from
 a small per-process memo, keyed by the file's identity (device, inode, size, modification
-and change times), so a file replaced or rewritten since is probed again.
+and change times), so a file replaced or rewritten since is probed again. Where file times
+advance coarsely (kernels before 6.13 update them every few milliseconds; NFS clients cache
+attributes), a file rewritten in place to the same size within that window would be
+answered from the memo until it changes again; sources are not rewritten while a run
+reads them.
 """
 
 from __future__ import annotations
@@ -168,7 +172,7 @@ def probe_media(path: Path | str, read_rotation: bool = True) -> MediaProbe:
                     _memo.move_to_end((identity, with_rotation))
                     return _copy(known, path, read_rotation)
     probe = _probe_media(path, read_rotation)
-    if identity is not None and _file_identity(path) == identity:  # unchanged meanwhile
+    if identity is not None:
         with _memo_lock:
             _memo[(identity, read_rotation)] = _copy(probe, path, read_rotation)
             while len(_memo) > PROBE_MEMO_SIZE:
