@@ -25,42 +25,26 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import itertools
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-DEFERRED: tuple[str, ...] = ("matplotlib.pyplot",)
+DEFERRED: frozenset[str] = frozenset({"matplotlib.pyplot"})
 """Imported by libraries at their top, used by none of this project's code paths."""
 
 
 class _DeferringFinder(importlib.abc.MetaPathFinder):
-    """Finds the modules named by the open :func:`deferred` blocks as the path finder
-    does, with a lazy loader; finds nothing while no block is open."""
+    """Finds the modules of :data:`DEFERRED` as the path finder does, with a lazy loader,
+    while a :func:`deferred` block is open; finds nothing otherwise."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: dict[int, frozenset[str]] = {}  # one entry per open block
-        self._tokens = itertools.count()
-
-    def open(self, names: Iterable[str]) -> int:
-        with self._lock:
-            token = next(self._tokens)
-            self._open[token] = frozenset(names)
-        return token
-
-    def close(self, token: int) -> None:
-        with self._lock:
-            self._open.pop(token, None)
+    open_blocks = 0  # changed under _lock only
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        with self._lock:
-            wanted = any(fullname in names for names in self._open.values())
-        if not wanted:
+        if not self.open_blocks or fullname not in DEFERRED:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
@@ -70,23 +54,20 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
 
 
 _finder = _DeferringFinder()
-_install_lock = threading.Lock()
-
-
-def _installed() -> _DeferringFinder:
-    """The one finder, in front of ``sys.meta_path`` (put there once, by rebinding)."""
-    with _install_lock:
-        if not any(finder is _finder for finder in sys.meta_path):
-            sys.meta_path = [_finder, *sys.meta_path]
-    return _finder
+_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def deferred(names: Iterable[str] = DEFERRED) -> Iterator[None]:
-    """Modules of ``names`` first imported inside the block (by any thread) load lazily."""
-    finder = _installed()
-    token = finder.open(names)
+def deferred() -> Iterator[None]:
+    """Modules of :data:`DEFERRED` first imported inside the block (by any thread) load
+    lazily. The finder goes in front of ``sys.meta_path`` at the first block, by rebinding
+    the list (see the module)."""
+    with _lock:
+        if not any(finder is _finder for finder in sys.meta_path):
+            sys.meta_path = [_finder, *sys.meta_path]
+        _finder.open_blocks += 1
     try:
         yield
     finally:
-        finder.close(token)
+        with _lock:
+            _finder.open_blocks -= 1

@@ -71,7 +71,7 @@ def test_outside_the_block_imports_are_ordinary():
             STATE
             + """
 from dpl_assets import lazy_imports
-with lazy_imports.deferred(["json.tool"]):
+with lazy_imports.deferred():
     pass
 import matplotlib.pyplot
 print(json.dumps(state()))
@@ -91,10 +91,10 @@ import json, sys
 from dpl_assets import lazy_imports
 first = sys.meta_path
 first_contents = list(first)
-with lazy_imports.deferred(["json.tool"]):
+with lazy_imports.deferred():
     second = sys.meta_path
     second_contents = list(second)
-with lazy_imports.deferred(["json.tool"]):
+with lazy_imports.deferred():
     third = sys.meta_path
 print(json.dumps({
     "first_untouched": list(first) == first_contents,
