@@ -362,6 +362,27 @@ def test_kept_frames_close_their_file(shm, clip):
     assert rest is not None and len(list(rest)) == 15 and rest._data.closed
 
 
+def mappings_of(path: Path) -> int:
+    """How many of this process's memory mappings are of ``path`` (/proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if line.rstrip("\n").endswith(str(path)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_frames_map_the_kept_file_and_release_it_with_the_frames(shm, clip):
+    cache = FrameCache(shm / "cache", 2**30)
+    decoded = keep_all(cache, clip, DecodeRecipe())
+    (entry,) = (shm / "cache").glob("*.rgb")
+    kept = cache.frames(clip, DecodeRecipe(), "run-1")
+    assert kept is not None
+    frames = list(kept)  # 160 x 120: frames start off page boundaries after the first
+    assert mappings_of(entry) == len(frames) == 15  # mapped, not read into copies
+    for a, b in zip(frames, decoded, strict=True):
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+    del frames, a
+    assert mappings_of(entry) == 0  # each frame's pages go with the frame
+
+
 def test_clear_also_removes_dead_processes_folders(shm):
     parent = shm / f"dpl-frames-{os.getuid()}"
     parent.mkdir(mode=0o700)
