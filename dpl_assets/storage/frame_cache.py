@@ -4,9 +4,9 @@ The ``images`` step decodes each video; the nodes after it (faces, crops, previe
 aligned crops) decode the same video again by the stack's recipe
 (:meth:`dpl_assets.storage.video_io.VideoIO.frames`). When they run in the same process
 shortly after (the steps of one run: ``dpl run``'s runs, a run worker, ``dagster asset
-materialize``), mapping the decoded RGB back costs ~0.2 ms a 640x480 frame, page faults
-included (~0.3 ms when it was read into a new array), against ~1.3-2.5 ms to decode it
-again (measured on the benchmark clips; ``benchmarks/README.md``).
+materialize``), mapping the decoded RGB back and a first pass over it cost ~0.2 ms a
+640x480 frame against ~1.3-2.5 ms to decode it again (measured on the benchmark clips;
+``benchmarks/README.md``).
 
 What is kept: one entry per (video file, its size/mtime_ns/inode, decode recipe): the
 frames' RGB uint8 back to back, their timestamps (float64 s) and their shape. An entry
@@ -190,13 +190,15 @@ class KeptFrames(Iterator[VideoFrame]):
     """The kept frames of one video, one at a time (made by :meth:`FrameCache.frames`).
 
     Each frame is a copy-on-write mapping of its bytes in the entry's file (``mmap``
-    ``ACCESS_COPY``), not a copy read into a new array: ~0.1 ms less CPU a 640x480 frame
-    (its pages are mapped, not copied; the reader's own first pass over them is the
-    only one). The array behaves as an owned one: writable (a write copies the page for
-    this process; the file never changes), valid after the iterator is closed or the
-    entry removed (a removed file's pages live until the last frame mapping them is
-    freed). Entry files are never truncated (written once, then renamed into place, in a
-    folder only this process writes), so a mapped page is always backed.
+    ``ACCESS_COPY``), not a copy read into a new array (whose fresh pages the kernel
+    zeroes, then the read fills): 0.816 against 0.839 ms a 640x480 frame with the face
+    tracker's crop and the crop step's resize as the reader (7 alternated rounds; 0.20
+    against 0.30 ms for a bare pass over the pixels). The array behaves as an owned one:
+    writable (a write copies the page for this process; the file never changes), valid
+    after the iterator is closed or the entry removed (a removed file's pages live until
+    the last frame mapping them is freed). Entry files are never truncated (written once,
+    then renamed into place, in a folder only this process writes), so a mapped page is
+    always backed.
     """
 
     def __init__(self, data: io.FileIO, shape: _Shape, times: np.ndarray) -> None:
