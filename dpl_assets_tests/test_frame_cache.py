@@ -383,6 +383,23 @@ def test_frames_map_the_kept_file_and_release_it_with_the_frames(shm, clip):
     assert mappings_of(entry) == 0  # each frame's pages go with the frame
 
 
+def test_frames_are_read_when_no_mapping_is_left(shm, clip, monkeypatch):
+    cache = FrameCache(shm / "cache", 2**30)
+    decoded = keep_all(cache, clip, DecodeRecipe())
+
+    def no_mapping_left(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")  # mmap's ENOMEM at vm.max_map_count
+
+    monkeypatch.setattr(frame_cache.mmap, "mmap", no_mapping_left)
+    kept = cache.frames(clip, DecodeRecipe(), "run-1")
+    assert kept is not None
+    frames = list(kept)
+    assert len(frames) == len(decoded) == 15
+    for a, b in zip(frames, decoded, strict=True):
+        assert a.time_s == b.time_s and a.rgb.flags.writeable
+        np.testing.assert_array_equal(a.rgb, b.rgb)
+
+
 def test_clear_also_removes_dead_processes_folders(shm):
     parent = shm / f"dpl-frames-{os.getuid()}"
     parent.mkdir(mode=0o700)

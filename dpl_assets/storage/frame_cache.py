@@ -214,13 +214,27 @@ class KeptFrames(Iterator[VideoFrame]):
         start = self._next * nbytes
         # a mapping starts on a page boundary: the frame begins `lead` bytes into it
         lead = start % mmap.ALLOCATIONGRANULARITY
-        mapped = mmap.mmap(
-            self._data.fileno(), lead + nbytes, access=mmap.ACCESS_COPY, offset=start - lead
-        )
-        rgb = np.frombuffer(mapped, np.uint8, nbytes, lead)
+        try:
+            mapped = mmap.mmap(
+                self._data.fileno(), lead + nbytes, access=mmap.ACCESS_COPY, offset=start - lead
+            )
+            rgb = np.frombuffer(mapped, np.uint8, nbytes, lead)
+        except OSError:  # no mapping left (vm.max_map_count: a reader holding ~65k frames)
+            rgb = self._read(start, nbytes)
         self._next += 1
         shape = (self._shape.height, self._shape.width, 3)
         return VideoFrame(float(self._times[self._next - 1]), rgb.reshape(shape))
+
+    def _read(self, start: int, nbytes: int) -> np.ndarray:
+        """The frame's ``nbytes`` from byte ``start``, read into a new array."""
+        rgb = np.empty(nbytes, np.uint8)
+        view, done = rgb.data, 0
+        while done < nbytes:
+            got = os.preadv(self._data.fileno(), [view[done:]], start + done)
+            if not got:
+                raise OSError(f"{self._data.name}: shorter than its frames")
+            done += got
+        return rgb
 
     def close(self) -> None:
         """Close the file (idempotent; frames already returned stay valid)."""
