@@ -362,42 +362,17 @@ def test_kept_frames_close_their_file(shm, clip):
     assert rest is not None and len(list(rest)) == 15 and rest._data.closed
 
 
-def mappings_of(path: Path) -> int:
-    """How many of this process's memory mappings are of ``path`` (/proc/self/maps)."""
-    with open("/proc/self/maps") as maps:
-        return sum(1 for line in maps if line.rstrip("\n").endswith(str(path)))
-
-
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
-def test_frames_map_the_kept_file_and_release_it_with_the_frames(shm, clip):
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_frames_a_reader_holds_hold_no_file_descriptor(shm, clip):
+    # A mapping per frame (mmap dups the file's descriptor) would let a reader holding
+    # ~1,000 frames exhaust a 1,024-descriptor limit for the whole process.
     cache = FrameCache(shm / "cache", 2**30)
-    decoded = keep_all(cache, clip, DecodeRecipe())
-    (entry,) = (shm / "cache").glob("*.rgb")
-    kept = cache.frames(clip, DecodeRecipe(), "run-1")
-    assert kept is not None
-    frames = list(kept)  # 160 x 120: frames start off page boundaries after the first
-    assert mappings_of(entry) == len(frames) == 15  # mapped, not read into copies
-    for a, b in zip(frames, decoded, strict=True):
-        np.testing.assert_array_equal(a.rgb, b.rgb)
-    del frames, a
-    assert mappings_of(entry) == 0  # each frame's pages go with the frame
-
-
-def test_frames_are_read_when_no_mapping_is_left(shm, clip, monkeypatch):
-    cache = FrameCache(shm / "cache", 2**30)
-    decoded = keep_all(cache, clip, DecodeRecipe())
-
-    def no_mapping_left(*args, **kwargs):
-        raise OSError(12, "Cannot allocate memory")  # mmap's ENOMEM at vm.max_map_count
-
-    monkeypatch.setattr(frame_cache.mmap, "mmap", no_mapping_left)
+    keep_all(cache, clip, DecodeRecipe())
+    before = len(os.listdir("/proc/self/fd"))
     kept = cache.frames(clip, DecodeRecipe(), "run-1")
     assert kept is not None
     frames = list(kept)
-    assert len(frames) == len(decoded) == 15
-    for a, b in zip(frames, decoded, strict=True):
-        assert a.time_s == b.time_s and a.rgb.flags.writeable
-        np.testing.assert_array_equal(a.rgb, b.rgb)
+    assert len(frames) == 15 and len(os.listdir("/proc/self/fd")) == before
 
 
 def test_clear_also_removes_dead_processes_folders(shm):

@@ -4,9 +4,8 @@ The ``images`` step decodes each video; the nodes after it (faces, crops, previe
 aligned crops) decode the same video again by the stack's recipe
 (:meth:`dpl_assets.storage.video_io.VideoIO.frames`). When they run in the same process
 shortly after (the steps of one run: ``dpl run``'s runs, a run worker, ``dagster asset
-materialize``), mapping the decoded RGB back and a first pass over it cost ~0.2 ms a
-640x480 frame against ~1.3-2.5 ms to decode it again (measured on the benchmark clips;
-``benchmarks/README.md``).
+materialize``), reading the decoded RGB back costs ~0.3 ms a 640x480 frame against
+~1.3-2.5 ms to decode it again (measured on the benchmark clips; ``benchmarks/README.md``).
 
 What is kept: one entry per (video file, its size/mtime_ns/inode, decode recipe): the
 frames' RGB uint8 back to back, their timestamps (float64 s) and their shape. An entry
@@ -41,7 +40,6 @@ import hashlib
 import io
 import json
 import logging
-import mmap
 import os
 import shutil
 import stat
@@ -146,7 +144,7 @@ class FrameCache:
         entry.publish()
 
     def frames(self, video: Path, recipe: DecodeRecipe, run: str) -> KeptFrames | None:
-        """``video``'s frames by ``recipe`` kept for run ``run`` (arrays of their own, in order;
+        """``video``'s frames by ``recipe`` kept for run ``run`` (new arrays, in order;
         ``close()`` the iterator when it is not read to the end), or None when they are not
         kept (or the video's file changed since: another size, mtime or inode)."""
         with self._lock:
@@ -187,20 +185,7 @@ class FrameCache:
 
 
 class KeptFrames(Iterator[VideoFrame]):
-    """The kept frames of one video, one at a time (made by :meth:`FrameCache.frames`).
-
-    Each frame is a copy-on-write mapping of its bytes in the entry's file (``mmap``
-    ``ACCESS_COPY``), not a copy read into a new array (whose fresh pages the kernel
-    zeroes, or, reused, the read fills): 0.841 against 0.860 ms a 640x480 frame with the
-    face tracker's crop and the crop step's resize as the reader, the steps' malloc policy
-    in force (:func:`dpl_assets.memory.map_large_blocks`; medians of 9 alternated rounds).
-    A reader that touches every pixel gains less or nothing. The array behaves as an owned one:
-    writable (a write copies the page for this process; the file never changes), valid
-    after the iterator is closed or the entry removed (a removed file's pages live until
-    the last frame mapping them is freed). Entry files are never truncated (written once,
-    then renamed into place, in a folder only this process writes), so a mapped page is
-    always backed.
-    """
+    """The kept frames of one video, read one at a time (made by :meth:`FrameCache.frames`)."""
 
     def __init__(self, data: io.FileIO, shape: _Shape, times: np.ndarray) -> None:
         self._data, self._shape, self._times = data, shape, times
@@ -210,34 +195,19 @@ class KeptFrames(Iterator[VideoFrame]):
         if self._next >= self._times.size:
             self.close()
             raise StopIteration
-        nbytes = self._shape.frame_bytes
-        start = self._next * nbytes
-        # a mapping starts on a page boundary: the frame begins `lead` bytes into it
-        lead = start % mmap.ALLOCATIONGRANULARITY
-        try:
-            mapped = mmap.mmap(
-                self._data.fileno(), lead + nbytes, access=mmap.ACCESS_COPY, offset=start - lead
-            )
-            rgb = np.frombuffer(mapped, np.uint8, nbytes, lead)
-        except OSError:  # no mapping left (vm.max_map_count: a reader holding ~65k frames)
-            rgb = self._read(start, nbytes)
-        self._next += 1
-        shape = (self._shape.height, self._shape.width, 3)
-        return VideoFrame(float(self._times[self._next - 1]), rgb.reshape(shape))
-
-    def _read(self, start: int, nbytes: int) -> np.ndarray:
-        """The frame's ``nbytes`` from byte ``start``, read into a new array."""
-        rgb = np.empty(nbytes, np.uint8)
-        view, done = rgb.data, 0
-        while done < nbytes:
-            got = os.preadv(self._data.fileno(), [view[done:]], start + done)
+        rgb = np.empty((self._shape.height, self._shape.width, 3), np.uint8)
+        view = rgb.reshape(-1).data
+        done = 0
+        while done < view.nbytes:
+            got = self._data.readinto(view[done:])
             if not got:
                 raise OSError(f"{self._data.name}: shorter than its frames")
             done += got
-        return rgb
+        self._next += 1
+        return VideoFrame(float(self._times[self._next - 1]), rgb)
 
     def close(self) -> None:
-        """Close the file (idempotent; frames already returned stay valid)."""
+        """Close the file (idempotent)."""
         self._data.close()
 
 
