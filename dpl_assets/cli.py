@@ -243,6 +243,10 @@ def _run(args: argparse.Namespace, started: WorkerPool | None) -> int:
             raise GraphError("--workers must be at least 1")
         try:
             uses_gpu = any(spec.needs_gpu for spec in plan.node_of.values())
+            if uses_gpu and not args.workers and started is not None:
+                # Counting GPUs imports torch (~0.6 s here): the workers started above get
+                # their model libraries first (kept below when the count stays theirs).
+                start_worker_pool(plan, started.count + 1, started)  # configures `started`
             workers = args.workers or default_workers(uses_gpu)
             frame_cache.budget_from_env()  # a bad DPL_FRAME_CACHE_MB, before any work
             disk_room.ensure_room(output_dir)  # a bad DPL_MIN_FREE_MB or a full disk

@@ -280,15 +280,19 @@ def start_worker_pool(
 ) -> WorkerPool | None:
     """``workers - 1`` worker processes for :func:`run_plan` (None for 1): ``started`` (a
     pool started before the graph was read, :func:`dpl_assets.worker_pool.start_pool`)
-    when it has that many, else a new one (``started`` is then closed); configured with
-    each worker's thread budget and the graph's model libraries
-    (:attr:`~dpl_assets.specs.NodeSpec.preload`), which they import as they start."""
-    if started is not None and (started.count != workers - 1 or started.configured):
+    when it has that many and is not configured otherwise, else a new one (``started`` is
+    then closed); configured with each worker's thread budget and the graph's model
+    libraries (:attr:`~dpl_assets.specs.NodeSpec.preload`), which they import as they
+    start. Calling it again with the pool it returned and the same count returns that pool."""
+    configuration = (max(1, threads.cores() // workers), model_libraries(plan))
+    if started is not None and (
+        started.count != workers - 1 or started.configuration not in (None, configuration)
+    ):
         started.close()
         started = None
     pool = started or start_pool(workers)
-    if pool is not None:
-        pool.configure(max(1, threads.cores() // workers), model_libraries(plan))
+    if pool is not None and not pool.configured:
+        pool.configure(*configuration)
     return pool
 
 

@@ -277,12 +277,52 @@ def test_every_worker_has_the_same_configuration_by_its_first_run():
         pool.close()
 
 
+def test_dpl_run_gives_its_early_workers_their_libraries_before_counting_gpus(
+    tmp_path, monkeypatch
+):
+    """Without --workers, a graph with a GPU model makes dpl count the GPUs, which imports
+    torch (~0.6 s on 2 cores): the workers started before the graph was read have their
+    configure task (the model libraries to import) by then, instead of idling meanwhile."""
+    from dpl_assets import devices
+
+    seen: dict[str, Any] = {}
+    start_workers = cli._start_workers
+
+    def start(args: Any) -> WorkerPool | None:
+        seen["pool"] = start_workers(args)
+        return seen["pool"]
+
+    def count_gpus() -> tuple[int, bool]:
+        seen["configured"] = seen["pool"].configuration
+        raise ValueError("stopped where the GPUs are counted")
+
+    monkeypatch.delenv("DPL_WORKERS", raising=False)
+    monkeypatch.setattr(threads, "cores", lambda: 2)  # one worker beside dpl, on any machine
+    monkeypatch.setattr(cli, "_start_workers", start)
+    monkeypatch.setattr(devices, "visible_devices", count_gpus)
+    graph, inputs = tmp_path / "graph.json", tmp_path / "inputs.json"
+    graph.write_text(json.dumps([{"name": "Wav2vecNode", "params": {"device": "cpu"}}]))
+    (tmp_path / "videos").mkdir()
+    write_clip(tmp_path / "videos" / "clip.mp4", moving_astronaut(4))
+    inputs.write_text(json.dumps({"video": str(tmp_path / "videos")}))
+    code = cli.main(["run", "--graph", str(graph), "--inputs", str(inputs),
+                     "--output_dir", str(tmp_path / "out")])  # fmt: skip
+    assert code == cli.EXIT_INVALID  # the count's ValueError, reported as a bad setting
+    assert seen["pool"] is not None and seen["pool"].count == 1
+    # The thread budget of 2 processes on 2 cores, and wav2vec's libraries (torch first)
+    assert seen["configured"] is not None
+    budget, libraries = seen["configured"]
+    assert budget == 1 and "torch" in libraries
+    assert multiprocessing.active_children() == []  # the pool was closed after the error
+
+
 def test_the_pool_started_early_is_used_when_its_count_fits_and_replaced_when_not():
     plan = plan_graph([{"name": "VideoToWavNode", "params": {}}])
     early = start_pool(2)
     assert early is not None
     try:
         assert start_worker_pool(plan, 2, early) is early and early.configured
+        assert start_worker_pool(plan, 2, early) is early  # configured so already: kept
     finally:
         early.close()
     other = start_pool(2)  # one worker; the graph (as with a GPU model) wants two
