@@ -19,6 +19,7 @@ from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining
 
 from dpl_assets import cli
 from dpl_assets.assets.step_log import COMPUTED_IDS_LABEL, MODELS_MADE_LABEL
+from dpl_assets.nodes import wav2vec_native
 from dpl_assets.resources import cached_wav2vec
 from dpl_assets.settings import INSTANCE_SUBDIR
 from dpl_assets_tests import media_factory as media
@@ -92,14 +93,14 @@ def test_batched_run_loads_model_once_and_matches_direct_forward(
     tmp_path, good_videos, tiny_model, monkeypatch
 ):
     loads = []
-    original = Wav2Vec2ForPreTraining.from_pretrained.__func__
+    original = wav2vec_native.load_native  # a local folder's model loads in plain torch
 
-    def counting(cls, *args, **kwargs):
-        loads.append(args[0])
+    def counting(config, *args, **kwargs):
+        loads.append(config.weights)
         time.sleep(0.3)  # a load of known least length: the step's summary line reports it
-        return original(cls, *args, **kwargs)
+        return original(config, *args, **kwargs)
 
-    monkeypatch.setattr(Wav2Vec2ForPreTraining, "from_pretrained", classmethod(counting))
+    monkeypatch.setattr(wav2vec_native, "load_native", counting)
     graph = [
         {"name": "VideoToWavNode", "params": {"num_jobs": 2}},
         {"name": "Wav2vecNode", "params": {"checkpoint": str(tiny_model), "device": "cpu"}},

@@ -131,7 +131,7 @@ def test_loading_draws_no_progress_bar_and_leaves_the_setting(group_norm_model, 
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_progress_bar()
-    Wav2vecExtractor(str(group_norm_model), features="hidden:-1")
+    Wav2vecExtractor(str(group_norm_model), features="hidden:-1", backend="transformers")
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()  # as it was before
     Wav2Vec2Model.from_pretrained(group_norm_model)  # the reference: transformers draws one
@@ -172,10 +172,14 @@ def test_the_loaded_model_runs_the_cheaper_layers(group_norm_model):
 
     from dpl_assets.nodes.wav2vec_inference import SignalConv1d
 
-    extractor = Wav2vecExtractor(str(group_norm_model))  # Wav2Vec2ForPreTraining
+    # Wav2Vec2ForPreTraining
+    extractor = Wav2vecExtractor(str(group_norm_model), backend="transformers")
     encoder = extractor.model.wav2vec2
     assert isinstance(encoder.feature_extractor.conv_layers[0].conv, SignalConv1d)
     assert not parametrize.is_parametrized(encoder.encoder.pos_conv_embed.conv, "weight")
-    hidden = Wav2vecExtractor(str(group_norm_model), features="hidden:-1").model  # Wav2Vec2Model
-    assert isinstance(hidden.feature_extractor.conv_layers[0].conv, SignalConv1d)
+    hidden = Wav2vecExtractor(str(group_norm_model), features="hidden:-1", backend="transformers")
+    assert isinstance(hidden.model.feature_extractor.conv_layers[0].conv, SignalConv1d)  # Model
+    native = Wav2vecExtractor(str(group_norm_model), features="hidden:-1")  # the plain-torch one
+    assert native.native is not None and native.model is native.native
+    assert isinstance(native.model.feature_extractor.conv_layers[0].conv, SignalConv1d)
     # Their values against transformers' own layers: the tests above.

@@ -79,6 +79,6 @@ WAV2VEC_NODE = NodeSpec(
     compute=wav2vec_one,
     compute_many=wav2vec_many,
     model=wav2vec_model,
-    preload=("torch", "transformers.models.wav2vec2.modeling_wav2vec2"),  # ~5 s to import
+    preload=("torch", "dpl_assets.nodes.wav2vec_native"),  # torch: ~1 s of CPU to import
     group="audio",
 )

@@ -14,10 +14,12 @@ there are no seams. All windows have one length, so windows of many videos share
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -26,8 +28,10 @@ from dpl_assets.memory import temporaries_in_heap
 from dpl_assets.nodes.audio import conv_output_length
 from dpl_assets.outcomes import InputRejected
 
-if TYPE_CHECKING:  # torch and transformers load with the first model, not with the package
+if TYPE_CHECKING:  # torch (and transformers) load with the first model, not the package
     import torch
+
+    from dpl_assets.nodes.wav2vec_native import Wav2Vec2Native
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base"
 
@@ -81,6 +85,9 @@ def _no_progress_bar() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+BACKENDS = ("auto", "transformers")
+
+
 class Wav2vecExtractor:
     """A loaded wav2vec 2.0 model and its input normalization, ready to featurize audio.
 
@@ -89,6 +96,12 @@ class Wav2vecExtractor:
             ``HF_HUB_OFFLINE`` and the local cache).
         features: ``"quantized"`` or ``"hidden:K"``.
         device: torch device to run on.
+        backend: ``"auto"``: a local folder holding a standard wav2vec2 checkpoint runs in
+            plain torch (:mod:`dpl_assets.nodes.wav2vec_native`: the same outputs, without
+            importing transformers, ~2 s of CPU per process), anything else through
+            transformers; ``"transformers"``: always through transformers.
+
+    Raises :class:`ModelLoadError` when the checkpoint cannot be loaded.
     """
 
     def __init__(
@@ -96,14 +109,46 @@ class Wav2vecExtractor:
         checkpoint: str = DEFAULT_CHECKPOINT,
         features: str = "quantized",
         device: str | torch.device = "cpu",
+        backend: str = "auto",
     ):
         import torch
-        from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
         from dpl_assets.nodes.wav2vec_inference import prepare_for_inference
 
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.choice = FeatureChoice.parse(features)
         self.device = torch.device(device)
+        self._normalize_input: Callable[[np.ndarray], np.ndarray]
+        self.native = self._load_native(Path(checkpoint)) if backend == "auto" else None
+        model = self.native or self._load_transformers(checkpoint)
+        # transformers' model or the native one (their layers share names)
+        self.model: Any = prepare_for_inference(model.to(self.device))
+        config = cast(Any, model).config  # transformers' Wav2Vec2Config or a NativeConfig
+        self.kernels: tuple[int, ...] = tuple(config.conv_kernel)
+        self.strides: tuple[int, ...] = tuple(config.conv_stride)
+        self.hop = int(np.prod(self.strides))
+        self.receptive_field = self._receptive_field()
+
+    def _load_native(self, folder: Path) -> Wav2Vec2Native | None:
+        """The plain-torch model of a supported local checkpoint, else None."""
+        from dpl_assets.nodes import wav2vec_native
+
+        config = wav2vec_native.native_config(folder) if folder.is_dir() else None
+        if config is None:
+            return None
+        try:
+            model = wav2vec_native.load_native(config, quantizer=self.choice.kind == "quantized")
+        except wav2vec_native.UnsupportedWeights:
+            return None  # transformers loads (or rejects) what this does not
+        except (OSError, ValueError, RuntimeError) as error:  # unreadable, corrupt
+            raise ModelLoadError(load_error_message(str(folder), error)) from error
+        self._normalize_input = functools.partial(wav2vec_native.normalize_input, folder=folder)
+        return model
+
+    def _load_transformers(self, checkpoint: str) -> torch.nn.Module:
+        from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model
+
         model_class = Wav2Vec2ForPreTraining if self.choice.kind == "quantized" else Wav2Vec2Model
         try:
             with _no_progress_bar():  # a bar per process on dpl's terminal; steps log progress
@@ -111,17 +156,18 @@ class Wav2vecExtractor:
         except (OSError, ValueError) as error:
             raise ModelLoadError(load_error_message(checkpoint, error)) from error
         try:
-            self.normalizer = Wav2Vec2FeatureExtractor.from_pretrained(checkpoint)
+            normalizer = Wav2Vec2FeatureExtractor.from_pretrained(checkpoint)
         except OSError:
             # Checkpoints without preprocessor_config.json: wav2vec2 models expect
             # zero-mean, unit-variance input (what facebook/wav2vec2-base's config says).
-            self.normalizer = Wav2Vec2FeatureExtractor(do_normalize=True)
-        self.model = prepare_for_inference(model.to(self.device).eval())  # type: ignore[arg-type]
-        config = self.model.config
-        self.kernels = tuple(config.conv_kernel)
-        self.strides = tuple(config.conv_stride)
-        self.hop = int(np.prod(self.strides))
-        self.receptive_field = self._receptive_field()
+            normalizer = Wav2Vec2FeatureExtractor(do_normalize=True)
+
+        def normalize(audio: np.ndarray) -> np.ndarray:
+            values = normalizer(audio, sampling_rate=AUDIO_SAMPLE_RATE_HZ, return_tensors="np")
+            return np.asarray(values["input_values"][0], dtype=np.float32)
+
+        self._normalize_input = normalize
+        return model.eval()
 
     def _receptive_field(self) -> int:
         field = 1
@@ -142,7 +188,12 @@ class Wav2vecExtractor:
 
         with torch.inference_mode():
             inputs = torch.from_numpy(batch).to(self.device)
-            if self.choice.kind == "quantized":
+            if self.native is not None:
+                if self.choice.kind == "quantized":
+                    out = self.native.quantized(inputs)
+                else:
+                    out = self.native.hidden_states(inputs, self.choice.layer)[self.choice.layer]
+            elif self.choice.kind == "quantized":
                 wav2vec2 = self.model.wav2vec2
                 conv = wav2vec2.feature_extractor(inputs).transpose(1, 2)
                 _, normed = wav2vec2.feature_projection(conv)
@@ -155,8 +206,7 @@ class Wav2vecExtractor:
 
     def _normalize(self, audio: np.ndarray) -> np.ndarray:
         # Over the whole clip, before chunking: per-window statistics would differ per window.
-        values = self.normalizer(audio, sampling_rate=AUDIO_SAMPLE_RATE_HZ, return_tensors="np")
-        return np.asarray(values["input_values"][0], dtype=np.float32)
+        return self._normalize_input(audio)
 
     def extract_many(
         self,
