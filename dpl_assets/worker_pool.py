@@ -4,7 +4,7 @@
 its own start-up) and reads the graph: each worker imports Dagster and the project while
 the ``dpl`` process does the same. Once the graph is read, :meth:`WorkerPool.configure`
 sends each worker a task with its thread budget and the graph's model libraries, which it
-imports (torch, transformers, mediapipe: several seconds) while the ``dpl`` process opens
+imports (torch, mediapipe: several seconds) while the ``dpl`` process opens
 the instance and registers the videos; a run applies the same first, in a worker that
 did not get that task. Runs reach the workers from :mod:`dpl_assets.run_pool`, which
 executes them. No worker ever waits for the ``dpl`` process: one that was never given

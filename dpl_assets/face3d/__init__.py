@@ -5,8 +5,8 @@ Modules, one concern each (import them directly; this package imports nothing, s
 
 - :mod:`.emoca`: the EMOCA/DECA encoder model (crops -> FLAME, camera, light codes) and
   the original's temporal smoothing of those codes;
-- :mod:`.weights`: checkpoint loading: the one safe ``torch.load`` and official EMOCA/DECA
-  weights;
+- :mod:`.weights`: checkpoint loading: the safe ``torch.load`` of EMOCA/DECA files and their
+  official weights;
 - :mod:`.resnet`: the encoders' ResNet-50 backbone (torchvision's when it imports), with
   the hand-written fallback in :mod:`.resnet_torch`;
 - :mod:`.safe_pickle`: FLAME's pickles read without chumpy and without running code;

@@ -18,7 +18,7 @@ broken on current NumPy) and, worse, call any global the file names: a pickle is
   OrderedDict`` (torch pickles empty backward hooks as one) and ``_codecs.encode`` limited to
   latin-1 (how Python 3 writes ``bytes`` at protocol 2);
 - optionally (``allow_torch_tensors``) torch tensors, whose storage bytes are read with
-  the project's one safe torch loader (:func:`dpl_assets.face3d.weights.safe_load_checkpoint`,
+  the face-3D code's one safe torch loader (:func:`dpl_assets.face3d.weights.safe_load_checkpoint`,
   ``torch.load(..., weights_only=True)``).
 
 Any other global raises :class:`UnsafePickleError` naming ``module.name``, before anything
@@ -215,7 +215,7 @@ def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
 
 
 def _load_storage_bytes(data: Any) -> Any:
-    """A torch storage from the bytes torch pickles it as, via the project's one safe
+    """A torch storage from the bytes torch pickles it as, via the face-3D code's one safe
     torch loader (:func:`dpl_assets.face3d.weights.safe_load_checkpoint`)."""
     import torch
 

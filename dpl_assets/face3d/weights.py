@@ -1,6 +1,7 @@
-"""Checkpoint loading: the one safe torch-checkpoint loader, and official EMOCA/DECA weights.
+"""Checkpoint loading: the safe torch-checkpoint loader of EMOCA/DECA files, and their weights.
 
-:func:`safe_load_checkpoint` is the project's only ``torch.load``: every torch-serialized
+:func:`safe_load_checkpoint` is the face-3D code's only ``torch.load`` (SyncNet's and
+wav2vec2's plain weight files are read with ``weights_only`` too): every torch-serialized
 file or buffer (EMOCA/DECA checkpoints here, the tensors inside DECA's
 ``landmark_embedding.npy`` via :mod:`dpl_assets.face3d.safe_pickle`) is read with
 ``torch.load(weights_only=True)``: only tensors and plain containers are rebuilt, nothing in
