@@ -143,7 +143,10 @@ class Wav2vecExtractor:
             return None  # transformers loads (or rejects) what this does not
         except (OSError, ValueError, RuntimeError) as error:  # unreadable, corrupt
             raise ModelLoadError(load_error_message(str(folder), error)) from error
-        self._normalize_input = functools.partial(wav2vec_native.normalize_input, folder=folder)
+        normalize = wav2vec_native.normalizes_input(folder)
+        self._normalize_input = functools.partial(
+            wav2vec_native.normalize_input, normalize=normalize
+        )
         return model
 
     def _load_transformers(self, checkpoint: str) -> torch.nn.Module:

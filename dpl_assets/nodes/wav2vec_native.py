@@ -34,8 +34,8 @@ import pickle  # only for its error type: files are read with weights_only
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
@@ -122,19 +122,23 @@ def native_config(folder: Path) -> NativeConfig | None:
         return None
 
 
-def normalize_input(audio: Any, folder: Path) -> Any:
-    """float32 (N,) audio as the checkpoint's feature extractor gives it to the model:
-    zero mean and unit variance over the clip (+1e-7 in the root) unless its
-    ``preprocessor_config.json`` says ``do_normalize: false``; as is then. Without that
-    file, normalized (what wav2vec2 models expect)."""
-    import numpy as np
-
+def normalizes_input(folder: Path) -> bool:
+    """Whether the checkpoint's feature extractor normalizes the audio: its
+    ``preprocessor_config.json``'s ``do_normalize``; True without that file (what wav2vec2
+    models expect, and transformers' default)."""
     try:
         settings = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        settings = {}
+        return True
+    return bool(settings.get("do_normalize", True)) if isinstance(settings, dict) else True
+
+
+def normalize_input(audio: np.ndarray, normalize: bool = True) -> np.ndarray:
+    """float32 (N,) audio as the feature extractor gives it to the model: with
+    ``normalize``, zero mean and unit variance over the clip (+1e-7 under the root, its
+    expression); as is otherwise."""
     x = np.asarray(audio, dtype=np.float32)
-    if not settings.get("do_normalize", True):
+    if not normalize:
         return x
     return np.asarray((x - x.mean()) / np.sqrt(x.var() + 1e-7), dtype=np.float32)
 
@@ -357,14 +361,15 @@ def load_native(config: NativeConfig, quantizer: bool) -> Wav2Vec2Native:
             if key.startswith(BASE_PREFIX) or key.startswith(("quantizer.", "project_q."))
         }
     _fold_weight_norm(state, "encoder.pos_conv_embed.conv")
-    model = Wav2Vec2Native(config, quantizer)
+    with torch.device("meta"):  # shapes only: no random init to overwrite (~0.3 s of CPU)
+        model = Wav2Vec2Native(config, quantizer)
     wanted = model.state_dict()
     for key, target in wanted.items():
         value = state.get(key)
         if value is None or value.shape != target.shape or value.dtype != torch.float32:
             found = "missing" if value is None else f"{tuple(value.shape)} {value.dtype}"
             raise UnsupportedWeights(f"{config.weights.name}: {key} is {found}")
-    model.load_state_dict({key: state[key] for key in wanted})
+    model.load_state_dict({key: state[key] for key in wanted}, assign=True)  # the file's tensors
     return model.eval().requires_grad_(False)
 
 
