@@ -167,6 +167,8 @@ def test_the_extractor_gives_transformers_features_without_it(tmp_path):
         ({"add_adapter": True}, "an adapter"),
         ({"feat_extract_activation": "gelu_new"}, "tanh GELU"),
         ({"model_type": "hubert"}, "another model"),
+        ({"dtype": "float16"}, "transformers 5 would load the float32 weights as float16"),
+        ({"dtype": None, "torch_dtype": "bfloat16"}, "the older name of the setting"),
     ],
 )
 def test_other_configs_are_left_to_transformers(change, why, tmp_path):

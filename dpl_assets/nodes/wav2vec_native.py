@@ -10,8 +10,10 @@ sympy and ``scipy.optimize`` for features inference never uses), paid again by e
 What it covers (:func:`native_config` says, else None and transformers loads the model as
 before): ``model_type`` ``wav2vec2``; ``feat_extract_norm`` ``group`` or ``layer``; the
 post-norm (base) and pre-norm (``do_stable_layer_norm``, large "lv60") encoders; GELU,
-ReLU or SiLU activations; no adapter; one ``model.safetensors`` or ``pytorch_model.bin``
-(read with ``weights_only``) of float32 tensors, keyed as a ``Wav2Vec2Model`` or a
+ReLU or SiLU activations; no adapter; float32 (the config's ``dtype``, which transformers
+5 loads the weights in, float32 or unset); one ``model.safetensors`` or
+``pytorch_model.bin`` (read with ``weights_only``) of float32 tensors, keyed as a
+``Wav2Vec2Model`` or a
 ``Wav2Vec2ForPreTraining`` (``wav2vec2.`` prefix) saves them, the positional
 convolution's weight norm as ``weight_g``/``weight_v`` or as a parametrization. The
 input normalization is the feature extractor's (``preprocessor_config.json``:
@@ -88,6 +90,8 @@ def native_config(folder: Path) -> NativeConfig | None:
         not isinstance(raw, dict)
         or weights is None
         or raw.get("model_type") != "wav2vec2"
+        # transformers 5 loads the weights in the config's dtype (a float16 config: float16)
+        or (raw.get("dtype") or raw.get("torch_dtype")) not in (None, "float32")
         or raw.get("add_adapter")
         or raw.get("adapter_attn_dim") is not None
         or raw.get("feat_extract_norm", "group") not in ("group", "layer")
