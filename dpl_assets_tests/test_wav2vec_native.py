@@ -169,6 +169,18 @@ def test_the_extractor_gives_transformers_features_without_it(tmp_path):
         ({"model_type": "hubert"}, "another model"),
         ({"dtype": "float16"}, "transformers 5 would load the float32 weights as float16"),
         ({"dtype": None, "torch_dtype": "bfloat16"}, "the older name of the setting"),
+        ({"is_causal": True}, "causal attention, from the config"),
+        ({"attn_implementation": "eager"}, "eager attention rounds otherwise"),
+        ({"_attn_implementation": {"": "flex_attention"}}, "the per-module form"),
+        ({"tie_last_hidden_states": True}, "the last state after the final norm"),
+        ({"transformers_weights": "other.safetensors"}, "another weights file"),
+        ({"quantization_config": {"quant_method": "bitsandbytes"}}, "quantized on load"),
+        ({"per_layer_config": {}}, "per-layer settings"),
+        ({"num_attention_heads": 5}, "32 not a multiple: transformers refuses"),
+        ({"num_feat_extract_layers": 6}, "disagrees with conv_dim"),
+        ({"conv_kernel": [10, 3, 3, 3, 3, 2]}, "a kernel missing"),
+        ({"num_hidden_layers": 0}, "no transformer layer"),
+        ({"hidden_act": ["gelu"]}, "not an activation name"),
     ],
 )
 def test_other_configs_are_left_to_transformers(change, why, tmp_path):
@@ -230,3 +242,61 @@ def test_pytorch_bin_weights_load_and_a_hostile_one_is_refused(tmp_path, capfd):
     with pytest.raises(ModelLoadError, match=r"pytorch_model\.bin"):
         Wav2vecExtractor(str(folder))
     assert "unpickled code ran" not in capfd.readouterr().out
+
+
+def test_a_declined_config_is_computed_by_transformers_in_the_extractor(tmp_path):
+    """is_causal (which transformers' attention takes from the config) changes the hidden
+    states: the extractor leaves such a model to transformers, so both backends agree."""
+    folder = save_pretraining(tmp_path / "m", tiny_config(), seed=5)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "is_causal": True}))
+    audio = speechlike(2.0, seed=10)
+    auto = Wav2vecExtractor(str(folder), features="hidden:-1")
+    through = Wav2vecExtractor(str(folder), features="hidden:-1", backend="transformers")
+    assert auto.native is None
+    np.testing.assert_array_equal(auto.extract(audio), through.extract(audio))
+    with torch.inference_mode():  # what the native model would have given: other values
+        inputs = normalized(folder, audio)
+        config_path = folder / "config.json"
+        config_path.write_text(json.dumps(config))
+        bidirectional = native_model(folder, quantizer=False).hidden_states(inputs)[-1][0]
+    assert not np.allclose(bidirectional.numpy(), through.extract(audio), atol=1e-3)
+
+
+def test_folders_whose_files_transformers_reads_otherwise_are_left_to_it(tmp_path):
+    folder = save_pretraining(tmp_path / "m", tiny_config(), seed=6)
+    assert wav2vec_native.native_config(folder) is not None
+    # transformers 5 reads a processor_config.json's nested extractor settings first
+    (folder / "processor_config.json").write_text(
+        json.dumps({"feature_extractor": {"do_normalize": False}})
+    )
+    assert wav2vec_native.native_config(folder) is None
+    (folder / "processor_config.json").unlink()
+    # an extractor for another rate: transformers refuses 16 kHz audio
+    extractor_file = folder / "preprocessor_config.json"
+    settings = json.loads(extractor_file.read_text())
+    extractor_file.write_text(json.dumps({**settings, "sampling_rate": 8000}))
+    assert wav2vec_native.native_config(folder) is None
+    extractor_file.write_text(json.dumps(settings))
+    # sharded safetensors come before a .bin in transformers' order
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+    torch.save(state, folder / "pytorch_model.bin")
+    assert wav2vec_native.native_config(folder) is not None  # the .bin alone
+    (folder / "model.safetensors.index.json").write_text("{}")
+    assert wav2vec_native.native_config(folder) is None
+
+
+def test_a_positional_conv_without_weight_norm_is_left_to_transformers(tmp_path):
+    """transformers leaves the weight norm's parts uninitialized for such a file (NaN
+    outputs); the native model would compute something else: it declines."""
+    folder = save_pretraining(tmp_path / "m", tiny_config(), seed=7)
+    state = load_file(str(folder / "model.safetensors"))
+    prefix = "wav2vec2.encoder.pos_conv_embed.conv."
+    g = state.pop(prefix + "parametrizations.weight.original0")
+    v = state.pop(prefix + "parametrizations.weight.original1")
+    state[prefix + "weight"] = torch._weight_norm(v, g, 2).contiguous()
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(wav2vec_native.UnsupportedWeights, match="weight norm"):
+        native_model(folder, quantizer=False)
+    assert Wav2vecExtractor(str(folder), features="hidden:-1").native is None

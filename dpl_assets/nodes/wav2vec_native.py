@@ -17,7 +17,12 @@ ReLU or SiLU activations; no adapter; float32 (the config's ``dtype``, which tra
 ``Wav2Vec2ForPreTraining`` (``wav2vec2.`` prefix) saves them, the positional
 convolution's weight norm as ``weight_g``/``weight_v`` or as a parametrization. The
 input normalization is the feature extractor's (``preprocessor_config.json``:
-``do_normalize``, default on; zero mean, unit variance over the clip, +1e-7).
+``do_normalize``, default on; zero mean, unit variance over the clip, +1e-7). Settings
+transformers would act on otherwise (an attention implementation other than SDPA,
+``is_causal``, ``tie_last_hidden_states``, ``transformers_weights``, a quantization
+config, sharded weights, a ``processor_config.json``, an extractor for another rate) and
+configs it would refuse (inconsistent layer counts, heads not dividing the width) are
+left to it.
 
 Outputs, as transformers 5 gives them (checked against it in the tests, exactly):
 ``hidden_states[k]`` is the input of encoder layer ``k`` (0: the projected features with
@@ -36,13 +41,15 @@ import pickle  # only for its error type: files are read with weights_only
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+from dpl_assets.datatypes import AUDIO_SAMPLE_RATE_HZ
+
 BASE_PREFIX = "wav2vec2."  # Wav2Vec2ForPreTraining's name for its Wav2Vec2Model
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": functional.gelu,  # transformers' GELUActivation: the exact (erf) GELU
@@ -80,27 +87,15 @@ class NativeConfig:
 
 def native_config(folder: Path) -> NativeConfig | None:
     """``folder``'s model as :class:`NativeConfig` when this module computes it as
-    transformers would (see the module), else None. Reads ``config.json`` only."""
-    try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
-    if (
-        not isinstance(raw, dict)
-        or weights is None
-        or raw.get("model_type") != "wav2vec2"
-        # transformers 5 loads the weights in the config's dtype (a float16 config: float16)
-        or (raw.get("dtype") or raw.get("torch_dtype")) not in (None, "float32")
-        or raw.get("add_adapter")
-        or raw.get("adapter_attn_dim") is not None
-        or raw.get("feat_extract_norm", "group") not in ("group", "layer")
-        or raw.get("feat_extract_activation", "gelu") not in ACTIVATIONS
-        or raw.get("hidden_act", "gelu") not in ACTIVATIONS
-    ):
+    transformers would (see the module), else None: anything in ``config.json``, the
+    folder's files or its feature extractor's settings that transformers would act on
+    differently, or would refuse, is left to it."""
+    raw = _read_json(folder / "config.json")
+    weights = _weights_file(folder)
+    if raw is None or weights is None or _declined(raw) or not _plain_extractor(folder):
         return None
     try:
-        return NativeConfig(
+        config = NativeConfig(
             conv_dim=tuple(int(v) for v in raw.get("conv_dim", (512,) * 7)),
             conv_kernel=tuple(int(v) for v in raw.get("conv_kernel", (10, 3, 3, 3, 3, 2, 2))),
             conv_stride=tuple(int(v) for v in raw.get("conv_stride", (5, 2, 2, 2, 2, 2, 2))),
@@ -124,17 +119,83 @@ def native_config(folder: Path) -> NativeConfig | None:
         )
     except (TypeError, ValueError):
         return None
+    layers = len(config.conv_dim)
+    consistent = (
+        len(config.conv_kernel) == len(config.conv_stride) == layers > 0
+        and int(raw.get("num_feat_extract_layers", layers)) == layers
+        and config.num_attention_heads > 0
+        and config.hidden_size % config.num_attention_heads == 0
+        and config.num_codevector_groups > 0
+        and config.codevector_dim % config.num_codevector_groups == 0
+        and config.num_hidden_layers >= 1
+    )  # what transformers' config validation refuses
+    return config if consistent else None
+
+
+def _declined(raw: dict[str, Any]) -> bool:
+    """Settings transformers acts on that this module does not compute (or checks it
+    does not make)."""
+    attention = (raw.get("attn_implementation"), raw.get("_attn_implementation"))
+    activations = (raw.get("feat_extract_activation", "gelu"), raw.get("hidden_act", "gelu"))
+    return bool(
+        raw.get("model_type") != "wav2vec2"
+        # transformers 5 loads the weights in the config's dtype (a float16 config: float16)
+        or (raw.get("dtype") or raw.get("torch_dtype")) not in (None, "float32")
+        or not all(name in (None, "sdpa") for name in attention)  # eager, flex: other sums
+        or raw.get("is_causal")  # causal attention, passed down from the config
+        or raw.get("tie_last_hidden_states")  # the last hidden state after the final norm
+        or raw.get("transformers_weights") is not None  # another weights file named
+        or raw.get("quantization_config") is not None
+        or raw.get("per_layer_config") is not None
+        or raw.get("add_adapter")
+        or raw.get("adapter_attn_dim") is not None
+        or raw.get("feat_extract_norm", "group") not in ("group", "layer")
+        or not all(isinstance(name, str) and name in ACTIVATIONS for name in activations)
+    )
+
+
+def _weights_file(folder: Path) -> Path | None:
+    """The one weights file transformers would load from ``folder``: ``model.safetensors``,
+    else ``pytorch_model.bin`` when no sharded safetensors come first; None otherwise."""
+    if (folder / "model.safetensors").is_file():
+        return folder / "model.safetensors"
+    if (folder / "model.safetensors.index.json").exists():
+        return None  # sharded: transformers' next choice, not read here
+    bin_file = folder / "pytorch_model.bin"
+    return bin_file if bin_file.is_file() else None
+
+
+def _plain_extractor(folder: Path) -> bool:
+    """Whether the feature extractor's settings are the ones :func:`normalizes_input`
+    reads: no ``processor_config.json`` (transformers 5 reads its nested settings first),
+    and a ``preprocessor_config.json``, if any, for 16 kHz mono audio."""
+    if (folder / "processor_config.json").exists():
+        return False
+    path = folder / "preprocessor_config.json"
+    if not path.exists():
+        return True
+    settings = _read_json(path)
+    return (
+        settings is not None
+        and settings.get("sampling_rate", AUDIO_SAMPLE_RATE_HZ) == AUDIO_SAMPLE_RATE_HZ
+        and settings.get("feature_size", 1) == 1
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def normalizes_input(folder: Path) -> bool:
     """Whether the checkpoint's feature extractor normalizes the audio: its
     ``preprocessor_config.json``'s ``do_normalize``; True without that file (what wav2vec2
     models expect, and transformers' default)."""
-    try:
-        settings = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    return bool(settings.get("do_normalize", True)) if isinstance(settings, dict) else True
+    settings = _read_json(folder / "preprocessor_config.json") or {}
+    return bool(settings.get("do_normalize", True))
 
 
 def normalize_input(audio: np.ndarray, normalize: bool = True) -> np.ndarray:
@@ -364,7 +425,9 @@ def load_native(config: NativeConfig, quantizer: bool) -> Wav2Vec2Native:
             for key, value in state.items()
             if key.startswith(BASE_PREFIX) or key.startswith(("quantizer.", "project_q."))
         }
-    _fold_weight_norm(state, "encoder.pos_conv_embed.conv")
+    if not _fold_weight_norm(state, "encoder.pos_conv_embed.conv"):
+        # transformers leaves a weight-normed conv's parts uninitialized then (NaN outputs)
+        raise UnsupportedWeights(f"{config.weights.name}: no weight norm for the positional conv")
     with torch.device("meta"):  # shapes only: no random init to overwrite (~0.3 s of CPU)
         model = Wav2Vec2Native(config, quantizer)
     wanted = model.state_dict()
@@ -396,9 +459,10 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _fold_weight_norm(state: dict[str, torch.Tensor], prefix: str) -> None:
+def _fold_weight_norm(state: dict[str, torch.Tensor], prefix: str) -> bool:
     """Replace a weight-normed conv's magnitude and direction by its weight, computed as
-    torch's weight norm (dim 2, as transformers applies it) computes it."""
+    torch's weight norm (dim 2, as transformers applies it) computes it; False when the
+    state has neither naming of the pair."""
     for magnitude, direction in (
         ("weight_g", "weight_v"),
         ("parametrizations.weight.original0", "parametrizations.weight.original1"),
@@ -406,3 +470,5 @@ def _fold_weight_norm(state: dict[str, torch.Tensor], prefix: str) -> None:
         g, v = state.pop(f"{prefix}.{magnitude}", None), state.pop(f"{prefix}.{direction}", None)
         if g is not None and v is not None:
             state[f"{prefix}.weight"] = torch._weight_norm(v, g, 2)
+            return True
+    return False
