@@ -55,7 +55,7 @@ def test_quantized_features_equal_direct_pretraining_forward(norm, tmp_path):
     np.testing.assert_allclose(ours, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("layer", [0, 1, -1])
+@pytest.mark.parametrize("layer", [0, 1, 2, -1, -2, -3])
 def test_hidden_layer_features_equal_direct_model_forward(group_norm_model, layer):
     audio = speechlike(2.0, seed=1)
     ours = Wav2vecExtractor(str(group_norm_model), features=f"hidden:{layer}").extract(audio)
@@ -63,6 +63,12 @@ def test_hidden_layer_features_equal_direct_model_forward(group_norm_model, laye
     with torch.no_grad():
         outputs = model(reference_inputs(group_norm_model, audio), output_hidden_states=True)
     np.testing.assert_allclose(ours, outputs.hidden_states[layer][0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["auto", "transformers"])
+def test_a_hidden_state_the_model_has_not_is_refused_by_name(group_norm_model, backend):
+    with pytest.raises(ValueError, match=r"'hidden:3'.* has 3 hidden states \(K from -3 to 2\)"):
+        Wav2vecExtractor(str(group_norm_model), features="hidden:3", backend=backend)
 
 
 def test_long_clip_is_chunked_and_stitched_without_seams(layer_norm_model, monkeypatch):

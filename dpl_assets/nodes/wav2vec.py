@@ -125,6 +125,12 @@ class Wav2vecExtractor:
         # transformers' model or the native one (their layers share names)
         self.model: Any = prepare_for_inference(model.to(self.device))
         config = cast(Any, model).config  # transformers' Wav2Vec2Config or a NativeConfig
+        states = int(config.num_hidden_layers) + 1  # the transformer's input, then each layer's
+        if self.choice.kind == "hidden" and not -states <= self.choice.layer < states:
+            raise ValueError(
+                f"features {features!r}: {checkpoint} has {states} hidden states "
+                f"(K from {-states} to {states - 1})"
+            )
         self.kernels: tuple[int, ...] = tuple(config.conv_kernel)
         self.strides: tuple[int, ...] = tuple(config.conv_stride)
         self.hop = int(np.prod(self.strides))
@@ -195,7 +201,8 @@ class Wav2vecExtractor:
                 if self.choice.kind == "quantized":
                     out = self.native.quantized(inputs)
                 else:
-                    out = self.native.hidden_states(inputs, self.choice.layer)[self.choice.layer]
+                    # the states up to the one asked for (later layers not run): the last
+                    out = self.native.hidden_states(inputs, self.choice.layer)[-1]
             elif self.choice.kind == "quantized":
                 wav2vec2 = self.model.wav2vec2
                 conv = wav2vec2.feature_extractor(inputs).transpose(1, 2)

@@ -389,6 +389,8 @@ class Wav2Vec2Native(nn.Module):
         index k the input of layer k, the last the last layer's output (see the module);
         with ``last``, only those up to index ``last`` (the later layers are not run)."""
         total = self.config.num_hidden_layers + 1
+        if last is not None and not -total <= last < total:
+            raise IndexError(f"hidden state {last} of {total}")
         stop = total - 1 if last is None else last % total
         features = self.feature_extractor(samples).transpose(1, 2)
         x = self.feature_projection.projection(self.feature_projection.layer_norm(features))
