@@ -214,10 +214,6 @@ class Wav2vecExtractor:
                 out = hidden[self.choice.layer]
             return out.float().cpu().numpy()
 
-    def _normalize(self, audio: np.ndarray) -> np.ndarray:
-        # Over the whole clip, before chunking: per-window statistics would differ per window.
-        return self._normalize_input(audio)
-
     def extract_many(
         self,
         audios: Mapping[str, np.ndarray],
@@ -257,7 +253,8 @@ class Wav2vecExtractor:
                     f"{video_id}: {audio.size} samples is shorter than one wav2vec frame "
                     f"({self.receptive_field} samples)"
                 )
-            normalized = self._normalize(audio)
+            # Over the whole clip, before chunking: per-window statistics would differ.
+            normalized = self._normalize_input(audio)
             if total <= plan.window_frames:
                 # Whole clip, trailing samples included: group norm sees all of them.
                 results[video_id] = self._forward(normalized[None])[0]

@@ -13,9 +13,8 @@ post-norm (base) and pre-norm (``do_stable_layer_norm``, large "lv60") encoders;
 ReLU or SiLU activations; no adapter; float32 (the config's ``dtype``, which transformers
 5 loads the weights in, float32 or unset); one ``model.safetensors`` or
 ``pytorch_model.bin`` (read with ``weights_only``) of float32 tensors, keyed as a
-``Wav2Vec2Model`` or a
-``Wav2Vec2ForPreTraining`` (``wav2vec2.`` prefix) saves them, the positional
-convolution's weight norm as ``weight_g``/``weight_v`` or as a parametrization. The
+``Wav2Vec2Model`` or a ``Wav2Vec2ForPreTraining`` (``wav2vec2.`` prefix) saves them, the
+positional convolution's weight norm as ``weight_g``/``weight_v`` or as a parametrization. The
 input normalization is the feature extractor's (``preprocessor_config.json``:
 ``do_normalize``, default on; zero mean, unit variance over the clip, +1e-7). Settings
 transformers would act on otherwise (an attention implementation other than SDPA,
@@ -289,8 +288,7 @@ class _Attention(nn.Module):
     def __init__(self, config: NativeConfig) -> None:
         super().__init__()
         size = config.hidden_size
-        self.heads = config.num_attention_heads
-        self.head_dim = size // self.heads
+        self.head_dim = size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.k_proj = nn.Linear(size, size)
         self.v_proj = nn.Linear(size, size)
