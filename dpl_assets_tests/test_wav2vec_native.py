@@ -255,10 +255,10 @@ def test_a_declined_config_is_computed_by_transformers_in_the_extractor(tmp_path
     through = Wav2vecExtractor(str(folder), features="hidden:-1", backend="transformers")
     assert auto.native is None
     np.testing.assert_array_equal(auto.extract(audio), through.extract(audio))
-    with torch.inference_mode():  # what the native model would have given: other values
+    # What the native model would have given (the config without is_causal): other values
+    (folder / "config.json").write_text(json.dumps(config))
+    with torch.inference_mode():
         inputs = normalized(folder, audio)
-        config_path = folder / "config.json"
-        config_path.write_text(json.dumps(config))
         bidirectional = native_model(folder, quantizer=False).hidden_states(inputs)[-1][0]
     assert not np.allclose(bidirectional.numpy(), through.extract(audio), atol=1e-3)
 
